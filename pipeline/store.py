@@ -1,0 +1,241 @@
+"""Parquet contracts and atomic writes.
+
+Feature table (`data/features/<name>.parquet`), one row per time step of one clip, sorted by clip then
+time:
+
+    clip_id: string, t: float64 (seconds, frame centre), present: bool,
+    value: fixed_size_list<float32>[D]
+    [t_start, t_end: float64]  only for irregular steps (words): the span each row covers
+
+`present` is false where the modality is missing at that step (no face, no transcript…); the value
+there is all zeros and must not be read as data. Schema metadata (key `mer`, JSON) records the
+extractor, its version and params, the backbone, whether its weights are pretrained, rate and
+dimension, so every downstream output can say what it was computed from.
+
+Every file is written to a temporary name beside its target and renamed into place, so a crash never
+leaves a half-written output that a later stage would take as done.
+"""
+
+from __future__ import annotations
+
+from pipeline.errors import PipelineError
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+META_KEY = b"mer"
+COMPRESSION = "zstd"
+
+
+class StoreError(PipelineError):
+    """A table is missing or does not follow its contract; the message names the file."""
+
+
+@contextmanager
+def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(target: str | Path, text: str) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(target: str | Path, obj: Any) -> None:
+    write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_table(target: str | Path, table: pa.Table, row_group_size: int | None = None) -> None:
+    with atomic_path(target, suffix=".parquet") as tmp:
+        pq.write_table(table, tmp, compression=COMPRESSION, row_group_size=row_group_size)
+
+
+def read_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path}: not found; run the stage that writes it (`dvc repro`)")
+    try:
+        return pq.read_table(path, columns=columns)
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise StoreError(f"{path}: unreadable Parquet file: {e}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Feature tables
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FeatureMeta:
+    """What a feature table was computed from. Stored as JSON in the Parquet schema metadata."""
+
+    name: str
+    extractor: str
+    version: str
+    dim: int
+    rate_hz: float | None  # None for irregular steps (e.g. words)
+    modality: str  # 'video', 'audio' or 'text'
+    backbone: str
+    pretrained: bool
+    params: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True, default=_json_default)
+
+    @classmethod
+    def from_json(cls, blob: bytes | str) -> "FeatureMeta":
+        return cls(**json.loads(blob))
+
+    @property
+    def weights_statement(self) -> str:
+        """Plain-words statement of the weights, repeated in every output and the report."""
+        if self.pretrained:
+            return f"{self.backbone}: pretrained weights"
+        return (
+            f"{self.backbone}: RANDOM weights (not pretrained) — features carry no learned "
+            f"knowledge; results are for testing the pipeline only"
+        )
+
+
+@dataclass
+class ClipFeatures:
+    """One clip's rows: times (T,), presence (T,), values (T, D) float32 (zeros where absent), and
+    for irregular steps (words) the span (T, 2) each row covers."""
+
+    t: np.ndarray
+    present: np.ndarray
+    values: np.ndarray
+    span: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.t = np.asarray(self.t, dtype=np.float64).reshape(-1)
+        self.present = np.asarray(self.present, dtype=bool).reshape(-1)
+        self.values = np.asarray(self.values, dtype=np.float32)
+        n = len(self.t)
+        if self.values.ndim != 2 or self.values.shape[0] != n or len(self.present) != n:
+            raise ValueError(
+                f"inconsistent clip rows: t {self.t.shape}, present {self.present.shape}, values {self.values.shape}"
+            )
+        if self.span is not None:
+            self.span = np.asarray(self.span, dtype=np.float64).reshape(n, 2)
+        if not np.all(np.isfinite(self.values[self.present])):
+            raise ValueError("non-finite feature values at steps marked present")
+        if np.any(self.values[~self.present]):
+            self.values = self.values.copy()
+            self.values[~self.present] = 0.0
+
+    @classmethod
+    def empty(cls, dim: int, spans: bool = False) -> "ClipFeatures":
+        return cls(np.zeros(0), np.zeros(0, bool), np.zeros((0, dim), np.float32), np.zeros((0, 2)) if spans else None)
+
+
+def feature_schema(meta: FeatureMeta) -> pa.Schema:
+    fields = [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("t", pa.float64(), nullable=False),
+        pa.field("present", pa.bool_(), nullable=False),
+        pa.field("value", pa.list_(pa.float32(), meta.dim), nullable=False),
+    ]
+    if meta.rate_hz is None:  # irregular steps carry the span each row covers
+        fields += [pa.field("t_start", pa.float64(), nullable=False), pa.field("t_end", pa.float64(), nullable=False)]
+    return pa.schema(fields, metadata={META_KEY: meta.to_json().encode()})
+
+
+def feature_table(meta: FeatureMeta, clips: dict[str, ClipFeatures]) -> pa.Table:
+    """Assemble the table for `clips` (sorted by clip id, then time)."""
+    irregular = meta.rate_hz is None
+    ids, ts, pres, vals, spans = [], [], [], [], []
+    for clip_id in sorted(clips):
+        c = clips[clip_id]
+        if c.values.shape[1] != meta.dim:
+            raise ValueError(f"clip {clip_id}: dimension {c.values.shape[1]} != declared {meta.dim}")
+        if irregular and c.span is None:
+            raise ValueError(f"clip {clip_id}: irregular feature '{meta.name}' needs row spans")
+        order = np.argsort(c.t, kind="stable")
+        ids.append(np.full(len(c.t), clip_id, dtype=object))
+        ts.append(c.t[order])
+        pres.append(c.present[order])
+        vals.append(c.values[order])
+        if irregular:
+            spans.append(c.span[order])
+    schema = feature_schema(meta)
+    if not ids or sum(len(t) for t in ts) == 0:
+        return schema.empty_table()
+    flat = np.concatenate(vals).astype(np.float32, copy=False)
+    value = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), meta.dim)
+    columns = [pa.array(np.concatenate(ids), pa.string()), pa.array(np.concatenate(ts)), pa.array(np.concatenate(pres)), value]
+    if irregular:
+        span = np.concatenate(spans)
+        columns += [pa.array(span[:, 0]), pa.array(span[:, 1])]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def write_features(target: str | Path, meta: FeatureMeta, clips: dict[str, ClipFeatures]) -> None:
+    write_table(target, feature_table(meta, clips), row_group_size=64_000)
+
+
+def read_feature_meta(path: str | Path) -> FeatureMeta:
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path}: not found; run the stage that writes it (`dvc repro`)")
+    md = pq.read_schema(path).metadata or {}
+    if META_KEY not in md:
+        raise StoreError(f"{path}: not a feature table (no '{META_KEY.decode()}' schema metadata)")
+    return FeatureMeta.from_json(md[META_KEY])
+
+
+def read_features(path: str | Path) -> tuple[FeatureMeta, dict[str, ClipFeatures]]:
+    """Read a feature table back into per-clip arrays."""
+    meta = read_feature_meta(path)
+    table = read_table(path)
+    expected = {"clip_id", "t", "present", "value"}
+    if not expected <= set(table.column_names):
+        raise StoreError(f"{path}: columns {table.column_names} lack {sorted(expected - set(table.column_names))}")
+    clip_ids = table.column("clip_id").to_numpy(zero_copy_only=False)
+    t = table.column("t").to_numpy()
+    present = table.column("present").to_numpy(zero_copy_only=False)
+    value = table.column("value").combine_chunks()
+    values = value.flatten().to_numpy(zero_copy_only=False).reshape(len(table), meta.dim)
+    out: dict[str, ClipFeatures] = {}
+    if len(table) == 0:
+        return meta, out
+    # rows are grouped by clip: split at the boundaries
+    change = np.flatnonzero(clip_ids[1:] != clip_ids[:-1]) + 1
+    starts = np.concatenate([[0], change])
+    ends = np.concatenate([change, [len(table)]])
+    span = None
+    if meta.rate_hz is None:
+        span = np.stack([table.column("t_start").to_numpy(), table.column("t_end").to_numpy()], axis=1)
+    for s, e in zip(starts, ends):
+        out[str(clip_ids[s])] = ClipFeatures(t[s:e], present[s:e], values[s:e], None if span is None else span[s:e])
+    return meta, out

@@ -1,0 +1,23 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+CREMA_D = REPO.parent / "shared" / "data" / "crema-d-sample"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def crema_d_dir() -> Path:
+    """The three real CREMA-D clips shipped beside the checkout (skip where they are absent)."""
+    if not (CREMA_D / "VideoFlash").is_dir():
+        pytest.skip(f"CREMA-D sample not found at {CREMA_D}")
+    return CREMA_D

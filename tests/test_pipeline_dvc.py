@@ -1,0 +1,122 @@
+"""Integration: real `dvc repro` over a temporary copy of the repository on a tiny demo corpus."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.corpus.manifest import read_manifest
+from pipeline.segments import load_segments
+from pipeline.store import read_features
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[1]
+COPY = ["dvc.yaml", "params.yaml", "pyproject.toml", "pipeline", "stages", ".dvc/config", ".dvcignore", ".gitignore"]
+ALL_STAGES = ["corpus", "faces", "face_embed", "lld", "wav2vec2", "bert", "segment", "train", "evaluate", "report"]
+
+TINY = {
+    "corpus": {"speakers": 5, "clips_per_speaker": 2, "seconds": 2.0, "fps": 10, "width": 200, "height": 160},
+    "faces": {"batch_size": 8},
+    "face_embed": {"batch_size": 8},
+    "train": {"seeds": [0], "epochs": 2, "batch_size": 4, "d_model": 32, "layers": 1, "heads": 2, "patience": 2},
+}
+
+
+def _run(cmd, cwd, check=True):
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["HF_HUB_OFFLINE"] = "1"
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("project")
+    for name in COPY:
+        src = REPO / name
+        dst = root / name
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["git", "init", "-q"], root)
+    first = _run([sys.executable, "-m", "dvc", "repro"], root)
+    return root, first.stdout + first.stderr
+
+
+def test_first_repro_runs_every_stage_in_order(project):
+    _, output = project
+    assert _ran(output) == ALL_STAGES
+
+
+def test_outputs_follow_their_contracts(project):
+    root, _ = project
+    info, clips = read_manifest(root / "data/corpus/manifest.parquet")
+    assert len(clips) == 10 and info.classes == ["neutral", "happy", "angry", "sad"]
+    dims = {"vggface": 4096, "egemaps": 25, "bert": 384}
+    for name, dim in dims.items():
+        meta, rows = read_features(root / f"data/features/{name}.parquet")
+        assert meta.dim == dim
+        assert set(rows) <= {c.clip_id for c in clips}
+    meta, _ = read_features(root / "data/features/vggface.parquet")
+    assert meta.pretrained is False  # demo default: weights: random
+    seg = load_segments(root / "data/segments")
+    assert set(seg.modalities) == {"face", "acoustic", "speech", "text"}
+    assert set(seg.partition) == {"train", "devel", "test"}
+
+
+def test_report_shows_every_condition_and_random_backbones(project):
+    root, _ = project
+    html = (root / "data/report/index.html").read_text()
+    assert "data:image/png;base64," in html
+    for condition in ["all_present", "missing:face", "missing:acoustic", "missing:speech", "missing:text"]:
+        assert condition in html or condition.replace("missing:", "") in html
+    assert "RANDOM" in html and "VGG" in html
+    assert (root / "data/report/report.md").exists()
+
+
+def test_metrics_and_plots_commands_work(project):
+    root, _ = project
+    metrics = _run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], root).stdout
+    data = json.loads(metrics)
+    assert "data/metrics/evaluate.json" in json.dumps(data)
+    plots = _run([sys.executable, "-m", "dvc", "plots", "show", "--json"], root).stdout
+    assert "conditions.csv" in plots
+
+
+def test_second_repro_runs_nothing(project):
+    root, _ = project
+    out = _run([sys.executable, "-m", "dvc", "repro"], root)
+    assert _ran(out.stdout + out.stderr) == []
+    status = _run([sys.executable, "-m", "dvc", "status"], root).stdout
+    assert "up to date" in status
+
+
+def test_editing_train_reruns_only_train_evaluate_report(project):
+    root, _ = project
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["epochs"] = 3
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = _run([sys.executable, "-m", "dvc", "status", "--json"], root).stdout
+    assert set(json.loads(status)) == {"train"}  # downstream stages follow once train's outputs change
+    out = _run([sys.executable, "-m", "dvc", "repro"], root)
+    assert _ran(out.stdout + out.stderr) == ["train", "evaluate", "report"]
