@@ -1,0 +1,99 @@
+"""Cross-modal Transformer of Parthasarathy & Sundaram (ICMI 2020, seed 002), generalised to M modalities.
+
+002 §2.1: each modality passes through its own branch of self-attention encoder layers; a cross-modal
+attention layer lets each modality's queries attend to the other modality's keys/values; the
+cross-modal outputs are "added back to the corresponding encoder representations using learnable
+scalar weights α and β"; "the overall representation … is the sum of the individual components"; a
+dense layer gives the predictions. For M modalities there is one attention component and one
+learnable scalar per ordered pair (i attends to j), which is α, β for M = 2.
+
+Defaults from 002 §3.3: 2 self-attention layers per branch, 512 nodes, 4 heads (Adam, lr 1e-4 live in
+`TrainParams`). Where the paper is silent we choose, and say so:
+- per-modality input projection Linear(D_m → d_model) + sinusoidal positions (002 feeds 4,096-d video
+  and 3,900-d audio into 512-node branches without saying how; Vaswani et al. [23] positions);
+- post-LN encoder layers with a 4·d_model ReLU feed-forward block and scaled dot products ([23]; 002
+  Eq. 1 writes σ(KQᵀ)V without the 1/√d);
+- the cross-modal scalars start at 1.0 (a plain residual sum);
+- 002 predicts arousal/valence per frame; this first scope classifies whole clips, so the fused
+  per-step representation is averaged over the steps where ANY modality is present (masked mean)
+  before the dense layer. The paper has no pooling step.
+
+Missing modalities: masks (True = present) go into every attention, so absent steps are never
+attended to, and each modality's component is zeroed where that modality is absent. A modality whose
+mask is all False for a sample therefore contributes exactly nothing, and a modality left out of the
+input dict gives the same output as one that is fully masked.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from pipeline.models.blocks import MultiHeadAttention, SinusoidalPositionalEncoding, TransformerEncoder, masked_mean
+
+
+def _pair(i: str, j: str) -> str:
+    return f"{i}__to__{j}"
+
+
+class CrossModalTransformer(nn.Module):
+    """forward(x: {mod: [B,T,D_m]}, mask: {mod: bool [B,T]}) -> [B, n_outputs], any subset of mods."""
+
+    def __init__(
+        self,
+        dims: dict[str, int],
+        n_outputs: int,
+        d_model: int = 512,  # 002 §3.3
+        layers: int = 2,  # 002 §3.3
+        heads: int = 4,  # 002 §3.3
+        dropout: float = 0.1,  # paper silent
+        ff_dim: int | None = None,  # paper silent: 4·d_model as in [23]
+        cross_init: float = 1.0,  # paper silent
+    ) -> None:
+        super().__init__()
+        if not dims:
+            raise ValueError("CrossModalTransformer needs at least one modality")
+        self.modalities = list(dims)
+        self.dims = dict(dims)
+        self.proj = nn.ModuleDict({m: nn.Linear(d, d_model) for m, d in dims.items()})
+        self.pos = SinusoidalPositionalEncoding(d_model)
+        self.embed_drop = nn.Dropout(dropout)
+        self.encoders = nn.ModuleDict(
+            {m: TransformerEncoder(d_model, heads, layers, ff_dim, dropout) for m in self.modalities}
+        )
+        pairs = [_pair(i, j) for i in self.modalities for j in self.modalities if i != j]
+        self.cross = nn.ModuleDict({p: MultiHeadAttention(d_model, heads, dropout) for p in pairs})
+        self.cross_weight = nn.ParameterDict({p: nn.Parameter(torch.tensor(float(cross_init))) for p in pairs})
+        self.out_drop = nn.Dropout(dropout)
+        self.head = nn.Linear(d_model, n_outputs)
+
+    def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> Tensor:
+        unknown = sorted(set(x) - set(self.modalities))
+        if unknown:
+            raise ValueError(f"unknown modalities {unknown}; this model knows {self.modalities}")
+        present = [m for m in self.modalities if m in x]
+        if not present:
+            raise ValueError(f"no input modality given; this model knows {self.modalities}")
+        lacking = [m for m in present if m not in mask]
+        if lacking:
+            raise ValueError(f"no mask given for modalities {lacking}")
+
+        enc: dict[str, Tensor] = {}
+        for m in present:
+            valid = mask[m].bool()
+            # values at absent steps are never read; fill them so a stray NaN/inf cannot leak via 0·x
+            h = self.proj[m](x[m].masked_fill(~valid.unsqueeze(-1), 0.0))
+            enc[m] = self.encoders[m](self.embed_drop(self.pos(h)), key_mask=valid)
+
+        fused = None
+        for i in present:
+            h = enc[i]
+            for j in present:
+                if j != i:
+                    p = _pair(i, j)
+                    h = h + self.cross_weight[p] * self.cross[p](enc[i], enc[j], key_mask=mask[j].bool())
+            h = h.masked_fill(~mask[i].bool().unsqueeze(-1), 0.0)
+            fused = h if fused is None else fused + h
+
+        any_present = torch.stack([mask[m].bool() for m in present]).any(dim=0)
+        return self.head(self.out_drop(masked_mean(fused, any_present)))
