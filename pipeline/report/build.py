@@ -1,0 +1,318 @@
+"""Assemble the report: read the inputs, compose one document, write it as HTML and Markdown.
+
+`build_report(root, out_dir, params)` writes
+
+    <out_dir>/index.html          self-contained page (figures embedded)
+    <out_dir>/report.md           the same content in Markdown
+    <out_dir>/figures/*.png       the figures the Markdown refers to
+
+Everything is composed in memory first, written into a staging folder beside `out_dir` with the store's
+atomic writes, and only then swapped into place: a failed run leaves the previous report (or none),
+never a half one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from pipeline.config import EVALUATE_DIR, PARAMS_FILE, ConfigError, ReportParams, load_section, section_hash
+from pipeline.report import figures as figs
+from pipeline.report import tables as tb
+from pipeline.report.inputs import (
+    RESULTS,
+    SUMMARY,
+    CorpusSummary,
+    History,
+    ReportError,
+    SegmentsMeta,
+    read_corpus,
+    read_history,
+    read_results,
+    read_segments_meta,
+    read_summary,
+)
+from pipeline.report.render import Callout, Code, Document, Figure, Heading, Para, Table, to_html, to_markdown
+from pipeline.store import atomic_path, write_text
+
+INDEX = "index.html"
+MARKDOWN = "report.md"
+FIGURES = "figures"
+SHOWN_SECTIONS = ("train", "evaluate")
+
+
+@dataclass
+class Provenance:
+    params_sha256: str
+    sections: dict[str, dict]  # validated params sections shown in the report
+    section_hashes: dict[str, str]
+    code_version: str
+    generated_utc: str
+
+
+def code_version(root: Path) -> str:
+    """'<short hash>' or '<short hash> (uncommitted changes to tracked files)'; 'unknown' without git."""
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    version = head.stdout.strip() or "unknown"
+    if dirty.returncode != 0:
+        return f"{version} (working tree state unknown)"
+    return f"{version} (uncommitted changes to tracked files)" if dirty.stdout.strip() else version
+
+
+def provenance(root: Path) -> Provenance:
+    path = root / PARAMS_FILE
+    if not path.is_file():
+        raise ReportError(f"{path}: not found; the report records its hash (run from the repository root)")
+    try:
+        sections = {name: load_section(name, path) for name in SHOWN_SECTIONS}
+    except ConfigError as e:
+        raise ReportError(str(e)) from None
+    return Provenance(
+        params_sha256=hashlib.sha256(path.read_bytes()).hexdigest()[:16],
+        sections={n: s.model_dump(mode="json") for n, s in sections.items()},
+        section_hashes={n: section_hash(s) for n, s in sections.items()},
+        code_version=code_version(root),
+        generated_utc=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    )
+
+
+@dataclass
+class Inputs:
+    results: dict[tb.Key, dict[int, float]]
+    summary: dict[tb.Key, tb.Stat]
+    std_convention: str
+    histories: dict[str, dict[int, History]]
+    segments: SegmentsMeta
+    corpus: CorpusSummary
+
+
+def load_inputs(root: Path, modality_order: list[str] = ()) -> Inputs:
+    """Read and cross-check every input. Modalities follow `modality_order` (train.modalities; segments.json
+    is written with sorted keys), then any others alphabetically."""
+    # upstream first: the input a fresh checkout lacks first is the one named
+    corpus = read_corpus(root)
+    segments = read_segments_meta(root)
+    listed = [m for m in modality_order if m in segments.modalities]
+    order = listed + sorted(set(segments.modalities) - set(listed))
+    segments.modalities = {m: segments.modalities[m] for m in order}
+    try:
+        results = tb.index_results(read_results(root))
+        summary = tb.index_summary(read_summary(root))
+        std_convention = tb.check_summary(summary, results)
+    except ReportError as e:
+        if str(e).startswith((RESULTS.name, SUMMARY.name)):  # the pure checks name the file briefly
+            raise ReportError(f"{root / EVALUATE_DIR}/{e}") from None
+        raise
+    histories = {m: {s: read_history(root, m, s) for s in tb.seeds(results, m)} for m in tb.models(results)}
+    return Inputs(results, summary, std_convention, histories, segments, corpus)
+
+
+def _random_backbones(seg: SegmentsMeta) -> list[str]:
+    return [f"{m} ({info.feature}): {info.weights_statement}" for m, info in seg.modalities.items() if not info.pretrained]
+
+
+def _summary_text(inp: Inputs, conditions: dict[str, list[str]]) -> str:
+    c = inp.corpus
+    mods = list(inp.segments.modalities)
+    models = tb.models(inp.results)
+    n_seeds = sorted({len(tb.seeds(inp.results, m)) for m in models})
+    text = (
+        f"This report evaluates {', '.join(models)} on the '{c.name}' corpus ({c.n_clips} clips from "
+        f"{c.n_speakers} speakers; classes: {', '.join(inp.segments.classes)}) with the modalities "
+        f"{', '.join(mods)}, over {'/'.join(map(str, n_seeds))} training seed(s) per model, and measures "
+        "how each model holds up when one modality is missing at test time."
+    )
+    main = tb.MAIN_METRIC
+    for m in models:
+        full = inp.summary.get((m, tb.ALL_PRESENT, main))
+        if full is None:
+            continue
+        text += f" With all modalities present, {m} reaches UF1 {tb.fmt_stat(full)}."
+        changes = {cond: tb.paired_change(inp.results, m, cond, main) for cond in conditions[m] if cond != tb.ALL_PRESENT}
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if changes:
+            worst = min(changes, key=lambda k: changes[k].mean)
+            best = max(changes, key=lambda k: changes[k].mean)
+            text += f" Its UF1 changes most with {tb.condition_label(worst)} ({tb.fmt_stat(changes[worst], signed=True)})"
+            text += (f" and least with {tb.condition_label(best)} ({tb.fmt_stat(changes[best], signed=True)})."
+                     if best != worst else ".")
+    if _random_backbones(inp.segments):
+        text += " Some backbones ran on RANDOM weights (see the warning below): these results test the pipeline only."
+    return text
+
+
+def compose(inp: Inputs, params: ReportParams, prov: Provenance) -> Document:
+    mods = list(inp.segments.modalities)
+    models = tb.models(inp.results)
+    conditions, metrics = {}, {}
+    for m in models:
+        cs, ms = tb.cells_of(inp.results, m)
+        conditions[m], metrics[m] = tb.condition_order(cs, mods), tb.metric_order(ms)
+    blocks: list = [Para(_summary_text(inp, conditions))]
+
+    random = _random_backbones(inp.segments)
+    if random:
+        blocks.append(Callout(
+            "Warning: backbones with RANDOM weights",
+            "These feature extractors ran on random, untrained weights. Their features carry no learned "
+            "knowledge, so every number in this report only tests that the pipeline runs end to end; it "
+            "says nothing about how well the method recognises emotions. Point the stage at real "
+            "pretrained weights (params.yaml) before drawing any conclusion.",
+            random,
+        ))
+    else:
+        blocks.append(Callout(
+            "All backbones pretrained",
+            "Every feature extractor ran on pretrained weights:",
+            [f"{m} ({i.feature}): {i.weights_statement}" for m, i in inp.segments.modalities.items()],
+            alarm=False,
+        ))
+
+    c = inp.corpus
+    blocks.append(Heading("Corpus"))
+    rows = [
+        ["name", c.name],
+        ["clips", str(c.n_clips)],
+        ["speakers", str(c.n_speakers)],
+        ["classes (clips)", ", ".join(f"{k} ({n})" for k, n in c.class_counts.items())],
+    ]
+    if c.partition_counts:
+        rows.append([f"partitions (from {c.partition_source})",
+                     ", ".join(f"{p} {n}" for p, n in c.partition_counts.items())])
+    if inp.segments.classes != c.classes:
+        rows.append(["classes modelled (segments)", ", ".join(inp.segments.classes)])
+    blocks.append(Table(tb.TableData(["", ""], rows)))
+
+    blocks.append(Heading("Results"))
+    blocks.append(Para(
+        "Test-partition scores per condition. 'all modalities present' uses every modality; '<m> missing' "
+        "removes modality <m> at test time. Cells are mean ± "
+        f"{inp.std_convention} over training seeds. "
+        + " ".join(f"{lab} = {desc}." for lab, desc in tb.METRICS.values())
+    ))
+    for m in models:
+        blocks.append(Heading(f"Model: {m}", 3))
+        blocks.append(Table(tb.results_table(inp.summary, m, conditions[m], metrics[m]),
+                            f"{m}: scores per condition (mean ± std over seeds)"))
+        if tb.ALL_PRESENT in conditions[m]:
+            if len(conditions[m]) > 1:
+                blocks.append(Table(
+                    tb.change_table(inp.results, m, conditions[m], metrics[m]),
+                    f"{m}: change against all modalities present, paired by seed (condition − all present; "
+                    "negative = worse)",
+                ))
+        else:
+            blocks.append(Para(f"{m} was not evaluated with all modalities present, so no change is shown."))
+
+    blocks.append(Heading("Figures"))
+    if not any(k[2] == tb.MAIN_METRIC for k in inp.summary):
+        raise ReportError(f"results hold no '{tb.MAIN_METRIC}' rows; the report plots UF1 (rerun `evaluate`)")
+    all_conditions = tb.condition_order({k[1] for k in inp.summary}, mods)
+    blocks.append(Figure(
+        "uf1_by_condition.png",
+        figs.metric_by_condition(inp.summary, inp.results, models, all_conditions, tb.MAIN_METRIC),
+        "UF1 (macro F1) on the test partition per condition: bars are means over seeds, error bars one "
+        "standard deviation, dots the individual seeds.",
+    ))
+    blocks.append(Figure(
+        "training_curves.png",
+        figs.training_curves(inp.histories),
+        "Training: devel-partition UF1 per epoch (one line per seed; dot: the best epoch) and the losses.",
+    ))
+
+    blocks.append(Heading("Provenance"))
+    seeds = "; ".join(f"{m}: {', '.join(map(str, tb.seeds(inp.results, m)))}" for m in models)
+    blocks.append(Table(tb.TableData(["", ""], [
+        ["corpus", f"{c.name} ({c.n_clips} clips, {c.n_speakers} speakers)"],
+        ["params.yaml sha256", prov.params_sha256],
+        *[[f"params section '{n}' hash", h] for n, h in prov.section_hashes.items()],
+        ["seeds", seeds],
+        ["code version (git)", prov.code_version],
+        ["generated", prov.generated_utc],
+    ])))
+    blocks.append(Table(
+        tb.TableData(
+            ["modality", "feature table", "backbone", "dim", "rate (Hz)", "pretrained", "weights"],
+            [[m, i.feature, i.backbone, str(i.dim), "irregular" if i.rate_hz is None else f"{i.rate_hz:g}",
+              "yes" if i.pretrained else "NO (random)", i.weights_statement]
+             for m, i in inp.segments.modalities.items()],
+        ),
+        f"Feature tables, aligned by `segment` to a common {inp.segments.rate_hz:g} Hz grid",
+    ))
+    if c.params:
+        blocks.append(Code(yaml.safe_dump(c.params, sort_keys=True), "Corpus generator parameters:"))
+    for name, values in prov.sections.items():
+        blocks.append(Code(yaml.safe_dump({name: values}, sort_keys=False), f"params.yaml section '{name}' (with defaults):"))
+    return Document(params.title, blocks)
+
+
+def _readable(tree: Path) -> None:
+    """mkdtemp/mkstemp create owner-only entries; give the report the permissions the umask allows."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for dirpath, _, filenames in os.walk(tree):
+        os.chmod(dirpath, 0o777 & ~umask)
+        for f in filenames:
+            os.chmod(Path(dirpath) / f, 0o666 & ~umask)
+
+
+def publish(out_dir: Path, files: dict[str, bytes | str]) -> None:
+    """Write `files` (relative path -> content) as the whole of `out_dir`, all or nothing."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    old = None
+    try:
+        for rel, content in files.items():
+            target = staging / rel
+            if isinstance(content, str):
+                write_text(target, content)
+            else:
+                with atomic_path(target) as tmp:
+                    tmp.write_bytes(content)
+        _readable(staging)
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            os.replace(out_dir, old)  # an empty placeholder dir is replaced
+        os.replace(staging, out_dir)
+    except BaseException:
+        if old is not None and not out_dir.exists():
+            os.replace(old, out_dir)  # put the previous report back
+            old = None
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def build_report(root: Path, out_dir: Path, params: ReportParams) -> Path:
+    """Build the report from the inputs under `root`; return the path of index.html.
+
+    `out_dir` may be relative (to `root`). Raises ReportError naming the first missing or bad input.
+    """
+    root = Path(root)
+    out_dir = out_dir if Path(out_dir).is_absolute() else root / out_dir
+    prov = provenance(root)
+    inputs = load_inputs(root, prov.sections["train"]["modalities"])
+    doc = compose(inputs, params, prov)
+    files: dict[str, bytes | str] = {f"{FIGURES}/{f.name}": f.png for f in doc.figures}
+    files[MARKDOWN] = to_markdown(doc, FIGURES)
+    files[INDEX] = to_html(doc)
+    publish(out_dir, files)
+    return out_dir / INDEX

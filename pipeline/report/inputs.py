@@ -1,0 +1,202 @@
+"""Reading what the report is made of. Every missing or malformed input is a `ReportError` that names
+the file and the stage that writes it, so a user knows what to rerun.
+
+Inputs (relative to the repository root):
+    data/evaluate/results.csv                       model, seed, condition, metric, value (one row per seed)
+    data/evaluate/summary.csv                       model, condition, metric, mean, std, n_seeds
+    data/models/<model>/seed_<s>/history.csv        epoch, devel_macro_f1 (+ train_loss, devel_loss, …)
+    data/segments/segments.json                     classes, rate_hz, modalities (backbone, pretrained…)
+    data/segments/segments.npz                      optional: the partition of every sequence
+    data/corpus/manifest.parquet                    corpus name, classes, clips, speakers
+CSV files are read with the csv module: they are small, and it keeps the report free of pandas.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from pipeline.config import EVALUATE_DIR, MANIFEST, MODELS_DIR, SEGMENTS_DIR
+from pipeline.corpus.manifest import read_manifest
+from pipeline.segments import META, NPZ, ModalityInfo
+from pipeline.store import StoreError
+
+RESULTS = EVALUATE_DIR / "results.csv"
+SUMMARY = EVALUATE_DIR / "summary.csv"
+HISTORY = "history.csv"
+
+
+class ReportError(Exception):
+    """An input of the report is missing or does not follow its contract; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Result:
+    model: str
+    seed: int
+    condition: str
+    metric: str
+    value: float
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    model: str
+    condition: str
+    metric: str
+    mean: float
+    std: float
+    n_seeds: int
+
+
+@dataclass
+class History:
+    """One training run's per-epoch log: `epoch` and every other numeric column by name."""
+
+    epoch: list[int]
+    columns: dict[str, list[float]]
+
+
+@dataclass
+class CorpusSummary:
+    name: str
+    classes: list[str]
+    n_clips: int
+    n_speakers: int
+    class_counts: dict[str, int]
+    partition_counts: dict[str, int]  # empty when neither manifest nor segments assign partitions
+    partition_source: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SegmentsMeta:
+    classes: list[str]
+    rate_hz: float
+    modalities: dict[str, ModalityInfo]
+
+
+def history_path(root: Path, model: str, seed: int) -> Path:
+    return root / MODELS_DIR / model / f"seed_{seed}" / HISTORY
+
+
+def require(path: Path, stage: str) -> Path:
+    if not path.is_file():
+        raise ReportError(f"{path}: not found; it is written by the `{stage}` stage (run `dvc repro {stage}`)")
+    return path
+
+
+def _float(s: str) -> float:
+    # float() accepts 'nan'/'inf'; an empty cell is an error, not a silent NaN
+    if s is None or not s.strip():
+        raise ValueError("empty")
+    return float(s)
+
+
+def _int(s: str) -> int:
+    v = _float(s)
+    if not v.is_integer():
+        raise ValueError("not an integer")
+    return int(v)
+
+
+def read_csv(path: Path, stage: str, columns: dict[str, Callable[[str], Any]]) -> list[dict[str, Any]]:
+    """Rows of `path` with `columns` converted; extra columns are kept as strings."""
+    require(path, stage)
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise ReportError(f"{path}: lacks columns {missing} (has {header}); rerun the `{stage}` stage")
+        rows = []
+        for line, raw in enumerate(reader, start=2):
+            row: dict[str, Any] = dict(raw)
+            for col, conv in columns.items():
+                try:
+                    row[col] = conv(raw[col])
+                except (TypeError, ValueError):
+                    raise ReportError(
+                        f"{path}: line {line}: column '{col}' holds {raw[col]!r}, not a valid number"
+                    ) from None
+            rows.append(row)
+    if not rows:
+        raise ReportError(f"{path}: has a header but no rows; rerun the `{stage}` stage")
+    return rows
+
+
+def read_results(root: Path) -> list[Result]:
+    cols = {"model": str, "seed": _int, "condition": str, "metric": str, "value": _float}
+    return [Result(**{k: r[k] for k in cols}) for r in read_csv(root / RESULTS, "evaluate", cols)]
+
+
+def read_summary(root: Path) -> list[SummaryRow]:
+    cols = {"model": str, "condition": str, "metric": str, "mean": _float, "std": _std, "n_seeds": _int}
+    return [SummaryRow(**{k: r[k] for k in cols}) for r in read_csv(root / SUMMARY, "evaluate", cols)]
+
+
+def _std(s: str) -> float:
+    # one seed has no spread: evaluate may leave the cell empty
+    return math.nan if s is None or not s.strip() else float(s)
+
+
+def read_history(root: Path, model: str, seed: int) -> History:
+    path = history_path(root, model, seed)
+    rows = read_csv(path, "train", {"epoch": _int, "devel_macro_f1": _float})
+    numeric: dict[str, list[float]] = {}
+    for col in rows[0]:
+        if col == "epoch":
+            continue
+        try:
+            numeric[col] = [_float(r[col]) if isinstance(r[col], str) else float(r[col]) for r in rows]
+        except (TypeError, ValueError):
+            continue  # a non-numeric column (a note, a timestamp) is not plotted
+    return History(epoch=[r["epoch"] for r in rows], columns=numeric)
+
+
+def read_segments_meta(root: Path) -> SegmentsMeta:
+    path = require(root / SEGMENTS_DIR / META, "segment")
+    try:
+        meta = json.loads(path.read_text())
+        mods = {m: ModalityInfo(**info) for m, info in meta["modalities"].items()}
+        return SegmentsMeta(classes=list(meta["classes"]), rate_hz=float(meta["rate_hz"]), modalities=mods)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ReportError(f"{path}: does not follow the segments contract ({type(e).__name__}: {e}); "
+                          f"rerun the `segment` stage") from None
+
+
+def read_corpus(root: Path) -> CorpusSummary:
+    path = require(root / MANIFEST, "corpus")
+    try:
+        info, clips = read_manifest(path)
+    except StoreError as e:
+        raise ReportError(f"{e}; rerun the `corpus` stage") from None
+    partitions = Counter(c.partition for c in clips if c.partition)
+    source = "manifest"
+    npz = root / SEGMENTS_DIR / NPZ
+    if not partitions and npz.is_file():
+        # the corpus leaves partitions to `segment`; read only that array (np.load is lazy per key)
+        try:
+            with np.load(npz, allow_pickle=False) as z:
+                partitions = Counter(str(p) for p in z["partition"])
+            source = "segments"
+        except (OSError, KeyError, ValueError):
+            partitions = Counter()
+    labels = Counter(c.label for c in clips if c.label is not None)
+    return CorpusSummary(
+        name=info.name,
+        classes=list(info.classes),
+        n_clips=len(clips),
+        n_speakers=len({c.speaker for c in clips}),
+        class_counts={k: labels.get(k, 0) for k in info.classes},
+        partition_counts={p: partitions[p] for p in ("train", "devel", "test") if p in partitions},
+        partition_source=source if partitions else "",
+        params=dict(info.params),
+    )

