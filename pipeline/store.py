@@ -108,6 +108,8 @@ class FeatureMeta:
     pretrained: bool
     params: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
+    learned: bool = True  # False for fixed feature sets (openSMILE): no weights to be random
+
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True, default=_json_default)
@@ -119,6 +121,8 @@ class FeatureMeta:
     @property
     def weights_statement(self) -> str:
         """Plain-words statement of the weights, repeated in every output and the report."""
+        if not self.learned:
+            return f"{self.backbone}: fixed feature set (no learned weights)"
         if self.pretrained:
             return f"{self.backbone}: pretrained weights"
         return (

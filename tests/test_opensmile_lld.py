@@ -1,0 +1,138 @@
+"""openSMILE eGeMAPSv02 LLD extractor (`lld` stage → feature `egemaps`) on real CREMA-D audio."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import opensmile
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from pipeline.config import LldParams
+from pipeline.corpus.manifest import Clip, CorpusInfo, write_manifest
+from pipeline.extract.base import ExtractionError
+from pipeline.extract.opensmile_lld import EgemapsLld
+from pipeline.media import MediaError, read_audio
+from pipeline.store import read_features
+
+REPO = Path(__file__).resolve().parents[1]
+CREMA_D = Path(__file__).resolve().parents[2] / "shared/data/crema-d-sample"
+
+
+@pytest.fixture(scope="module")
+def flvs() -> list[Path]:
+    paths = sorted((CREMA_D / "VideoFlash").glob("*.flv"))
+    if not paths:
+        pytest.skip(f"CREMA-D sample not found at {CREMA_D}")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def lld() -> EgemapsLld:
+    return EgemapsLld(LldParams())
+
+
+def clip_for(path: Path, clip_id: str = "c") -> Clip:
+    return Clip(clip_id=clip_id, speaker="1001", media_path=str(path), duration=2.0)
+
+
+def test_values_equal_opensmile_process_file(lld, flvs, tmp_path):
+    for flv in flvs:
+        rows = lld.process_clip(clip_for(flv), Path("."))
+        wav = tmp_path / f"{flv.stem}.wav"
+        sf.write(wav, read_audio(flv, 16000), 16000, subtype="FLOAT")  # lossless: float samples
+        ref = opensmile.Smile(
+            feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.LowLevelDescriptors
+        ).process_file(str(wav))
+        assert rows.values.shape == (len(ref), 25)
+        np.testing.assert_array_equal(rows.values, ref.to_numpy(np.float32))
+        assert rows.present.all()
+        # t = frame centre: start + 10 ms (20 ms frames); the last frame's index end is the signal end
+        start = ref.index.get_level_values("start").total_seconds().to_numpy()
+        np.testing.assert_allclose(rows.t, start + 0.010, atol=1e-9)
+
+
+def test_shape_rate_and_times(lld, flvs):
+    assert lld.dim == 25 and lld.rate_hz == 100.0
+    assert lld.columns[0] == "Loudness_sma3" and lld.columns[-1] == "F3amplitudeLogRelF0_sma3nz"
+    signal = read_audio(flvs[0], 16000)
+    rows = lld.process_clip(clip_for(flvs[0]), Path("."))
+    np.testing.assert_allclose(np.diff(rows.t), 0.010, atol=1e-9)
+    assert rows.t[0] == pytest.approx(0.010)
+    # one frame every 10 ms; the 60 ms F0 window makes openSMILE stop a few frames before the end
+    duration = len(signal) / 16000
+    assert 0 <= round(duration * 100) - len(rows.t) <= 6
+    assert rows.t[-1] < duration
+    meta = lld.meta()
+    assert meta.backbone == "openSMILE eGeMAPSv02 LLD" and meta.pretrained and meta.rate_hz == 100.0
+    assert "not learned weights" in meta.notes
+
+
+def test_separate_wav_audio_path_is_used(lld, flvs, tmp_path):
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, read_audio(flvs[1], 16000), 16000, subtype="FLOAT")
+    clip = Clip(clip_id="c", speaker="s", media_path=str(tmp_path / "no-video.mp4"), audio_path=str(wav), duration=2)
+    from_wav = lld.process_clip(clip, Path("."))
+    np.testing.assert_array_equal(from_wav.values, lld.process_clip(clip_for(flvs[1]), Path(".")).values)
+
+
+def test_too_short_signal_is_an_error_naming_the_file(lld, tmp_path):
+    wav = tmp_path / "blip.wav"
+    sf.write(wav, np.random.default_rng(0).normal(0, 0.1, 480).astype(np.float32), 16000)  # 30 ms
+    with pytest.raises(ExtractionError, match=r"blip\.wav: audio too short"):
+        lld.process_clip(Clip(clip_id="b", speaker="s", media_path=str(wav), duration=0.03), Path("."))
+    with pytest.raises(ExtractionError, match="no samples"):
+        lld.process_signal(np.zeros(0, np.float32), 16000, "empty.wav")
+
+
+def test_missing_file_is_a_media_error(lld, tmp_path):
+    with pytest.raises(MediaError, match="gone.flv: file not found"):
+        lld.process_clip(clip_for(tmp_path / "gone.flv"), Path("."))
+
+
+def test_nan_frames_are_absent_not_values(lld, monkeypatch):
+    # openSMILE gives NaN rows only in edge cases; the mapping NaN -> present=False is pure logic
+    idx = pd.MultiIndex.from_arrays(
+        [pd.to_timedelta([0.0, 0.01, 0.02], unit="s"), pd.to_timedelta([0.02, 0.03, 0.035], unit="s")],
+        names=["start", "end"],
+    )
+    values = np.ones((3, 25), np.float32)
+    values[1, 4] = np.nan
+    fake = pd.DataFrame(values, index=idx, columns=lld.columns)
+    monkeypatch.setattr(lld.smile, "process_signal", lambda signal, sr: fake)
+    rows = lld.process_signal(np.zeros(1000, np.float32), 16000, "x.wav")
+    assert rows.present.tolist() == [True, False, True]
+    assert not rows.values[1].any() and rows.values[0].all()
+    np.testing.assert_allclose(rows.t, [0.01, 0.02, 0.03])  # last frame: nominal 20 ms, not 15 ms
+
+
+def _stage_dir(tmp: Path, media: list[Path]) -> Path:
+    (tmp / "params.yaml").write_text("lld:\n  on_error: fail\n")
+    clips = [clip_for(p, f"c{i}") for i, p in enumerate(media)]
+    write_manifest(tmp / "data/corpus/manifest.parquet", CorpusInfo(name="demo", classes=["neutral"]), clips)
+    return tmp
+
+
+def test_stage_script_writes_the_table(flvs, tmp_path):
+    cwd = _stage_dir(tmp_path, flvs)
+    run = subprocess.run([sys.executable, str(REPO / "stages/lld.py")], cwd=cwd, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    meta, clips = read_features(cwd / "data/features/egemaps.parquet")
+    assert meta.name == "egemaps" and meta.dim == 25 and meta.rate_hz == 100.0 and meta.pretrained
+    assert sorted(clips) == ["c0", "c1", "c2"]
+    assert all(c.values.shape[1] == 25 and c.present.all() for c in clips.values())
+    assert (cwd / "data/errors/egemaps.csv").read_text().strip() == "clip_id,error"
+
+
+def test_stage_script_bad_media_is_one_line(tmp_path):
+    bad = tmp_path / "broken.flv"
+    bad.write_bytes(b"not a video at all" * 10)
+    cwd = _stage_dir(tmp_path, [bad])
+    run = subprocess.run([sys.executable, str(REPO / "stages/lld.py")], cwd=cwd, capture_output=True, text=True)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    err = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "clip c0" in err[0] and "broken.flv" in err[0]
+    assert not (cwd / "data/features/egemaps.parquet").exists()
