@@ -72,5 +72,44 @@ def features(directory: Path = typer.Option(FEATURES_DIR, help="where the featur
     console.print(table)
 
 
+# dimensions of the demo's feature tables, used when no segments exist yet
+DEMO_DIMS = {"face": 4096, "acoustic": 25, "speech": 96, "text": 384}
+
+
+@app.command()
+def models(
+    as_json: bool = typer.Option(False, "--json", help="print {name: parameter count} as JSON"),
+    task: str = typer.Option("classification", help="classification | regression"),
+) -> None:
+    """List every registered model with its parameter count (paper defaults, this corpus's inputs)."""
+    import json
+
+    from pipeline.models.registry import MODELS, count_parameters, build_model, fit_modalities
+    from pipeline.segments import META, SEGMENTS_DIR
+
+    meta_path = SEGMENTS_DIR / META
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        dims, n_classes = {m: int(i["dim"]) for m, i in meta["modalities"].items()}, len(meta["classes"])
+        source = str(meta_path)
+    else:
+        dims, n_classes, source = DEMO_DIMS, 4, "the demo's feature dimensions"
+    n_outputs = n_classes if task == "classification" else 2
+    counts: dict[str, int] = {}
+    for name in sorted(MODELS):
+        try:
+            counts[name] = count_parameters(build_model(name, fit_modalities(name, dims), n_outputs, task))
+        except PipelineError as e:
+            _fail(str(e))
+    if as_json:
+        print(json.dumps(counts, indent=2))
+        return
+    table = Table("model", "paper", "modalities", "parameters", title=f"inputs: {source}; task: {task}")
+    for name, n in counts.items():
+        entry = MODELS[name]
+        table.add_row(name, entry.paper, ", ".join(fit_modalities(name, dims)), f"{n:,}")
+    console.print(table)
+
+
 if __name__ == "__main__":
     app()

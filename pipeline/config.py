@@ -129,26 +129,37 @@ class SegmentParams(Section):
 
 
 class TrainParams(Section):
-    model: Literal["crossmodal"] = "crossmodal"
+    task: Literal["classification", "regression"] = Field(
+        "classification", description="per-clip classes (cross-entropy) or per-step targets (CCC loss)"
+    )
+    targets: list[str] = Field(
+        default_factory=lambda: ["arousal", "valence"], description="regression targets (segments arrays)"
+    )
+    models: list[str] = Field(default_factory=lambda: ["crossmodal"], description="registry names (`mer models`)")
+    strategies: list[str] = Field(default_factory=lambda: ["standard"], description="missing-modality training strategies")
+    all_models: bool = Field(False, description="one switch: every registered model under every strategy")
     modalities: list[str] = Field(default_factory=lambda: ["face", "acoustic", "speech", "text"])
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-4, gt=0, description="Adam, 002 §3.3")
     weight_decay: float = Field(0.0, ge=0)
-    patience: int = Field(10, ge=1, description="early stopping on devel macro-F1")
-    d_model: int = Field(512, ge=8, description="002 §3.3: 512 nodes")
-    layers: int = Field(2, ge=1, description="002 §3.3: 2 self-attention layers per branch")
-    heads: int = Field(4, ge=1, description="002 §3.3: 4 heads")
-    dropout: float = Field(0.1, ge=0, lt=1)
+    patience: int = Field(10, ge=1, description="early stopping on the devel metric")
+    model_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per-model overrides of the paper defaults, e.g. {crossmodal: {d_model: 128}}",
+    )
+    strategy_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-strategy overrides, e.g. {clip_zero: {p_clip: 0.5}}"
+    )
 
-    @field_validator("modalities")
+    @field_validator("modalities", "models", "strategies", "seeds")
     @classmethod
-    def _non_empty(cls, v: list[str]) -> list[str]:
+    def _non_empty_unique(cls, v: list, info) -> list:
         if not v:
-            raise ValueError("train.modalities must name at least one modality")
+            raise ValueError(f"train.{info.field_name} must not be empty")
         if len(set(v)) != len(v):
-            raise ValueError(f"train.modalities lists a modality twice: {v}")
+            raise ValueError(f"train.{info.field_name} lists an entry twice: {v}")
         return v
 
 

@@ -24,7 +24,7 @@ from pipeline.models.crossmodal import CrossModalTransformer
 
 DIMS = {"face": 7, "acoustic": 5, "text": 3}
 B, T = 4, 6
-SMALL = TrainParams(modalities=list(DIMS), d_model=16, layers=2, heads=2, dropout=0.1)
+SMALL = {"d_model": 16, "layers": 2, "heads": 2, "dropout": 0.1}
 
 
 def _inputs(seed: int = 0, dims: dict[str, int] = DIMS) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -38,7 +38,7 @@ def _inputs(seed: int = 0, dims: dict[str, int] = DIMS) -> tuple[dict[str, torch
 
 def _model(seed: int = 0) -> CrossModalTransformer:
     torch.manual_seed(seed)
-    return build_model("crossmodal", DIMS, 4, SMALL)
+    return build_model("crossmodal", DIMS, 4, "classification", SMALL)
 
 
 # ---- blocks --------------------------------------------------------------------------------------
@@ -207,15 +207,15 @@ def test_bad_inputs_are_rejected():
 
 def test_registry_builds_by_name_and_counts_parameters():
     assert "crossmodal" in available_models()
-    counts = list_models(DIMS, 4, SMALL)
+    counts = list_models(DIMS, 4, "classification", {"crossmodal": SMALL})
     assert counts["crossmodal"] == count_parameters(_model())
-    d = SMALL.d_model
+    d = SMALL["d_model"]
     # per-modality projections + 6 ordered cross-attention pairs (4 d×d linears each) + their 6 scalars
     cross = 6 * (4 * (d * d + d) + 1)
     proj = sum(D * d + d for D in DIMS.values())
     enc = 3 * 2 * (4 * (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d) + 4 * d)
     assert counts["crossmodal"] == proj + cross + enc + (d * 4 + 4)
     with pytest.raises(ModelError, match="unknown model 'nope'.*crossmodal"):
-        build_model("nope", DIMS, 4, SMALL)
+        build_model("nope", DIMS, 4, "classification", SMALL)
     with pytest.raises(ModelError, match="divisible"):
-        build_model("crossmodal", DIMS, 4, TrainParams(d_model=10, heads=4))
+        build_model("crossmodal", DIMS, 4, "classification", {"d_model": 10, "heads": 4})

@@ -27,9 +27,27 @@ input dict gives the same output as one that is fully masked.
 from __future__ import annotations
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from pipeline.models.blocks import MultiHeadAttention, SinusoidalPositionalEncoding, TransformerEncoder, masked_mean
+
+
+class Params(BaseModel):
+    """Hyper-parameters; defaults from 002 §3.3 where it gives them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    d_model: int = Field(512, ge=8, description="002 §3.3: 512 nodes")
+    layers: int = Field(2, ge=1, description="002 §3.3: 2 self-attention layers per branch")
+    heads: int = Field(4, ge=1, description="002 §3.3: 4 heads")
+    dropout: float = Field(0.1, ge=0, lt=1, description="paper silent")
+
+
+def build(dims: dict[str, int], n_outputs: int, task: str, params: Params) -> "CrossModalTransformer":
+    return CrossModalTransformer(
+        dims, n_outputs, d_model=params.d_model, layers=params.layers, heads=params.heads, dropout=params.dropout,
+        per_step=task == "regression",
+    )
 
 
 def _pair(i: str, j: str) -> str:
@@ -37,7 +55,8 @@ def _pair(i: str, j: str) -> str:
 
 
 class CrossModalTransformer(nn.Module):
-    """forward(x: {mod: [B,T,D_m]}, mask: {mod: bool [B,T]}) -> [B, n_outputs], any subset of mods."""
+    """forward(x: {mod: [B,T,D_m]}, mask: {mod: bool [B,T]}) -> [B, n_outputs] (per_step: [B, T, n_outputs]),
+    any subset of mods."""
 
     def __init__(
         self,
@@ -49,10 +68,12 @@ class CrossModalTransformer(nn.Module):
         dropout: float = 0.1,  # paper silent
         ff_dim: int | None = None,  # paper silent: 4·d_model as in [23]
         cross_init: float = 1.0,  # paper silent
+        per_step: bool = False,  # time-continuous output (002's own task) instead of one per clip
     ) -> None:
         super().__init__()
         if not dims:
             raise ValueError("CrossModalTransformer needs at least one modality")
+        self.per_step = per_step
         self.modalities = list(dims)
         self.dims = dict(dims)
         self.proj = nn.ModuleDict({m: nn.Linear(d, d_model) for m, d in dims.items()})
@@ -95,5 +116,7 @@ class CrossModalTransformer(nn.Module):
             h = h.masked_fill(~mask[i].bool().unsqueeze(-1), 0.0)
             fused = h if fused is None else fused + h
 
+        if self.per_step:  # 002's dense layer on every step's fused representation
+            return self.head(self.out_drop(fused))
         any_present = torch.stack([mask[m].bool() for m in present]).any(dim=0)
         return self.head(self.out_drop(masked_mean(fused, any_present)))

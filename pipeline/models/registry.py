@@ -1,51 +1,83 @@
-"""Models by name: `build_model(name, dims, n_outputs, params)` and `list_models(...)`.
+"""Models by name: `build_model(name, dims, n_outputs, task, overrides)` and `list_models(...)`.
 
-A model module registers a builder `(dims, n_outputs, params: TrainParams) -> nn.Module` under its
-name with `@register("name")`; the builder maps the shared `TrainParams` onto the model's own
-arguments. Every model takes `forward(x: {mod: [B,T,D]}, mask: {mod: bool [B,T]}) -> [B, n_outputs]`.
+Each model module defines a pydantic `Params` (its paper's hyper-parameters as defaults, each citing
+its section) and a builder `(dims, n_outputs, task, params: Params) -> nn.Module`; `MODELS` maps a
+registry name to that module's builder and Params. Modules are imported only when used.
+
+Every model takes `forward(x: {mod: [B,T,D]}, mask: {mod: bool [B,T]})` and returns logits [B, n_outputs]
+for task 'classification' or predictions [B, T, n_outputs] for task 'regression'. A model may also
+define `training_loss(batch, task_loss) -> dict[str, Tensor]` (key 'total' plus named parts) when its
+paper trains with more than the task loss (auxiliary heads, reconstruction); see pipeline/train.py.
 """
 
 from __future__ import annotations
 
-from pipeline.errors import PipelineError
+import importlib
+from dataclasses import dataclass
+from typing import Any
 
-from typing import Callable
-
+from pydantic import BaseModel, ValidationError
 from torch import nn
 
-from pipeline.config import TrainParams
+from pipeline.errors import PipelineError
 
-Builder = Callable[[dict[str, int], int, TrainParams], nn.Module]
-_BUILDERS: dict[str, Builder] = {}
+TASKS = ("classification", "regression")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    module: str  # pipeline.models.<module>
+    builder: str  # function in it: (dims, n_outputs, task, params) -> nn.Module
+    params: str = "Params"  # pydantic class in it with the paper's defaults
+    paper: str = ""
+    arity: tuple[int, int] = (1, 99)  # how many modalities it takes (min, max)
+
+
+MODELS: dict[str, ModelEntry] = {
+    "crossmodal": ModelEntry("crossmodal", "build", "Params", "002 §2.1"),
+    "mct_hfr": ModelEntry("mct_hfr", "build", "Params", "003 §4"),
+}
 
 
 class ModelError(PipelineError, ValueError):
     """Unknown model name or a model that cannot be built from the given dimensions/params."""
 
 
-def register(name: str) -> Callable[[Builder], Builder]:
-    def deco(fn: Builder) -> Builder:
-        if name in _BUILDERS:
-            raise ModelError(f"model '{name}' registered twice")
-        _BUILDERS[name] = fn
-        return fn
-
-    return deco
-
-
 def available_models() -> list[str]:
-    return sorted(_BUILDERS)
+    return sorted(MODELS)
 
 
-def build_model(name: str, dims: dict[str, int], n_outputs: int, params: TrainParams) -> nn.Module:
-    if name not in _BUILDERS:
+def _entry(name: str) -> ModelEntry:
+    if name not in MODELS:
         raise ModelError(f"unknown model '{name}'; available: {', '.join(available_models())}")
+    return MODELS[name]
+
+
+def model_params(name: str, overrides: dict[str, Any] | None = None) -> BaseModel:
+    """The model's validated hyper-parameters: its paper defaults with `overrides` applied."""
+    entry = _entry(name)
+    cls = getattr(importlib.import_module(f"pipeline.models.{entry.module}"), entry.params)
+    try:
+        return cls.model_validate(overrides or {})
+    except ValidationError as e:
+        lines = [f"  {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+        raise ModelError(f"train.model_params.{name}: invalid:\n" + "\n".join(lines)) from None
+
+
+def build_model(
+    name: str, dims: dict[str, int], n_outputs: int, task: str = "classification", overrides: dict[str, Any] | None = None
+) -> nn.Module:
+    entry = _entry(name)
+    if task not in TASKS:
+        raise ModelError(f"model '{name}': task must be one of {TASKS}, got {task!r}")
     if not dims:
         raise ModelError(f"model '{name}': no input modalities")
     if n_outputs < 1:
         raise ModelError(f"model '{name}': n_outputs must be >= 1, got {n_outputs}")
+    params = model_params(name, overrides)
+    builder = getattr(importlib.import_module(f"pipeline.models.{entry.module}"), entry.builder)
     try:
-        return _BUILDERS[name](dict(dims), n_outputs, params)
+        return builder(dict(dims), n_outputs, task, params)
     except ValueError as e:
         raise ModelError(f"model '{name}': {e}") from None
 
@@ -54,18 +86,21 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def list_models(dims: dict[str, int], n_outputs: int, params: TrainParams) -> dict[str, int]:
-    """{name: trainable parameter count} of every registered model built for these inputs."""
-    return {name: count_parameters(build_model(name, dims, n_outputs, params)) for name in available_models()}
+def fit_modalities(name: str, dims: dict[str, int]) -> dict[str, int]:
+    """The first modalities of `dims` that the model takes (all of them for a model of any arity)."""
+    low, high = _entry(name).arity
+    if len(dims) < low:
+        raise ModelError(f"model '{name}' needs at least {low} modalities, got {list(dims)}")
+    return dict(list(dims.items())[:high])
 
 
-# ---- builders ------------------------------------------------------------------------------------
-
-
-@register("crossmodal")
-def _crossmodal(dims: dict[str, int], n_outputs: int, params: TrainParams) -> nn.Module:
-    from pipeline.models.crossmodal import CrossModalTransformer
-
-    return CrossModalTransformer(
-        dims, n_outputs, d_model=params.d_model, layers=params.layers, heads=params.heads, dropout=params.dropout
-    )
+def list_models(
+    dims: dict[str, int], n_outputs: int, task: str = "classification", overrides: dict[str, dict] | None = None
+) -> dict[str, int]:
+    """{name: trainable parameter count} of every registered model, each built for the first
+    modalities of `dims` that it takes."""
+    overrides = overrides or {}
+    return {
+        name: count_parameters(build_model(name, fit_modalities(name, dims), n_outputs, task, overrides.get(name)))
+        for name in available_models()
+    }
