@@ -166,7 +166,7 @@ class TrainParams(Section):
 class EvaluateParams(Section):
     conditions: list[str] = Field(
         default_factory=lambda: ["all_present", "each_missing"],
-        description="'all_present', 'each_missing' (one condition per modality), or 'missing:<modality>'",
+        description="condition entries and grid shorthands; pipeline/missing.py's docstring lists every form",
     )
 
 
