@@ -36,6 +36,7 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {
     "crossmodal": ModelEntry("crossmodal", "build", "Params", "002 §2.1"),
     "mct_hfr": ModelEntry("mct_hfr", "build", "Params", "003 §4"),
+    "jmt": ModelEntry("jmt", "build", "Params", "004 §3", arity=(2, 2)),
 }
 
 
