@@ -36,6 +36,10 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {
     "crossmodal": ModelEntry("crossmodal", "build", "Params", "002 §2.1"),
     "mct_hfr": ModelEntry("mct_hfr", "build", "Params", "003 §4"),
+    "mmte_ammtd": ModelEntry("mmte", "build", "Params", "000 §3, §5.3"),
+    "mmte_fc": ModelEntry("mmte", "build_fc", "FCParams", "000 §6.1"),
+    "mmte_lstm": ModelEntry("mmte", "build_lstm", "LSTMParams", "000 §6.1"),
+    "late_fusion_lstm": ModelEntry("late_fusion", "build", "Params", "000 §6.1 (MuSe 2022)"),
     "jmt": ModelEntry("jmt", "build", "Params", "004 §3", arity=(2, 2)),
 }
 

@@ -1,0 +1,96 @@
+"""Late-fusion LSTM baseline of seed 000 §6.1 (Table 1 №1): "the baseline model developed for the MuSe
+2022 Challenge [7] … based on LSTM networks and uses late-fusion to aggregate the different modalities".
+
+Unimodal branch (MuSe 2022 baseline code, github.com/EIHW/MuSe2022 `model.py`): Linear(D_m → d_rnn, no
+bias) → LSTM(d_rnn, layers, uni- or bidirectional, dropout between layers) → OutLayer (Linear → ReLU →
+dropout → Linear, output bias 0) → tanh (the stress task's final activation) for regression. Each
+branch predicts ŷ^m per step from its own modality only.
+
+Fusion, simplified and documented: MuSe 2022 trains the unimodal models first, then trains a second RNN
+on their concatenated predictions. Here the whole model trains end to end on the fused output, and the
+fusion is a learned convex combination: ŷ_t = Σ_m w_m,t ŷ^m_t with w = softmax over the modalities
+PRESENT at t of learned per-modality logits. A missing modality's prediction is excluded from the
+fusion (its weight is redistributed), not zero-filled; so a fully masked modality gives exactly the
+output of the modality dropped. A step with no modality present predicts 0 (the centre of tanh's range).
+Inside a branch, absent steps are zero-filled inputs (the LSTM runs through them; MuSe 2022 has no gaps).
+
+Defaults (the MuSe 2022 stress scripts tune d_rnn/layers/lr per feature set, e.g. eGeMAPS 128/4,
+FAU 64/2, biosignals 16/4 bidirectional for arousal; 000 says it used "the original hyperparameters"):
+one setting for every branch — d_rnn 64, 2 layers, unidirectional, d_fc_out 64, rnn dropout 0.2,
+linear dropout 0.5 (MuSe 2022 `main.py` defaults / most common stress setting). MuSe 2022 trains with
+lr 0.001-0.005 (stress scripts), batch 256, early stopping 15, LR halving patience 5: TrainParams.
+
+Task: for 'classification' (not in the paper) each branch mean-pools its LSTM outputs over the steps
+where its modality is present and outputs logits (no tanh); logits are fused the same way over the
+modalities present anywhere in the sample.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from pipeline.models.blocks import masked_mean, masked_softmax
+from pipeline.models.mmte import check_inputs
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    d_rnn: int = Field(64, ge=1, description="MuSe 2022 main.py default (stress scripts: 16-128 per feature)")
+    rnn_layers: int = Field(2, ge=1, description="MuSe 2022 stress scripts: 2 or 4 per feature")
+    bidirectional: bool = Field(False, description="MuSe 2022: off except for biosignals")
+    d_fc_out: int = Field(64, ge=1, description="MuSe 2022 main.py default")
+    rnn_dropout: float = Field(0.2, ge=0, lt=1, description="MuSe 2022 main.py default")
+    linear_dropout: float = Field(0.5, ge=0, lt=1, description="MuSe 2022 main.py default")
+
+
+class UnimodalLSTM(nn.Module):
+    """MuSe 2022 `Model`: forward(x [B,T,D], mask [B,T]) -> [B,T,K] (per_step) or [B,K]."""
+
+    def __init__(self, d_in: int, n_outputs: int, p: Params, per_step: bool) -> None:
+        super().__init__()
+        self.per_step = per_step
+        self.inp = nn.Linear(d_in, p.d_rnn, bias=False)
+        self.rnn = nn.LSTM(
+            p.d_rnn, p.d_rnn, p.rnn_layers, batch_first=True, bidirectional=p.bidirectional,
+            dropout=p.rnn_dropout if p.rnn_layers > 1 else 0.0,
+        )
+        d_out = p.d_rnn * (2 if p.bidirectional else 1)
+        self.out = nn.Sequential(
+            nn.Linear(d_out, p.d_fc_out), nn.ReLU(), nn.Dropout(p.linear_dropout), nn.Linear(p.d_fc_out, n_outputs)
+        )
+        nn.init.zeros_(self.out[-1].bias)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        h, _ = self.rnn(self.inp(x.masked_fill(~mask.unsqueeze(-1), 0.0)))
+        if self.per_step:
+            return torch.tanh(self.out(h))
+        return self.out(masked_mean(h, mask))
+
+
+class LateFusionLSTM(nn.Module):
+    """forward(x: {mod: [B,T,D_m]}, mask: {mod: bool [B,T]}) -> [B,n_outputs] or [B,T,n_outputs]."""
+
+    def __init__(self, dims: dict[str, int], n_outputs: int, task: str, p: Params) -> None:
+        super().__init__()
+        if not dims:
+            raise ValueError("late fusion needs at least one modality")
+        self.modalities = list(dims)
+        self.per_step = task == "regression"
+        self.branches = nn.ModuleDict({m: UnimodalLSTM(d, n_outputs, p, self.per_step) for m, d in dims.items()})
+        self.fusion_logits = nn.Parameter(torch.zeros(len(dims)))  # equal weights at start
+
+    def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> Tensor:
+        present = check_inputs(x, mask, self.modalities)
+        preds = torch.stack([self.branches[m](x[m], mask[m].bool()) for m in present], dim=-1)  # [...,K,M]
+        valid = torch.stack([mask[m].bool() for m in present], dim=-1)  # [B,T,M]
+        if not self.per_step:
+            valid = valid.any(dim=1)  # [B,M]: present anywhere in the clip
+        logits = self.fusion_logits[[self.modalities.index(m) for m in present]]
+        w = masked_softmax(logits.expand(valid.shape), valid)  # zeros where nothing is present
+        return (preds * w.unsqueeze(-2)).sum(dim=-1)
+
+
+def build(dims: dict[str, int], n_outputs: int, task: str, params: Params) -> LateFusionLSTM:
+    return LateFusionLSTM(dims, n_outputs, task, params)
