@@ -40,6 +40,10 @@ MODELS: dict[str, ModelEntry] = {
     "mmte_fc": ModelEntry("mmte", "build_fc", "FCParams", "000 §6.1"),
     "mmte_lstm": ModelEntry("mmte", "build_lstm", "LSTMParams", "000 §6.1"),
     "late_fusion_lstm": ModelEntry("late_fusion", "build", "Params", "000 §6.1 (MuSe 2022)"),
+    "auxformer": ModelEntry("auxformer", "build", "Params", "001 §3", arity=(2, 2)),
+    "auxformer_noaux": ModelEntry("auxformer", "build_noaux", "NoAuxParams", "001 §4.5.1", arity=(2, 2)),
+    "unimodal": ModelEntry("auxformer", "build_unimodal", "UnimodalParams", "001 §4.5.4", arity=(1, 1)),
+    "mult": ModelEntry("mult", "build", "Params", "001 §4.5.2 (Tsai et al. 2019)", arity=(2, 3)),
     "jmt": ModelEntry("jmt", "build", "Params", "004 §3", arity=(2, 2)),
 }
 

@@ -1,0 +1,213 @@
+"""Multimodal Transformer (MulT, Tsai et al., ACL 2019) — baseline 2 of seed 001 (§4.5.2), for M >= 2 modalities.
+
+MulT: each modality is projected by a 1-D convolution to a common width and given sinusoidal
+positions; for every ordered pair (source j → target i) a crossmodal transformer lets target i's
+queries attend to source j's keys/values; the M−1 outputs with the same target are concatenated and
+passed through a self-attention transformer; the last time step of each target's sequence is taken, the
+M vectors are concatenated and go through a residual two-layer MLP and the output layer. 001 §4.5.2
+keeps this and drops the text branch (2 crossmodal transformers for audio-visual input); it gives no
+hyper-parameters, so the defaults are MulT's published ones (its code's argument defaults):
+d = 30 per modality, 5 heads, 5 crossmodal layers, max(5, 3) self-attention layers, dropout 0.1 on
+attention/ReLU/residual, embedding dropout 0.25, output dropout 0.0, bias-free kernel-1 Conv1d
+projections, inputs scaled by √d before the positions are added (done again at the input of the
+self-attention transformers, as MulT's encoders do). With 001's dims (4,096 video, 130 audio) and 4
+classes this gives 358,984 parameters; 001 Table 5 reports 358,384 for baseline 2 — the 600 more are
+the separate LayerNorm for keys/values in blocks.py's `CrossAttentionBlock` (MulT shares one LayerNorm
+for queries and keys/values): 2·30 per crossmodal layer × 10 layers.
+
+Choices where MulT/001 are silent or differ:
+- MulT's code uses a causal attention mask by default; neither paper mentions it: `causal=False`
+  (default, the papers' text), `True` = MulT's code.
+- Missing modalities (`missing`): "mask" (default) puts the presence masks into every attention, reads
+  each target at its LAST PRESENT step, and zeroes a target's per-step outputs where it is absent;
+  "zero" zero-fills absent inputs and attends to every step (no padding masks, as MulT's code and 001's
+  zero-filling training of §3.6), reading the last step where any modality is present.
+  A modality that is fully absent in a sample gives a zero token (and, in mask mode, adds nothing
+  through attention); a modality left out of the input dict is treated as fully absent, so fully
+  masked == dropped.
+- Regression (time-continuous targets; MulT and 001 classify/regress per sequence): the same MLP head
+  is applied at every step to the concatenated per-target self-attention outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from pipeline.models.blocks import CrossAttentionBlock, SinusoidalPositionalEncoding, TransformerEncoder
+
+Missing = Literal["mask", "zero"]
+
+
+class Params(BaseModel):
+    """MulT hyper-parameters; 001 §4.5.2 gives none, so MulT's published (code) defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    d_model: int = Field(30, ge=1, description="MulT: d_l = d_a = d_v = 30 (width per modality)")
+    heads: int = Field(5, ge=1, description="MulT: num_heads 5")
+    layers: int = Field(5, ge=1, description="MulT: nlevels 5 crossmodal layers")
+    self_layers: int | None = Field(None, ge=1, description="MulT: max(layers, 3) self-attention layers (None)")
+    dropout: float = Field(0.1, ge=0, lt=1, description="MulT: attention/ReLU/residual dropout 0.1")
+    embed_dropout: float = Field(0.25, ge=0, lt=1, description="MulT: embedding dropout 0.25")
+    out_dropout: float = Field(0.0, ge=0, lt=1, description="MulT: output dropout 0.0")
+    causal: bool = Field(False, description="MulT's code: causal attention mask (papers silent: off)")
+    missing: Missing = Field("mask", description="'mask': masks into attention; 'zero': zero-fill, attend all")
+
+
+def build(dims: dict[str, int], n_outputs: int, task: str, params: Params) -> "MulT":
+    return MulT(dims, n_outputs, params, per_step=task == "regression")
+
+
+# ---- pieces shared with AuxFormer (001 builds on MulT's crossmodal transformer) ---------------------
+
+
+class InputEmbedding(nn.Module):
+    """Zero-fill absent steps → optional bias-free kernel-1 Conv1d D→d → optional ×√d → + sinusoidal
+    positions (Vaswani et al. 2017) → dropout. [B,T,D], mask [B,T] -> [B,T,d]."""
+
+    def __init__(self, in_dim: int, d_model: int, project: bool, scale: bool, dropout: float) -> None:
+        super().__init__()
+        if not project and in_dim != d_model:
+            raise ValueError(f"input width {in_dim} needs a projection to d_model {d_model}")
+        self.proj = nn.Conv1d(in_dim, d_model, kernel_size=1, bias=False) if project else None
+        self.scale = math.sqrt(d_model) if scale else 1.0
+        self.pos = SinusoidalPositionalEncoding(d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        # absent values are never used; fill them so a stray NaN/inf cannot leak through 0·x
+        x = x.masked_fill(~mask.unsqueeze(-1), 0.0)
+        if self.proj is not None:
+            x = self.proj(x.transpose(1, 2)).transpose(1, 2)
+        return self.drop(self.pos(x * self.scale))
+
+
+class _CrossBlock(CrossAttentionBlock):
+    """blocks.CrossAttentionBlock plus an optional [Tq,Tk] attention mask (for the causal option)."""
+
+    def forward(self, x: Tensor, context: Tensor, context_mask: Tensor | None = None, attn_mask: Tensor | None = None) -> Tensor:
+        if attn_mask is None:
+            return super().forward(x, context, context_mask)
+        att = self.attn(self.norm_q(x), self.norm_kv(context), key_mask=context_mask, attn_mask=attn_mask)
+        x = x + self.drop(att)
+        return x + self.drop(self.ff(self.norm_ff(x)))
+
+
+class CrossModalEncoder(nn.Module):
+    """MulT's crossmodal transformer: `layers` pre-LN cross-attention blocks + a final LayerNorm.
+    forward(x [B,T,d] queries, context [B,Tk,d], context_mask [B,Tk], attn_mask) -> [B,T,d]."""
+
+    def __init__(self, d_model: int, heads: int, layers: int, dropout: float) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(_CrossBlock(d_model, heads, 4 * d_model, dropout) for _ in range(layers))
+        self.final_norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: Tensor, context: Tensor, context_mask: Tensor | None = None, attn_mask: Tensor | None = None) -> Tensor:
+        for layer in self.layers:
+            x = layer(x, context, context_mask, attn_mask)
+        return self.final_norm(x)
+
+
+class ResidualHead(nn.Module):
+    """MulT's output block: h + Linear(ReLU/dropout stack(h)) → Linear(·, n_outputs). hidden=(260,) is
+    MulT's proj1/proj2 when 260 = width; AuxFormer's auxiliary MLP uses hidden=(512, 256)."""
+
+    def __init__(self, width: int, hidden: tuple[int, ...], n_outputs: int, dropout: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = width
+        for h in hidden:
+            layers += [nn.Linear(prev, h), nn.ReLU(), nn.Dropout(dropout)]
+            prev = h
+        layers.append(nn.Linear(prev, width))
+        self.mlp = nn.Sequential(*layers)
+        self.out = nn.Linear(width, n_outputs)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.out(h + self.mlp(h))
+
+
+def last_present(h: Tensor, mask: Tensor) -> Tensor:
+    """h [B,T,d] at the last step where mask [B,T] is True -> [B,d]; zeros where no step is."""
+    t = h.shape[1]
+    idx = torch.where(mask, torch.arange(t, device=h.device), -1).max(dim=1).values  # [B]
+    token = h[torch.arange(h.shape[0], device=h.device), idx.clamp(min=0)]
+    return token * (idx >= 0).unsqueeze(-1).to(h.dtype)
+
+
+def complete_inputs(
+    modalities: list[str], x: dict[str, Tensor], mask: dict[str, Tensor], dims: dict[str, int]
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Check the inputs and materialise a modality left out of the dict as zeros with an all-False mask
+    (so dropped == fully masked)."""
+    unknown = sorted(set(x) - set(modalities))
+    if unknown:
+        raise ValueError(f"unknown modalities {unknown}; this model knows {modalities}")
+    given = [m for m in modalities if m in x]
+    if not given:
+        raise ValueError(f"no input modality given; this model knows {modalities}")
+    lacking = [m for m in given if m not in mask]
+    if lacking:
+        raise ValueError(f"no mask given for modalities {lacking}")
+    ref = x[given[0]]
+    b, t = ref.shape[:2]
+    xs = {m: x[m] if m in x else ref.new_zeros(b, t, dims[m]) for m in modalities}
+    ms = {m: mask[m].bool() if m in x else torch.zeros(b, t, dtype=torch.bool, device=ref.device) for m in modalities}
+    return xs, ms
+
+
+def causal_mask(t: int, device: torch.device) -> Tensor:
+    return torch.tril(torch.ones(t, t, dtype=torch.bool, device=device))
+
+
+# ---- the model ---------------------------------------------------------------------------------------
+
+
+class MulT(nn.Module):
+    """forward(x: {mod: [B,T,D]}, mask: {mod: bool [B,T]}) -> [B, n_outputs] (per_step: [B,T,n_outputs])."""
+
+    def __init__(self, dims: dict[str, int], n_outputs: int, p: Params = Params(), per_step: bool = False) -> None:
+        super().__init__()
+        if len(dims) < 2:
+            raise ValueError(f"MulT needs at least 2 modalities (one crossmodal transformer per ordered pair), got {list(dims)}")
+        d, m = p.d_model, len(dims)
+        width = (m - 1) * d
+        if d % p.heads:
+            raise ValueError(f"d_model {d} is not divisible by heads {p.heads}")
+        self.modalities, self.dims, self.p, self.per_step = list(dims), dict(dims), p, per_step
+        self.embed = nn.ModuleDict(
+            {k: InputEmbedding(dk, d, project=dk != d, scale=True, dropout=p.embed_dropout) for k, dk in dims.items()}
+        )
+        self.cross = nn.ModuleDict(
+            {f"{j}__to__{i}": CrossModalEncoder(d, p.heads, p.layers, p.dropout) for i in dims for j in dims if i != j}
+        )
+        self.self_embed = nn.ModuleDict(
+            {i: InputEmbedding(width, width, project=False, scale=True, dropout=p.embed_dropout) for i in dims}
+        )
+        self_layers = p.self_layers or max(p.layers, 3)
+        self.self_attn = nn.ModuleDict(
+            {i: TransformerEncoder(width, p.heads, self_layers, 4 * width, p.dropout, norm_first=True) for i in dims}
+        )
+        self.head = ResidualHead(m * width, (m * width,), n_outputs, p.out_dropout)
+
+    def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> Tensor:
+        xs, ms = complete_inputs(self.modalities, x, mask, self.dims)
+        t = next(iter(xs.values())).shape[1]
+        use_mask = self.p.missing == "mask"
+        key = ms if use_mask else {k: None for k in ms}
+        attn = causal_mask(t, xs[self.modalities[0]].device) if self.p.causal else None
+        e = {k: self.embed[k](xs[k], ms[k]) for k in self.modalities}
+        any_present = torch.stack(list(ms.values())).any(dim=0)
+        parts = []
+        for i in self.modalities:
+            h = torch.cat(
+                [self.cross[f"{j}__to__{i}"](e[i], e[j], key[j], attn) for j in self.modalities if j != i], dim=-1
+            )
+            h = self.self_attn[i](self.self_embed[i](h, torch.ones_like(ms[i])), key_mask=key[i], attn_mask=attn)
+            read = ms[i] if use_mask else any_present
+            parts.append(h * read.unsqueeze(-1) if self.per_step else last_present(h, read))
+        return self.head(torch.cat(parts, dim=-1))
