@@ -1,7 +1,8 @@
 """Face detection and cropping with MTCNN (Zhang et al. 2016, as packaged by facenet-pytorch).
 
 001 §4.2.1 finds faces with MTCNN before VGG-Face; this stage does the same on frames sampled at
-`faces.rate_hz` (the frame on screen at each step centre, `pipeline.media.iter_video_frames`).
+`faces.rate_hz` (the frame on screen at each step centre, `pipeline.media.iter_video_frames`); the
+default 5 Hz is 003 §5.2.3's face rate (001 uses every frame; that is rate_hz = the video's fps).
 
 Per step, of the faces MTCNN finds with probability >= `min_probability`, one is kept (policy
 `probability`: the most confident; `largest`: the largest box — see SELECTORS, where tracking would
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -94,10 +95,10 @@ class Candidates:
         # arrays whose shape depends on how many faces the other frames of the batch had
         if boxes is None or len(boxes) == 0:
             return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, N_LANDMARKS, 2), np.float32))
-        b = np.asarray(np.stack([np.asarray(x, dtype=np.float32) for x in boxes]), np.float32).reshape(-1, 4)
+        b = np.stack([np.asarray(x, np.float32) for x in boxes]).reshape(-1, 4)
         p = np.asarray([float(x) for x in np.asarray(probs, dtype=object).reshape(-1)], np.float32)
-        lm = np.asarray(np.stack([np.asarray(x, dtype=np.float32) for x in points]), np.float32)
-        return cls(b, p, lm.reshape(-1, N_LANDMARKS, 2))
+        lm = np.stack([np.asarray(x, np.float32) for x in points]).reshape(-1, N_LANDMARKS, 2)
+        return cls(b, p, lm)
 
     def __len__(self) -> int:
         return len(self.probs)

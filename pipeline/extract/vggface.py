@@ -58,19 +58,27 @@ BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512
 
 
 class VggFaceDag(nn.Module):
-    """VGG-Face with `Vgg_face_dag`'s parameter names; forward returns fc6 (N, 4096)."""
+    """VGG-Face with `Vgg_face_dag`'s parameter names; forward returns fc6 (N, 4096).
+
+    The parameters start at zero (not PyTorch's default init, which would cost a second and draw
+    from the global RNG): fill them with `init_random(seed)` or `load_state_dict`."""
 
     def __init__(self, relu: bool = False):
         super().__init__()
         self.relu = relu
-        in_ch = 3
-        for b, widths in enumerate(BLOCKS, start=1):
-            for i, out_ch in enumerate(widths, start=1):
-                setattr(self, f"conv{b}_{i}", nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=1, padding=1))
-                in_ch = out_ch
-        self.fc6 = nn.Linear(512 * 7 * 7, FC6_DIM)
-        self.fc7 = nn.Linear(FC6_DIM, FC6_DIM)
-        self.fc8 = nn.Linear(FC6_DIM, N_IDENTITIES)
+        with torch.device("meta"):  # shapes only; no default initialisation
+            in_ch = 3
+            for b, widths in enumerate(BLOCKS, start=1):
+                for i, out_ch in enumerate(widths, start=1):
+                    setattr(self, f"conv{b}_{i}", nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=1, padding=1))
+                    in_ch = out_ch
+            self.fc6 = nn.Linear(512 * 7 * 7, FC6_DIM)
+            self.fc7 = nn.Linear(FC6_DIM, FC6_DIM)
+            self.fc8 = nn.Linear(FC6_DIM, N_IDENTITIES)
+        self.to_empty(device="cpu")
+        with torch.no_grad():
+            for p in self.parameters():
+                p.zero_()
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
 
     def convs(self) -> list[nn.Conv2d]:

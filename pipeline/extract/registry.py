@@ -1,0 +1,63 @@
+"""Extractors by feature name: which params section configures each, and how to build it.
+
+The stages and `mer predict` build extractors through this table, so a new extractor is one entry
+here plus its module. `vggface` embeds face crops and so needs a detections table (the `faces`
+stage's output, or one made on the fly for a single file by `pipeline.predict`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from pipeline.config import FACES, load_section
+from pipeline.extract.base import Extractor
+
+
+@dataclass(frozen=True)
+class ExtractorEntry:
+    section: str  # params.yaml section
+    build: Callable[..., Extractor]  # (params, **kwargs) -> Extractor
+
+
+def _vggface(params, detections: str | Path = FACES, **kw) -> Extractor:
+    from pipeline.extract.vggface import VggFaceExtractor
+
+    return VggFaceExtractor(params, detections=detections, **kw)
+
+
+def _egemaps(params, **kw) -> Extractor:
+    from pipeline.extract.opensmile_lld import EgemapsLld
+
+    return EgemapsLld(params)
+
+
+def _wav2vec2(params, **kw) -> Extractor:
+    from pipeline.extract.wav2vec2 import Wav2Vec2Hidden
+
+    return Wav2Vec2Hidden(params, **kw)
+
+
+def _bert(params, **kw) -> Extractor:
+    from pipeline.extract.bert import BertWords
+
+    return BertWords(params, **kw)
+
+
+EXTRACTORS: dict[str, ExtractorEntry] = {
+    "vggface": ExtractorEntry("face_embed", _vggface),
+    "egemaps": ExtractorEntry("lld", _egemaps),
+    "wav2vec2": ExtractorEntry("wav2vec2", _wav2vec2),
+    "bert": ExtractorEntry("bert", _bert),
+}
+
+
+def build_extractor(feature: str, params_file: str | Path = "params.yaml", **kwargs) -> Extractor:
+    """The extractor that writes feature table `feature`, configured from params.yaml."""
+    from pipeline.config import ConfigError
+
+    if feature not in EXTRACTORS:
+        raise ConfigError(f"unknown feature '{feature}'; extractors exist for {', '.join(sorted(EXTRACTORS))}")
+    entry = EXTRACTORS[feature]
+    return entry.build(load_section(entry.section, params_file), **kwargs)

@@ -1,0 +1,251 @@
+"""The faces stage: MTCNN on real CREMA-D frames, faceless frames, crops, the table, bad media."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from pipeline.config import FacesParams
+from pipeline.corpus.manifest import Clip
+from pipeline.extract.faces import (
+    SCHEMA,
+    Candidates,
+    FaceDetector,
+    decode_jpeg,
+    detect_corpus,
+    read_detections,
+    select_face,
+    square_crop,
+)
+from pipeline.extract.runner import StageError
+from pipeline.media import MediaError, iter_video_frames, probe, sample_times
+
+CLIPS = ("1001_DFA_ANG_XX", "1001_DFA_HAP_XX", "1001_DFA_SAD_XX")
+
+
+@pytest.fixture(scope="module")
+def detector() -> FaceDetector:
+    return FaceDetector(FacesParams(), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def video(crema_d_dir: Path) -> Path:
+    return crema_d_dir / "VideoFlash" / f"{CLIPS[0]}.flv"
+
+
+@pytest.fixture(scope="module")
+def frames(video: Path) -> list[tuple[float, np.ndarray]]:
+    return list(iter_video_frames(video, FacesParams().rate_hz))
+
+
+def _clip(path: Path, clip_id: str | None = None) -> Clip:
+    return Clip(clip_id=clip_id or path.stem, speaker="1001", media_path=str(path), duration=2.0)
+
+
+def _write_video(path: Path, frames: list[np.ndarray], fps: int = 5) -> Path:
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=fps)
+        s.height, s.width = frames[0].shape[:2]
+        s.pix_fmt = "yuv420p"
+        s.options = {"qscale": "2"}
+        for f in frames:
+            for packet in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    return path
+
+
+def test_face_in_every_sampled_frame_of_real_clips(detector, crema_d_dir):
+    for clip_id in CLIPS:
+        path = crema_d_dir / "VideoFlash" / f"{clip_id}.flv"
+        d = detector.process_video(path)
+        np.testing.assert_allclose(d.t, sample_times(probe(path).duration, 5.0))
+        assert d.present.all(), f"{clip_id}: no face at t={d.t[~d.present]}"
+        assert (d.probability > 0.99).all()
+        assert (d.frame_width, d.frame_height) == (480, 360)
+        # the actor's face is in the middle of a 480×360 frame, roughly 95×125 px
+        w, h = d.box[:, 2] - d.box[:, 0], d.box[:, 3] - d.box[:, 1]
+        assert ((w > 60) & (w < 160) & (h > 80) & (h < 200)).all()
+        # landmarks: both eyes above the nose, the nose above both mouth corners, all inside the box
+        lm = d.landmarks.reshape(-1, 5, 2)
+        assert (lm[:, :2, 1] < lm[:, 2:3, 1]).all() and (lm[:, 2:3, 1] < lm[:, 3:, 1]).all()
+        assert ((lm[..., 0] > d.box[:, None, 0]) & (lm[..., 0] < d.box[:, None, 2])).all()
+        for i in range(len(d)):
+            crop = d.crop(i)
+            assert crop.shape == (224, 224, 3) and crop.dtype == np.uint8
+            assert d.crops[i][:2] == b"\xff\xd8"  # JPEG start-of-image
+
+
+def test_detections_equal_facenet_pytorch_detect(detector, frames):
+    """Our batched detection + selection = facenet-pytorch's MTCNN.detect on each frame alone,
+    most probable face."""
+    from facenet_pytorch import MTCNN
+
+    reference = MTCNN(min_face_size=FacesParams().min_face_size, device="cpu")
+    ours = detector.detect([f for _, f in frames])
+    assert len(ours) == len(frames)
+    for (t, frame), cand in zip(frames, ours):
+        boxes, probs, points = reference.detect(frame, landmarks=True)  # object-dtype arrays
+        boxes, probs, points = (np.asarray(a, np.float64) for a in (boxes, probs, points))
+        best = int(np.argmax(probs))
+        face = select_face(cand, 0.9)
+        assert face.present
+        np.testing.assert_allclose(face.box, boxes[best], atol=1e-3, err_msg=f"t={t}")
+        np.testing.assert_allclose(face.probability, probs[best], atol=1e-6)
+        np.testing.assert_allclose(face.landmarks, points[best].reshape(-1), atol=1e-3)
+
+
+def test_faceless_frames_in_a_batch(detector, frames):
+    face = frames[0][1]
+    blank = np.zeros_like(face)
+    noise = np.random.default_rng(0).integers(0, 256, face.shape, dtype=np.uint8)
+    cands = detector.detect([face, blank, noise, face])
+    assert [len(c) > 0 for c in cands] == [True, False, False, True]
+    assert not select_face(cands[1], 0.9).present
+    assert select_face(cands[1], 0.9).box is None
+
+
+def test_batch_failure_falls_back_to_single_frames(detector, frames, monkeypatch):
+    """facenet-pytorch #224: a batch that raises is redone frame by frame, with the same result."""
+    batch = [f for _, f in frames[:4]]
+    expected = detector.detect(batch)
+    real_detect = detector.mtcnn.detect
+    calls = []
+
+    def fragile(imgs, landmarks=False):
+        calls.append(len(imgs))
+        if len(imgs) > 1:
+            raise ValueError("setting an array element with a sequence (inhomogeneous shape)")
+        return real_detect(imgs, landmarks=landmarks)
+
+    monkeypatch.setattr(detector.mtcnn, "detect", fragile)
+    got = detector.detect(batch)
+    assert calls == [4, 1, 1, 1, 1]
+    for a, b in zip(expected, got):
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+        np.testing.assert_allclose(a.probs, b.probs, atol=1e-6)
+
+
+def test_candidates_from_object_arrays():
+    """MTCNN.detect's object arrays: (n, 4) per frame, or None/[None] for a frame without faces."""
+    boxes = np.array([np.array([[1, 2, 3, 4], [5, 6, 7, 9]], np.float32), None], dtype=object)
+    probs = np.array([np.array([0.95, 0.99]), [None]], dtype=object)
+    points = np.array([np.zeros((2, 5, 2), np.float32), None], dtype=object)
+    c0 = Candidates.from_mtcnn(boxes[0], probs[0], points[0])
+    c1 = Candidates.from_mtcnn(boxes[1], probs[1], points[1])
+    assert len(c0) == 2 and c0.boxes.dtype == np.float32 and c0.landmarks.shape == (2, 5, 2)
+    assert len(c1) == 0
+    # most probable vs largest, and the threshold
+    assert select_face(c0, 0.9).box.tolist() == [5, 6, 7, 9]
+    assert select_face(c0, 0.9, "largest").box.tolist() == [5, 6, 7, 9]
+    low = select_face(c0, 0.999)
+    assert not low.present and low.probability == pytest.approx(0.99)  # best sub-threshold kept
+
+
+def test_square_crop_geometry():
+    frame = np.arange(100 * 200 * 3, dtype=np.uint32).reshape(100, 200, 3).astype(np.uint8)
+    frame[:] = np.random.default_rng(1).integers(1, 256, frame.shape, dtype=np.uint8)  # no zeros
+    # inside the frame, margin 0: exactly the box, resized
+    crop = square_crop(frame, (50, 20, 90, 60), crop_size=40, margin=0.0)
+    assert crop.shape == (40, 40, 3)
+    np.testing.assert_array_equal(crop, frame[20:60, 50:90])
+    # margin 0.5 on a 40 px box: a 60 px square centred on the box
+    big = square_crop(frame, (50, 20, 90, 60), crop_size=60, margin=0.5)
+    np.testing.assert_array_equal(big, frame[10:70, 40:100])
+    # a box at the top-left corner: the part outside the frame is zero padding
+    edge = square_crop(frame, (0, 0, 20, 20), crop_size=40, margin=1.0)
+    np.testing.assert_array_equal(edge[:10], 0)
+    np.testing.assert_array_equal(edge[:, :10], 0)
+    np.testing.assert_array_equal(edge[10:, 10:], frame[0:30, 0:30])
+    # non-square boxes give square crops of the longer side
+    assert square_crop(frame, (10, 10, 30, 90), crop_size=32, margin=0.2).shape == (32, 32, 3)
+
+
+def test_table_with_faceless_steps(tmp_path, frames):
+    face = frames[0][1]
+    blank = np.zeros_like(face)
+    video = _write_video(tmp_path / "mixed.mp4", [face, face, blank, blank, face, face, blank, face])
+    params = FacesParams(crop_size=112, batch_size=3)
+    out = detect_corpus([_clip(video, "mixed")], params, out=tmp_path / "det.parquet", errors_dir=tmp_path / "err", device="cpu")
+    table = pq.read_table(out)
+    assert table.schema.remove_metadata() == SCHEMA
+    meta, det = read_detections(out)
+    d = det["mixed"]
+    assert d.present.tolist() == [True, True, False, False, True, True, False, True]
+    np.testing.assert_allclose(d.t, (np.arange(8) + 0.5) / 5.0)
+    assert [c is None for c in d.crops] == [not p for p in d.present]
+    assert np.isnan(d.box[~d.present]).all() and np.isnan(d.probability[~d.present]).all()
+    assert np.isfinite(d.box[d.present]).all()
+    assert decode_jpeg(d.crops[0]).shape == (112, 112, 3)
+    assert table.column("crop").null_count == 3 and table.column("box").null_count == 3
+    assert meta["detector"] == "facenet-pytorch MTCNN" and meta["version"]
+    assert meta["params"]["crop_size"] == 112 and meta["rate_hz"] == 5.0 and meta["clips"] == ["mixed"]
+    assert meta["crop"]["quality"] == 95
+    assert list(csv.reader(open(tmp_path / "err" / "faces.csv"))) == [["clip_id", "error"]]
+
+
+def test_corpus_sorted_and_per_clip(tmp_path, crema_d_dir):
+    clips = [_clip(crema_d_dir / "VideoFlash" / f"{c}.flv") for c in reversed(CLIPS[:2])]
+    out = detect_corpus(clips, FacesParams(), out=tmp_path / "det.parquet", errors_dir=tmp_path / "err", device="cpu")
+    table = pq.read_table(out, columns=["clip_id", "t"])
+    ids = table.column("clip_id").to_pylist()
+    assert ids == sorted(ids) and set(ids) == set(CLIPS[:2])
+    _, det = read_detections(out)
+    for d in det.values():
+        assert np.all(np.diff(d.t) > 0)
+
+
+def test_corrupt_and_truncated_video(tmp_path, detector, video):
+    data = video.read_bytes()
+    corrupt = tmp_path / "corrupt.flv"
+    corrupt.write_bytes(data[:100] + bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8)))
+    truncated = tmp_path / "truncated.flv"
+    truncated.write_bytes(data[: len(data) // 2])
+    for bad in (corrupt, truncated):
+        with pytest.raises(MediaError, match=bad.name):
+            detector.process_video(bad)
+    with pytest.raises(MediaError, match="truncated"):
+        detector.process_video(truncated)
+
+    clips = [_clip(video), _clip(truncated), _clip(corrupt)]
+    with pytest.raises(StageError, match="truncated.flv"):
+        detect_corpus(clips, FacesParams(on_error="fail"), out=tmp_path / "a.parquet", errors_dir=tmp_path / "e1")
+    assert not (tmp_path / "a.parquet").exists()
+
+    out = detect_corpus(clips, FacesParams(on_error="skip"), out=tmp_path / "b.parquet", errors_dir=tmp_path / "e2")
+    meta, det = read_detections(out)
+    assert set(det) == {video.stem}
+    assert set(meta["skipped"]) == {"truncated", "corrupt"}
+    rows = list(csv.DictReader(open(tmp_path / "e2" / "faces.csv")))
+    assert {r["clip_id"] for r in rows} == {"truncated", "corrupt"}
+    assert all(r["clip_id"] + ".flv" in r["error"] for r in rows)
+
+
+def test_missing_video_file(detector, tmp_path):
+    with pytest.raises(MediaError, match="nothere.flv: file not found"):
+        detector.process_video(tmp_path / "nothere.flv")
+
+
+def test_crop_is_the_face(detector, frames):
+    """The crop shows the square around the detected box (margin 0.2), resized to 224²."""
+    t, frame = frames[3]
+    face = select_face(detector.detect([frame])[0], 0.9)
+    crop = square_crop(frame, face.box, 224, 0.2)
+    x1, y1, x2, y2 = face.box
+    side = max(x2 - x1, y2 - y1) * 1.2
+    left, top = int(round((x1 + x2 - side) / 2)), int(round((y1 + y2 - side) / 2))
+    s = int(round(side))
+    assert left > 0 and top > 0 and left + s < frame.shape[1] and top + s < frame.shape[0]
+    expected = np.asarray(Image.fromarray(frame[top : top + s, left : left + s]).resize((224, 224), Image.BILINEAR))
+    np.testing.assert_array_equal(crop, expected)
+    # and that square is where the face is: the landmarks fall inside its middle
+    lm = face.landmarks.reshape(5, 2)
+    assert ((lm[:, 0] > left + 0.2 * s) & (lm[:, 0] < left + 0.8 * s)).all()
+    assert ((lm[:, 1] > top + 0.2 * s) & (lm[:, 1] < top + 0.8 * s)).all()
