@@ -1,4 +1,5 @@
-"""DVC stage `corpus`: generate the demo corpus → data/corpus/{manifest,labels}.parquet + media/."""
+"""DVC stage `corpus`: generate the demo corpus (params.yaml `corpus`)
+→ data/corpus/media/<clip_id>.mp4, data/corpus/manifest.parquet, data/corpus/labels.parquet."""
 
 import sys
 from pathlib import Path
@@ -6,21 +7,35 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import CORPUS_DIR, LABELS, MANIFEST, load_section  # noqa: E402
-from pipeline.corpus.demo import generate_demo  # noqa: E402
+from pipeline.corpus.demo import CorpusError, generate_demo  # noqa: E402
 from pipeline.corpus.manifest import write_labels, write_manifest  # noqa: E402
 from pipeline.stage import run_stage  # noqa: E402
+
+
+def remove_stale_media(media_dir: Path, keep: set[str]) -> list[Path]:
+    """Delete clips no longer in the corpus (and temporary files a killed run left behind)."""
+    removed = []
+    for f in sorted(media_dir.glob("*")):
+        if f.is_file() and (f.name.startswith(".") or f.name not in keep):
+            f.unlink()
+            removed.append(f)
+    return removed
 
 
 def main() -> None:
     params = load_section("corpus")
     info, clips, labels = generate_demo(params, CORPUS_DIR)
-    keep = {Path(c.media_path).name for c in clips}
-    for stale in (CORPUS_DIR / "media").glob("*.mp4"):  # clips no longer in the corpus
-        if stale.name not in keep:
-            stale.unlink()
-    write_labels(LABELS, labels)
-    write_manifest(MANIFEST, info, clips)
-    print(f"corpus: {len(clips)} clips of {params.seconds:g} s from {params.speakers} speakers → {MANIFEST}")
+    try:
+        removed = remove_stale_media(CORPUS_DIR / "media", {Path(c.media_path).name for c in clips})
+        write_labels(LABELS, labels)
+        write_manifest(MANIFEST, info, clips)
+    except OSError as e:
+        raise CorpusError(f"{e.filename or CORPUS_DIR}: cannot write ({e.strerror or e})") from None
+    print(
+        f"corpus: {len(clips)} clips of {params.seconds:g} s from {params.speakers} speakers "
+        f"({sum(c.transcript is None for c in clips)} without transcript, "
+        f"{len(removed)} stale files removed) → {MANIFEST}"
+    )
 
 
 if __name__ == "__main__":
