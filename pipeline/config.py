@@ -27,6 +27,8 @@ FACES = FACES_DIR / "detections.parquet"
 FEATURES_DIR = DATA / "features"
 SEGMENTS_DIR = DATA / "segments"
 MODELS_DIR = DATA / "models"
+MODELS_ELIMINATE_DIR = DATA / "models_eliminate"
+IMPORTANCE_DIR = DATA / "importance"
 EVALUATE_DIR = DATA / "evaluate"
 METRICS_DIR = DATA / "metrics"
 REPORT_DIR = DATA / "report"
@@ -152,6 +154,16 @@ class TrainParams(Section):
     strategy_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-strategy overrides, e.g. {clip_zero: {p_clip: 0.5}}"
     )
+    grad_clip: float | None = Field(None, gt=0, description="max global gradient norm (001 §4.3: 0.8); null = off")
+    lr_schedule: Literal["none", "plateau"] = Field(
+        "none", description="plateau: lr × lr_factor after lr_patience epochs without a better devel score (000 §5.3)"
+    )
+    lr_patience: int = Field(5, ge=1, description="000 §5.3: 5")
+    lr_factor: float = Field(0.5, gt=0, lt=1, description="000 §5.3: halve")
+    model_train: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per-model overrides of the loop settings (lr, batch_size, epochs, patience, grad_clip, …)",
+    )
 
     @field_validator("modalities", "models", "strategies", "seeds")
     @classmethod
@@ -161,6 +173,19 @@ class TrainParams(Section):
         if len(set(v)) != len(v):
             raise ValueError(f"train.{info.field_name} lists an entry twice: {v}")
         return v
+
+
+class ImportanceParams(Section):
+    """The automated importance search before `eliminate` training (000 §4, §6)."""
+
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level (000 §6: p < 0.05), Holm across modalities")
+    min_drop: float = Field(
+        0.0, ge=0, description="also require a mean drop of at least this much (paper: none, 0.0); guards against "
+        "tiny but consistent drops flagged with few seeds",
+    )
+    rho: Literal["equal"] | float | dict[str, float] = Field(
+        "equal", description="ρ_eliminate: 'equal' = 1/(n+1) each, a number for each, or {modality: ρ} (000 §4, §6.2)"
+    )
 
 
 class EvaluateParams(Section):
@@ -183,6 +208,7 @@ SECTIONS: dict[str, type[Section]] = {
     "bert": BertParams,
     "segment": SegmentParams,
     "train": TrainParams,
+    "importance": ImportanceParams,
     "evaluate": EvaluateParams,
     "report": ReportParams,
 }

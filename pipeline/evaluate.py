@@ -1,29 +1,34 @@
-"""Evaluation: every trained model × seed on the 'test' partition under every missing-modality condition.
+"""Evaluation: every trained run (model × strategy × seed) on 'test' under every missing-modality condition.
 
-Each condition is applied ONCE to the test data (its generator seeded with `condition_seed(name)`), and
-every model sees those same arrays, so models are compared on identical missing data. A model is
-named by its directory under the models folder (`<models_dir>/<model>/seed_<s>/model.pt`). Conditions
-are built for the union of the models' modalities; a model never trained on a modality is, under
-`missing:<that modality>`, simply evaluated on its own inputs (which that condition leaves intact).
+Runs are found under one or more models folders (`<dir>/<model>/<strategy>/seed_<s>/model.pt`, see
+`pipeline.train`); a run is named `<model>/<strategy>` in every output (the `model` column). Each
+condition is applied ONCE to the test data (its generator seeded with `condition_seed(name)`), and
+every run sees those same arrays, so runs are compared on identical missing data. Conditions are built
+for the union of the runs' modalities; a run never trained on a modality is, under `missing:<that
+modality>`, simply evaluated on its own inputs (which that condition leaves intact). All runs must
+share one task.
 
 Outputs (`out_dir` = data/evaluate, `metrics_dir` = data/metrics):
     results.csv      model, seed, condition, metric, value          (long format, one row per number)
     summary.csv      model, condition, metric, mean, std, n_seeds    (std over seeds, ddof 1; empty if 1 seed)
-    predictions.csv  model, seed, condition, clip_id, true, pred     (class names)
-    conditions.csv   condition, model, macro_f1                       (seed mean; for a DVC bar plot)
-    evaluate.json    {model: {condition: {metric: seed mean}}} for accuracy, balanced_accuracy (UA),
-                     macro_f1 (UF1), weighted_f1 (WF1)             (for `dvc metrics show`)
-Metric names: see `pipeline.metrics`.
+    predictions.csv  classification: model, seed, condition, clip_id, true, pred   (class names)
+                     regression:     model, seed, condition, clip_id, step, target, true, pred
+                                     (valid target steps only)
+    conditions.csv   condition, model, <main metric>                 (seed mean; for a DVC bar plot;
+                                                                       macro_f1, or ccc_mean for regression)
+    evaluate.json    {model: {condition: {metric: seed mean}}}       (for `dvc metrics show`):
+                     classification accuracy, balanced_accuracy (UA), macro_f1 (UF1), weighted_f1 (WF1);
+                     regression ccc_<target>, ccc_mean, rmse_<target>
+Metrics: see `pipeline.metrics`. Regression CCC and RMSE are computed per target over the valid steps of
+all test sequences concatenated (time-continuous CCC, population statistics).
 """
 
 from __future__ import annotations
 
-from pipeline.errors import PipelineError
-
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import polars as pl
@@ -31,11 +36,23 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.config import EVALUATE_DIR, METRICS_DIR, MODELS_DIR, EvaluateParams
-from pipeline.metrics import CLASSIFICATION_METRICS, classification_metrics
+from pipeline.errors import PipelineError
+from pipeline.metrics import CLASSIFICATION_METRICS, regression_metric_names
 from pipeline.missing import Condition, condition_seed, parse_conditions
 from pipeline.segments import Segments
 from pipeline.store import write_json, write_text
-from pipeline.train import MODEL_FILE, labelled_split, load_trained, pick_device, predict_logits, read_trained_info
+from pipeline.train import (
+    MODEL_FILE,
+    Split,
+    load_trained,
+    pick_device,
+    predict,
+    read_trained_info,
+    run_name,
+    score,
+    selection_metric,
+    task_split,
+)
 
 JSON_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
 _SEED_DIR = re.compile(r"^seed_(-?\d+)$")
@@ -54,19 +71,60 @@ class EvaluationResults:
     metrics: dict[str, dict[str, dict[str, float]]]
 
 
-def find_trained(models_dir: str | Path) -> list[tuple[str, int, Path]]:
-    """(model, seed, path) of every `<models_dir>/<model>/seed_<s>/model.pt`, sorted by model, seed."""
+def find_trained(models_dirs: str | Path | Sequence[str | Path]) -> list[tuple[str, int, Path]]:
+    """(name "<model>/<strategy>", seed, path) of every `<dir>/<model>/<strategy>/seed_<s>/model.pt`
+    under the given folder(s) (missing folders are skipped), sorted by name, seed."""
+    dirs = [models_dirs] if isinstance(models_dirs, (str, Path)) else list(models_dirs)
     found = []
-    for path in Path(models_dir).glob(f"*/seed_*/{MODEL_FILE}"):
-        m = _SEED_DIR.match(path.parent.name)
-        if m:
-            found.append((path.parent.parent.name, int(m.group(1)), path))
+    for d in dirs:
+        for path in Path(d).glob(f"*/*/seed_*/{MODEL_FILE}"):
+            m = _SEED_DIR.match(path.parent.name)
+            if m:
+                found.append((run_name(path.parent.parent.parent.name, path.parent.parent.name), int(m.group(1)), path))
     return sorted(found, key=lambda r: (r[0], r[1]))
+
+
+def run_task(runs: list[tuple[str, int, Path]], segments: Segments) -> tuple[str, list[str], list[str]]:
+    """(task, targets, modalities) shared by `runs`, after checking every run fits the segments."""
+    modalities: list[str] = []
+    tasks: dict[tuple[str, tuple[str, ...]], Path] = {}
+    for _, _, path in runs:
+        info = read_trained_info(path)
+        check_fits(path, info, segments)
+        tasks.setdefault((info["task"], tuple(info["targets"])), path)
+        modalities += [m for m in info["modalities"] if m not in modalities]
+    if len(tasks) > 1:
+        listed = "; ".join(f"{p}: {t}{list(tg) if tg else ''}" for (t, tg), p in tasks.items())
+        raise EvaluateError(f"the trained runs mix tasks/targets ({listed}); retrain them with one train.task")
+    (task, targets), = tasks
+    return task, list(targets), modalities
+
+
+def score_conditions(
+    model: torch.nn.Module,
+    info: dict[str, Any],
+    split: Split,
+    applied: dict[str, tuple[dict, dict]],
+    device: torch.device,
+    path: Path,
+) -> dict[str, tuple[dict[str, float], np.ndarray]]:
+    """{condition: (metrics, outputs)} of one run on `split` under each already-applied condition."""
+    mods, out = info["modalities"], {}
+    for name, (xc, mc) in applied.items():
+        pred = predict(model, {m: xc[m] for m in mods}, {m: mc[m] for m in mods}, device)
+        if not np.all(np.isfinite(pred)):
+            raise EvaluateError(f"{path}: non-finite outputs under condition '{name}'")
+        out[name] = (score(info["task"], split, pred, info["targets"]), pred)
+    return out
+
+
+def apply_conditions(conditions: list[Condition], split: Split) -> dict[str, tuple[dict, dict]]:
+    return {c.name: c.apply(split.x, split.mask, np.random.default_rng(condition_seed(c.name))) for c in conditions}
 
 
 def evaluate_all(
     segments: Segments,
-    models_dir: str | Path = MODELS_DIR,
+    models_dir: str | Path | Sequence[str | Path] = MODELS_DIR,
     params: EvaluateParams | None = None,
     out_dir: str | Path = EVALUATE_DIR,
     metrics_dir: str | Path = METRICS_DIR,
@@ -76,52 +134,30 @@ def evaluate_all(
     params = params or EvaluateParams()
     runs = find_trained(models_dir)
     if not runs:
-        raise EvaluateError(f"{models_dir}: no trained models (<model>/seed_<s>/{MODEL_FILE}); run the train stage")
-
-    # modalities any model was trained on, in first-seen order; every one must be in the segments
-    modalities: list[str] = []
-    for _, _, path in runs:
-        info = read_trained_info(path)
-        _check_fits(path, info, segments)
-        modalities += [m for m in info["modalities"] if m not in modalities]
+        where = models_dir if isinstance(models_dir, (str, Path)) else " or ".join(map(str, models_dir))
+        raise EvaluateError(f"{where}: no trained models (<model>/<strategy>/seed_<s>/{MODEL_FILE}); run the train stage")
+    task, targets, modalities = run_task(runs, segments)
     conditions = parse_conditions(params.conditions, modalities)
 
-    idx, x, mask, y = labelled_split(segments, "test", modalities, who="evaluation")
-    if len(y) == 0:
+    split = task_split(segments, "test", modalities, task, targets or ("arousal", "valence"), who="evaluation")
+    if len(split) == 0:
         raise EvaluateError("no labelled sequences in the 'test' partition")
-    clip_ids = segments.clip_id[idx].astype(str)
-    applied = {c.name: c.apply(x, mask, np.random.default_rng(condition_seed(c.name))) for c in conditions}
+    clip_ids = segments.clip_id[split.idx].astype(str)
+    applied = apply_conditions(conditions, split)
 
     dev = pick_device(device)
-    classes = np.asarray(segments.classes)
     rows: list[dict[str, Any]] = []
     preds: list[pl.DataFrame] = []
-    for model_name, seed, path in tqdm(runs, desc="evaluate", disable=not progress):
+    for name, seed, path in tqdm(runs, desc="evaluate", disable=not progress):
         model, info = load_trained(path, dev)
-        for cond in conditions:
-            xc, mc = applied[cond.name]
-            mods = info["modalities"]
-            logits = predict_logits(model, {m: xc[m] for m in mods}, {m: mc[m] for m in mods}, dev)
-            if not np.all(np.isfinite(logits)):
-                raise EvaluateError(f"{path}: non-finite outputs under condition '{cond.name}'")
-            pred = logits.argmax(axis=1)
-            for metric, value in classification_metrics(y, pred).items():
-                rows.append({"model": model_name, "seed": seed, "condition": cond.name, "metric": metric, "value": value})
-            preds.append(
-                pl.DataFrame(
-                    {
-                        "model": model_name,
-                        "seed": seed,
-                        "condition": cond.name,
-                        "clip_id": clip_ids,
-                        "true": classes[y],
-                        "pred": classes[pred],
-                    }
-                )
-            )
+        for cond, (metrics, out) in score_conditions(model, info, split, applied, dev, path).items():
+            rows += [{"model": name, "seed": seed, "condition": cond, "metric": k, "value": v} for k, v in metrics.items()]
+            preds.append(_predictions(task, targets, segments.classes, split, clip_ids, out, name, seed, cond))
         del model
 
-    out = _tables(rows, preds, conditions)
+    metric_order = list(CLASSIFICATION_METRICS) if task == "classification" else regression_metric_names(targets)
+    json_metrics = JSON_METRICS if task == "classification" else tuple(metric_order)
+    out = _tables(rows, preds, conditions, metric_order, json_metrics, selection_metric(task))
     out_dir = Path(out_dir)
     write_text(out_dir / "results.csv", out.results.write_csv())
     write_text(out_dir / "summary.csv", out.summary.write_csv())
@@ -131,21 +167,53 @@ def evaluate_all(
     return out
 
 
-def _check_fits(path: Path, info: dict[str, Any], segments: Segments) -> None:
+def check_fits(path: Path, info: dict[str, Any], segments: Segments) -> None:
     lacking = [m for m in info["modalities"] if m not in segments.x]
     if lacking:
         raise EvaluateError(f"{path}: trained on modalities {lacking} that the segments lack ({list(segments.x)})")
     wrong = {m: (d, int(segments.x[m].shape[-1])) for m, d in info["dims"].items() if d != segments.x[m].shape[-1]}
     if wrong:
         raise EvaluateError(f"{path}: feature dimensions (trained, segments) differ: {wrong}; retrain")
-    if list(info["classes"]) != list(segments.classes):
+    if info["task"] == "classification" and list(info["classes"]) != list(segments.classes):
         raise EvaluateError(f"{path}: trained on classes {info['classes']}, the segments have {segments.classes}; retrain")
 
 
-def _tables(rows: list[dict[str, Any]], preds: list[pl.DataFrame], conditions: list[Condition]) -> EvaluationResults:
+def _predictions(
+    task: str, targets: list[str], classes: list[str], split: Split, clip_ids: np.ndarray,
+    out: np.ndarray, name: str, seed: int, cond: str,
+) -> pl.DataFrame:
+    if task == "classification":
+        cls = np.asarray(classes)
+        return pl.DataFrame(
+            {"model": name, "seed": seed, "condition": cond, "clip_id": clip_ids, "true": cls[split.y], "pred": cls[out.argmax(axis=1)]}
+        )
+    row, step = np.nonzero(split.y_mask)
+    k = len(targets)
+    return pl.DataFrame(
+        {
+            "model": name,
+            "seed": seed,
+            "condition": cond,
+            "clip_id": np.repeat(clip_ids[row], k),
+            "step": np.repeat(step, k).astype(np.int64),
+            "target": np.tile(np.asarray(targets), len(row)),
+            "true": split.y[row, step].reshape(-1).astype(np.float64),
+            "pred": out[row, step].reshape(-1).astype(np.float64),
+        }
+    )
+
+
+def _tables(
+    rows: list[dict[str, Any]],
+    preds: list[pl.DataFrame],
+    conditions: list[Condition],
+    metric_order: list[str],
+    json_metrics: tuple[str, ...],
+    main_metric: str,
+) -> EvaluationResults:
     results = pl.DataFrame(rows, schema={"model": pl.String, "seed": pl.Int64, "condition": pl.String, "metric": pl.String, "value": pl.Float64})
     cond_order = {c.name: i for i, c in enumerate(conditions)}
-    metric_order = {m: i for i, m in enumerate(CLASSIFICATION_METRICS)}
+    metric_rank = {m: i for i, m in enumerate(metric_order)}
     summary = (
         results.group_by(["model", "condition", "metric"], maintain_order=True)
         .agg(
@@ -155,15 +223,13 @@ def _tables(rows: list[dict[str, Any]], preds: list[pl.DataFrame], conditions: l
         )
         .with_columns(
             pl.col("condition").replace_strict(cond_order).alias("_c"),
-            pl.col("metric").replace_strict(metric_order).alias("_m"),
+            pl.col("metric").replace_strict(metric_rank).alias("_m"),
         )
         .sort(["model", "_c", "_m"])
         .drop(["_c", "_m"])
     )
-    conditions_table = (
-        summary.filter(pl.col("metric") == "macro_f1").select("condition", "model", pl.col("mean").alias("macro_f1"))
-    )
+    conditions_table = summary.filter(pl.col("metric") == main_metric).select("condition", "model", pl.col("mean").alias(main_metric))
     metrics: dict[str, dict[str, dict[str, float]]] = {}
-    for r in summary.filter(pl.col("metric").is_in(JSON_METRICS)).iter_rows(named=True):
+    for r in summary.filter(pl.col("metric").is_in(json_metrics)).iter_rows(named=True):
         metrics.setdefault(r["model"], {}).setdefault(r["condition"], {})[r["metric"]] = r["mean"]
     return EvaluationResults(results, summary, pl.concat(preds), conditions_table, metrics)

@@ -9,6 +9,10 @@ Names used in every output, with the papers' aliases:
 F1s use the classes found in y_true ∪ y_pred (scikit-learn's default) unless `labels` is given, and
 score an undefined precision/recall as 0.
 
+Regression (time-continuous targets, e.g. arousal/valence): `regression_metrics` gives ccc_<target>,
+rmse_<target> per target and ccc_mean (their mean), each over ALL valid steps of the scored sequences
+concatenated (one CCC per partition, not a mean of per-sequence CCCs — the MuSe/000 convention).
+
 CCC: population statistics (ddof = 0, the audmetric convention: CCC([0,1,2],[0,1,1]) = 0.6667) by
 default; `sample=True` uses ddof = 1 as the MuSe 2022 code does (0.6923 on the same vectors).
 """
@@ -93,3 +97,22 @@ def ccc(y_true: Sequence[float], y_pred: Sequence[float], sample: bool = False) 
 def rmse(y_true: Sequence[float], y_pred: Sequence[float]) -> float:
     t, p = _pair(y_true, y_pred, float)
     return float(np.sqrt(np.mean((t - p) ** 2)))
+
+
+def regression_metric_names(targets: Sequence[str]) -> list[str]:
+    """Metric names of `regression_metrics`, in output order."""
+    return [f"ccc_{t}" for t in targets] + ["ccc_mean"] + [f"rmse_{t}" for t in targets]
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, targets: Sequence[str]) -> dict[str, float]:
+    """CCC (population statistics) and RMSE per target and their mean CCC.
+
+    `y_true`, `y_pred`: [n_steps, K] valid steps of the concatenated sequences, K = len(targets).
+    """
+    t, p = np.asarray(y_true, float), np.asarray(y_pred, float)
+    if t.ndim != 2 or t.shape != p.shape or t.shape[1] != len(targets):
+        raise ValueError(f"expected y_true and y_pred of shape [n, {len(targets)}], got {t.shape} and {p.shape}")
+    out = {f"ccc_{name}": ccc(t[:, k], p[:, k]) for k, name in enumerate(targets)}
+    out["ccc_mean"] = float(np.mean([out[f"ccc_{name}"] for name in targets]))
+    out.update({f"rmse_{name}": rmse(t[:, k], p[:, k]) for k, name in enumerate(targets)})
+    return {k: out[k] for k in regression_metric_names(targets)}

@@ -1,45 +1,108 @@
-"""Training: one model per seed on the 'train' partition, early stopping on 'devel' macro-F1.
+"""Training: the grid models × strategies × seeds on 'train', early stopping on 'devel'.
 
-Per seed it writes `<out_dir>/<model>/seed_<s>/model.pt` (see `save_trained`) and `history.csv`
-(epoch, train_loss, devel_loss, devel_accuracy, devel_macro_f1; one row per epoch run). Clips whose
-label is -1 (none) are left out of every partition.
+Layout (one run = one model, one missing-modality training strategy, one seed):
 
-Cross-entropy, Adam (lr from `TrainParams`, 002 §3.3: 1e-4), mini-batches shuffled by a generator
-seeded with the run's seed; `torch`, `numpy` and `random` seeded and deterministic algorithms on, so a
-run on the same machine is repeatable to the bit. CUDA when available.
+    <out_dir>/<model>/<strategy>/seed_<s>/model.pt      see `save_trained` (written atomically)
+    <out_dir>/<model>/<strategy>/seed_<s>/history.csv   one row per epoch run (columns below)
+    <out_dir>/<model>/<strategy>/seed_<s>/dvclive/      the same curves logged with DVCLive
+
+A run is named `<model>/<strategy>` everywhere downstream (train.json, evaluate outputs, the report).
+
+Tasks (`train.task`):
+    classification  one label per clip; cross-entropy; early stopping on devel macro-F1 (UF1).
+    regression      per-step targets `train.targets` (segments' arousal/valence) where `label_mask` is
+                    True and the step lies within the clip's length; loss 1 − mean over targets of the
+                    CCC (000 §3.3 Eq. 12, 004 Eq. 3) computed over the batch's valid steps pooled, with
+                    population statistics; early stopping on devel mean CCC (over the concatenated
+                    devel sequences' valid steps, `pipeline.metrics.regression_metrics`).
+
+Each batch: the strategy (`pipeline.missing.make_strategy`) makes modalities missing on a copy of the
+batch; the model's `training_loss(batch, task_loss)` is back-propagated when it defines one (its
+'total'; other keys are logged as train_<key>), else `task_loss(model(x, mask))`.
+
+history.csv columns: epoch, lr, train_loss, [train_<part> …], devel_loss, then the devel metrics —
+classification: devel_accuracy, devel_macro_f1; regression: devel_ccc_<t> …, devel_ccc_mean,
+devel_rmse_<t> … (devel_loss = 1 − devel_ccc_mean there).
+
+Loop settings (TrainParams): Adam (lr 1e-4, 002 §3.3 / 000 §5.3), `patience` epochs without a strictly
+better devel score stop the run (000 §5.3: 15; 003 §5.3: 8; the weights of the best epoch are kept);
+optional `grad_clip` (max global gradient norm; 001 §4.3: 0.8) and `lr_schedule: plateau` (halve the
+learning rate after `lr_patience` epochs without improvement, 000 §5.3: 5). `model_train` overrides
+these per model (a paper's own recipe).
+
+Reproducibility: python, numpy and torch seeded with the run's seed, deterministic algorithms on;
+batch order and the strategy draw from generators seeded by it too, so a CPU run is repeatable to the
+bit. CUDA when available.
 """
 
 from __future__ import annotations
 
-from pipeline.errors import PipelineError
-
 import os
 import random
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import polars as pl
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from pipeline.config import MODELS_DIR, TrainParams
-from pipeline.metrics import accuracy, macro_f1
-from pipeline.models.registry import build_model
+from pipeline import missing
+from pipeline.config import MODELS_DIR, MODELS_ELIMINATE_DIR, TrainParams
+from pipeline.errors import PipelineError
+from pipeline.metrics import classification_metrics, regression_metrics
+from pipeline.models.registry import ModelError, available_models, build_model, fit_modalities
 from pipeline.segments import Segments
 from pipeline.store import atomic_path, write_text
 
 MODEL_FILE = "model.pt"
 HISTORY_FILE = "history.csv"
-FORMAT_VERSION = 1
+LIVE_DIR = "dvclive"
+FORMAT_VERSION = 2
 EVAL_BATCH_SIZE = 64
+STANDARD, ELIMINATE = "standard", "eliminate"
+REGRESSION_TARGETS = ("arousal", "valence")  # the per-step target arrays `Segments` can hold
+CCC_EPS = 1e-8  # keeps the CCC loss finite on a batch whose targets and predictions are all constant
+# loop settings read with getattr so this module works before params.yaml/TrainParams define them
 
 
 class TrainError(PipelineError):
     """Training cannot run on these segments/params; the message says why."""
+
+
+class ModelBuildError(TrainError):
+    """The model cannot be built for these inputs (e.g. AuxFormer takes exactly two modalities)."""
+
+
+@dataclass
+class TrainBatch:
+    """One training batch as a model's `training_loss` sees it."""
+
+    x: dict[str, Tensor]  # after the training strategy
+    mask: dict[str, Tensor]
+    x_full: dict[str, Tensor]  # before it (the complete view)
+    mask_full: dict[str, Tensor]
+    y: Tensor  # labels [B] long (classification) or targets [B,T,K] float (regression)
+    y_mask: Tensor | None  # [B,T] bool, regression only: the steps that count
+    epoch: int  # 1-based
+
+
+@dataclass
+class Split:
+    """The usable sequences of one partition for a task."""
+
+    idx: np.ndarray  # rows of the segments
+    x: dict[str, np.ndarray]
+    mask: dict[str, np.ndarray]
+    y: np.ndarray  # [N] int64 labels, or [N,T,K] float32 targets
+    y_mask: np.ndarray | None  # [N,T] bool (regression)
+
+    def __len__(self) -> int:
+        return len(self.idx)
 
 
 # ---- data ----------------------------------------------------------------------------------------
@@ -54,19 +117,61 @@ def require_modalities(segments: Segments, modalities: list[str], who: str) -> N
         )
 
 
-def labelled_split(
-    segments: Segments, partition: str, modalities: list[str], who: str = "training"
-) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
-    """(indices, x, mask, labels) of the labelled sequences of `partition`."""
+def task_split(
+    segments: Segments,
+    partition: str,
+    modalities: list[str],
+    task: str = "classification",
+    targets: list[str] | tuple[str, ...] = REGRESSION_TARGETS,
+    who: str = "training",
+) -> Split:
+    """The sequences of `partition` that carry labels for `task` (clips with label -1, or with no
+    valid target step, are left out)."""
     require_modalities(segments, modalities, who)
     idx = segments.indices(partition)
-    idx = idx[segments.label[idx] >= 0]
-    return (
+    y_mask = None
+    if task == "classification":
+        idx = idx[segments.label[idx] >= 0]
+        y = segments.label[idx].astype(np.int64)
+    elif task == "regression":
+        unknown = [t for t in targets if t not in REGRESSION_TARGETS]
+        if unknown or not targets:
+            raise TrainError(f"train.targets {list(targets)}: regression targets must be among {list(REGRESSION_TARGETS)}")
+        if segments.label_mask is None or any(getattr(segments, t) is None for t in targets):
+            raise TrainError(
+                f"{who}: task 'regression' needs time-continuous targets {list(targets)}, but the segments hold "
+                "none (the corpus has no arousal/valence curves); use task 'classification'"
+            )
+        steps = np.arange(segments.label_mask.shape[1])
+        valid = segments.label_mask.astype(bool) & (steps[None, :] < segments.length[:, None])
+        idx = idx[valid[idx].any(axis=1)]
+        y = np.stack([getattr(segments, t)[idx] for t in targets], axis=-1).astype(np.float32)
+        y_mask = valid[idx]
+    else:
+        raise TrainError(f"unknown task {task!r}; use 'classification' or 'regression'")
+    return Split(
         idx,
         {m: segments.x[m][idx] for m in modalities},
         {m: segments.mask[m][idx].astype(bool) for m in modalities},
-        segments.label[idx].astype(np.int64),
+        y,
+        y_mask,
     )
+
+
+def labelled_split(
+    segments: Segments, partition: str, modalities: list[str], who: str = "training"
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    """(indices, x, mask, labels) of the labelled sequences of `partition` (classification)."""
+    s = task_split(segments, partition, modalities, "classification", who=who)
+    return s.idx, s.x, s.mask, s.y
+
+
+def n_outputs(segments: Segments, task: str, targets: list[str]) -> int:
+    if task == "regression":
+        return len(targets)
+    if len(segments.classes) < 2:
+        raise TrainError(f"classification needs at least 2 classes, the segments have {segments.classes}")
+    return len(segments.classes)
 
 
 def to_tensors(
@@ -79,14 +184,14 @@ def to_tensors(
 
 
 @torch.no_grad()
-def predict_logits(
+def predict(
     model: nn.Module,
     x: dict[str, np.ndarray],
     mask: dict[str, np.ndarray],
     device: torch.device | str = "cpu",
     batch_size: int = EVAL_BATCH_SIZE,
 ) -> np.ndarray:
-    """Logits [N, n_outputs] in eval mode (the model's train/eval mode is restored afterwards)."""
+    """Outputs in eval mode: logits [N, C] or per-step predictions [N, T, K] (mode restored after)."""
     was_training = model.training
     model.eval()
     n = len(next(iter(mask.values())))
@@ -98,6 +203,57 @@ def predict_logits(
     finally:
         model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+predict_logits = predict  # the classification name
+
+
+# ---- losses and scores ---------------------------------------------------------------------------
+
+
+def ccc_loss(pred: Tensor, y: Tensor, y_mask: Tensor) -> Tensor:
+    """1 − mean over the K targets of the CCC over the valid steps (pooled over the batch).
+
+    pred, y: [B,T,K]; y_mask: [B,T] bool. Population statistics (000 §3.3 Eq. 12; the metric's
+    convention, `pipeline.metrics.ccc`)."""
+    p, t = pred[y_mask].float(), y[y_mask].float()  # [n, K]
+    if p.shape[0] == 0:
+        raise TrainError("CCC loss of a batch without a valid target step")
+    mp, mt = p.mean(0), t.mean(0)
+    cov = ((p - mp) * (t - mt)).mean(0)
+    ccc = 2 * cov / (p.var(0, unbiased=False) + t.var(0, unbiased=False) + (mp - mt) ** 2 + CCC_EPS)
+    return 1 - ccc.mean()
+
+
+def make_task_loss(task: str, y: Tensor, y_mask: Tensor | None) -> Callable[[Tensor], Tensor]:
+    """The task's loss of a prediction for these targets: cross-entropy, or 1 − CCC over valid steps."""
+    if task == "classification":
+        return lambda pred: F.cross_entropy(pred, y)
+    return lambda pred: ccc_loss(pred, y, y_mask)
+
+
+def score(task: str, split: Split, out: np.ndarray, targets: list[str] | None = None) -> dict[str, float]:
+    """The task's metrics of outputs `out` on `split` (classification_metrics or regression_metrics)."""
+    if task == "classification":
+        return classification_metrics(split.y, out.argmax(axis=1))
+    targets = list(targets or REGRESSION_TARGETS)
+    return regression_metrics(split.y[split.y_mask], out[split.y_mask], targets)
+
+
+def selection_metric(task: str) -> str:
+    """The devel metric early stopping (and the importance search) use; higher is better."""
+    return "macro_f1" if task == "classification" else "ccc_mean"
+
+
+def _devel_row(task: str, split: Split, out: np.ndarray, targets: list[str]) -> dict[str, float]:
+    metrics = score(task, split, out, targets)
+    if task == "classification":
+        loss = float(F.cross_entropy(torch.from_numpy(out), torch.from_numpy(split.y)))
+        keep = ("accuracy", "macro_f1")
+    else:
+        loss = 1 - metrics["ccc_mean"]
+        keep = tuple(metrics)
+    return {"devel_loss": loss, **{f"devel_{k}": metrics[k] for k in keep}}
 
 
 # ---- reproducibility -----------------------------------------------------------------------------
@@ -122,94 +278,249 @@ def deterministic(seed: int) -> Iterator[None]:
         torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
 
 
+# ---- the grid ------------------------------------------------------------------------------------
+
+
+def run_name(model: str, strategy: str) -> str:
+    return f"{model}/{strategy}"
+
+
+def run_dir(out_dir: str | Path, model: str, strategy: str, seed: int) -> Path:
+    return Path(out_dir) / model / strategy / f"seed_{seed}"
+
+
+def known_strategies() -> list[str]:
+    names = getattr(missing, "STRATEGIES", None)
+    return list(names) if names else [STANDARD]
+
+
+class _Standard:
+    """Stand-in for `pipeline.missing.make_strategy('standard', …)` until that module provides it."""
+
+    def apply(self, x: dict, mask: dict, rng: np.random.Generator, epoch: int) -> tuple[dict, dict]:
+        return dict(x), dict(mask)
+
+
+def make_training_strategy(name: str, modalities: list[str], params: TrainParams, importance: dict | None = None) -> Any:
+    """`pipeline.missing.make_strategy(name, modalities, params.strategy_params[name], importance)`;
+    `importance` is the run's model entry of data/importance/importance.json (for `eliminate`)."""
+    make = getattr(missing, "make_strategy", None)
+    if make is None:
+        if name != STANDARD:
+            raise TrainError(f"strategy '{name}': this version of pipeline.missing only offers '{STANDARD}'")
+        return _Standard()
+    try:
+        return make(name, list(modalities), dict(params.strategy_params.get(name, {})), importance)
+    except (PipelineError, ValueError) as e:  # StrategyError: unknown name, bad params, no ρ for eliminate
+        raise TrainError(str(e) if str(e).startswith(f"strategy '{name}'") else f"strategy '{name}': {e}") from None
+
+
+def resolve_models(params: TrainParams) -> list[str]:
+    if params.all_models:
+        return available_models()
+    unknown = [m for m in params.models if m not in available_models()]
+    if unknown:
+        raise TrainError(f"train.models: unknown model(s) {unknown}; available: {', '.join(available_models())}")
+    return list(params.models)
+
+
+def resolve_grid(
+    params: TrainParams, strategies: list[str] | None = None, importance: dict[str, Any] | None = None
+) -> list[tuple[str, str]]:
+    """(model, strategy) pairs to train. `strategies` (default: `params.strategies`, or every known
+    strategy when `params.all_models`) limits them. Under `all_models` a strategy that cannot run for a
+    model (e.g. `eliminate` without an importance entry) is left out; otherwise that is an error."""
+    models = resolve_models(params)
+    wanted = list(strategies) if strategies is not None else (known_strategies() if params.all_models else list(params.strategies))
+    pairs = []
+    for model in models:
+        for strategy in wanted:
+            entry = (importance or {}).get(model)
+            try:  # e.g. `eliminate` without the model's importance entry (and no explicit ρ) fails here
+                make_training_strategy(strategy, list(params.modalities), params, entry)
+            except TrainError:
+                if params.all_models:
+                    continue
+                raise
+            pairs.append((model, strategy))
+    return pairs
+
+
+def loop_params(params: TrainParams, model: str) -> TrainParams:
+    """`params` with the model's `model_train` overrides applied (validated like params.yaml)."""
+    override = params.model_train.get(model)
+    if not override:
+        return params
+    try:
+        return TrainParams.model_validate({**params.model_dump(mode="json"), **override})
+    except ValueError as e:
+        raise TrainError(f"train.model_train.{model}: invalid: {e}") from None
+
+
 # ---- training ------------------------------------------------------------------------------------
-
-
-def run_dir(out_dir: str | Path, model: str, seed: int) -> Path:
-    return Path(out_dir) / model / f"seed_{seed}"
 
 
 def train_one(
     segments: Segments,
     params: TrainParams,
+    model_name: str,
+    strategy_name: str,
     seed: int,
     out_dir: str | Path = MODELS_DIR,
     device: str | torch.device | None = None,
     progress: bool = True,
+    importance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train `params.model` with `seed`; write model.pt and history.csv; return the run summary."""
-    mods = list(params.modalities)
-    _, x_tr, m_tr, y_tr = labelled_split(segments, "train", mods)
-    _, x_dv, m_dv, y_dv = labelled_split(segments, "devel", mods)
-    for name, y in (("train", y_tr), ("devel", y_dv)):
-        if len(y) == 0:
+    """Train one run; write model.pt, history.csv and dvclive/; return its summary
+    {best_epoch, epochs_run, devel_<metric>}. `importance`: the model's importance entry."""
+    params = loop_params(params, model_name)
+    task, targets = params.task, list(params.targets)
+    # a model of fixed arity (AuxFormer, JMT: two; unimodal: one) takes the first of train.modalities
+    try:
+        mods = list(fit_modalities(model_name, {m: 0 for m in params.modalities}))
+    except ModelError as e:
+        raise ModelBuildError(str(e)) from None
+    tr = task_split(segments, "train", mods, task, targets)
+    dv = task_split(segments, "devel", mods, task, targets)
+    for name, split in (("train", tr), ("devel", dv)):
+        if len(split) == 0:
             raise TrainError(
                 f"no labelled sequences in the '{name}' partition; "
                 + ("check the corpus labels" if name == "train" else "set segment.partition.devel > 0 (early stopping needs it)")
             )
-    n_classes = len(segments.classes)
-    if n_classes < 2:
-        raise TrainError(f"classification needs at least 2 classes, the segments have {segments.classes}")
-    dims = {m: int(x_tr[m].shape[-1]) for m in mods}
+    n_out = n_outputs(segments, task, targets)
+    dims = {m: int(tr.x[m].shape[-1]) for m in mods}
     dev = pick_device(device)
+    metric = selection_metric(task)
+    grad_clip, schedule = params.grad_clip, params.lr_schedule
+    target = run_dir(out_dir, model_name, strategy_name, seed)
+    name = run_name(model_name, strategy_name)
 
     with deterministic(seed):
-        model = build_model(params.model, dims, n_classes, params).to(dev)
+        try:
+            model = build_model(model_name, dims, n_out, task, params.model_params.get(model_name)).to(dev)
+        except ModelError as e:
+            raise ModelBuildError(str(e)) from None
+        strategy = make_training_strategy(strategy_name, mods, params, importance)
         optim = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-        order_rng = np.random.default_rng(seed)
-        y_tr_t = torch.from_numpy(y_tr)
+        plateau = None
+        if schedule == "plateau":
+            # halve after `lr_patience` epochs without a strictly better devel score (000 §5.3: 5)
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optim, mode="max", factor=params.lr_factor,
+                patience=params.lr_patience - 1, threshold=0.0, threshold_mode="abs", eps=0.0,
+            )
+        elif schedule != "none":
+            raise TrainError(f"train.lr_schedule: unknown schedule {schedule!r}; use 'none' or 'plateau'")
+        order_rng, strategy_rng = np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
         history: list[dict[str, float]] = []
-        best_f1, best_epoch, best_state = -np.inf, 0, None
-        bar = tqdm(range(1, params.epochs + 1), desc=f"train {params.model} seed {seed}", disable=not progress, leave=False)
+        best, best_epoch, best_state = -np.inf, 0, None
+        live = _live(target / LIVE_DIR)
+        bar = tqdm(range(1, params.epochs + 1), desc=f"train {name} seed {seed}", disable=not progress, leave=False)
         for epoch in bar:
             model.train()
-            order = order_rng.permutation(len(y_tr))
-            total = 0.0
+            order = order_rng.permutation(len(tr))
+            sums: dict[str, float] = {}
+            lr = optim.param_groups[0]["lr"]
             for start in range(0, len(order), params.batch_size):
                 rows = order[start : start + params.batch_size]
-                xb, mb = to_tensors(x_tr, m_tr, rows, dev)
-                loss = F.cross_entropy(model(xb, mb), y_tr_t[rows].to(dev))
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                optim.step()
-                total += float(loss.detach()) * len(rows)
-            logits = predict_logits(model, x_dv, m_dv, dev)
-            pred = logits.argmax(axis=1)
-            row = {
-                "epoch": epoch,
-                "train_loss": total / len(y_tr),
-                "devel_loss": float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y_dv))),
-                "devel_accuracy": accuracy(y_dv, pred),
-                "devel_macro_f1": macro_f1(y_dv, pred),
-            }
+                parts = _step(model, strategy, strategy_rng, tr, rows, task, epoch, dev, optim, grad_clip)
+                if not np.isfinite(parts["total"]):
+                    raise TrainError(f"{name} seed {seed}: non-finite training loss at epoch {epoch}; lower train.lr")
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + v * len(rows)
+            row: dict[str, float] = {"epoch": epoch, "lr": lr, "train_loss": sums.pop("total") / len(tr)}
+            row.update({f"train_{k}": v / len(tr) for k, v in sums.items()})
+            row.update(_devel_row(task, dv, predict(model, dv.x, dv.mask, dev), targets))
             history.append(row)
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", devel_f1=f"{row['devel_macro_f1']:.3f}")
-            if row["devel_macro_f1"] > best_f1:  # strict: ties keep the earlier epoch
-                best_f1, best_epoch = row["devel_macro_f1"], epoch
+            _log(live, row)
+            current = row[f"devel_{metric}"]
+            current = current if np.isfinite(current) else -np.inf
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", **{metric: f"{current:.3f}"})
+            if current > best or best_state is None:  # strict: ties keep the earlier epoch
+                best, best_epoch = current, epoch
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             elif epoch - best_epoch >= params.patience:
                 break
+            if plateau is not None:
+                plateau.step(current)
         bar.close()
+        if live is not None:
+            live.end()
 
-    target = run_dir(out_dir, params.model, seed)
+    summary = {"best_epoch": best_epoch, "epochs_run": len(history), f"devel_{metric}": float(best)}
     save_trained(
         target / MODEL_FILE,
         {
             "state_dict": best_state,
-            "model": params.model,
+            "model": model_name,
+            "strategy": strategy_name,
+            "task": task,
+            "targets": targets if task == "regression" else [],
+            "n_outputs": n_out,
             "params": params.model_dump(mode="json"),
             "dims": dims,
             "classes": list(segments.classes),
             "modalities": mods,
             "seed": seed,
-            "best_epoch": best_epoch,
-            "devel_macro_f1": float(best_f1),
-            "epochs_run": len(history),
+            "devel_metric": metric,
+            "importance": importance,
             "weights": {m: segments.modalities[m].weights_statement for m in mods if m in segments.modalities},
+            **summary,
         },
     )
     write_text(target / HISTORY_FILE, pl.DataFrame(history).write_csv())
-    return {"best_epoch": best_epoch, "devel_macro_f1": float(best_f1), "epochs_run": len(history)}
+    return summary
+
+
+def _step(
+    model: nn.Module,
+    strategy: Any,
+    rng: np.random.Generator,
+    split: Split,
+    rows: np.ndarray,
+    task: str,
+    epoch: int,
+    dev: torch.device,
+    optim: torch.optim.Optimizer,
+    grad_clip: float | None,
+) -> dict[str, float]:
+    """One optimisation step on `rows`; the loss parts as floats ('total' = back-propagated)."""
+    x_full, mask_full = to_tensors(split.x, split.mask, rows, dev)
+    y = torch.from_numpy(split.y[rows]).to(dev)
+    y_mask = None if split.y_mask is None else torch.from_numpy(split.y_mask[rows]).to(dev)
+    # the strategy works on a copy, so x_full/mask_full stay the complete view
+    x, mask = strategy.apply({m: v.clone() for m, v in x_full.items()}, {m: v.clone() for m, v in mask_full.items()}, rng, epoch)
+    task_loss = make_task_loss(task, y, y_mask)
+    if hasattr(model, "training_loss"):
+        parts = model.training_loss(TrainBatch(x, mask, x_full, mask_full, y, y_mask, epoch), task_loss)
+        if "total" not in parts:
+            raise TrainError(f"{type(model).__name__}.training_loss returned no 'total' (keys {sorted(parts)})")
+    else:
+        parts = {"total": task_loss(model(x, mask))}
+    optim.zero_grad(set_to_none=True)
+    parts["total"].backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)  # 001 §4.3: 0.8
+    optim.step()
+    return {k: float(v.detach()) for k, v in parts.items()}
+
+
+def _live(path: Path) -> Any:
+    """A DVCLive logger writing only under `path`: no dvc.yaml, no experiment, no report, no Studio."""
+    os.environ.setdefault("DVC_STUDIO_OFFLINE", "true")  # never post to DVC Studio
+    from dvclive import Live
+
+    return Live(str(path), resume=False, report=None, save_dvc_exp=False, dvcyaml=None)
+
+
+def _log(live: Any, row: dict[str, float]) -> None:
+    if live is None:
+        return
+    for k, v in row.items():
+        if k != "epoch" and np.isfinite(v):
+            live.log_metric(k, float(v), plot=True)
+    live.next_step()
 
 
 def train_all(
@@ -218,24 +529,42 @@ def train_all(
     out_dir: str | Path = MODELS_DIR,
     device: str | torch.device | None = None,
     progress: bool = True,
+    strategies: list[str] | None = None,
+    importance: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Train one model per seed in `params.seeds`; {model: {"seed_<s>": {best_epoch, devel_macro_f1,
-    epochs_run}}} (the shape of data/metrics/train.json)."""
+    """Train the grid (`resolve_grid`) × `params.seeds` (under `all_models`, models that cannot be built
+    for `train.modalities` are skipped with a message); returns {"<model>/<strategy>": {"seed_<s>":
+    summary}} (the shape of data/metrics/train.json). `importance`: data/importance/importance.json."""
     require_modalities(segments, list(params.modalities), "training")
-    runs = {
-        f"seed_{s}": train_one(segments, params, s, out_dir, device, progress)
-        for s in tqdm(params.seeds, desc="seeds", disable=not progress or len(params.seeds) < 2)
-    }
-    return {params.model: runs}
+    pairs = resolve_grid(params, strategies, importance)
+    runs = [(m, s, seed) for m, s in pairs for seed in params.seeds]
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    unbuildable: set[str] = set()
+    for model, strategy, seed in tqdm(runs, desc="runs", disable=not progress or len(runs) < 2):
+        if model in unbuildable:
+            continue
+        try:
+            out.setdefault(run_name(model, strategy), {})[f"seed_{seed}"] = train_one(
+                segments, params, model, strategy, seed, out_dir, device, progress, (importance or {}).get(model)
+            )
+        except ModelBuildError as e:
+            if not params.all_models:
+                raise
+            # `all_models`: a model that does not take these inputs is left out, and said so
+            unbuildable.add(model)
+            out.pop(run_name(model, strategy), None)
+            tqdm.write(f"skipping model '{model}' (train.all_models): {e}")
+    return out
 
 
 # ---- saved models --------------------------------------------------------------------------------
 
 
 def save_trained(path: str | Path, payload: dict[str, Any]) -> None:
-    """model.pt: a dict with state_dict, model (name), params (TrainParams dump), dims, classes,
-    modalities, seed, best_epoch, devel_macro_f1, epochs_run, weights (per modality, the feature
-    backbone's weights statement), format. Written atomically."""
+    """model.pt: a dict with state_dict, model (registry name), strategy, task, targets, n_outputs,
+    params (TrainParams dump, per-model overrides applied), dims, classes, modalities, seed, best_epoch,
+    epochs_run, devel_metric and devel_<metric>, importance (the entry `eliminate` used, else None),
+    weights (per modality, the feature backbone's weights statement), format. Written atomically."""
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save({**payload, "format": FORMAT_VERSION}, tmp)
 
@@ -244,8 +573,12 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     """(model in eval mode on `device`, info) from a model.pt; info["params"] is a TrainParams."""
     blob = _read(path)
     info = _info(path, blob)
-    model = build_model(info["model"], info["dims"], len(info["classes"]), info["params"])
-    model.load_state_dict(blob["state_dict"])
+    params = info["params"]
+    try:
+        model = build_model(info["model"], info["dims"], info["n_outputs"], info["task"], params.model_params.get(info["model"]))
+        model.load_state_dict(blob["state_dict"])
+    except (ModelError, RuntimeError) as e:
+        raise TrainError(f"{path}: cannot rebuild the model with this version: {e}") from None
     return model.to(device).eval(), info
 
 
@@ -275,4 +608,9 @@ def _info(path: str | Path, blob: dict[str, Any]) -> dict[str, Any]:
         info["params"] = TrainParams.model_validate(blob["params"])
     except ValueError as e:
         raise TrainError(f"{path}: its training params do not validate against this version: {e}") from None
+    # format 1 files: classification with the standard strategy
+    info.setdefault("task", info["params"].task)
+    info.setdefault("strategy", STANDARD)
+    info.setdefault("targets", [])
+    info.setdefault("n_outputs", len(info["targets"]) if info["task"] == "regression" else len(info["classes"]))
     return info

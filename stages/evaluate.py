@@ -1,4 +1,5 @@
-"""DVC stage `evaluate`: trained models × seeds × missing-modality conditions on the test partition."""
+"""DVC stage `evaluate`: trained runs (data/models and data/models_eliminate) × seeds × missing-modality
+conditions on the test partition."""
 
 import sys
 from pathlib import Path
@@ -9,14 +10,15 @@ from pipeline.config import EVALUATE_DIR, METRICS_DIR, MODELS_DIR, load_section 
 from pipeline.evaluate import evaluate_all  # noqa: E402
 from pipeline.segments import load_segments  # noqa: E402
 from pipeline.stage import run_stage  # noqa: E402
+from pipeline.train import MODELS_ELIMINATE_DIR  # noqa: E402
 
 
 def main() -> None:
     params = load_section("evaluate")
-    out = evaluate_all(load_segments(), MODELS_DIR, params, EVALUATE_DIR, METRICS_DIR)
+    out = evaluate_all(load_segments(), [MODELS_DIR, MODELS_ELIMINATE_DIR], params, EVALUATE_DIR, METRICS_DIR)
     for model, conds in out.metrics.items():
         for cond, m in conds.items():
-            print(f"{model:>16} {cond:<20} UA {m['balanced_accuracy']:.4f}  UF1 {m['macro_f1']:.4f}")
+            print(f"{model:>24} {cond:<20} " + "  ".join(f"{k} {v:.4f}" for k, v in m.items()))
 
 
 if __name__ == "__main__":

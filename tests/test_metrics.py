@@ -90,3 +90,19 @@ def test_classification_edge_cases():
     assert macro_f1([0, 1], [0, 1], labels=[0, 1, 2]) == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="no values"):
         accuracy([], [])
+
+
+def test_regression_metrics_per_target_and_mean():
+    from pipeline.metrics import regression_metric_names, regression_metrics
+
+    rng = np.random.default_rng(1)
+    t = rng.normal(size=(50, 2))
+    p = t + rng.normal(0, 0.5, size=(50, 2))
+    out = regression_metrics(t, p, ["arousal", "valence"])
+    assert list(out) == regression_metric_names(["arousal", "valence"]) == [
+        "ccc_arousal", "ccc_valence", "ccc_mean", "rmse_arousal", "rmse_valence",
+    ]
+    assert out["ccc_arousal"] == pytest.approx(ccc(t[:, 0], p[:, 0])) and out["rmse_valence"] == pytest.approx(rmse(t[:, 1], p[:, 1]))
+    assert out["ccc_mean"] == pytest.approx((out["ccc_arousal"] + out["ccc_valence"]) / 2)
+    with pytest.raises(ValueError, match=r"\[n, 2\]"):
+        regression_metrics(t[:, :1], p[:, :1], ["arousal", "valence"])

@@ -6,6 +6,7 @@ import csv
 import html as htmlmod
 import math
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -191,6 +192,24 @@ def test_all_pretrained_says_so(tmp_path):
     page = build_report(tmp_path, tmp_path / "out", ReportParams()).read_text()
     assert "RANDOM" not in page
     assert '<div class="callout note" role="note"><h2>All backbones pretrained</h2>' in page
+
+
+def test_second_model_with_one_seed(tmp_path):
+    """A model evaluated with one seed: mean without spread (empty std cell), its own table and curves."""
+    fabricate(tmp_path)
+    with (tmp_path / "data/evaluate/results.csv").open("a", newline="") as f:
+        csv.writer(f).writerows([["baseline", 3, c, m, value(0, c, m) - 0.1] for c in CONDITIONS for m in METRICS])
+    with (tmp_path / "data/evaluate/summary.csv").open("a", newline="") as f:
+        csv.writer(f).writerows([["baseline", c, m, value(0, c, m) - 0.1, "", 1] for c in CONDITIONS for m in METRICS])
+    shutil.copytree(tmp_path / f"data/models/{MODEL}/seed_0", tmp_path / "data/models/baseline/seed_3")
+    page = build_report(tmp_path, REPORT_DIR, ReportParams()).read_text()
+    rows = table_rows(page)
+    base = rows[[r[0] for r in rows].index("Condition", 0):]  # crossmodal's tables come after baseline's
+    assert base[1][:4] == ["all modalities present"] + [f"{value(0, 'all_present', m) - 0.1:.3f}"
+                                                         for m in ("balanced_accuracy", "accuracy", "macro_f1")]
+    assert base[1][-1] == "1"
+    assert "<h3>Model: baseline</h3>" in page and "<h3>Model: crossmodal</h3>" in page
+    assert ["seeds", f"baseline: 3; {MODEL}: 0, 1"] in rows
 
 
 def test_missing_results_names_file_and_stage(tmp_path):

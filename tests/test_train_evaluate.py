@@ -40,12 +40,14 @@ REPO = Path(__file__).resolve().parents[1]
 DIMS = {"a": 5, "b": 3, "c": 7}
 CLASSES = ["neutral", "happy", "angry", "sad"]
 N, T = 80, 12
+RUN = "crossmodal/standard"
 PARAMS = TrainParams(
-    modalities=list(DIMS), seeds=[0, 1], epochs=20, batch_size=8, lr=3e-3, patience=3, d_model=16, layers=1, heads=2
+    modalities=list(DIMS), seeds=[0, 1], epochs=20, batch_size=8, lr=3e-3, patience=3,
+    model_params={"crossmodal": {"d_model": 16, "layers": 1, "heads": 2}},
 )
 
 
-def make_segments(n: int = N, seed: int = 0) -> Segments:
+def make_segments(n: int = N, seed: int = 0, regression: bool = False) -> Segments:
     rng = np.random.default_rng(seed)
     label = np.arange(n) % 4
     bit_a, bit_b = label // 2, label % 2
@@ -62,6 +64,12 @@ def make_segments(n: int = N, seed: int = 0) -> Segments:
             v[..., 1] += (2 * bit_b - 1)[:, None]
         v[~present] = 0
         x[m], mask[m] = v, present
+    curves = {}
+    if regression:
+        # time-continuous targets readable per step from 'a' alone (its feature 2), at random label steps
+        signal = rng.normal(0, 1, size=(n, T)).astype(np.float32)
+        x["a"][..., 2] = np.where(x_present := mask["a"], signal + rng.normal(0, 0.2, size=(n, T)), 0)
+        curves = {"arousal": 0.5 * signal, "valence": -0.3 * signal + 0.1, "label_mask": in_clip & x_present & (rng.random((n, T)) < 0.9)}
     partition = np.array(["train"] * int(n * 0.6) + ["devel"] * int(n * 0.2) + ["test"] * (n - int(n * 0.8)))
     label = label.astype(np.int64)
     label[1] = -1  # an unlabelled training clip is left out
@@ -81,6 +89,7 @@ def make_segments(n: int = N, seed: int = 0) -> Segments:
             m: ModalityInfo(feature=f"feat_{m}", dim=d, backbone="synthetic", pretrained=False, weights_statement=f"{m}: synthetic")
             for m, d in DIMS.items()
         },
+        **curves,
     )
 
 
@@ -114,12 +123,16 @@ def evaluated(segments, trained, tmp_path_factory):
 
 def test_training_learns_the_task_and_writes_its_files(trained):
     out, summary = trained
-    assert set(summary) == {"crossmodal"} and set(summary["crossmodal"]) == {"seed_0", "seed_1"}
+    assert set(summary) == {RUN} and set(summary[RUN]) == {"seed_0", "seed_1"}
     for s in PARAMS.seeds:
-        r = summary["crossmodal"][f"seed_{s}"]
+        r = summary[RUN][f"seed_{s}"]
+        assert set(r) == {"best_epoch", "epochs_run", "devel_macro_f1"}
         assert r["devel_macro_f1"] >= 0.8  # chance is 0.25
-        hist = pl.read_csv(run_dir(out, "crossmodal", s) / HISTORY_FILE)
-        assert hist.columns == ["epoch", "train_loss", "devel_loss", "devel_accuracy", "devel_macro_f1"]
+        hist = pl.read_csv(run_dir(out, "crossmodal", "standard", s) / HISTORY_FILE)
+        assert hist.columns == ["epoch", "lr", "train_loss", "devel_loss", "devel_accuracy", "devel_macro_f1"]
+        assert (hist["lr"] == PARAMS.lr).all()
+        live = json.loads((run_dir(out, "crossmodal", "standard", s) / "dvclive" / "metrics.json").read_text())
+        assert live["step"] == r["epochs_run"] - 1 and live["devel_macro_f1"] == pytest.approx(hist["devel_macro_f1"][-1])
         assert hist["epoch"].to_list() == list(range(1, r["epochs_run"] + 1))
         best = hist["devel_macro_f1"].max()
         assert r["devel_macro_f1"] == pytest.approx(best)
@@ -131,20 +144,21 @@ def test_training_learns_the_task_and_writes_its_files(trained):
 
 def test_saved_model_round_trips(trained, segments):
     out, summary = trained
-    path = run_dir(out, "crossmodal", 0) / MODEL_FILE
+    path = run_dir(out, "crossmodal", "standard", 0) / MODEL_FILE
     blob = torch.load(path, weights_only=True)
     assert {"state_dict", "model", "params", "dims", "classes", "modalities"} <= set(blob)
     model, info = load_trained(path)
     assert not model.training
     assert info["model"] == "crossmodal" and info["params"] == PARAMS and info["dims"] == DIMS
     assert info["classes"] == CLASSES and info["modalities"] == ["a", "b", "c"] and info["seed"] == 0
-    assert info["best_epoch"] == summary["crossmodal"]["seed_0"]["best_epoch"]
+    assert info["strategy"] == "standard" and info["task"] == "classification" and info["n_outputs"] == 4
+    assert info["best_epoch"] == summary[RUN]["seed_0"]["best_epoch"]
     # the saved weights are the best epoch's: they reproduce its devel macro-F1
     _, x, m, y = labelled_split(segments, "devel", list(DIMS))
     from pipeline.metrics import macro_f1
 
     assert macro_f1(y, predict_logits(model, x, m).argmax(1)) == pytest.approx(info["devel_macro_f1"])
-    assert find_trained(out) == [("crossmodal", 0, path), ("crossmodal", 1, run_dir(out, "crossmodal", 1) / MODEL_FILE)]
+    assert find_trained(out) == [(RUN, 0, path), (RUN, 1, run_dir(out, "crossmodal", "standard", 1) / MODEL_FILE)]
 
 
 def test_training_is_deterministic(segments, tmp_path):
@@ -152,11 +166,11 @@ def test_training_is_deterministic(segments, tmp_path):
     train_all(segments, p, tmp_path / "one", device="cpu", progress=False)
     train_all(segments, p, tmp_path / "two", device="cpu", progress=False)
     train_all(segments, p.model_copy(update={"seeds": [4]}), tmp_path / "one", device="cpu", progress=False)
-    sd = {k: torch.load(run_dir(tmp_path / k.split("/")[0], "crossmodal", int(k[-1])) / MODEL_FILE, weights_only=True)["state_dict"] for k in ("one/3", "two/3", "one/4")}
+    sd = {k: torch.load(run_dir(tmp_path / k.split("/")[0], "crossmodal", "standard", int(k[-1])) / MODEL_FILE, weights_only=True)["state_dict"] for k in ("one/3", "two/3", "one/4")}
     assert sd["one/3"].keys() == sd["two/3"].keys()
     assert all(torch.equal(sd["one/3"][k], sd["two/3"][k]) for k in sd["one/3"])
     assert not all(torch.equal(sd["one/3"][k], sd["one/4"][k]) for k in sd["one/3"])
-    assert (tmp_path / "one/crossmodal/seed_3/history.csv").read_text() == (tmp_path / "two/crossmodal/seed_3/history.csv").read_text()
+    assert (tmp_path / "one/crossmodal/standard/seed_3/history.csv").read_text() == (tmp_path / "two/crossmodal/standard/seed_3/history.csv").read_text()
 
 
 def test_training_errors(segments, tmp_path):
@@ -173,7 +187,7 @@ def test_training_errors(segments, tmp_path):
 def test_a_subset_of_modalities_trains(segments, tmp_path):
     p = PARAMS.model_copy(update={"modalities": ["b"], "seeds": [0], "epochs": 2})
     train_all(segments, p, tmp_path, progress=False)
-    _, info = load_trained(run_dir(tmp_path, "crossmodal", 0) / MODEL_FILE)
+    _, info = load_trained(run_dir(tmp_path, "crossmodal", "standard", 0) / MODEL_FILE)
     assert info["modalities"] == ["b"] and info["dims"] == {"b": 3}
 
 
@@ -208,13 +222,13 @@ def test_evaluation_writes_its_files(evaluated):
     assert conds.columns == ["condition", "model", "macro_f1"] and conds["condition"].to_list() == CONDITIONS
 
     js = json.loads((root / "metrics" / "evaluate.json").read_text())
-    assert list(js) == ["crossmodal"] and sorted(js["crossmodal"]) == sorted(CONDITIONS)
-    assert sorted(js["crossmodal"]["all_present"]) == ["accuracy", "balanced_accuracy", "macro_f1", "weighted_f1"]
+    assert list(js) == [RUN] and sorted(js[RUN]) == sorted(CONDITIONS)
+    assert sorted(js[RUN]["all_present"]) == ["accuracy", "balanced_accuracy", "macro_f1", "weighted_f1"]
     assert js == res.metrics
 
 
 def test_missing_a_needed_modality_lowers_the_score(evaluated):
-    f1 = {c: v["macro_f1"] for c, v in evaluated[1].metrics["crossmodal"].items()}
+    f1 = {c: v["macro_f1"] for c, v in evaluated[1].metrics[RUN].items()}
     assert f1["all_present"] >= 0.8
     assert f1["missing:a"] <= f1["all_present"] - 0.3
     assert f1["missing:b"] <= f1["all_present"] - 0.3
@@ -223,7 +237,7 @@ def test_missing_a_needed_modality_lowers_the_score(evaluated):
 
 def test_predictions_are_the_models_outputs_under_the_condition(evaluated, trained, segments):
     preds = pl.read_csv(evaluated[0] / "evaluate" / "predictions.csv")
-    model, _ = load_trained(run_dir(trained[0], "crossmodal", 1) / MODEL_FILE)
+    model, _ = load_trained(run_dir(trained[0], "crossmodal", "standard", 1) / MODEL_FILE)
     idx, x, m, y = labelled_split(segments, "test", list(DIMS))
     xd, md = drop_modalities(x, m, ["b"])
     expected = np.asarray(CLASSES)[predict_logits(model, xd, md).argmax(1)]
@@ -253,7 +267,7 @@ def _stage(name: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "stages" / f"{name}.py")], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-def test_stages_run_from_a_repository_root(segments_dir, tmp_path):
+def test_stages_run_from_a_repository_root(segments_dir, tmp_path, monkeypatch):
     (tmp_path / "data").mkdir()
     load_segments(segments_dir).save(tmp_path / "data" / "segments")
     params = {
@@ -264,12 +278,12 @@ def test_stages_run_from_a_repository_root(segments_dir, tmp_path):
     r = _stage("train", tmp_path)
     assert r.returncode == 0, r.stderr
     train_json = json.loads((tmp_path / "data/metrics/train.json").read_text())
-    assert set(train_json["crossmodal"]["seed_0"]) == {"best_epoch", "devel_macro_f1", "epochs_run"}
-    assert (tmp_path / "data/models/crossmodal/seed_0/model.pt").exists()
-    r = _stage("evaluate", tmp_path)
-    assert r.returncode == 0, r.stderr
+    assert set(train_json[RUN]["seed_0"]) == {"best_epoch", "devel_macro_f1", "epochs_run"}
+    assert (tmp_path / "data/models/crossmodal/standard/seed_0/model.pt").exists()
+    monkeypatch.chdir(tmp_path)  # evaluate in-process: one subprocess shows the scripts start (imports are slow)
+    _stage_main("evaluate")()
     js = json.loads((tmp_path / "data/metrics/evaluate.json").read_text())
-    assert sorted(js["crossmodal"]) == ["all_present", "missing:c"]
+    assert sorted(js[RUN]) == ["all_present", "missing:c"]
     for f in ("results", "summary", "predictions", "conditions"):
         assert (tmp_path / "data/evaluate" / f"{f}.csv").exists()
 
@@ -299,4 +313,247 @@ def test_stages_fail_cleanly(segments_dir, tmp_path, monkeypatch, capsys):
     assert "error: training needs modalities ['face']" in _fails(train, capsys)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"epochs": 0}}))
     assert "train.epochs" in _fails(train, capsys)
-    assert _fails(evaluate, capsys).startswith("error: data/models: no trained models")
+    assert _fails(evaluate, capsys).startswith("error: data/models or data/models_eliminate: no trained models")
+
+
+# ---- regression, strategies, the grid ------------------------------------------------------------
+
+REG_PARAMS = PARAMS.model_copy(update={"task": "regression", "seeds": [0, 1, 2], "epochs": 12, "patience": 4})
+
+
+@pytest.fixture(scope="module")
+def regression(tmp_path_factory):
+    segs = make_segments(regression=True)
+    out = tmp_path_factory.mktemp("reg_models")
+    return segs, out, train_all(segs, REG_PARAMS, out, device="cpu", progress=False)
+
+
+def test_regression_learns_the_time_continuous_targets(regression, tmp_path):
+    segs, out, summary = regression
+    for s in REG_PARAMS.seeds:
+        r = summary[RUN][f"seed_{s}"]
+        assert set(r) == {"best_epoch", "epochs_run", "devel_ccc_mean"} and r["devel_ccc_mean"] > 0.5
+        hist = pl.read_csv(run_dir(out, "crossmodal", "standard", s) / HISTORY_FILE)
+        assert hist.columns == [
+            "epoch", "lr", "train_loss", "devel_loss", "devel_ccc_arousal", "devel_ccc_valence", "devel_ccc_mean",
+            "devel_rmse_arousal", "devel_rmse_valence",
+        ]
+        assert hist["devel_loss"].to_list() == pytest.approx((1 - hist["devel_ccc_mean"]).to_list())
+    # the saved model reproduces its devel CCC from the concatenated valid steps (population CCC)
+    from pipeline.metrics import ccc
+    from pipeline.train import predict, task_split
+
+    model, info = load_trained(run_dir(out, "crossmodal", "standard", 0) / MODEL_FILE)
+    assert info["task"] == "regression" and info["targets"] == ["arousal", "valence"] and info["n_outputs"] == 2
+    dv = task_split(segs, "devel", list(DIMS), "regression", ["arousal", "valence"])
+    pred = predict(model, dv.x, dv.mask)
+    assert pred.shape == (len(dv), T, 2)
+    valid = dv.y_mask & (np.arange(T)[None] < segs.length[dv.idx, None])
+    assert np.array_equal(valid, dv.y_mask)
+    mean = np.mean([ccc(dv.y[..., k][valid], pred[..., k][valid]) for k in range(2)])
+    assert mean == pytest.approx(info["devel_ccc_mean"], abs=1e-5)
+
+    res = evaluate_all(segs, out, EvaluateParams(), tmp_path / "e", tmp_path / "m", device="cpu", progress=False)
+    results = pl.read_csv(tmp_path / "e" / "results.csv")
+    assert set(results["metric"]) == {"ccc_arousal", "ccc_valence", "ccc_mean", "rmse_arousal", "rmse_valence"}
+    ccc_mean = {c: v["ccc_mean"] for c, v in res.metrics[RUN].items()}
+    assert ccc_mean["all_present"] > 0.5 and ccc_mean["missing:a"] < 0.2 and ccc_mean["missing:c"] > ccc_mean["all_present"] - 0.1
+    preds = pl.read_csv(tmp_path / "e" / "predictions.csv")
+    assert preds.columns == ["model", "seed", "condition", "clip_id", "step", "target", "true", "pred"]
+    one = preds.filter((pl.col("seed") == 0) & (pl.col("condition") == "all_present") & (pl.col("target") == "arousal"))
+    assert ccc(one["true"], one["pred"]) == pytest.approx(
+        results.filter((pl.col("seed") == 0) & (pl.col("condition") == "all_present") & (pl.col("metric") == "ccc_arousal"))["value"][0]
+    )
+    assert pl.read_csv(tmp_path / "e" / "conditions.csv").columns == ["condition", "model", "ccc_mean"]
+
+
+def test_ccc_loss_is_one_minus_the_population_ccc_over_valid_steps():
+    from pipeline.metrics import ccc
+    from pipeline.train import ccc_loss
+
+    g = torch.Generator().manual_seed(0)
+    y, p = torch.randn(3, 5, 2, generator=g), torch.randn(3, 5, 2, generator=g)
+    m = torch.rand(3, 5, generator=g) < 0.7
+    expected = 1 - np.mean([ccc(y[..., k][m].numpy(), p[..., k][m].numpy()) for k in range(2)])
+    assert float(ccc_loss(p, y, m)) == pytest.approx(expected, abs=1e-5)
+    p2 = p.clone()
+    p2[~m] = 100.0  # invalid steps do not count
+    assert float(ccc_loss(p2, y, m)) == pytest.approx(expected, abs=1e-5)
+
+
+class _DropB:
+    """A strategy that drops 'b' on even epochs and records what it was given."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def apply(self, x, mask, rng, epoch):
+        self.calls.append((epoch, {k: v.clone() for k, v in mask.items()}))
+        if epoch % 2:
+            return dict(x), dict(mask)
+        return drop_modalities(x, mask, ["b"])
+
+
+class _Recorder(torch.nn.Module):
+    """Wraps a model and records the TrainBatch its training_loss sees."""
+
+    def __init__(self, inner, seen):
+        super().__init__()
+        self.inner, self.seen = inner, seen
+
+    def forward(self, x, mask):
+        return self.inner(x, mask)
+
+    def training_loss(self, batch, task_loss):
+        self.seen.append(batch)
+        main = task_loss(self(batch.x, batch.mask))
+        aux = 0.1 * task_loss(self(batch.x_full, batch.mask_full))
+        return {"total": main + aux, "main": main, "aux": aux}
+
+
+def test_strategies_and_training_losses_pass_through(segments, tmp_path, monkeypatch):
+    import pipeline.missing as missing_mod
+    import pipeline.train as train_mod
+    from pipeline.train import TrainBatch
+
+    calls, seen, made = [], [], []
+
+    def make_strategy(name, modalities, params, importance):
+        made.append((name, modalities, params, importance))
+        return _DropB(calls)
+
+    real_build = train_mod.build_model
+    monkeypatch.setattr(missing_mod, "make_strategy", make_strategy, raising=False)
+    monkeypatch.setattr(train_mod, "build_model", lambda *a, **k: _Recorder(real_build(*a, **k), seen))
+    p = PARAMS.model_copy(update={
+        "strategies": ["dropb"], "seeds": [0], "epochs": 2, "patience": 5, "strategy_params": {"dropb": {"p": 0.5}},
+    })
+    summary = train_all(segments, p, tmp_path, device="cpu", progress=False)
+    assert list(summary) == ["crossmodal/dropb"] and (tmp_path / "crossmodal/dropb/seed_0/model.pt").exists()
+    assert made[-1] == ("dropb", ["a", "b", "c"], {"p": 0.5}, None)
+    assert all(isinstance(b, TrainBatch) for b in seen) and {b.epoch for b in seen} == {1, 2}
+    for b in seen:
+        assert b.y.dtype == torch.long and b.y_mask is None
+        assert b.mask_full["b"].any()  # the complete view keeps 'b'
+        assert (not b.mask["b"].any()) == (b.epoch == 2)  # the strategy's view drops it on epoch 2
+    assert len(calls) == len(seen) and all(c[1]["b"].any() for c in calls)  # the strategy got the full view
+    hist = pl.read_csv(tmp_path / "crossmodal/dropb/seed_0" / HISTORY_FILE)
+    assert hist.columns[:5] == ["epoch", "lr", "train_loss", "train_main", "train_aux"]
+    assert hist["train_loss"].to_list() == pytest.approx((hist["train_main"] + hist["train_aux"]).to_list(), rel=1e-5)
+
+
+def test_grid_layout_and_model_validation(segments, tmp_path):
+    from pipeline.train import resolve_grid
+
+    with pytest.raises(TrainError, match=r"unknown model.*'nope'.*available: .*crossmodal"):
+        train_all(segments, PARAMS.model_copy(update={"models": ["nope"]}), tmp_path, progress=False)
+    with pytest.raises(TrainError, match="eliminate.*importance"):
+        resolve_grid(PARAMS.model_copy(update={"strategies": ["eliminate"]}))
+    assert ("crossmodal", "standard") in resolve_grid(PARAMS.model_copy(update={"all_models": True}))
+    assert ("crossmodal", "eliminate") not in resolve_grid(PARAMS.model_copy(update={"all_models": True}))
+
+
+def test_importance_search_finds_the_modality_that_carries_the_signal(regression, tmp_path):
+    from pipeline.importance import ImportanceParams, importance_search
+
+    segs, out, _ = regression
+    res = importance_search(segs, out, ImportanceParams(alpha=0.05, min_drop=0.1), device="cpu", progress=False)
+    r = res["crossmodal"]
+    assert r["important"] == ["a"] and r["metric"] == "ccc_mean" and r["partition"] == "devel" and r["seeds"] == [0, 1, 2]
+    assert r["rho"] == {"a": pytest.approx(0.5)} and r["rho_none"] == pytest.approx(0.5)
+    t = r["tests"]
+    assert t["a"]["significant"] and t["a"]["mean_drop"] > 0.4 and t["a"]["p_holm"] < 0.05
+    assert all(abs(t[m]["mean_drop"]) < 0.1 and not t[m]["important"] for m in ("b", "c"))
+    assert t["a"]["p_holm"] == pytest.approx(min(1.0, 3 * min(v["p"] for v in t.values())))  # Holm, smallest p
+    # the scores behind the test are the evaluation's: all-present devel mean CCC of each seed
+    from pipeline.train import predict, score, task_split
+
+    dv = task_split(segs, "devel", list(DIMS), "regression", ["arousal", "valence"])
+    means = [score("regression", dv, predict(load_trained(run_dir(out, "crossmodal", "standard", s) / MODEL_FILE)[0], dv.x, dv.mask))["ccc_mean"] for s in (0, 1, 2)]
+    assert t["a"]["all_present"] == pytest.approx(np.mean(means))
+
+
+def test_standard_importance_eliminate_stages_in_order(segments_dir, tmp_path, monkeypatch, capsys):
+    """train → importance → train --eliminate → evaluate, in-process (the eliminate strategy is a stand-in
+    that records the importance entry it gets)."""
+    import pipeline.missing as missing_mod
+
+    got = []
+
+    class Keep:
+        def apply(self, x, mask, rng, epoch):
+            return dict(x), dict(mask)
+
+    def make_strategy(name, modalities, params, importance):
+        got.append((name, importance))
+        return Keep()
+
+    monkeypatch.setattr(missing_mod, "make_strategy", make_strategy, raising=False)
+    monkeypatch.chdir(tmp_path)
+    load_segments(segments_dir).save(tmp_path / "data" / "segments")
+    params = {
+        "train": {**PARAMS.model_dump(mode="json"), "strategies": ["eliminate"], "seeds": [0, 1], "epochs": 2},
+        "evaluate": {"conditions": ["all_present"]},
+        "importance": {"alpha": 0.05, "rho": 0.25},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    train, importance, evaluate = _stage_main("train"), _stage_main("importance"), _stage_main("evaluate")
+    train([])  # eliminate asked for: the first stage trains 'standard'
+    assert sorted(p.name for p in (tmp_path / "data/models/crossmodal").iterdir()) == ["standard"]
+    importance()
+    imp = json.loads((tmp_path / "data/importance/importance.json").read_text())
+    assert set(imp) == {"crossmodal"} and set(imp["crossmodal"]["tests"]) == {"a", "b", "c"}
+    assert imp["crossmodal"]["rho"] == {m: 0.25 for m in imp["crossmodal"]["important"]}
+    train(["--eliminate"])
+    assert got[-1] == ("eliminate", imp["crossmodal"])
+    assert (tmp_path / "data/models_eliminate/crossmodal/eliminate/seed_1/model.pt").exists()
+    assert set(json.loads((tmp_path / "data/metrics/train_eliminate.json").read_text())) == {"crossmodal/eliminate"}
+    evaluate()
+    js = json.loads((tmp_path / "data/metrics/evaluate.json").read_text())
+    assert sorted(js) == ["crossmodal/eliminate", "crossmodal/standard"]
+    # without 'eliminate' in train.strategies the second stage trains nothing but leaves its outputs
+    params["train"]["strategies"] = ["standard"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    import shutil
+
+    shutil.rmtree(tmp_path / "data/models_eliminate")
+    train(["--eliminate"])
+    assert (tmp_path / "data/models_eliminate").is_dir() and not any((tmp_path / "data/models_eliminate").iterdir())
+    assert json.loads((tmp_path / "data/metrics/train_eliminate.json").read_text()) == {}
+
+
+def test_all_models_skips_models_that_do_not_take_the_inputs(segments, tmp_path, monkeypatch):
+    from pipeline.models import registry
+    from pipeline.train import ModelBuildError
+
+    # a registered model whose builder refuses these inputs (as AuxFormer refuses three modalities)
+    monkeypatch.setattr(registry, "MODELS", {"crossmodal": registry.MODELS["crossmodal"], "two_only": registry.ModelEntry("crossmodal", "no_such_builder")})
+    import pipeline.train as train_mod
+
+    real = train_mod.build_model
+
+    def build(name, *a, **k):
+        if name == "two_only":
+            raise registry.ModelError("model 'two_only': takes exactly 2 modalities")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(train_mod, "build_model", build)
+    p = PARAMS.model_copy(update={"seeds": [0], "epochs": 1})
+    with pytest.raises(ModelBuildError, match="exactly 2"):
+        train_all(segments, p.model_copy(update={"models": ["two_only"]}), tmp_path, progress=False)
+    summary = train_all(segments, p.model_copy(update={"all_models": True}), tmp_path, strategies=["standard"], progress=False)
+    assert list(summary) == ["crossmodal/standard"] and not (tmp_path / "two_only").exists()
+
+
+def test_plateau_schedule_halves_the_lr_and_grad_clip_is_applied(segments, tmp_path, monkeypatch):
+    clipped = []
+    real_clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm: clipped.append(max_norm) or real_clip(params, max_norm))
+    # lr so small that the devel macro-F1 never changes: epoch 1 stays the best, every later epoch is "bad"
+    p = PARAMS.model_copy(update={"seeds": [0], "epochs": 20, "patience": 7, "lr": 1e-12,
+                                  "grad_clip": 0.8, "lr_schedule": "plateau", "lr_patience": 2})
+    train_all(segments, p, tmp_path, device="cpu", progress=False)
+    hist = pl.read_csv(run_dir(tmp_path, "crossmodal", "standard", 0) / HISTORY_FILE)
+    assert hist["epoch"].to_list() == list(range(1, 9))  # early stop after 7 epochs without improvement
+    assert (hist["lr"] / 1e-12).to_list() == pytest.approx([1, 1, 1, 0.5, 0.5, 0.25, 0.25, 0.125])  # halved every 2 bad epochs
+    assert clipped and set(clipped) == {0.8}

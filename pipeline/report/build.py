@@ -197,7 +197,7 @@ def compose(inp: Inputs, params: ReportParams, prov: Provenance) -> Document:
                      ", ".join(f"{p} {n}" for p, n in c.partition_counts.items())])
     if inp.segments.classes != c.classes:
         rows.append(["classes modelled (segments)", ", ".join(inp.segments.classes)])
-    blocks.append(Table(tb.TableData(["", ""], rows)))
+    blocks.append(Table(tb.TableData(["", ""], rows), numeric=False))
 
     blocks.append(Heading("Results"))
     blocks.append(Para(
@@ -245,7 +245,7 @@ def compose(inp: Inputs, params: ReportParams, prov: Provenance) -> Document:
         ["seeds", seeds],
         ["code version (git)", prov.code_version],
         ["generated", prov.generated_utc],
-    ])))
+    ]), numeric=False))
     blocks.append(Table(
         tb.TableData(
             ["modality", "feature table", "backbone", "dim", "rate (Hz)", "pretrained", "weights"],
@@ -254,6 +254,7 @@ def compose(inp: Inputs, params: ReportParams, prov: Provenance) -> Document:
              for m, i in inp.segments.modalities.items()],
         ),
         f"Feature tables, aligned by `segment` to a common {inp.segments.rate_hz:g} Hz grid",
+        numeric=False,
     ))
     if c.params:
         blocks.append(Code(yaml.safe_dump(c.params, sort_keys=True), "Corpus generator parameters:"))

@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from pipeline.report.inputs import History
 from pipeline.report.tables import Key, Stat, condition_label, metric_label
@@ -89,6 +90,7 @@ def training_curves(histories: dict[str, dict[int, History]]) -> bytes:
                         ax_loss.plot(h.epoch, h.columns[col], style, color=color, lw=1.2,
                                      label=f"seed {seed} {col.split('_')[0]}")
         ax_f1.set_title(f"{model}: devel UF1 (macro F1) per epoch; dot = best epoch", fontsize=10)
+        ax_f1.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_f1.set_xlabel("epoch")
         ax_f1.set_ylabel("devel macro F1")
         ax_f1.grid(alpha=0.3)
@@ -96,6 +98,7 @@ def training_curves(histories: dict[str, dict[int, History]]) -> bytes:
         if with_loss:
             ax_loss = axes[row][1]
             ax_loss.set_title(f"{model}: loss (dashed: train, solid: devel)", fontsize=10)
+            ax_loss.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax_loss.set_xlabel("epoch")
             ax_loss.set_ylabel("loss")
             ax_loss.grid(alpha=0.3)

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipeline.config import EVALUATE_DIR, MANIFEST, MODELS_DIR, SEGMENTS_DIR
+from pipeline.config import EVALUATE_DIR, MANIFEST, MODELS_DIR, MODELS_ELIMINATE_DIR, SEGMENTS_DIR
 from pipeline.corpus.manifest import read_manifest
 from pipeline.segments import META, NPZ, ModalityInfo
 from pipeline.store import StoreError
@@ -84,7 +84,9 @@ class SegmentsMeta:
 
 
 def history_path(root: Path, model: str, seed: int) -> Path:
-    return root / MODELS_DIR / model / f"seed_{seed}" / HISTORY
+    """`model` is a run name '<model>/<strategy>'; eliminate runs live in their own stage's folder."""
+    base = MODELS_ELIMINATE_DIR if model.endswith("/eliminate") else MODELS_DIR
+    return root / base / model / f"seed_{seed}" / HISTORY
 
 
 def require(path: Path, stage: str) -> Path:

@@ -40,6 +40,7 @@ class Callout:
 class Table:
     data: TableData
     caption: str = ""
+    numeric: bool = True  # right-align every column but the first; False: all left (key/value, prose)
 
 
 @dataclass
@@ -77,7 +78,7 @@ h3 { font-size: 1.1rem; margin-top: 1.4rem; }
 table { border-collapse: collapse; margin: 0.6rem 0 1.2rem; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; vertical-align: top; }
 th { background: #f3f3f5; }
-th:first-child, td:first-child { text-align: left; }
+th:first-child, td:first-child, table.text th, table.text td { text-align: left; }
 caption { caption-side: top; text-align: left; font-size: 0.9rem; color: #555; padding-bottom: 0.3rem; }
 .callout { border: 3px solid #c62828; background: #fdecea; padding: 0.8rem 1.1rem; margin: 1.2rem 0;
            border-radius: 6px; }
@@ -124,7 +125,8 @@ def to_html(doc: Document) -> str:
             cap = f"<caption>{_e(b.caption)}</caption>" if b.caption else ""
             head = "".join(f"<th>{_e(h)}</th>" for h in b.data.header)
             body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in b.data.rows)
-            parts.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            cls = "" if b.numeric else ' class="text"'
+            parts.append(f"<table{cls}>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif isinstance(b, Figure):
             data = base64.b64encode(b.png).decode("ascii")
             parts.append(
@@ -164,7 +166,7 @@ def to_markdown(doc: Document, figures_dir: str = "figures") -> str:
         elif isinstance(b, Table):
             lines = [f"*{_m(b.caption)}*", ""] if b.caption else []
             lines.append("| " + " | ".join(_m(h) for h in b.data.header) + " |")
-            lines.append("|" + "|".join([":---"] + ["---:"] * (len(b.data.header) - 1)) + "|")
+            lines.append("|" + "|".join([":---"] + ["---:" if b.numeric else ":---"] * (len(b.data.header) - 1)) + "|")
             lines += ["| " + " | ".join(_m(c) for c in row) + " |" for row in b.data.rows]
             parts.append("\n".join(lines))
         elif isinstance(b, Figure):
