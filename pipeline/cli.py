@@ -111,5 +111,42 @@ def models(
     console.print(table)
 
 
+@app.command()
+def predict(
+    video: Path = typer.Argument(..., help="a video (or audio) file in any container FFmpeg reads"),
+    transcript: str = typer.Option(None, help="what is said, for the text modality (missing when omitted)"),
+    model: str = typer.Option(None, help="only runs of this model (e.g. crossmodal or crossmodal/standard)"),
+    csv: Path = typer.Option(None, help="write the prediction as CSV here"),
+) -> None:
+    """Predict the emotion (or arousal/valence over time) of a new file with the trained models."""
+    import csv as csv_module
+
+    from pipeline.predict import predict_file
+
+    try:
+        result = predict_file(video, transcript=transcript, model=model)
+    except PipelineError as e:
+        _fail(str(e))
+    for modality, why in result.missing.items():
+        console.print(f"[yellow]{modality} missing:[/yellow] {why}")
+    if result.task == "classification":
+        console.print(f"{result.clip}: [bold]{result.label}[/bold]  (mean of {len(result.runs)} runs)")
+        for cls, p in zip(result.classes, result.probabilities):
+            console.print(f"  {cls:<10} {p:.3f}")
+    else:
+        console.print(f"{result.clip}: {', '.join(result.targets)} over time (mean of {len(result.runs)} runs)")
+        for t, row in zip(result.t, result.values):
+            console.print(f"  {t:6.2f} s  " + "  ".join(f"{v:+.3f}" for v in row))
+    if csv is not None:
+        rows = result.rows()
+        from pipeline.store import atomic_path
+
+        with atomic_path(csv, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
+            writer = csv_module.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        console.print(f"written: {csv}")
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,133 @@
+"""`mer predict VIDEO`: the pipeline's own extractors, alignment and trained models on one new file.
+
+The same code paths as `dvc repro`: each modality's extractor is built from params.yaml
+(`pipeline.extract.registry`), its rows are put on the segment grid by `pipeline.segment.align_clip`
+and z-normalised with the training partition's statistics stored in `data/segments/`, and the
+trained models of `data/models*/` predict. A modality whose media cannot be used (no audio track,
+no face, no transcript) is marked missing — the models were trained to cope — and reported.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import MODELS_DIR, SEGMENTS_DIR, load_section
+from pipeline.corpus.manifest import Clip
+from pipeline.errors import PipelineError
+from pipeline.media import MediaError, probe
+from pipeline.segment import align_clip, grid_steps
+from pipeline.segments import Segments, load_segments
+
+
+class PredictError(PipelineError):
+    """Prediction cannot run (no trained model, no segments statistics…); the message says what to run."""
+
+
+@dataclass
+class Prediction:
+    clip: str
+    task: str
+    runs: list[str]
+    t: np.ndarray  # step centres (s)
+    classes: list[str] = field(default_factory=list)
+    probabilities: np.ndarray | None = None  # [C] mean over runs (classification)
+    values: np.ndarray | None = None  # [T, K] mean over runs (regression)
+    targets: list[str] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)  # modality -> why it is missing
+
+    @property
+    def label(self) -> str | None:
+        return None if self.probabilities is None else self.classes[int(np.argmax(self.probabilities))]
+
+    def rows(self) -> list[dict[str, object]]:
+        """CSV rows: one per class (classification) or one per step (regression)."""
+        if self.probabilities is not None:
+            return [{"clip": self.clip, "class": c, "probability": round(float(p), 6)} for c, p in zip(self.classes, self.probabilities)]
+        return [{"clip": self.clip, "t": round(float(t), 4), **{k: round(float(v), 6) for k, v in zip(self.targets, row)}}
+                for t, row in zip(self.t, self.values)]
+
+
+def _features(video: Path, clip: Clip, modalities: dict[str, str], work: Path) -> tuple[dict, dict[str, str]]:
+    """{modality: ClipFeatures} for the file, and {modality: reason} for the ones that are missing."""
+    from pipeline.extract.registry import build_extractor
+
+    rows, missing = {}, {}
+    for modality, feature in modalities.items():
+        try:
+            kwargs = {}
+            if feature == "vggface":  # crops come from MTCNN, exactly as the faces stage makes them
+                kwargs["detections"] = _detect_faces(clip, work)
+            rows[modality] = build_extractor(feature, **kwargs).process_clip(clip, Path("."))
+            if not rows[modality].present.any():
+                missing[modality] = "no usable frame (no face / no words)"
+        except MediaError as e:
+            missing[modality] = str(e)
+    return rows, missing
+
+
+def _detect_faces(clip: Clip, work: Path) -> Path:
+    from pipeline.extract.faces import DETECTOR, FaceDetector, detections_table
+    from pipeline.store import write_table
+
+    params = load_section("faces")
+    detections = FaceDetector(params).process_video(clip.media())
+    meta = {"detector": DETECTOR, "params": params.model_dump(mode="json"), "rate_hz": params.rate_hz,
+            "clips": [clip.clip_id], "skipped": {}}
+    path = work / "detections.parquet"
+    write_table(path, detections_table({clip.clip_id: detections}, meta))
+    return path
+
+
+def predict_file(
+    video: str | Path,
+    transcript: str | None = None,
+    models_dirs: list[Path] | None = None,
+    segments_dir: Path = SEGMENTS_DIR,
+    model: str | None = None,
+) -> Prediction:
+    """Predict the emotion (or arousal/valence over time) of one media file with every trained run
+    (or those whose name starts with `model`), averaging over runs."""
+    from pipeline.evaluate import find_trained
+    from pipeline.train import MODELS_ELIMINATE_DIR, load_trained, predict
+
+    video = Path(video)
+    info = probe(video)
+    runs = find_trained(models_dirs or [MODELS_DIR, MODELS_ELIMINATE_DIR])
+    if model:
+        runs = [r for r in runs if r[0] == model or r[0].startswith(f"{model}/")]
+    if not runs:
+        raise PredictError(f"no trained model{f' named {model}' if model else ''} under data/models: run `dvc repro` first")
+    segments: Segments = load_segments(segments_dir)
+    clip = Clip(clip_id=video.stem, speaker="unknown", media_path=str(video.resolve()), duration=info.duration,
+                transcript=transcript)
+    modalities = {m: mi.feature for m, mi in segments.modalities.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        rows, missing = _features(video, clip, modalities, Path(tmp))
+
+    steps = grid_steps(info.duration, segments.rate_hz, segments.t.shape[1])
+    x, mask = {}, {}
+    for m, mi in segments.modalities.items():
+        values, present = align_clip(rows.get(m), steps, segments.rate_hz, mi.dim)
+        values = np.where(present[:, None], (values - segments.mean[m]) / segments.std[m], 0.0)
+        x[m], mask[m] = values[None].astype(np.float32), present[None]
+
+    outputs, names, task, targets = [], [], None, []
+    for name, seed, path in runs:
+        net, run = load_trained(path)
+        task, targets = run["task"], run.get("targets") or []
+        used = run["modalities"]
+        outputs.append(predict(net, {m: x[m] for m in used}, {m: mask[m] for m in used})[0])
+        names.append(f"{name}/seed_{seed}")
+    t = (np.arange(steps) + 0.5) / segments.rate_hz
+    if task == "classification":
+        logits = np.stack(outputs)
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        return Prediction(video.name, task, names, t, list(segments.classes), probabilities=probs.mean(axis=0),
+                          missing=missing)
+    return Prediction(video.name, task, names, t, values=np.stack(outputs).mean(axis=0), targets=list(targets),
+                      missing=missing)
