@@ -112,7 +112,8 @@ def test_index_is_self_contained(built):
     root, index = built
     assert index == root / "data/report/index.html" and index.is_file()
     page = index.read_text()
-    assert page.count('src="data:image/png;base64,') == 2
+    # bars by condition, training curves, modality-importance bars
+    assert page.count('src="data:image/png;base64,') == 3
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, flags=re.I)
     assert not re.search(r"<script|<link|@import|url\(", page, flags=re.I)
     assert "<title>Test report</title>" in page
@@ -177,7 +178,8 @@ def test_markdown_references_existing_figures(built):
     md_path = root / "data/report/report.md"
     md = md_path.read_text()
     refs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert sorted(refs) == ["figures/training_curves.png", "figures/uf1_by_condition.png"]
+    assert sorted(refs) == ["figures/modality_importance.png", "figures/training_curves.png",
+                            "figures/uf1_by_condition.png"]
     for ref in refs:
         png = (md_path.parent / ref).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
@@ -305,3 +307,126 @@ def test_renders_in_headless_chromium(built, tmp_path):
                     "--window-size=1200,3000", index.as_uri()], capture_output=True, timeout=120, check=True)
     assert shot.stat().st_size > 10_000
 
+
+
+# --- robustness sections: runs '<model>/<strategy>', grids, markers, AUILC, importance, regression -----
+
+RUNS = ["crossmodal/standard", "crossmodal/clip_zero"]
+RSEEDS = [0, 1, 2]
+RMODS = ["face", "acoustic", "text"]
+RATES = [round(0.1 * i, 1) for i in range(10)]
+CZ_LEVELS = [1.0, 0.7, 0.5, 0.3, 0.0]
+NOISE = {0: 0.0, 1: 0.013, 2: -0.008}
+
+
+def rvalue(run: str, seed: int, cond: str) -> float:
+    """clip_zero clearly above standard (a non-constant gain); text missing ≈ all present; face missing far lower."""
+    base = 0.55 + NOISE[seed]
+    if run.endswith("clip_zero"):
+        base += 0.10 + 0.004 * seed
+    if cond == "missing:face":
+        base -= 0.20 + 0.02 * seed
+    elif cond == "missing:text":
+        base += (0.004, -0.006, 0.003)[seed]
+    elif cond == "missing:acoustic":
+        base -= 0.05 + 0.01 * seed
+    elif "@" in cond:
+        base -= 0.3 * float(cond.split("@")[1]) + 0.001 * seed
+    return round(base, 6)
+
+
+def fabricate_runs(root: Path, metric: str = "macro_f1", extra_metrics=()) -> list[str]:
+    fabricate(root)
+    conditions = (["all_present"] + [f"missing:{m}" for m in RMODS] + [f"random_missing@{r!r}" for r in RATES]
+                  + [f"clip_zero:face@{p!r}" for p in CZ_LEVELS])
+    metrics = [metric, *extra_metrics]
+    rows = [[r, s, c, m, rvalue(r, s, c) - 0.01 * metrics.index(m)] for r in RUNS for s in RSEEDS
+            for c in conditions for m in metrics]
+    write_csv(root / "data/evaluate/results.csv", ["model", "seed", "condition", "metric", "value"], rows)
+    summ = {}
+    for r, s, c, m, v in rows:
+        summ.setdefault((r, c, m), []).append(v)
+    write_csv(root / "data/evaluate/summary.csv", ["model", "condition", "metric", "mean", "std", "n_seeds"],
+              [[*k, statistics.mean(v), statistics.stdev(v), len(v)] for k, v in summ.items()])
+    shutil.rmtree(root / "data/models")
+    col = "devel_macro_f1" if metric == "macro_f1" else "devel_ccc_mean"
+    for r in RUNS:
+        for s in RSEEDS:
+            write_csv(root / f"data/models/{r}/seed_{s}/history.csv", ["epoch", "train_loss", "devel_loss", col],
+                      [[e, 1.0 / e, 1.1 / e, 0.2 + 0.1 * e] for e in range(1, 4)])
+    write_json(root / "data/importance/importance.json", {"crossmodal": {
+        "important": ["face"], "rho": {"face": 0.5}, "rho_none": 0.5, "metric": metric, "partition": "devel",
+        "alpha": 0.05, "seeds": RSEEDS,
+        "tests": {"face": {"all_present": 0.6, "missing": 0.4, "mean_drop": 0.2, "t": 9.5, "p": 0.0055,
+                           "p_holm": 0.0165, "significant": True, "important": True},
+                  "text": {"all_present": 0.6, "missing": 0.598, "mean_drop": 0.002, "t": 0.3, "p": 0.39,
+                           "p_holm": 0.78, "significant": False, "important": False}}}})
+    return conditions
+
+
+@pytest.fixture(scope="module")
+def built_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    fabricate_runs(root)
+    return build_report(root, REPORT_DIR, ReportParams()).read_text()
+
+
+def test_main_table_markers_match_scipy(built_runs):
+    from scipy import stats as sps
+
+    rows = table_rows(built_runs)
+    header = next(r for r in rows if r[:1] == ["Run"])
+    assert header == ["Run", "all present", "face missing", "acoustic missing", "text missing"]
+    table = {r[0]: dict(zip(header[1:], r[1:])) for r in rows[rows.index(header) + 1:rows.index(header) + 3]}
+    conds = {"all present": "all_present", **{f"{m} missing": f"missing:{m}" for m in RMODS}}
+    for run in RUNS:
+        for label, cond in conds.items():
+            v = [rvalue(run, s, cond) for s in RSEEDS]
+            cell = table[run][label]
+            assert cell.startswith(f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}"), (run, cond, cell)
+            base = [rvalue(RUNS[0], s, cond) for s in RSEEDS]
+            better = run != RUNS[0] and sps.ttest_rel(v, base, alternative="greater").pvalue < 0.05
+            assert ("‡" in cell) == better, (run, cond, cell)
+            ap = [rvalue(run, s, "all_present") for s in RSEEDS]
+            same = cond != "all_present" and sps.ttest_rel(v, ap).pvalue >= 0.05
+            assert ("✓" in cell) == same, (run, cond, cell)
+    # the fabricated case: clip_zero clearly better everywhere, text missing indistinguishable, face not
+    assert "‡" in table["crossmodal/clip_zero"]["all present"] and "‡" not in table["crossmodal/standard"]["all present"]
+    assert "✓" in table["crossmodal/standard"]["text missing"] and "✓" not in table["crossmodal/standard"]["face missing"]
+
+
+def test_auilc_and_curves(built_runs):
+    rows = table_rows(built_runs)
+    header = next(r for r in rows if r[:1] == ["Run"] and r[1].startswith("AUILC"))
+    assert header == ["Run", "AUILC (all modalities)"]
+    got = {r[0]: r[1] for r in rows[rows.index(header) + 1:rows.index(header) + 3]}
+    for run in RUNS:
+        means = [statistics.mean(rvalue(run, s, f"random_missing@{r!r}") for s in RSEEDS) for r in RATES]
+        area = sum((means[i] + means[i + 1]) / 2 * 0.1 for i in range(9))  # hand trapezoids, 0.0..0.9
+        assert got[run] == f"{area:.3f}"
+    assert "curves_random_missing.png" not in built_runs  # html embeds, names only in markdown
+    # figures: bars, training, 2 families of curves, importance bars
+    assert built_runs.count('src="data:image/png;base64,') == 5
+    assert "0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9" in built_runs
+
+
+def test_importance_table(built_runs):
+    rows = table_rows(built_runs)
+    face = next(r for r in rows if r[:2] == ["crossmodal", "face"])
+    assert face == ["crossmodal", "face", "0.600", "0.400", "0.200", "9.500", "0.005", "0.017", "yes", "0.500"]
+    assert next(r for r in rows if r[:2] == ["crossmodal", "text"])[-2:] == ["no", "–"]
+    assert "crossmodal: important = face" in htmlmod.unescape(built_runs)
+
+
+def test_regression_report_renders(tmp_path):
+    fabricate_runs(tmp_path, "ccc_mean", ("ccc_arousal", "ccc_valence"))
+    write_csv(tmp_path / "data/evaluate/predictions.csv",
+              ["model", "seed", "condition", "clip_id", "step", "target", "true", "pred"],
+              [[r, s, "all_present", c, k, t, 0.1 * k, 0.08 * k + 0.01] for r in RUNS for s in RSEEDS
+               for c in ("c1", "c0") for k in range(4) for t in ("arousal", "valence")])
+    page = build_report(tmp_path, REPORT_DIR, ReportParams()).read_text()
+    md = (tmp_path / "data/report/report.md").read_text()
+    assert "figures/regression_trace.png" in md and "figures/ccc_by_condition.png" in md
+    assert "test clip c0: run crossmodal/clip_zero, seed 0" in htmlmod.unescape(page)
+    assert "With all modalities present, crossmodal/clip_zero reaches CCC" in page
+    assert page.count('src="data:image/png;base64,') == 6

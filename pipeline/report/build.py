@@ -24,8 +24,11 @@ from pathlib import Path
 
 import yaml
 
+from pipeline import stats
+
 from pipeline.config import EVALUATE_DIR, PARAMS_FILE, ConfigError, ReportParams, load_section, section_hash
 from pipeline.report import figures as figs
+from pipeline.report import robust as rb
 from pipeline.report import tables as tb
 from pipeline.report.inputs import (
     RESULTS,
@@ -35,8 +38,11 @@ from pipeline.report.inputs import (
     ReportError,
     SegmentsMeta,
     read_corpus,
+    Trace,
     read_history,
+    read_importance,
     read_results,
+    read_trace,
     read_segments_meta,
     read_summary,
 )
@@ -100,6 +106,8 @@ class Inputs:
     histories: dict[str, dict[int, History]]
     segments: SegmentsMeta
     corpus: CorpusSummary
+    importance: dict
+    trace: Trace | None  # regression only: one test clip's curves
 
 
 def load_inputs(root: Path, modality_order: list[str] = ()) -> Inputs:
@@ -120,7 +128,11 @@ def load_inputs(root: Path, modality_order: list[str] = ()) -> Inputs:
             raise ReportError(f"{root / EVALUATE_DIR}/{e}") from None
         raise
     histories = {m: {s: read_history(root, m, s) for s in tb.seeds(results, m)} for m in tb.models(results)}
-    return Inputs(results, summary, std_convention, histories, segments, corpus)
+    trace = None
+    if rb.main_metric(results) == "ccc_mean":
+        first = tb.models(results)[0]
+        trace = read_trace(root, first, tb.seeds(results, first)[0], tb.ALL_PRESENT)
+    return Inputs(results, summary, std_convention, histories, segments, corpus, read_importance(root), trace)
 
 
 def _random_backbones(seg: SegmentsMeta) -> list[str]:
@@ -138,18 +150,19 @@ def _summary_text(inp: Inputs, conditions: dict[str, list[str]]) -> str:
         f"{', '.join(mods)}, over {'/'.join(map(str, n_seeds))} training seed(s) per model, and measures "
         "how each model holds up when one modality is missing at test time."
     )
-    main = tb.MAIN_METRIC
+    main = rb.main_metric(inp.results)
+    label = tb.metric_label(main)
     for m in models:
         full = inp.summary.get((m, tb.ALL_PRESENT, main))
         if full is None:
             continue
-        text += f" With all modalities present, {m} reaches UF1 {tb.fmt_stat(full)}."
+        text += f" With all modalities present, {m} reaches {label} {tb.fmt_stat(full)}."
         changes = {cond: tb.paired_change(inp.results, m, cond, main) for cond in conditions[m] if cond != tb.ALL_PRESENT}
         changes = {k: v for k, v in changes.items() if v is not None}
         if changes:
             worst = min(changes, key=lambda k: changes[k].mean)
             best = max(changes, key=lambda k: changes[k].mean)
-            text += f" Its UF1 changes most with {tb.condition_label(worst)} ({tb.fmt_stat(changes[worst], signed=True)})"
+            text += f" Its {label} changes most with {tb.condition_label(worst)} ({tb.fmt_stat(changes[worst], signed=True)})"
             text += (f" and least with {tb.condition_label(best)} ({tb.fmt_stat(changes[best], signed=True)})."
                      if best != worst else ".")
     if _random_backbones(inp.segments):
@@ -204,7 +217,7 @@ def compose(inp: Inputs, params: ReportParams, prov: Provenance) -> Document:
         "Test-partition scores per condition. 'all modalities present' uses every modality; '<m> missing' "
         "removes modality <m> at test time. Cells are mean ± "
         f"{inp.std_convention} over training seeds. "
-        + " ".join(f"{lab} = {desc}." for lab, desc in tb.METRICS.values())
+        + " ".join(f"{lab} = {desc}." for k, (lab, desc) in tb.METRICS.items() if any(x[2] == k for x in inp.summary))
     ))
     for m in models:
         blocks.append(Heading(f"Model: {m}", 3))
@@ -220,21 +233,34 @@ def compose(inp: Inputs, params: ReportParams, prov: Provenance) -> Document:
         else:
             blocks.append(Para(f"{m} was not evaluated with all modalities present, so no change is shown."))
 
+    blocks += _robustness_blocks(inp, models, mods)
+
+    main = rb.main_metric(inp.results)
+    label = tb.metric_label(main)
     blocks.append(Heading("Figures"))
-    if not any(k[2] == tb.MAIN_METRIC for k in inp.summary):
-        raise ReportError(f"results hold no '{tb.MAIN_METRIC}' rows; the report plots UF1 (rerun `evaluate`)")
-    all_conditions = tb.condition_order({k[1] for k in inp.summary}, mods)
+    # bars only for the whole-modality conditions: the leveled grids have their own curves above
+    bar_conditions = [c for c in tb.condition_order({k[1] for k in inp.summary}, mods)
+                      if c == tb.ALL_PRESENT or (c.startswith(tb.MISSING) and "@" not in c)]
     blocks.append(Figure(
-        "uf1_by_condition.png",
-        figs.metric_by_condition(inp.summary, inp.results, models, all_conditions, tb.MAIN_METRIC),
-        "UF1 (macro F1) on the test partition per condition: bars are means over seeds, error bars one "
-        "standard deviation, dots the individual seeds.",
+        f"{label.lower().replace(' ', '_')}_by_condition.png",
+        figs.metric_by_condition(inp.summary, inp.results, models, bar_conditions, main),
+        f"{label} ({main}) on the test partition with all modalities present and with whole modalities "
+        "missing: bars are means over seeds, error bars one standard deviation, dots the individual seeds.",
     ))
     blocks.append(Figure(
         "training_curves.png",
         figs.training_curves(inp.histories),
-        "Training: devel-partition UF1 per epoch (one line per seed; dot: the best epoch) and the losses.",
+        "Training: the devel-partition selection metric per epoch (one line per seed; dot: the best epoch) "
+        "and the losses.",
     ))
+    if inp.trace is not None:
+        t = inp.trace
+        blocks.append(Figure(
+            "regression_trace.png",
+            figs.regression_trace(t),
+            f"Predicted (dashed) and true (solid) {', '.join(t.targets)} over time for test clip {t.clip_id}: "
+            f"run {t.model}, seed {t.seed}, all modalities present.",
+        ))
 
     blocks.append(Heading("Provenance"))
     seeds = "; ".join(f"{m}: {', '.join(map(str, tb.seeds(inp.results, m)))}" for m in models)
@@ -261,6 +287,63 @@ def compose(inp: Inputs, params: ReportParams, prov: Provenance) -> Document:
     for name, values in prov.sections.items():
         blocks.append(Code(yaml.safe_dump({name: values}, sort_keys=False), f"params.yaml section '{name}' (with defaults):"))
     return Document(params.title, blocks)
+
+
+def _robustness_blocks(inp: Inputs, runs: list[str], mods: list[str]) -> list:
+    """Main table with markers, robustness curves + AUILC, modality importance."""
+    main = rb.main_metric(inp.results)
+    label = tb.metric_label(main)
+    out: list = [Heading("Main table")]
+    conds = rb.main_conditions(inp.results, mods)
+    out.append(Table(
+        rb.main_table(inp.summary, inp.results, runs, conds, main),
+        f"{label} ({main}) per run and condition: mean ± {inp.std_convention} over seeds",
+    ))
+    out.append(Para(
+        f"Markers (000 §6, Table 2; α = {stats.ALPHA}): {rb.BETTER} = the run is significantly better than "
+        f"its model's '{rb.STANDARD}' run under that condition (one-sided paired t-test across seeds, Holm-"
+        f"corrected across the model's other runs); {rb.SAME} = the score is not significantly different "
+        "from the run's own all-present score (two-sided paired t-test). No marker is given where fewer "
+        "than two seeds are shared. With few seeds these tests have little power: a missing ‡ is not "
+        "evidence of no difference."
+    ))
+
+    fam_curves = rb.curves(inp.results, runs, mods, main)
+    if fam_curves:
+        out.append(Heading("Robustness curves"))
+        out.append(Para(
+            "Each condition family applied at several levels (pipeline/missing.py): lines are seed means, "
+            f"bands ± one standard deviation over seeds. 'all modalities' = every modality affected at once."
+        ))
+        for fam, by_mod in fam_curves.items():
+            out.append(Figure(f"curves_{fam}.png",
+                              figs.robustness_curves(fam, by_mod, runs, main, rb.LEVELED[fam]),
+                              f"{fam}: {label} against {rb.LEVELED[fam]}, per affected modality, one line per run."))
+        if "random_missing" in fam_curves:
+            grid = ", ".join(f"{r:.1f}" for r in stats.AUILC_RATES)
+            out.append(Table(
+                rb.auilc_table(fam_curves["random_missing"], runs),
+                f"AUILC (003 Eq. 19): trapezoidal area under the {label} curve over the seed means at missing "
+                f"rates {grid}; 'n/a (incomplete grid)' where a run was not evaluated at exactly these rates.",
+            ))
+
+    drops = {r: rb.drops(inp.results, r, mods, main) for r in runs}
+    drops = {r: d for r, d in drops.items() if d}
+    if drops or inp.importance:
+        out.append(Heading("Modality importance"))
+    if drops:
+        out.append(Figure("modality_importance.png", figs.importance_bars(drops, mods, main),
+                          f"Drop in {label} when one modality is missing (all present − missing, paired by seed): "
+                          "larger = the run relies more on that modality."))
+    if inp.importance:
+        out.append(Para(
+            "The `importance` stage's search for the `eliminate` strategy (000 §4): a modality is important "
+            "when the standard model's score drops significantly without it (one-sided paired t-test, Holm "
+            "across modalities); ρ is the probability of eliminating it in a training batch. "
+            + " ".join(s + "." for s in rb.importance_summary(inp.importance))
+        ))
+        out.append(Table(rb.importance_table(inp.importance), "Importance search (data/importance/importance.json)"))
+    return out
 
 
 def _readable(tree: Path) -> None:

@@ -10,7 +10,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from pipeline.report.inputs import History
+from pipeline.report.inputs import DEVEL_METRICS, History, Trace
+from pipeline.report.robust import Curve
 from pipeline.report.tables import Key, Stat, condition_label, metric_label
 
 DPI = 110
@@ -78,7 +79,8 @@ def training_curves(histories: dict[str, dict[int, History]]) -> bytes:
         ax_f1 = axes[row][0]
         for j, (seed, h) in enumerate(sorted(histories[model].items())):
             color = f"C{j % 10}"
-            f1 = np.asarray(h.columns["devel_macro_f1"], dtype=np.float64)
+            col = next(c for c in DEVEL_METRICS if c in h.columns)
+            f1 = np.asarray(h.columns[col], dtype=np.float64)
             ax_f1.plot(h.epoch, f1, color=color, lw=1.4, label=f"seed {seed}")
             if np.any(np.isfinite(f1)):
                 best = int(np.nanargmax(f1))
@@ -89,10 +91,11 @@ def training_curves(histories: dict[str, dict[int, History]]) -> bytes:
                     if col in h.columns:
                         ax_loss.plot(h.epoch, h.columns[col], style, color=color, lw=1.2,
                                      label=f"seed {seed} {col.split('_')[0]}")
-        ax_f1.set_title(f"{model}: devel UF1 (macro F1) per epoch; dot = best epoch", fontsize=10)
+        name = metric_label(col[len("devel_"):])
+        ax_f1.set_title(f"{model}: devel {name} per epoch; dot = best epoch", fontsize=10)
         ax_f1.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_f1.set_xlabel("epoch")
-        ax_f1.set_ylabel("devel macro F1")
+        ax_f1.set_ylabel(col)
         ax_f1.grid(alpha=0.3)
         ax_f1.legend(fontsize=8)
         if with_loss:
@@ -102,4 +105,78 @@ def training_curves(histories: dict[str, dict[int, History]]) -> bytes:
             ax_loss.set_xlabel("epoch")
             ax_loss.set_ylabel("loss")
             ax_loss.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _run_colors(runs: Sequence[str]) -> dict[str, str]:
+    return {r: f"C{i % 10}" for i, r in enumerate(runs)}
+
+
+def robustness_curves(family: str, by_mod: dict[str, dict[str, Curve]], runs: Sequence[str], metric: str,
+                      level_label: str) -> bytes:
+    """One subplot per modality: metric vs level, one line per run, band = ± std over seeds."""
+    mods = list(by_mod)
+    ncols = min(3, len(mods))
+    nrows = -(-len(mods) // ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    colors = _run_colors(runs)
+    for i, mod in enumerate(mods):
+        ax = axes[i // ncols][i % ncols]
+        for run, c in by_mod[mod].items():
+            x, m = np.asarray(c.levels), np.asarray(c.mean)
+            sd = np.nan_to_num(np.asarray(c.std, dtype=np.float64), nan=0.0)
+            ax.plot(x, m, "o-", ms=3, lw=1.3, color=colors[run], label=run)
+            ax.fill_between(x, m - sd, m + sd, color=colors[run], alpha=0.15, linewidth=0)
+        ax.set_title(f"{family}: {mod}", fontsize=10)
+        ax.set_xlabel(level_label, fontsize=8)
+        ax.set_ylabel(metric_label(metric))
+        ax.grid(alpha=0.3)
+    for j in range(len(mods), nrows * ncols):
+        axes[j // ncols][j % ncols].set_visible(False)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize=8)
+    return _png(fig)
+
+
+def importance_bars(drops: dict[str, dict[str, Stat]], modalities: Sequence[str], metric: str) -> bytes:
+    """Grouped bars: per modality, one bar per run: all present − modality missing (± std over seeds)."""
+    runs = list(drops)
+    width = 0.8 / max(1, len(runs))
+    x = np.arange(len(modalities))
+    fig = Figure(figsize=(max(5.0, 1.4 * len(modalities) + 2.0), 3.6 + 0.15 * len(runs)), layout="constrained")
+    ax = fig.add_subplot()
+    colors = _run_colors(runs)
+    for i, run in enumerate(runs):
+        st = [drops[run].get(m) for m in modalities]
+        means = np.array([s.mean if s else np.nan for s in st])
+        sds = np.array([s.std if s and np.isfinite(s.std) else 0.0 for s in st])
+        ax.bar(x - 0.4 + width * (i + 0.5), means, width * 0.9, yerr=sds, capsize=3, color=colors[run],
+               alpha=0.8, label=run)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(x, list(modalities))
+    ax.set_ylabel(f"drop in {metric_label(metric)}")
+    ax.set_title(f"{metric_label(metric)}(all present) − {metric_label(metric)}(modality missing); "
+                 "mean ± std over seeds", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncols=min(4, len(runs)))
+    return _png(fig)
+
+
+def regression_trace(trace: Trace) -> bytes:
+    """True and predicted curve per target over the clip's label steps."""
+    n = len(trace.targets)
+    fig = Figure(figsize=(7.0, 2.4 * n + 0.4), layout="constrained")
+    axes = fig.subplots(n, 1, squeeze=False)
+    for ax, (target, (steps, true, pred)) in zip(axes[:, 0], trace.targets.items()):
+        ax.plot(steps, true, "-", color="black", lw=1.5, label="true")
+        ax.plot(steps, pred, "--", color="C3", lw=1.5, label="predicted")
+        ax.set_ylabel(target)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[-1, 0].set_xlabel("label step")
+    axes[0, 0].set_title(f"{trace.model} (seed {trace.seed}), clip {trace.clip_id}, all modalities present",
+                         fontsize=10)
     return _png(fig)

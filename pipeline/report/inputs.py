@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipeline.config import EVALUATE_DIR, MANIFEST, MODELS_DIR, MODELS_ELIMINATE_DIR, SEGMENTS_DIR
+from pipeline.config import EVALUATE_DIR, IMPORTANCE_DIR, MANIFEST, MODELS_DIR, MODELS_ELIMINATE_DIR, SEGMENTS_DIR
 from pipeline.corpus.manifest import read_manifest
 from pipeline.segments import META, NPZ, ModalityInfo
 from pipeline.store import StoreError
@@ -31,6 +31,9 @@ from pipeline.store import StoreError
 RESULTS = EVALUATE_DIR / "results.csv"
 SUMMARY = EVALUATE_DIR / "summary.csv"
 HISTORY = "history.csv"
+PREDICTIONS = EVALUATE_DIR / "predictions.csv"
+IMPORTANCE = IMPORTANCE_DIR / "importance.json"
+DEVEL_METRICS = ("devel_macro_f1", "devel_ccc_mean")  # classification, regression (pipeline.train)
 
 
 class ReportError(Exception):
@@ -151,7 +154,9 @@ def _std(s: str) -> float:
 
 def read_history(root: Path, model: str, seed: int) -> History:
     path = history_path(root, model, seed)
-    rows = read_csv(path, "train", {"epoch": _int, "devel_macro_f1": _float})
+    rows = read_csv(path, "train", {"epoch": _int})
+    if not any(c in rows[0] for c in DEVEL_METRICS):
+        raise ReportError(f"{path}: lacks a devel metric column (one of {list(DEVEL_METRICS)}); rerun the `train` stage")
     numeric: dict[str, list[float]] = {}
     for col in rows[0]:
         if col == "epoch":
@@ -202,3 +207,49 @@ def read_corpus(root: Path) -> CorpusSummary:
         partition_source=source if partitions else "",
         params=dict(info.params),
     )
+
+
+def read_importance(root: Path) -> dict[str, Any]:
+    """data/importance/importance.json, or {} when the `importance` stage has not run."""
+    path = root / IMPORTANCE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        raise ReportError(f"{path}: not valid JSON ({e}); rerun the `importance` stage") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: not a JSON object; rerun the `importance` stage")
+    return data
+
+
+@dataclass
+class Trace:
+    """Predicted and true regression curves of one test clip: {target: (steps, true, pred)}."""
+
+    model: str
+    seed: int
+    clip_id: str
+    targets: dict[str, tuple[list[int], list[float], list[float]]]
+
+
+def read_trace(root: Path, model: str, seed: int, condition: str) -> Trace | None:
+    """The first (sorted) clip of `model`/`seed`/`condition` in a regression predictions.csv; None when
+    the file is absent or holds classification predictions."""
+    path = root / PREDICTIONS
+    if not path.is_file():
+        return None
+    with path.open(newline="") as f:
+        header = next(csv.reader(f), [])
+    if not {"step", "target"} <= set(header):
+        return None
+    rows = [r for r in read_csv(path, "evaluate", {"seed": _int, "step": _int, "true": _float, "pred": _float})
+            if r["model"] == model and r["seed"] == seed and r["condition"] == condition]
+    if not rows:
+        return None
+    clip = min(r["clip_id"] for r in rows)
+    targets: dict[str, tuple[list[int], list[float], list[float]]] = {}
+    for r in sorted((r for r in rows if r["clip_id"] == clip), key=lambda r: r["step"]):
+        t = targets.setdefault(r["target"], ([], [], []))
+        t[0].append(r["step"]), t[1].append(r["true"]), t[2].append(r["pred"])
+    return Trace(model, seed, clip, targets)

@@ -25,6 +25,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "accuracy": ("WA", "weighted accuracy: share of test clips classified correctly"),
     "macro_f1": ("UF1", "unweighted F1: mean of the per-class F1 scores (macro F1)"),
     "weighted_f1": ("WF1", "weighted F1: per-class F1 weighted by class support"),
+    "micro_f1": ("micro F1", "micro F1: F1 over all test clips pooled (equals WA for single-label data)"),
+    "ccc_mean": ("CCC", "concordance correlation coefficient, mean over the regression targets"),
 }
 
 Key = tuple[str, str, str]  # model, condition, metric
