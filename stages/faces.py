@@ -6,29 +6,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import FACES, MANIFEST, ConfigError, load_section  # noqa: E402
+from pipeline.config import FACES, MANIFEST, load_section  # noqa: E402
 from pipeline.corpus.manifest import read_manifest  # noqa: E402
-from pipeline.extract.base import ExtractionError  # noqa: E402
 from pipeline.extract.faces import detect_corpus, read_detections  # noqa: E402
-from pipeline.extract.runner import StageError  # noqa: E402
-from pipeline.media import MediaError  # noqa: E402
-from pipeline.store import StoreError  # noqa: E402
+from pipeline.stage import run_stage  # noqa: E402
 
 
-def main() -> int:
-    try:
-        params = load_section("faces")
-        _, clips = read_manifest(MANIFEST)
-        out = detect_corpus(clips, params, out=FACES)
-        meta, detections = read_detections(out)
-    except (ConfigError, StoreError, MediaError, ExtractionError, StageError) as e:
-        print(f"faces: error: {e}", file=sys.stderr)
-        return 1
+def main() -> None:
+    params = load_section("faces")
+    _, clips = read_manifest(MANIFEST)
+    out = detect_corpus(clips, params, out=FACES)
+    meta, detections = read_detections(out)
     steps = sum(len(d) for d in detections.values())
     found = sum(int(d.present.sum()) for d in detections.values())
     print(f"faces: {len(detections)} clips, {found}/{steps} steps with a face, {len(meta['skipped'])} skipped → {out}")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage(main)

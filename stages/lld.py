@@ -1,24 +1,11 @@
-"""DVC stage `lld`: manifest → data/features/egemaps.parquet (see pipeline/extract/opensmile_lld.py)."""
+"""DVC stage `lld`: openSMILE eGeMAPSv02 low-level descriptors (params.yaml `lld`) → data/features/egemaps.parquet."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import MANIFEST, load_section  # noqa: E402
-from pipeline.corpus.manifest import read_manifest  # noqa: E402
-from pipeline.extract.opensmile_lld import EgemapsLld  # noqa: E402
-from pipeline.extract.runner import extract_corpus  # noqa: E402
-from pipeline.stage import run_stage  # noqa: E402
-
-
-def main() -> None:
-    params = load_section("lld")
-    _, clips = read_manifest(MANIFEST)
-    extractor = EgemapsLld(params)
-    out = extract_corpus(extractor, clips, on_error=params.on_error)
-    print(f"lld: {len(clips)} clips → {out} ({extractor.meta().weights_statement})")
-
+from pipeline.stage import extract_stage, run_stage  # noqa: E402
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(lambda: extract_stage("egemaps"))

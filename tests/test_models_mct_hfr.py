@@ -222,7 +222,7 @@ def test_inputs_are_validated():
     with pytest.raises(ValueError, match="no input modality"):
         model({}, {})
     reg = _model("regression")
-    with pytest.raises(ValueError, match="one time grid"):
+    with pytest.raises(ValueError, match="disagree on \\[B,T\\]"):
         reg({"audio": x["audio"], "text": x["text"][:, :5]}, {"audio": mask["audio"], "text": mask["text"][:, :5]})
 
 

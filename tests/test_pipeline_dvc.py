@@ -19,13 +19,21 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 COPY = ["dvc.yaml", "params.yaml", "pyproject.toml", "pipeline", "stages", ".dvc/config", ".dvcignore", ".gitignore"]
-ALL_STAGES = ["corpus", "faces", "face_embed", "lld", "wav2vec2", "bert", "segment", "train", "evaluate", "report"]
+ALL_STAGES = [
+    "corpus", "faces", "face_embed", "lld", "wav2vec2", "bert", "segment",
+    "train", "importance", "train_eliminate", "evaluate", "report",
+]
 
 TINY = {
     "corpus": {"speakers": 5, "clips_per_speaker": 2, "seconds": 2.0, "fps": 10, "width": 200, "height": 160},
     "faces": {"batch_size": 8},
     "face_embed": {"batch_size": 8},
-    "train": {"seeds": [0], "epochs": 2, "batch_size": 4, "d_model": 32, "layers": 1, "heads": 2, "patience": 2},
+    "train": {
+        "models": ["crossmodal"], "strategies": ["standard", "eliminate"], "seeds": [0, 1], "epochs": 2,
+        "batch_size": 4, "patience": 2, "model_train": {}, "strategy_params": {},
+        "model_params": {"crossmodal": {"d_model": 32, "layers": 1, "heads": 2}},
+    },
+    "evaluate": {"conditions": ["all_present", "each_missing", "clip_zero_grid"]},
 }
 
 
@@ -88,8 +96,9 @@ def test_report_shows_every_condition_and_random_backbones(project):
     root, _ = project
     html = (root / "data/report/index.html").read_text()
     assert "data:image/png;base64," in html
-    for condition in ["all_present", "missing:face", "missing:acoustic", "missing:speech", "missing:text"]:
-        assert condition in html or condition.replace("missing:", "") in html
+    for modality in ["face", "acoustic", "speech", "text"]:
+        assert f"{modality} missing" in html
+    assert "crossmodal/standard" in html and "crossmodal/eliminate" in html
     assert "RANDOM" in html and "VGG" in html
     assert (root / "data/report/report.md").exists()
 
@@ -101,6 +110,16 @@ def test_metrics_and_plots_commands_work(project):
     assert "data/metrics/evaluate.json" in json.dumps(data)
     plots = _run([sys.executable, "-m", "dvc", "plots", "show", "--json"], root).stdout
     assert "conditions.csv" in plots
+
+
+def test_predict_on_a_real_crema_d_clip(project, crema_d_dir):
+    root, _ = project
+    clip = crema_d_dir / "VideoFlash" / "1001_DFA_ANG_XX.flv"
+    out = _run([sys.executable, "-m", "pipeline.cli", "predict", str(clip), "--csv", "prediction.csv"], root)
+    assert "1001_DFA_ANG_XX.flv:" in out.stdout and "text missing" in out.stdout  # no transcript given
+    rows = (root / "prediction.csv").read_text().splitlines()
+    assert rows[0] == "clip,class,probability" and len(rows) == 5
+    assert sum(float(r.split(",")[2]) for r in rows[1:]) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_second_repro_runs_nothing(project):
@@ -117,6 +136,7 @@ def test_editing_train_reruns_only_train_evaluate_report(project):
     params["train"]["epochs"] = 3
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = _run([sys.executable, "-m", "dvc", "status", "--json"], root).stdout
-    assert set(json.loads(status)) == {"train"}  # downstream stages follow once train's outputs change
+    # the two stages that read `train`; downstream stages follow once their inputs change
+    assert set(json.loads(status)) == {"train", "train_eliminate"}
     out = _run([sys.executable, "-m", "dvc", "repro"], root)
-    assert _ran(out.stdout + out.stderr) == ["train", "evaluate", "report"]
+    assert _ran(out.stdout + out.stderr) == ["train", "importance", "train_eliminate", "evaluate", "report"]

@@ -217,3 +217,23 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     m = mask.unsqueeze(-1).to(x.dtype)
     total = torch.where(mask.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device)).sum(dim=1)
     return total / m.sum(dim=1).clamp(min=1.0)
+
+
+def check_inputs(
+    x: dict[str, Tensor], mask: dict[str, Tensor], modalities: list[str], same_length: bool = True
+) -> list[str]:
+    """The model's modalities present in `x` (in model order); clear errors for bad input dicts.
+    `same_length`: every input and mask must share [B, T] (models on one time grid)."""
+    unknown = sorted(set(x) - set(modalities))
+    if unknown:
+        raise ValueError(f"unknown modalities {unknown}; this model knows {modalities}")
+    present = [m for m in modalities if m in x]
+    if not present:
+        raise ValueError(f"no input modality given; this model knows {modalities}")
+    lacking = [m for m in present if m not in mask]
+    if lacking:
+        raise ValueError(f"no mask given for modalities {lacking}")
+    shapes = {m: (tuple(x[m].shape[:2]), tuple(mask[m].shape)) for m in present}
+    if same_length and len({s for pair in shapes.values() for s in pair}) != 1:
+        raise ValueError(f"inputs/masks disagree on [B,T]: {shapes}")
+    return present

@@ -30,7 +30,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from pipeline.models.blocks import MultiHeadAttention, SinusoidalPositionalEncoding, TransformerEncoder, masked_mean
+from pipeline.models.blocks import check_inputs, MultiHeadAttention, SinusoidalPositionalEncoding, TransformerEncoder, masked_mean
 
 
 class Params(BaseModel):
@@ -89,15 +89,7 @@ class CrossModalTransformer(nn.Module):
         self.head = nn.Linear(d_model, n_outputs)
 
     def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> Tensor:
-        unknown = sorted(set(x) - set(self.modalities))
-        if unknown:
-            raise ValueError(f"unknown modalities {unknown}; this model knows {self.modalities}")
-        present = [m for m in self.modalities if m in x]
-        if not present:
-            raise ValueError(f"no input modality given; this model knows {self.modalities}")
-        lacking = [m for m in present if m not in mask]
-        if lacking:
-            raise ValueError(f"no mask given for modalities {lacking}")
+        present = check_inputs(x, mask, self.modalities)
 
         enc: dict[str, Tensor] = {}
         for m in present:

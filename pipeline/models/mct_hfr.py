@@ -67,6 +67,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
 from pipeline.models.blocks import (
+    check_inputs,
     CrossAttentionBlock,
     FeedForward,
     MultiHeadAttention,
@@ -256,17 +257,8 @@ class MCTHFR(nn.Module):
     # ---- main path ------------------------------------------------------------------------------
 
     def _check(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> list[str]:
-        unknown = sorted(set(x) - set(self.modalities))
-        if unknown:
-            raise ValueError(f"unknown modalities {unknown}; this model knows {self.modalities}")
-        present = [m for m in self.modalities if m in x]
-        if not present:
-            raise ValueError(f"no input modality given; this model knows {self.modalities}")
-        lacking = [m for m in present if m not in mask]
-        if lacking:
-            raise ValueError(f"no mask given for modalities {lacking}")
-        if self.per_step and len({x[m].shape[1] for m in present}) > 1:
-            raise ValueError(f"regression needs one time grid; got lengths { {m: x[m].shape[1] for m in present} }")
+        # regression predicts per step, so it needs one time grid (003's classification does not)
+        present = check_inputs(x, mask, self.modalities, same_length=self.per_step)
         return present
 
     def _encode(self, x: dict[str, Tensor], mask: dict[str, Tensor], keep_weights: bool = False) -> dict[str, dict[str, Tensor]]:

@@ -52,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from pipeline.models.blocks import (
+    check_inputs,
     FeedForward,
     LearnedPositionalEncoding,
     MultiHeadAttention,
@@ -100,21 +101,6 @@ class LSTMParams(EncoderParams):
     lstm_hidden: int = Field(32, ge=1, description="000 §6.1: hidden dimension 32")
 
 
-def check_inputs(x: dict[str, Tensor], mask: dict[str, Tensor], modalities: list[str]) -> list[str]:
-    """The model's modalities present in `x` (in model order); clear errors for bad input dicts."""
-    unknown = sorted(set(x) - set(modalities))
-    if unknown:
-        raise ValueError(f"unknown modalities {unknown}; this model knows {modalities}")
-    present = [m for m in modalities if m in x]
-    if not present:
-        raise ValueError(f"no input modality given; this model knows {modalities}")
-    lacking = [m for m in present if m not in mask]
-    if lacking:
-        raise ValueError(f"no mask given for modalities {lacking}")
-    shapes = {m: (tuple(x[m].shape[:2]), tuple(mask[m].shape)) for m in present}
-    if len({s for pair in shapes.values() for s in pair}) != 1:
-        raise ValueError(f"inputs/masks disagree on [B,T]: {shapes}")
-    return present
 
 
 def band_mask(t: int, modalities: int, length: int, device: torch.device | None = None) -> Tensor:

@@ -38,7 +38,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from pipeline.models.blocks import CrossAttentionBlock, SinusoidalPositionalEncoding, TransformerEncoder
+from pipeline.models.blocks import check_inputs, CrossAttentionBlock, SinusoidalPositionalEncoding, TransformerEncoder
 
 Missing = Literal["mask", "zero"]
 
@@ -144,15 +144,7 @@ def complete_inputs(
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Check the inputs and materialise a modality left out of the dict as zeros with an all-False mask
     (so dropped == fully masked)."""
-    unknown = sorted(set(x) - set(modalities))
-    if unknown:
-        raise ValueError(f"unknown modalities {unknown}; this model knows {modalities}")
-    given = [m for m in modalities if m in x]
-    if not given:
-        raise ValueError(f"no input modality given; this model knows {modalities}")
-    lacking = [m for m in given if m not in mask]
-    if lacking:
-        raise ValueError(f"no mask given for modalities {lacking}")
+    given = check_inputs(x, mask, modalities)
     ref = x[given[0]]
     b, t = ref.shape[:2]
     xs = {m: x[m] if m in x else ref.new_zeros(b, t, dims[m]) for m in modalities}
