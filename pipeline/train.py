@@ -334,10 +334,16 @@ def resolve_grid(
     wanted = list(strategies) if strategies is not None else (known_strategies() if params.all_models else list(params.strategies))
     pairs = []
     for model in models:
+        try:  # the modalities this model takes (fixed-arity models take the first ones)
+            mods = list(fit_modalities(model, {m: 0 for m in params.modalities}))
+        except ModelError:
+            if params.all_models:
+                continue
+            raise
         for strategy in wanted:
             entry = (importance or {}).get(model)
             try:  # e.g. `eliminate` without the model's importance entry (and no explicit ρ) fails here
-                make_training_strategy(strategy, list(params.modalities), params, entry)
+                make_training_strategy(strategy, mods, params, entry)
             except TrainError:
                 if params.all_models:
                     continue

@@ -557,3 +557,14 @@ def test_plateau_schedule_halves_the_lr_and_grad_clip_is_applied(segments, tmp_p
     assert hist["epoch"].to_list() == list(range(1, 9))  # early stop after 7 epochs without improvement
     assert (hist["lr"] / 1e-12).to_list() == pytest.approx([1, 1, 1, 0.5, 0.5, 0.25, 0.25, 0.125])  # halved every 2 bad epochs
     assert clipped and set(clipped) == {0.8}
+
+
+def test_all_models_grid_gives_each_model_only_strategies_it_can_run():
+    from pipeline.models.registry import available_models
+    from pipeline.train import resolve_grid
+
+    grid = resolve_grid(PARAMS.model_copy(update={"all_models": True}), strategies=["standard", "auxformer", "clip_zero"])
+    assert {m for m, _ in grid} == set(available_models())
+    # `unimodal` takes one modality: the auxformer strategy (audio and video) cannot run for it
+    assert ("unimodal", "auxformer") not in grid and ("unimodal", "clip_zero") in grid
+    assert ("auxformer", "auxformer") in grid and ("crossmodal", "auxformer") in grid
