@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -517,7 +518,11 @@ def _live(path: Path) -> Any:
     os.environ.setdefault("DVC_STUDIO_OFFLINE", "true")  # never post to DVC Studio
     from dvclive import Live
 
-    return Live(str(path), resume=False, report=None, save_dvc_exp=False, dvcyaml=None)
+    try:
+        return Live(str(path), resume=False, report=None, save_dvc_exp=False, dvcyaml=None)
+    except Exception as e:  # dvclive asks git for a baseline revision: a repository without commits fails
+        warnings.warn(f"dvclive logging off for {path} ({type(e).__name__}: {e}); history.csv still has the curves")
+        return None
 
 
 def _log(live: Any, row: dict[str, float]) -> None:

@@ -67,6 +67,8 @@ def project(tmp_path_factory):
         params[section].update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], root)
+    _run(["git", "add", "-A"], root)  # a project as users have it: a repository with a commit
+    _run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qm", "project"], root)
     first = _run([sys.executable, "-m", "dvc", "repro"], root)
     return root, first.stdout + first.stderr
 
