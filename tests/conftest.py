@@ -21,3 +21,15 @@ def crema_d_dir() -> Path:
     if not (CREMA_D / "VideoFlash").is_dir():
         pytest.skip(f"CREMA-D sample not found at {CREMA_D}")
     return CREMA_D
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: torch's intra-op thread pool only adds contention (and on busy shared cores,
+    slows a test file down by an order of magnitude); one thread, restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -23,13 +23,7 @@ VARIANTS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: torch's thread pool only adds contention on the shared 2-core runner."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _inputs(seed: int = 0, dims: dict[str, int] = DIMS) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -32,13 +32,7 @@ class Batch:  # stand-in for pipeline.train.TrainBatch (same fields)
     epoch: int
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster on busy shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _inputs(seed: int = 0, dims: dict[str, int] = DIMS, b: int = B, t: int = T):
