@@ -55,6 +55,7 @@ from pipeline.train import (
 )
 
 JSON_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
+CURVES_DIR = "curves"
 _SEED_DIR = re.compile(r"^seed_(-?\d+)$")
 
 
@@ -163,8 +164,29 @@ def evaluate_all(
     write_text(out_dir / "summary.csv", out.summary.write_csv())
     write_text(out_dir / "predictions.csv", out.predictions.write_csv())
     write_text(out_dir / "conditions.csv", out.conditions.write_csv())
+    write_curves(out_dir / CURVES_DIR, out.conditions, conditions, selection_metric(task))
     write_json(Path(metrics_dir) / "evaluate.json", out.metrics)
     return out
+
+
+def curve_tables(table: pl.DataFrame, conditions: list[Condition], metric: str) -> dict[str, pl.DataFrame]:
+    """{'<family>_<modality|all>': level, run, score} for the condition families with levels (clip_zero,
+    frame_zero, frame_repeat, random_missing, availability): the robustness curves as DVC plots."""
+    by_name = {c.name: c for c in conditions if getattr(c, "level", None) is not None}
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for r in table.iter_rows(named=True):
+        cond = by_name.get(r["condition"])
+        if cond is None:
+            continue
+        key = f"{cond.family}_{cond.modality or 'all'}"
+        rows.setdefault(key, []).append({"level": float(cond.level), "run": r["model"], "score": float(r[metric])})
+    return {k: pl.DataFrame(v).sort(["run", "level"]) for k, v in rows.items()}
+
+
+def write_curves(out_dir: Path, table: pl.DataFrame, conditions: list[Condition], metric: str) -> None:
+    """One CSV per curve (`dvc plots show` draws one line per run, template .dvc/plots/robustness.json)."""
+    for key, frame in curve_tables(table, conditions, metric).items():
+        write_text(Path(out_dir) / f"{key}.csv", frame.write_csv())
 
 
 def check_fits(path: Path, info: dict[str, Any], segments: Segments) -> None:

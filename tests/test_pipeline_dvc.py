@@ -18,7 +18,9 @@ from pipeline.store import read_features
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
-COPY = ["dvc.yaml", "params.yaml", "pyproject.toml", "pipeline", "stages", ".dvc/config", ".dvcignore", ".gitignore"]
+COPY = [
+    "dvc.yaml", "params.yaml", "pyproject.toml", "pipeline", "stages", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore",
+]
 ALL_STAGES = [
     "corpus", "faces", "face_embed", "lld", "wav2vec2", "bert", "segment",
     "train", "importance", "train_eliminate", "evaluate", "report",
@@ -110,8 +112,12 @@ def test_metrics_and_plots_commands_work(project):
     metrics = _run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], root).stdout
     data = json.loads(metrics)
     assert "data/metrics/evaluate.json" in json.dumps(data)
-    plots = _run([sys.executable, "-m", "dvc", "plots", "show", "--json"], root).stdout
-    assert "conditions.csv" in plots
+    plots = json.loads(_run([sys.executable, "-m", "dvc", "plots", "show", "--json"], root).stdout)["data"]
+    assert "data/evaluate/conditions.csv" in plots
+    # robustness curves: one plot per family and modality, one line (colour) per run
+    curve = plots["data/evaluate/curves/clip_zero_face.csv"][0]["content"]
+    assert curve["encoding"]["color"]["field"] == "run"
+    assert {float(v["level"]) for v in curve["data"]["values"]} == {0.0, 0.3, 0.5, 0.7, 1.0}
 
 
 def test_predict_on_a_real_crema_d_clip(project, crema_d_dir):

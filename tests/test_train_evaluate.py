@@ -568,3 +568,18 @@ def test_all_models_grid_gives_each_model_only_strategies_it_can_run():
     # `unimodal` takes one modality: the auxformer strategy (audio and video) cannot run for it
     assert ("unimodal", "auxformer") not in grid and ("unimodal", "clip_zero") in grid
     assert ("auxformer", "auxformer") in grid and ("crossmodal", "auxformer") in grid
+
+
+def test_curve_tables_group_levels_by_family_modality_and_run():
+    from pipeline.evaluate import curve_tables
+    from pipeline.missing import parse_conditions
+
+    conditions = parse_conditions(["all_present", "clip_zero:a@0.5", "clip_zero:a@1.0", "random_missing@0.2"], ["a", "b"])
+    table = pl.DataFrame({
+        "condition": ["all_present", "clip_zero:a@0.5", "clip_zero:a@1.0", "random_missing@0.2", "clip_zero:a@0.5"],
+        "model": ["m/standard", "m/standard", "m/standard", "m/standard", "m/clip_zero"],
+        "macro_f1": [0.9, 0.7, 0.5, 0.8, 0.75],
+    })
+    curves = curve_tables(table, conditions, "macro_f1")
+    assert sorted(curves) == ["clip_zero_a", "random_missing_all"]
+    assert curves["clip_zero_a"].rows() == [(0.5, "m/clip_zero", 0.75), (0.5, "m/standard", 0.7), (1.0, "m/standard", 0.5)]
