@@ -211,14 +211,24 @@ def write_features(target: str | Path, meta: FeatureMeta, clips: dict[str, ClipF
     write_table(target, feature_table(meta, clips), row_group_size=64_000)
 
 
-def read_feature_meta(path: str | Path) -> FeatureMeta:
+def read_meta(path: str | Path, what: str, stage: str | None = None) -> dict[str, Any]:
+    """The `mer` JSON in a Parquet file's schema metadata, without reading its rows; `what` names the
+    kind of table in errors, `stage` the DVC stage that writes it."""
     path = Path(path)
     if not path.exists():
-        raise StoreError(f"{path}: not found; run the stage that writes it (`dvc repro`)")
-    md = pq.read_schema(path).metadata or {}
+        run = f"run the `{stage}` stage (`dvc repro {stage}`)" if stage else "run the stage that writes it (`dvc repro`)"
+        raise StoreError(f"{path}: not found; {run}")
+    try:
+        md = pq.read_schema(path).metadata or {}
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise StoreError(f"{path}: unreadable Parquet file: {e}") from None
     if META_KEY not in md:
-        raise StoreError(f"{path}: not a feature table (no '{META_KEY.decode()}' schema metadata)")
-    return FeatureMeta.from_json(md[META_KEY])
+        raise StoreError(f"{path}: not a {what} (no '{META_KEY.decode()}' schema metadata)")
+    return json.loads(md[META_KEY])
+
+
+def read_feature_meta(path: str | Path) -> FeatureMeta:
+    return FeatureMeta(**read_meta(path, "feature table"))
 
 
 def read_features(path: str | Path) -> tuple[FeatureMeta, dict[str, ClipFeatures]]:

@@ -51,7 +51,7 @@ from pipeline.corpus.manifest import Clip
 from pipeline.extract.device import pick_device
 from pipeline.extract.runner import StageError, write_errors
 from pipeline.media import MediaError, iter_video_frames, probe
-from pipeline.store import META_KEY, StoreError, read_table, write_table
+from pipeline.store import META_KEY, StoreError, read_meta, read_table, write_table
 
 DETECTOR = "facenet-pytorch MTCNN"
 STAGE_VERSION = "1"  # bump when the output of the same params changes
@@ -335,15 +335,7 @@ def detections_table(clips: dict[str, ClipDetections], meta: dict[str, Any]) -> 
 
 def detections_meta(path: str | Path) -> dict[str, Any]:
     """The `mer` metadata of a detections table (detector, params, clips, skipped)."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    if not path.exists():
-        raise StoreError(f"{path}: not found; run the `faces` stage first (`dvc repro faces`)")
-    md = pq.read_schema(path).metadata or {}
-    if META_KEY not in md:
-        raise StoreError(f"{path}: not a face detections table (no '{META_KEY.decode()}' schema metadata)")
-    return json.loads(md[META_KEY])
+    return read_meta(path, "face detections table", stage="faces")
 
 
 def read_detections(path: str | Path) -> tuple[dict[str, Any], dict[str, ClipDetections]]:
