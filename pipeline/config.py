@@ -78,6 +78,32 @@ class FaceEmbedParams(Section):
     bf16: bool = Field(True, description="bf16 autocast on CPUs that support it (AMX) and on CUDA")
 
 
+class ResNet50Params(Section):
+    """ResNet50 trained on VGGFace2 (feature `resnet50`, 003 §5.2.3). Owned by pipeline/extract/resnet50.py."""
+
+    on_error: OnError = Field("fail", description=ON_ERROR_HELP)
+    weights: str = Field(
+        "random",
+        description="path to resnet50_ft_dag.pth-style state dict or VGGFace2-pytorch pickle, or 'random'",
+    )
+    seed: int = 0
+    batch_size: int = Field(32, ge=1)
+    bf16: bool = Field(True, description="bf16 autocast on CPUs with native bf16 (AMX / AVX512-BF16) and on CUDA")
+
+
+class CompareParams(Section):
+    """openSMILE ComParE_2016 LLDs + deltas (feature `compare`, 001 §4.2.2, 002 §3.2.2)."""
+
+    on_error: OnError = Field("fail", description=ON_ERROR_HELP)
+    sample_rate: int = Field(16000, ge=8000, description="audio is resampled to this before openSMILE")
+
+
+class ImportParams(Section):
+    """Precomputed per-timestamp features from MuSe-style CSV files (feature `import`, 000 §5.2, 004)."""
+
+    on_error: OnError = Field("fail", description=ON_ERROR_HELP)
+
+
 class LldParams(Section):
     on_error: OnError = Field("fail", description=ON_ERROR_HELP)
     feature_set: Literal["eGeMAPSv02"] = "eGeMAPSv02"
@@ -203,7 +229,10 @@ SECTIONS: dict[str, type[Section]] = {
     "corpus": CorpusParams,
     "faces": FacesParams,
     "face_embed": FaceEmbedParams,
+    "resnet50": ResNet50Params,
     "lld": LldParams,
+    "compare": CompareParams,
+    "import": ImportParams,
     "wav2vec2": Wav2Vec2Params,
     "bert": BertParams,
     "segment": SegmentParams,

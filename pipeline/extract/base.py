@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from pipeline.errors import PipelineError
 from abc import ABC, abstractmethod
+import hashlib
+import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable, Iterator
 
 from pipeline.corpus.manifest import Clip
 from pipeline.store import ClipFeatures, FeatureMeta
@@ -45,6 +47,45 @@ class Extractor(ABC):
     def params(self) -> dict[str, Any]:
         return {}
 
+    # ------------------------------------------------------------------------------------------
+    # Optional hooks for the runner (defaults are right for extractors that read one clip's media)
+
+    def process_clips(self, clips: Iterable[Clip], root: Path) -> Iterator[tuple[Clip, ClipFeatures | Exception]]:
+        """(clip, rows or the ExtractionError/MediaError it raised) for each clip, in order. Override to
+        batch work across clips (e.g. face crops of several clips in one forward pass); the runner
+        hands in only clips missing from the per-clip cache, in groups of `batch_clips`."""
+        for clip in clips:
+            try:
+                yield clip, self.process_clip(clip, root)
+            except Exception as e:  # the runner decides which errors are per-clip and which are bugs
+                yield clip, e
+
+    #: how many uncached clips the runner hands to `process_clips` at once
+    batch_clips: ClassVar[int] = 1
+
+    def input_fingerprint(self, clip: Clip, root: Path) -> str:
+        """Hash of everything this extractor reads for `clip`: part of the per-clip cache key. The
+        default covers the media file(s) by content, the transcript, word timings and duration.
+        Extractors reading other inputs (a detections table, CSV files) override it."""
+        h = hashlib.sha256()
+        for path in dict.fromkeys([clip.media(root), clip.audio(root)]):
+            h.update(str(path.name).encode())
+            h.update(file_digest(path).encode())
+        h.update(json.dumps([clip.transcript, clip.words, clip.duration], sort_keys=True, default=str).encode())
+        return h.hexdigest()
+
+    def config_fingerprint(self) -> str:
+        """Hash of the extractor's identity and configuration: the other part of the cache key.
+        Includes class, version, dimension, rate, backbone and params (which must name the weights by
+        content, e.g. a sha256, where a file could change under the same path)."""
+        m = self.meta()
+        blob = json.dumps(
+            [type(self).__name__, m.name, m.version, m.dim, m.rate_hz, m.backbone, m.pretrained, m.params],
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()
+
     def meta(self) -> FeatureMeta:
         backbone, pretrained = self.backbone()
         return FeatureMeta(
@@ -58,3 +99,23 @@ class Extractor(ABC):
             pretrained=pretrained,
             params=self.params(),
         )
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (memoised per path, size and mtime within one process); '-' when the
+    file does not exist (the extractor then reports the missing file itself)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return "-"
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
