@@ -211,6 +211,45 @@ def write_features(target: str | Path, meta: FeatureMeta, clips: dict[str, ClipF
     write_table(target, feature_table(meta, clips), row_group_size=64_000)
 
 
+class TableWriter:
+    """Streams per-clip tables into one Parquet file (written atomically), holding at most about
+    `buffer_bytes` in memory, so writing a corpus's table costs memory flat in the corpus size.
+    Callers append clips in the table's sort order."""
+
+    def __init__(self, target: str | Path, schema: pa.Schema, buffer_bytes: int = 32 << 20):
+        self.target, self.schema, self.buffer_bytes = Path(target), schema, buffer_bytes
+        self._pending: list[pa.Table] = []
+        self._size = 0
+        self.rows = 0
+
+    def __enter__(self) -> "TableWriter":
+        self._atomic = atomic_path(self.target, suffix=".parquet")
+        tmp = self._atomic.__enter__()
+        self._writer = pq.ParquetWriter(tmp, self.schema, compression=COMPRESSION)
+        return self
+
+    def write(self, table: pa.Table) -> None:
+        table = table.select(self.schema.names).cast(self.schema)
+        self._pending.append(table)
+        self._size += table.nbytes
+        self.rows += len(table)
+        if self._size >= self.buffer_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._writer.write_table(pa.concat_tables(self._pending))
+        self._pending, self._size = [], 0
+
+    def __exit__(self, exc_type, exc, tb) -> bool | None:
+        try:
+            if exc_type is None:
+                self._flush()
+        finally:
+            self._writer.close()
+        return self._atomic.__exit__(exc_type, exc, tb)
+
+
 def read_meta(path: str | Path, what: str, stage: str | None = None) -> dict[str, Any]:
     """The `mer` JSON in a Parquet file's schema metadata, without reading its rows; `what` names the
     kind of table in errors, `stage` the DVC stage that writes it."""

@@ -1,32 +1,61 @@
-"""Runs one extractor over a corpus: progress, error policy, atomic output.
+"""Runs one extractor over a corpus: per-clip cache, batching, progress, error policy, atomic output.
+
+For each clip the runner computes the cache key (`pipeline.extract.cache`); clips already cached are
+not extracted again. The missing ones go to the extractor in groups of `extractor.batch_clips` (so an
+extractor can batch work across clips), each result is cached as soon as it exists, and the table
+`data/features/<name>.parquet` is then streamed from the cache in clip order — memory stays flat in
+the corpus size, and a killed run keeps every clip it finished.
 
 Errors: a clip whose media cannot be used raises `ExtractionError` (or `MediaError`); under
 `on_error: fail` the stage stops with that message, under `skip` the clip gets no rows (segment
 then treats the modality as missing for the whole clip) and the error is recorded in
-`data/errors/<feature>.csv`, so nothing is silently dropped.
+`data/errors/<feature>.csv`, so nothing is silently dropped. Errors are not cached: a skipped clip is
+tried again next run.
 """
 
 from __future__ import annotations
 
-from pipeline.errors import PipelineError
 import csv
 import io
+import time
+from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Literal
+from typing import Iterable, Iterator, Literal, TypeVar
 
 from tqdm import tqdm
 
 from pipeline.config import ERRORS_DIR, FEATURES_DIR
 from pipeline.corpus.manifest import Clip
+from pipeline.errors import PipelineError
 from pipeline.extract.base import ExtractionError, Extractor
+from pipeline.extract.cache import ClipCache
 from pipeline.media import MediaError
-from pipeline.store import ClipFeatures, write_features, write_text
+from pipeline.store import ClipFeatures, TableWriter, feature_schema, feature_table, write_text
 
 OnError = Literal["fail", "skip"]
+T = TypeVar("T")
 
 
 class StageError(PipelineError):
     """A stage cannot finish; the message says which clip/file and why."""
+
+
+@dataclass
+class RunStats:
+    """What one run did (printed by the stage, asserted by tests and the benchmark)."""
+
+    clips: int = 0
+    cached: int = 0
+    extracted: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def batched(items: Iterable[T], n: int) -> Iterator[list[T]]:
+    it = iter(items)
+    while batch := list(islice(it, max(1, n))):
+        yield batch
 
 
 def extract_corpus(
@@ -36,21 +65,53 @@ def extract_corpus(
     out_dir: Path = FEATURES_DIR,
     errors_dir: Path = ERRORS_DIR,
     on_error: OnError = "fail",
+    cache_dir: str | Path | None = None,
+    stats: RunStats | None = None,
 ) -> Path:
-    """Extract every clip and write data/features/<name>.parquet; returns its path."""
-    rows: dict[str, ClipFeatures] = {}
-    errors: list[tuple[str, str]] = []
-    for clip in tqdm(clips, desc=f"{extractor.name}", unit="clip", dynamic_ncols=True):
-        try:
-            rows[clip.clip_id] = extractor.process_clip(clip, root)
-        except (ExtractionError, MediaError) as e:
-            if on_error == "fail":
-                raise StageError(f"{extractor.name}: clip {clip.clip_id}: {e}") from None
-            errors.append((clip.clip_id, str(e)))
-    out = Path(out_dir) / f"{extractor.name}.parquet"
-    write_features(out, extractor.meta(), rows)
-    write_errors(Path(errors_dir) / f"{extractor.name}.csv", errors)
+    """Extract every clip (reusing cached clips under `cache_dir`; None: no persistent cache) and
+    write data/features/<name>.parquet; returns its path."""
+    stats = stats if stats is not None else RunStats()
+    start = time.perf_counter()
+    meta = extractor.meta()
+    schema = feature_schema(meta)
+    with ClipCache(extractor.name, extractor.config_fingerprint(), cache_dir) as cache:
+        keys = {c.clip_id: extractor.input_fingerprint(c, root) for c in clips}
+        todo = [c for c in clips if keys[c.clip_id] not in cache]
+        stats.clips, stats.cached = len(clips), len(clips) - len(todo)
+        failed: set[str] = set()
+        with tqdm(total=len(clips), initial=stats.cached, desc=extractor.name, unit="clip", dynamic_ncols=True) as bar:
+            for group in batched(todo, extractor.batch_clips):
+                for clip, result in extractor.process_clips(group, root):
+                    bar.update(1)
+                    if isinstance(result, (ExtractionError, MediaError)):
+                        if on_error == "fail":
+                            raise StageError(f"{extractor.name}: clip {clip.clip_id}: {result}") from None
+                        stats.errors.append((clip.clip_id, str(result)))
+                        failed.add(clip.clip_id)
+                    elif isinstance(result, BaseException):
+                        raise result  # a bug, not bad media: keep the traceback
+                    else:
+                        cache.put(keys[clip.clip_id], feature_table(meta, {clip.clip_id: result}))
+                        stats.extracted += 1
+        out = Path(out_dir) / f"{extractor.name}.parquet"
+        with TableWriter(out, schema) as writer:
+            for clip_id in sorted(keys):
+                if clip_id in failed:
+                    continue
+                table = cache.get(keys[clip_id])
+                if table is None:
+                    raise StageError(f"{extractor.name}: clip {clip_id}: cache entry {cache.path(keys[clip_id])} vanished during the run")
+                # the entry may have been made for an identical clip under another id
+                writer.write(table.set_column(0, "clip_id", _repeat(clip_id, len(table))))
+    write_errors(Path(errors_dir) / f"{extractor.name}.csv", stats.errors)
+    stats.seconds = time.perf_counter() - start
     return out
+
+
+def _repeat(value: str, n: int):
+    import pyarrow as pa
+
+    return pa.array([value] * n, pa.string())
 
 
 def write_errors(path: Path, errors: list[tuple[str, str]]) -> None:
@@ -59,3 +120,6 @@ def write_errors(path: Path, errors: list[tuple[str, str]]) -> None:
     w.writerow(["clip_id", "error"])
     w.writerows(errors)
     write_text(path, buf.getvalue())
+
+
+__all__ = ["ClipFeatures", "RunStats", "StageError", "batched", "extract_corpus", "write_errors"]
