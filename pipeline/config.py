@@ -7,8 +7,10 @@ keys it depends on and an edit elsewhere does not rerun it. Unknown keys are err
 
 from __future__ import annotations
 
-from pipeline.errors import PipelineError
+import os
 from pathlib import Path
+
+from pipeline.errors import PipelineError
 from typing import Any, Literal
 
 import yaml
@@ -33,6 +35,8 @@ EVALUATE_DIR = DATA / "evaluate"
 METRICS_DIR = DATA / "metrics"
 REPORT_DIR = DATA / "report"
 ERRORS_DIR = DATA / "errors"
+# Per-clip extraction cache (pipeline/extract/cache.py): not a DVC output, survives stage reruns.
+CACHE_DIR = Path(os.environ.get("MER_CACHE_DIR", DATA / "cache"))
 
 
 class Section(BaseModel):
