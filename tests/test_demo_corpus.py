@@ -7,6 +7,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -20,11 +21,14 @@ from pipeline.corpus.demo import (
     CLASSES,
     SENTENCES,
     CorpusError,
+    biosignals_path_for,
+    clip_biosignals,
     face_states,
     generate_demo,
     label_times,
     plan_corpus,
     speaker_look,
+    write_biosignals,
 )
 from pipeline.corpus.manifest import read_labels, read_manifest, write_labels, write_manifest
 from pipeline.corpus.synth_face import FaceRenderer, FaceState
@@ -354,3 +358,69 @@ def test_stage_reports_bad_settings_without_a_traceback(tmp_path, yaml, message)
     r = _run_stage(tmp_path, yaml)
     assert r.returncode == 1
     assert message in r.stderr and "Traceback" not in r.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# Biosignals (MuSe-style CSVs, read by the `import` extractor)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_biosignal_csvs_are_written_for_every_clip_in_the_muse_layout(corpus):
+    import pandas as pd
+
+    root, _, clips, _ = corpus
+    folder = root / "corpus" / "biosignals"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{c.clip_id}.csv" for c in clips)
+    for c in clips:
+        table = pd.read_csv(biosignals_path_for(root / "corpus", c.clip_id))
+        assert list(table.columns) == ["timestamp", "segment_id", "ECG", "RESP", "BPM", "EDA"]
+        assert table.timestamp.tolist() == [0, 500, 1000, 1500, 2000]  # ms, at the 2 Hz label times
+        assert (table.segment_id == 1).all()
+        ok = table.BPM.notna()
+        assert table.BPM[ok].between(40, 130).all() and (table.EDA[ok] > 0).all()
+
+
+def test_biosignals_follow_arousal_fast_and_deterministic():
+    import io
+
+    import pandas as pd
+
+    params = CorpusParams(speakers=12, clips_per_speaker=8)  # the demo's size
+    plans = plan_corpus(params)
+    start = time.perf_counter()
+    texts = [clip_biosignals(p, params) for p in plans]
+    assert time.perf_counter() - start < 1.0
+    assert texts == [clip_biosignals(p, params) for p in plans]
+    other = CorpusParams(speakers=12, clips_per_speaker=8, seed=1)
+    assert all(a != b for a, b in zip(texts, [clip_biosignals(p, other) for p in plan_corpus(other)]))
+    tables = [pd.read_csv(io.StringIO(text)) for text in texts]
+    lost = [t.BPM.isna().any() for t in tables]
+    assert 0.03 <= np.mean(lost) <= 0.25  # sensor dropouts in some clips: empty rows
+    for t in tables:  # a dropout empties every signal of its rows
+        assert (t[["ECG", "RESP", "BPM", "EDA"]].isna().sum(axis=1).isin([0, 4])).all()
+    arousal = np.concatenate([p.arousal(t.timestamp.to_numpy() / 1000) for p, t in zip(plans, tables)])
+    data = pd.concat(tables)
+    ok = data.BPM.notna().to_numpy()
+    assert np.corrcoef(data.BPM.to_numpy()[ok], arousal[ok])[0, 1] > 0.5
+    # skin conductance: within speaker (tonic levels differ between speakers), the clip means follow arousal
+    eda, ar = [], []
+    for s in range(params.speakers):
+        own = [(t.EDA.mean(), p.arousal(t.timestamp.to_numpy() / 1000).mean()) for p, t in zip(plans, tables)
+               if p.speaker_index == s]
+        e, a = np.array(own).T
+        eda += list(e - e.mean())
+        ar += list(a - a.mean())
+    assert np.corrcoef(eda, ar)[0, 1] > 0.5
+    # ECG at 2 Hz is a downsampled beat: small values mostly, an R peak now and then
+    ecg = data.ECG.to_numpy()[ok]
+    assert np.median(np.abs(ecg)) < 0.2 and ecg.max() > 0.5
+
+
+def test_write_biosignals_removes_stale_files(tmp_path):
+    params = TINY.model_copy(update={"speakers": 3, "clips_per_speaker": 1})
+    stale = tmp_path / "biosignals" / "spk09_clip000.csv"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("old")
+    (stale.parent / ".spk00_clip000.csv.x.tmp").write_text("left by a killed run")
+    write_biosignals(plan_corpus(params), params, tmp_path)
+    assert sorted(p.name for p in stale.parent.iterdir()) == [f"spk{s:02d}_clip000.csv" for s in range(3)]

@@ -1,4 +1,5 @@
-"""openSMILE eGeMAPSv02 LLD extractor (`lld` stage → feature `egemaps`) on real CREMA-D audio."""
+"""openSMILE LLD extractors on real CREMA-D audio: eGeMAPSv02 (`lld` stage → feature `egemaps`) and
+ComParE_2016 LLDs + deltas (`compare` stage → feature `compare`)."""
 
 import subprocess
 import sys
@@ -10,22 +11,20 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from pipeline.config import LldParams
+from pipeline.config import CompareParams, LldParams
 from pipeline.corpus.manifest import Clip, CorpusInfo, write_manifest
 from pipeline.extract.base import ExtractionError
-from pipeline.extract.opensmile_lld import EgemapsLld
+from pipeline.extract.opensmile_lld import CompareLld, EgemapsLld, on_grid
 from pipeline.media import MediaError, read_audio
 from pipeline.store import read_features
 
 REPO = Path(__file__).resolve().parents[1]
-CREMA_D = Path(__file__).resolve().parents[2] / "shared/data/crema-d-sample"
 
 
 @pytest.fixture(scope="module")
-def flvs() -> list[Path]:
-    paths = sorted((CREMA_D / "VideoFlash").glob("*.flv"))
-    if not paths:
-        pytest.skip(f"CREMA-D sample not found at {CREMA_D}")
+def flvs(crema_d_dir) -> list[Path]:
+    paths = sorted((crema_d_dir / "VideoFlash").glob("*.flv"))
+    assert len(paths) == 3
     return paths
 
 
@@ -136,3 +135,103 @@ def test_stage_script_bad_media_is_one_line(tmp_path):
     err = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "clip c0" in err[0] and "broken.flv" in err[0]
     assert not (cwd / "data/features/egemaps.parquet").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# ComParE_2016 LLDs + deltas (feature `compare`)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compare() -> CompareLld:
+    return CompareLld(CompareParams())
+
+
+def _smile_file(wav: Path, level: str) -> pd.DataFrame:
+    return opensmile.Smile(
+        feature_set=opensmile.FeatureSet.ComParE_2016, feature_level=opensmile.FeatureLevel[level]
+    ).process_file(str(wav))
+
+
+def test_compare_equals_opensmile_process_file_on_every_crema_d_clip(compare, flvs, tmp_path):
+    for flv in flvs:
+        rows = compare.process_clip(clip_for(flv), Path("."))
+        wav = tmp_path / f"{flv.stem}.wav"
+        sf.write(wav, read_audio(flv, 16000), 16000, subtype="FLOAT")  # lossless: float samples
+        lld, de = _smile_file(wav, "LowLevelDescriptors"), _smile_file(wav, "LowLevelDescriptors_Deltas")
+        n = len(lld)
+        assert n > 150 and len(de) == n + 2  # the delta level flushes two frames more at the end: dropped
+        assert rows.values.shape == (n, 130) and rows.present.all()
+        np.testing.assert_array_equal(rows.values[:, :65], lld.to_numpy(np.float32))
+        np.testing.assert_array_equal(rows.values[:, 65:], de.to_numpy(np.float32)[:n])
+        # same frames: equal index starts, and delta row i is openSMILE's ±2-frame regression around LLD
+        # row i (for the 59 energy/spectral descriptors; the 6 voicing ones, F0 to HNR, take deltas only
+        # inside voiced segments, zero at their bounds: `onlyInSegments` in the ComParE config)
+        start = lld.index.get_level_values("start").total_seconds().to_numpy()
+        np.testing.assert_array_equal(de.index.get_level_values("start").total_seconds().to_numpy()[:n], start)
+        x = lld.to_numpy(np.float64)[:, 6:]
+        regression = (x[3:-1] - x[1:-3] + 2 * (x[4:] - x[:-4])) / 10
+        scale = np.abs(x).max(axis=0)  # per descriptor: their ranges differ by orders of magnitude
+        assert np.all(np.abs(rows.values[2:-2, 65 + 6 :] - regression) <= 1e-5 * scale + 1e-4 * np.abs(regression))
+        off_by_one = np.abs(rows.values[3:-2, 65 + 6 :] - regression[:-1]).max(axis=0)  # the next row: not it
+        assert np.all(off_by_one > 100 * np.abs(rows.values[2:-2, 65 + 6 :] - regression).max(axis=0))
+        # t = frame centre (60 ms index frames: start + 30 ms); the last frame repeats the previous start
+        # in openSMILE's index and takes its place on the 10 ms grid instead
+        assert start[-1] == start[-2]
+        np.testing.assert_allclose(rows.t[:-1], start[:-1] + 0.030, atol=1e-9)
+        np.testing.assert_allclose(np.diff(rows.t), 0.010, atol=1e-9)
+
+
+def test_compare_dimension_names_rate_and_meta(compare, flvs):
+    assert compare.dim == 130 and compare.rate_hz == 100.0
+    assert compare.columns[:2] == ["F0final_sma", "voicingFinalUnclipped_sma"]
+    assert compare.columns[64] == "mfcc_sma[14]" and compare.columns[129] == "mfcc_sma_de[14]"
+    assert compare.columns[65:] == [c.replace("_sma", "_sma_de", 1) for c in compare.columns[:65]]
+    assert len(set(compare.columns)) == 130
+    rows = compare.process_clip(clip_for(flvs[0]), Path("."))
+    assert rows.t[0] == pytest.approx(0.030)
+    meta = compare.meta()
+    assert (meta.name, meta.dim, meta.rate_hz, meta.modality) == ("compare", 130, 100.0, "audio")
+    assert meta.backbone == "openSMILE ComParE_2016 LLD+LLD deltas" and meta.pretrained and not meta.learned
+    assert "60 ms frames every 10 ms" in meta.notes and meta.params["columns"] == compare.columns
+    # 002 §3.2.2's 65 LLDs alone: the first half, unchanged; a different cache key
+    plain = CompareLld(CompareParams(deltas=False))
+    assert plain.dim == 65 and plain.columns == compare.columns[:65]
+    np.testing.assert_array_equal(plain.process_clip(clip_for(flvs[0]), Path(".")).values, rows.values[:, :65])
+    assert plain.config_fingerprint() != compare.config_fingerprint()
+    assert EgemapsLld(LldParams()).config_fingerprint() != compare.config_fingerprint()
+
+
+def test_compare_silence_is_present_with_zero_deltas(compare):
+    rows = compare.process_signal(np.zeros(16000, np.float32), 16000, "silence.wav")
+    assert len(rows.t) > 90 and rows.present.all()
+    assert not rows.values[:, 65:].any()  # constant LLDs: every delta is zero
+    assert np.ptp(rows.values[2:-2, :65], axis=0).max() == 0
+
+
+def test_compare_too_short_signal_is_an_error_naming_the_file(compare, tmp_path):
+    wav = tmp_path / "blip.wav"
+    sf.write(wav, np.random.default_rng(0).normal(0, 0.1, 800).astype(np.float32), 16000)  # 50 ms
+    with pytest.raises(ExtractionError, match=r"blip\.wav: audio too short for openSMILE ComParE_2016"):
+        compare.process_clip(Clip(clip_id="b", speaker="s", media_path=str(wav), duration=0.05), Path("."))
+
+
+def test_compare_misaligned_delta_frames_are_an_error(compare, monkeypatch):
+    idx = lambda starts: pd.MultiIndex.from_arrays(  # noqa: E731
+        [pd.to_timedelta(starts, unit="s"), pd.to_timedelta(np.add(starts, 0.06), unit="s")], names=["start", "end"]
+    )
+    lld = pd.DataFrame(np.ones((3, 65)), index=idx([0.0, 0.01, 0.02]))
+    shifted = pd.DataFrame(np.ones((5, 65)), index=idx([0.01, 0.02, 0.03, 0.04, 0.05]))
+    monkeypatch.setattr(compare.smiles[0], "process_signal", lambda signal, sr: lld)
+    monkeypatch.setattr(compare.smiles[1], "process_signal", lambda signal, sr: shifted)
+    with pytest.raises(ExtractionError, match=r"x\.wav: openSMILE ComParE_2016 LowLevelDescriptors_Deltas frames do not"):
+        compare.process_signal(np.zeros(1000, np.float32), 16000, "x.wav")
+    monkeypatch.setattr(compare.smiles[1], "process_signal", lambda signal, sr: shifted.iloc[:2])
+    with pytest.raises(ExtractionError, match=r"\(2 vs 3\)"):
+        compare.process_signal(np.zeros(1000, np.float32), 16000, "x.wav")
+
+
+def test_repeated_frame_starts_move_onto_the_grid():
+    np.testing.assert_allclose(on_grid([0.0, 0.01, 0.02, 0.02, 0.02]), [0.0, 0.01, 0.02, 0.03, 0.04])
+    regular = np.arange(5) * 0.01
+    np.testing.assert_array_equal(on_grid(regular), regular)

@@ -19,6 +19,9 @@ How the signal is split across modalities (so that fusion beats every single mod
 - TEXT carries valence in only some clips: about half of the emotional clips use emotional wording
   (happy: positive; angry: hostile or generally negative; sad: loss or generally negative), the
   others and all neutral clips use neutral sentences; ~10% of clips have no transcript at all.
+- PHYSIOLOGY (`synth_signals`, not a modality of the default models): MuSe-style biosignal CSVs
+  (data/corpus/biosignals/<clip_id>.csv: ECG, RESP, BPM, EDA at the label rate) follow AROUSAL
+  loosely: heart rate and skin conductance rise with it, breathing gets faster and shallower.
 - Cue strength: each clip draws independent strengths in [0.05, 1] for face and voice. A weak cue
   moves that modality towards the neutral rendering (expression and voice style blended towards
   neutral, arousal towards the neutral level), so any single modality is sometimes weak.
@@ -56,8 +59,9 @@ from pipeline.config import CorpusParams
 from pipeline.corpus.manifest import Clip, CorpusInfo
 from pipeline.corpus.synth_audio import STYLES, Utterance, Voice, speak
 from pipeline.corpus.synth_face import FaceRenderer, FaceState, Look
+from pipeline.corpus.synth_signals import biosignals_csv, speaker_physiology, synthesise_biosignals
 from pipeline.errors import PipelineError
-from pipeline.store import atomic_path
+from pipeline.store import atomic_path, write_text
 
 CLASSES = ["neutral", "happy", "angry", "sad"]
 BASE_AV = {"neutral": (-0.15, 0.0), "happy": (0.5, 0.6), "angry": (0.6, -0.55), "sad": (-0.55, -0.5)}
@@ -517,6 +521,33 @@ def render_clip(plan: ClipPlan, params: CorpusParams, out_dir: Path) -> Rendered
     )
 
 
+def biosignals_path_for(out_dir: Path, clip_id: str) -> Path:
+    return Path(out_dir) / "biosignals" / f"{clip_id}.csv"
+
+
+def clip_biosignals(plan: ClipPlan, params: CorpusParams) -> str:
+    """The clip's MuSe-style biosignal CSV (see synth_signals): at the label times, from stream 4 of
+    the clip's generators, following its arousal curve."""
+    t = label_times(params)
+    phys = speaker_physiology(params.seed, plan.speaker_index)
+    return biosignals_csv(t, synthesise_biosignals(t, plan.arousal, phys, plan.rng(4), params.seconds))
+
+
+def write_biosignals(plans: list[ClipPlan], params: CorpusParams, out_dir: Path) -> None:
+    """out_dir/biosignals/<clip_id>.csv for every clip; files of clips no longer in the corpus (and
+    temporary files a killed run left) are removed."""
+    keep = {biosignals_path_for(out_dir, p.clip_id).name for p in plans}
+    folder = Path(out_dir) / "biosignals"
+    try:
+        for plan in plans:
+            write_text(biosignals_path_for(out_dir, plan.clip_id), clip_biosignals(plan, params))
+        for f in folder.iterdir():
+            if f.is_file() and f.name not in keep:
+                f.unlink()
+    except OSError as e:
+        raise CorpusError(f"{e.filename or folder}: cannot write the biosignals ({e.strerror or e})") from None
+
+
 def _render_job(job: tuple[ClipPlan, CorpusParams, Path]) -> RenderedClip:
     return render_clip(*job)
 
@@ -531,9 +562,9 @@ def default_workers() -> int:
 def generate_demo(
     params: CorpusParams, out_dir: Path, progress: bool = True, workers: int | None = None
 ) -> tuple[CorpusInfo, list[Clip], dict[str, list]]:
-    """Write every clip under `out_dir/media/`; return the corpus info, the clips (manifest rows) and
-    the labels rows (for `write_labels`). `workers` processes render clips in parallel (default: the
-    usable cores); the output does not depend on it."""
+    """Write every clip under `out_dir/media/` (its biosignals under `out_dir/biosignals/`); return the
+    corpus info, the clips (manifest rows) and the labels rows (for `write_labels`). `workers` processes
+    render clips in parallel (default: the usable cores); the output does not depend on it."""
     out_dir = Path(out_dir)
     plans = plan_corpus(params)
     try:
@@ -554,6 +585,7 @@ def generate_demo(
                 rendered = list(tqdm(pool.map(_render_job, jobs), **bar))
         except BrokenProcessPool as e:
             raise CorpusError(f"a worker process rendering the demo corpus died ({e}); try fewer workers") from None
+    write_biosignals(plans, params, out_dir)
     labels: dict[str, list] = {"clip_id": [], "t": [], "arousal": [], "valence": []}
     for r in rendered:
         for key in labels:

@@ -1,53 +1,82 @@
-"""openSMILE eGeMAPSv02 low-level descriptors (feature `egemaps`, 25-d, 100 Hz).
+"""openSMILE low-level descriptors: `egemaps` (eGeMAPSv02, 25-d) and `compare` (ComParE_2016 LLDs +
+deltas, 130-d), both at openSMILE's 10 ms hop (100 Hz).
 
-000 §5.2 feeds the model eGeMAPS features; here they are the 25 eGeMAPSv02 LLDs (loudness, spectral
-slopes, MFCC 1–4, F0, jitter, shimmer, HNR, formants…) at openSMILE's 10 ms hop, before any
-functionals, so `segment` can align them to its own grid. The clip's audio is decoded with PyAV
-(`read_audio`), so any container or codec works, resampled to `lld.sample_rate`, and handed to
-`Smile.process_signal`.
+One class, `OpenSmileLld`, runs one or more openSMILE feature levels of one feature set on a clip and
+concatenates their columns; the two features are thin subclasses that pick the set and levels:
 
-Rows: one per LLD frame; t is the frame centre, start + half the nominal frame length. openSMILE
-frames are 20 ms long every 10 ms, except the last one, which opensmile-python stretches or cuts to
-the signal's end, so its own index midpoint would fall off the 100 Hz grid; the nominal length (that
-of every other frame) is used for it too.
+- `egemaps` (000 §5.2 feeds the model eGeMAPS features): the 25 eGeMAPSv02 LLDs (loudness, spectral
+  slopes, MFCC 1–4, F0, jitter, shimmer, HNR, formants…), before any functionals, so `segment` can
+  align them to its own grid.
+- `compare` (001 §4.2.2: "130 frame-based acoustic features"; 002 §3.2.2: the 65 Interspeech 2013
+  ComParE LLDs, 10 ms step): openSMILE's ComParE_2016 set, the numerically fixed update of the
+  ComParE 2013 set, level `LowLevelDescriptors` (65) then level `LowLevelDescriptors_Deltas` (their
+  65 first-order deltas, same order, names ending `_de`), so column j + 65 is the delta of column j.
+  001 extracts with 32 ms windows every 16 ms; openSMILE's published ComParE configuration, used here
+  as is, steps 10 ms (as in 002) with 60 ms frames for the voicing descriptors and 20 ms frames for the
+  spectral ones. `compare.deltas: false` gives 002's 65 LLDs alone.
+
+  Alignment of the two levels: openSMILE computes the deltas from the same LLD frames (a regression
+  over ±2 frames), and the delta level's frame i has the same start as LLD frame i (checked on every
+  clip; an ExtractionError if not) and is the delta of LLD frame i (checked in the tests against the
+  regression computed from the LLDs). The delta level ends with two more frames than the LLD level
+  (the regression flushing its window at the end of input, with no LLD frame of their own); they are
+  dropped.
+
+The clip's audio is decoded with PyAV (`read_audio`), so any container or codec works, resampled to
+the section's `sample_rate`, and handed to `Smile.process_signal`; the values equal openSMILE's own
+`process_file` on the same samples (tested).
+
+Rows: one per LLD frame; t is the frame centre, start + half the nominal frame length that
+opensmile-python's index reports for the set (eGeMAPSv02: 20 ms; ComParE_2016: 60 ms, that of its
+first, voicing, descriptors). openSMILE stretches or cuts the last frame to the signal's end, so its
+index length is not used; and the ComParE levels end with a frame whose index start repeats the
+previous one (the contour smoother flushing at the end of input, while the 20 ms spectral frames run
+one frame longer): such a frame is given its place on the 10 ms grid, the previous start + 10 ms.
 
 Degradations: a frame whose descriptors openSMILE returns as NaN is a row with present=False (values
 zero). A signal shorter than one openSMILE frame, for which every row is NaN, is an ExtractionError
-naming the file: there is no acoustic information to keep.
+naming the file: there is no acoustic information to keep. Digital silence gives finite descriptors
+(openSMILE's floor values), rows present.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import opensmile
 import pandas as pd
 
-from pipeline.config import LldParams
+from pipeline.config import CompareParams, LldParams
 from pipeline.corpus.manifest import Clip
 from pipeline.extract.base import ExtractionError, Extractor
 from pipeline.media import read_audio
 from pipeline.store import ClipFeatures, FeatureMeta
 
-HOP_S = 0.010  # eGeMAPSv02 LLD frame step in its openSMILE config (20 ms frames; 60 ms windows for F0): 100 Hz
+HOP_S = 0.010  # LLD frame step of the eGeMAPSv02 and ComParE_2016 openSMILE configurations: 100 Hz
 
 
-class EgemapsLld(Extractor):
-    name = "egemaps"
-    version = "1"
+class OpenSmileLld(Extractor):
+    """openSMILE LLD levels of one feature set, concatenated column-wise, one row per 10 ms frame."""
+
     modality = "audio"
+    #: the nominal frame length in opensmile-python's index for this feature set (t = start + half); the
+    #: index's own value is used where a clip has more than one frame (the same up to rounding)
+    frame_s: ClassVar[float]
 
-    def __init__(self, params: LldParams) -> None:
+    def __init__(self, params: LldParams | CompareParams, feature_set: str, levels: tuple[str, ...]) -> None:
         self.params_ = params
-        self.smile = opensmile.Smile(
-            feature_set=opensmile.FeatureSet[params.feature_set],
-            feature_level=opensmile.FeatureLevel[params.level],
-        )
-        self.columns = list(self.smile.feature_names)
-        self.dim = len(self.columns)  # 25 for eGeMAPSv02 LLDs
+        self.feature_set = feature_set
+        self.levels = levels
+        self.smiles = [
+            opensmile.Smile(feature_set=opensmile.FeatureSet[feature_set], feature_level=opensmile.FeatureLevel[level])
+            for level in levels
+        ]
+        self.smile = self.smiles[0]  # the LLD level: its frames are the rows
+        self.columns = [name for smile in self.smiles for name in smile.feature_names]
+        self.dim = len(self.columns)
         self.rate_hz = 1.0 / HOP_S
 
     # ------------------------------------------------------------------------------------------
@@ -57,18 +86,26 @@ class EgemapsLld(Extractor):
             raise ExtractionError(f"{source}: audio holds no samples")
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Segment too short")  # reported below instead
-            df = self.smile.process_signal(signal, sample_rate)
-        values = df.to_numpy(dtype=np.float32)
+            frames = [smile.process_signal(signal, sample_rate) for smile in self.smiles]
+        start, end = frame_index_seconds(frames[0])
+        n = len(start)
+        for level, df in zip(self.levels[1:], frames[1:]):
+            # the same frames: as many or more (trailing flush frames, dropped) and the same starts
+            if len(df) < n or not np.array_equal(frame_starts(df)[:n], start):
+                raise ExtractionError(
+                    f"{source}: openSMILE {self.feature_set} {level} frames do not line up with its "
+                    f"{self.levels[0]} frames ({len(df)} vs {n})"
+                )
+        values = np.concatenate([df.to_numpy(dtype=np.float32)[:n] for df in frames], axis=1)
         finite = np.all(np.isfinite(values), axis=1)
         if not finite.any():
             raise ExtractionError(
-                f"{source}: audio too short for openSMILE {self.params_.feature_set} "
+                f"{source}: audio too short for openSMILE {self.feature_set} "
                 f"({signal.size / sample_rate * 1000:.0f} ms): every LLD frame is NaN"
             )
-        start, end = frame_index_seconds(df)
         # nominal frame length: that of every frame but the last (stretched or cut to the signal end)
-        frame_s = float(np.median(end[:-1] - start[:-1])) if len(start) > 1 else 2 * HOP_S
-        t = start + frame_s / 2
+        frame_s = float(np.median(end[:-1] - start[:-1])) if n > 1 else self.frame_s
+        t = on_grid(start) + frame_s / 2
         return ClipFeatures(t=t, present=finite, values=np.where(finite[:, None], values, 0.0))
 
     def process_clip(self, clip: Clip, root: Path) -> ClipFeatures:
@@ -79,7 +116,7 @@ class EgemapsLld(Extractor):
     # ------------------------------------------------------------------------------------------
     def backbone(self) -> tuple[str, bool]:
         # "pretrained" here means a fixed, published feature set: nothing is learned or random
-        return f"openSMILE {self.params_.feature_set} LLD", True
+        return f"openSMILE {self.feature_set} {'+'.join(LEVEL_NAMES[lv] for lv in self.levels)}", True
 
     def params(self) -> dict[str, Any]:
         return {**self.params_.model_dump(mode="json"), "opensmile": opensmile.__version__, "columns": self.columns}
@@ -88,11 +125,37 @@ class EgemapsLld(Extractor):
         meta = super().meta()
         meta.learned = False
         meta.notes = (
-            f"openSMILE {opensmile.__version__} {self.params_.feature_set} {self.params_.level} "
-            f"({self.dim}-d, 20 ms frames every 10 ms, t = frame centre): a fixed hand-crafted feature "
-            f"set, not learned weights. NaN frames are present=False."
+            f"openSMILE {opensmile.__version__} {self.feature_set} {' + '.join(self.levels)} "
+            f"({self.dim}-d, {self.frame_s * 1000:.0f} ms frames every 10 ms, t = frame centre): a fixed "
+            f"hand-crafted feature set, not learned weights. NaN frames are present=False."
         )
         return meta
+
+
+LEVEL_NAMES = {"LowLevelDescriptors": "LLD", "LowLevelDescriptors_Deltas": "LLD deltas"}
+
+
+class EgemapsLld(OpenSmileLld):
+    """Feature `egemaps`: eGeMAPSv02 LLDs, 25-d (params.yaml `lld`)."""
+
+    name = "egemaps"
+    version = "1"
+    frame_s = 0.020
+
+    def __init__(self, params: LldParams) -> None:
+        super().__init__(params, params.feature_set, (params.level,))
+
+
+class CompareLld(OpenSmileLld):
+    """Feature `compare`: ComParE_2016 LLDs then their deltas, 130-d (params.yaml `compare`)."""
+
+    name = "compare"
+    version = "1"
+    frame_s = 0.060
+
+    def __init__(self, params: CompareParams) -> None:
+        levels = ("LowLevelDescriptors", "LowLevelDescriptors_Deltas") if params.deltas else ("LowLevelDescriptors",)
+        super().__init__(params, params.feature_set, levels)
 
 
 def frame_index_seconds(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -101,3 +164,15 @@ def frame_index_seconds(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         df.index.get_level_values("start").total_seconds().to_numpy(),
         df.index.get_level_values("end").total_seconds().to_numpy(),
     )
+
+
+def frame_starts(df: pd.DataFrame) -> np.ndarray:
+    return frame_index_seconds(df)[0]
+
+
+def on_grid(start: np.ndarray) -> np.ndarray:
+    """Frame starts with each repeated (not increasing) start moved to the previous start + HOP_S."""
+    start = np.array(start, dtype=np.float64)
+    for i in np.flatnonzero(np.diff(start) <= 0) + 1:  # in order, so runs of repeats advance one hop each
+        start[i] = start[i - 1] + HOP_S
+    return start

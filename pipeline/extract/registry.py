@@ -33,6 +33,18 @@ def _egemaps(params, **kw) -> Extractor:
     return EgemapsLld(params)
 
 
+def _compare(params, **kw) -> Extractor:
+    from pipeline.extract.opensmile_lld import CompareLld
+
+    return CompareLld(params)
+
+
+def _import(params, **kw) -> Extractor:
+    from pipeline.extract.csv_import import CsvImport
+
+    return CsvImport(params)
+
+
 def _wav2vec2(params, **kw) -> Extractor:
     from pipeline.extract.wav2vec2 import Wav2Vec2Hidden
 
@@ -48,6 +60,8 @@ def _bert(params, **kw) -> Extractor:
 EXTRACTORS: dict[str, ExtractorEntry] = {
     "vggface": ExtractorEntry("face_embed", _vggface),
     "egemaps": ExtractorEntry("lld", _egemaps),
+    "compare": ExtractorEntry("compare", _compare),
+    "import": ExtractorEntry("import", _import),
     "wav2vec2": ExtractorEntry("wav2vec2", _wav2vec2),
     "bert": ExtractorEntry("bert", _bert),
 }
