@@ -35,8 +35,17 @@ def grid_steps(duration: float, rate_hz: float, max_steps: int) -> int:
     return int(min(max_steps, max(1, np.ceil(duration * rate_hz - 1e-9))))
 
 
-def align_clip(rows: ClipFeatures | None, n_steps: int, rate_hz: float, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(values [n_steps, dim], present [n_steps]) of one clip's rows on the grid."""
+def align_clip(
+    rows: ClipFeatures | None, n_steps: int, rate_hz: float, dim: int, source_rate_hz: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(values [n_steps, dim], present [n_steps]) of one clip's rows on the grid.
+
+    Rows are averaged per grid step. A regular feature slower than the grid (`source_rate_hz` <
+    `rate_hz`, e.g. 2 Hz MuSe biosignals on a 5 Hz grid) holds each sample over its own period
+    [t − ½/rate, t + ½/rate), so its steps are not marked missing between samples."""
+    if rows is not None and rows.span is None and source_rate_hz and source_rate_hz < rate_hz and len(rows.t):
+        half = 0.5 / source_rate_hz
+        rows = ClipFeatures(rows.t, rows.present, rows.values, np.stack([rows.t - half, rows.t + half], axis=1))
     sums = np.zeros((n_steps, dim), np.float64)
     counts = np.zeros(n_steps, np.int64)
     if rows is not None and len(rows.t):
@@ -131,7 +140,7 @@ def segment_corpus(
         xm = np.zeros((len(clips), T, meta.dim), np.float32)
         mm = np.zeros((len(clips), T), bool)
         for i, clip in enumerate(clips):
-            v, p = align_clip(rows.get(clip.clip_id), int(lengths[i]), r, meta.dim)
+            v, p = align_clip(rows.get(clip.clip_id), int(lengths[i]), r, meta.dim, meta.rate_hz)
             xm[i, : lengths[i]], mm[i, : lengths[i]] = v, p
         x[modality], mean[modality], std[modality] = normalise(xm, mm, train)
         mask[modality] = mm

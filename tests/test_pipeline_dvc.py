@@ -130,6 +130,15 @@ def test_predict_on_a_real_crema_d_clip(project, crema_d_dir):
     assert sum(float(r.split(",")[2]) for r in rows[1:]) == pytest.approx(1.0, abs=1e-4)
 
 
+def test_forced_extraction_rerun_reads_every_clip_from_the_cache(project):
+    root, _ = project
+    before = (root / "data/features/egemaps.parquet").read_bytes()
+    out = _run([sys.executable, "-m", "dvc", "repro", "-f", "-s", "lld"], root)
+    assert _ran(out.stdout + out.stderr) == ["lld"]
+    assert "egemaps: 10 clips (0 extracted, 10 from the cache" in out.stdout + out.stderr
+    assert (root / "data/features/egemaps.parquet").read_bytes() == before
+
+
 def test_second_repro_runs_nothing(project):
     root, _ = project
     out = _run([sys.executable, "-m", "dvc", "repro"], root)

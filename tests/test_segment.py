@@ -117,3 +117,17 @@ def test_missing_feature_table_names_the_file(tmp_path):
     params = SegmentParams(modalities={"face": "nope"})
     with pytest.raises(SegmentError, match="nope.parquet"):
         segment_corpus(CorpusInfo(name="t", classes=["a", "b"]), _clips(5, 2), params, features_dir=tmp_path)
+
+
+def test_a_feature_slower_than_the_grid_holds_each_sample_over_its_period():
+    from pipeline.segment import align_clip
+
+    rows = ClipFeatures([0.0, 0.5, 1.0, 1.5], [True, True, False, True], np.array([[1.0], [3.0], [0.0], [7.0]]))
+    plain, plain_present = align_clip(rows, 10, 5.0, 1)
+    assert plain_present.sum() == 3  # without the rate: only the steps holding a sample
+    values, present = align_clip(rows, 10, 5.0, 1, source_rate_hz=2.0)
+    # sample k covers [0.5k − 0.25, 0.5k + 0.25): steps of 0.2 s overlapping it; t = 1.0 is absent
+    assert present.tolist() == [True, True, True, True, False, False, True, True, True, False]
+    assert values[:, 0].tolist() == pytest.approx([1, 2, 3, 3, 0, 0, 7, 7, 7, 0])
+    fast, _ = align_clip(rows, 10, 5.0, 1, source_rate_hz=10.0)  # faster than the grid: unchanged
+    np.testing.assert_array_equal(fast, plain)
