@@ -70,13 +70,12 @@ def _features(video: Path, clip: Clip, modalities: dict[str, str], work: Path) -
 
 
 def _detect_faces(clip: Clip, work: Path) -> Path:
-    from pipeline.extract.faces import DETECTOR, FaceDetector, detections_table
+    from pipeline.extract.faces import FaceDetector, detections_table, table_meta
     from pipeline.store import write_table
 
     params = load_section("faces")
     detections = FaceDetector(params).process_video(clip.media())
-    meta = {"detector": DETECTOR, "params": params.model_dump(mode="json"), "rate_hz": params.rate_hz,
-            "clips": [clip.clip_id], "skipped": {}}
+    meta = table_meta(params, [clip.clip_id], {})
     path = work / "detections.parquet"
     write_table(path, detections_table({clip.clip_id: detections}, meta))
     return path

@@ -1,12 +1,13 @@
 """DVC stage `faces`: MTCNN face detection and crops on every clip (params.yaml `faces`)
-→ data/faces/detections.parquet, data/errors/faces.csv."""
+→ data/faces/detections.parquet, data/errors/faces.csv. Clips already detected under the same
+params are read from the per-clip cache (data/cache/faces, `MER_CACHE_DIR`)."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import FACES, MANIFEST, load_section  # noqa: E402
+from pipeline.config import CACHE_DIR, FACES, MANIFEST, load_section  # noqa: E402
 from pipeline.corpus.manifest import read_manifest  # noqa: E402
 from pipeline.extract.faces import detect_corpus, read_detections  # noqa: E402
 from pipeline.stage import run_stage  # noqa: E402
@@ -15,7 +16,7 @@ from pipeline.stage import run_stage  # noqa: E402
 def main() -> None:
     params = load_section("faces")
     _, clips = read_manifest(MANIFEST)
-    out = detect_corpus(clips, params, out=FACES)
+    out = detect_corpus(clips, params, out=FACES, cache_root=CACHE_DIR)
     meta, detections = read_detections(out)
     steps = sum(len(d) for d in detections.values())
     found = sum(int(d.present.sum()) for d in detections.values())

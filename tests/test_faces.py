@@ -13,12 +13,20 @@ from PIL import Image
 
 from pipeline.config import FacesParams
 from pipeline.corpus.manifest import Clip
+import torch
+from torch.nn.functional import interpolate
+
+from pipeline.extract.face_track import iou
 from pipeline.extract.faces import (
     SCHEMA,
+    AreaSampler,
     Candidates,
+    ExactMaxPool,
     FaceDetector,
+    cache_key,
     decode_jpeg,
     detect_corpus,
+    fast_mtcnn_detect,
     read_detections,
     select_face,
     square_crop,
@@ -27,6 +35,8 @@ from pipeline.extract.runner import StageError
 from pipeline.media import MediaError, iter_video_frames, probe, sample_times
 
 CLIPS = ("1001_DFA_ANG_XX", "1001_DFA_HAP_XX", "1001_DFA_SAD_XX")
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -116,16 +126,16 @@ def test_batch_failure_falls_back_to_single_frames(detector, frames, monkeypatch
     """facenet-pytorch #224: a batch that raises is redone frame by frame, with the same result."""
     batch = [f for _, f in frames[:4]]
     expected = detector.detect(batch)
-    real_detect = detector.mtcnn.detect
+    real_detect = detector._detect_batch
     calls = []
 
-    def fragile(imgs, landmarks=False):
+    def fragile(imgs):
         calls.append(len(imgs))
         if len(imgs) > 1:
             raise ValueError("setting an array element with a sequence (inhomogeneous shape)")
-        return real_detect(imgs, landmarks=landmarks)
+        return real_detect(imgs)
 
-    monkeypatch.setattr(detector.mtcnn, "detect", fragile)
+    monkeypatch.setattr(detector, "_detect_batch", fragile)
     got = detector.detect(batch)
     assert calls == [4, 1, 1, 1, 1]
     for a, b in zip(expected, got):
@@ -249,3 +259,165 @@ def test_crop_is_the_face(detector, frames):
     lm = face.landmarks.reshape(5, 2)
     assert ((lm[:, 0] > left + 0.2 * s) & (lm[:, 0] < left + 0.8 * s)).all()
     assert ((lm[:, 1] > top + 0.2 * s) & (lm[:, 1] < top + 0.8 * s)).all()
+
+
+# --------------------------------------------------------------------------------------------------
+# Speed without changing a detection: integral-image resampling, exact max pooling
+# --------------------------------------------------------------------------------------------------
+
+
+def test_area_sampler_is_torch_area_interpolation_bit_for_bit():
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (2, 37, 53, 3), dtype=np.uint8)
+    sampler = AreaSampler(frames, torch.device("cpu"))
+    nchw = torch.as_tensor(frames).permute(0, 3, 1, 2).float()
+    for size in [(22, 32), (9, 13), (37, 53), (5, 4)]:
+        assert torch.equal(sampler.resize(*size), interpolate(nchw, size=size, mode="area"))
+    # rectangles of either frame, resized: facenet-pytorch's per-box imresample
+    y0, y1, x0, x1, f = (torch.tensor(v) for v in ([0, 5, 30], [37, 29, 31], [2, 0, 40], [50, 24, 53], [0, 1, 1]))
+    crops = sampler.crops(f, y0, y1, x0, x1, 24)
+    for k in range(3):
+        ref = interpolate(nchw[f[k] : f[k] + 1, :, y0[k] : y1[k], x0[k] : x1[k]], size=(24, 24), mode="area")
+        assert torch.equal(crops[k : k + 1], ref)
+
+
+def test_exact_max_pool():
+    g = torch.Generator().manual_seed(0)
+    for k, s in ((2, 2), (3, 2)):
+        pool = torch.nn.MaxPool2d(k, s, ceil_mode=True)
+        for h, w in ((7, 9), (8, 8), (3, 5), (24, 11)):
+            for channels_last in (False, True):
+                x = torch.randn(2, 5, h, w, generator=g)
+                x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+                ref, got = pool(x), ExactMaxPool(pool)(x)
+                assert torch.equal(ref, got)
+                assert got.is_contiguous(memory_format=torch.channels_last) == ref.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="ceil-mode"):
+        ExactMaxPool(torch.nn.MaxPool2d(2, 2))
+
+
+def test_fast_detect_equals_facenet_pytorch_bit_for_bit(frames):
+    """The same candidates, in the same order, as facenet-pytorch's MTCNN.detect on the same batch
+    (with a faceless and a noise frame in it)."""
+    from facenet_pytorch import MTCNN
+
+    reference = MTCNN(min_face_size=20, keep_all=True, device="cpu")
+    face = frames[2][1]
+    noise = np.random.default_rng(0).integers(0, 256, face.shape, dtype=np.uint8)
+    batch = np.stack([face, np.zeros_like(face), frames[5][1], noise])
+    boxes, probs, points = reference.detect(batch, landmarks=True)
+    fast = FaceDetector(FacesParams(), device="cpu").mtcnn  # with ExactMaxPool
+    with torch.inference_mode():
+        ours = fast_mtcnn_detect(fast, batch)
+    for got, b, p, lm in zip(ours, boxes, probs, points):
+        want = Candidates.from_mtcnn(b, p, lm)
+        assert len(got) == len(want)
+        np.testing.assert_array_equal(got.boxes, want.boxes)
+        np.testing.assert_array_equal(got.probs, want.probs)
+        np.testing.assert_array_equal(got.landmarks, want.landmarks)
+    assert [len(c) for c in ours][1] == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Downscaling, detect-every-k, tracking, batching across clips, the per-clip cache
+# --------------------------------------------------------------------------------------------------
+
+
+def test_downscale_keeps_the_boxes(detector, video):
+    full = detector.process_video(video)
+    small_detector = FaceDetector(FacesParams(downscale=240), device="cpu")
+    small = small_detector.process_video(video)
+    assert small.present.all() and (small.frame_width, small.frame_height) == (480, 360)
+    # boxes in full-frame pixels, within a few pixels of the full-resolution detection
+    overlap = [iou(a, b[None])[0] for a, b in zip(full.box, small.box)]
+    assert min(overlap) > 0.85, overlap
+    assert np.abs(full.box - small.box).max() < 8
+    assert np.abs(full.landmarks - small.landmarks).max() < 6
+    # the crop is cut from the full-resolution frame at that box
+    t, frame = next(iter_video_frames(video, 5.0))
+    expected = square_crop(frame, small.box[0], 224, 0.2)
+    assert np.abs(small.crop(0).astype(int) - expected.astype(int)).mean() < 3  # JPEG q95
+
+
+def test_detect_every_k_on_a_steady_face(detector, video):
+    every1 = detector.process_video(video)
+    every3 = FaceDetector(FacesParams(detect_every=3), device="cpu")
+    got = every3.process_video(video)
+    n = len(every1)
+    assert every3.frames_detected == len(range(0, n, 3)) + (0 if (n - 1) % 3 == 0 else 1)
+    np.testing.assert_array_equal(got.present, every1.present)
+    np.testing.assert_array_equal(got.t, every1.t)
+    detected = sorted(set(range(0, n, 3)) | {n - 1})
+    np.testing.assert_array_equal(got.box[detected], every1.box[detected])  # detected steps: MTCNN's own
+    overlap = [iou(a, b[None])[0] for a, b in zip(every1.box, got.box)]
+    assert min(overlap) > 0.8
+    # between detections: the linear interpolation of the two detections
+    np.testing.assert_allclose(got.box[1], (2 * got.box[0] + got.box[3]) / 3, rtol=1e-5)
+    assert all(c is not None for c in got.crops)
+
+
+def test_detect_every_k_with_faceless_frames_detects_the_changes(tmp_path, frames):
+    """Where a face appears or disappears between two detections, the steps between are detected:
+    presence is exactly that of detecting every step, and no batch crashes."""
+    face = frames[0][1]
+    blank = np.zeros_like(face)
+    pattern = [face] * 6 + [blank] * 3 + [face] * 4 + [blank]
+    video = _write_video(tmp_path / "gaps.mp4", pattern)
+    want = [f is face for f in pattern]
+    # k=3 detects 0, 3, 6, 9, 12, 13, then 4, 5 (face → none) and 7, 8 (none → face)
+    # k=4 detects 0, 4, 8, 12, 13, then 5, 6, 7 and 9, 10, 11
+    for k, detections in ((1, 14), (3, 10), (4, 11)):
+        det = FaceDetector(FacesParams(detect_every=k, batch_size=2), device="cpu")
+        d = det.process_video(video)
+        assert d.present.tolist() == want, k
+        assert [c is None for c in d.crops] == [not p for p in want]
+        assert det.frames_detected == detections, k
+
+
+def test_tracking_keeps_the_face_it_follows(tmp_path, frames):
+    """The actor alone on the left, then a larger copy appears on the right. `largest` alone jumps
+    to the copy; with tracking the kept face stays on the actor (the face it follows)."""
+    face = frames[0][1]
+    canvas = np.zeros((240, 480, 3), np.uint8)
+    canvas[60:180, :160] = np.asarray(Image.fromarray(face).resize((160, 120), Image.BILINEAR))
+    both = canvas.copy()
+    both[:, 160:] = np.asarray(Image.fromarray(face).resize((320, 240), Image.BILINEAR))
+    video = _write_video(tmp_path / "two.mp4", [canvas, canvas, both, both, both])
+    cands = FaceDetector(FacesParams(), device="cpu").detect([both])[0]
+    assert len(cands) == 2 and (cands.probs > 0.9).all()  # both faces are found
+    tracked = FaceDetector(FacesParams(selection="largest", track=True), device="cpu").process_video(video)
+    jumping = FaceDetector(FacesParams(selection="largest", track=False), device="cpu").process_video(video)
+    assert tracked.present.all() and jumping.present.all()
+    assert (tracked.box[:, 2] < 170).all()  # every step keeps the left face
+    assert (jumping.box[:2, 2] < 170).all() and (jumping.box[2:, 0] > 160).all()
+
+
+def test_batches_across_clips_equal_clip_by_clip(detector, crema_d_dir):
+    paths = [crema_d_dir / "VideoFlash" / f"{c}.flv" for c in CLIPS[:2]]
+    together = dict(detector.run([(p.stem, p) for p in paths]))  # batch_size 16 spans both clips
+    assert detector.params.batch_size < sum(len(d) for d in together.values())
+    for p in paths:
+        alone = detector.process_video(p)
+        # the batch's composition moves a box by float rounding at most (as in facenet-pytorch)
+        np.testing.assert_allclose(together[p.stem].box, alone.box, atol=1e-3)
+        np.testing.assert_array_equal(together[p.stem].present, alone.present)
+        np.testing.assert_array_equal(together[p.stem].t, alone.t)
+
+
+def test_cache_detects_only_the_new_clip(tmp_path, crema_d_dir):
+    clips = [_clip(crema_d_dir / "VideoFlash" / f"{c}.flv") for c in CLIPS]
+    params = FacesParams()
+    first = FaceDetector(params, device="cpu")
+    out1 = detect_corpus(clips[:2], params, out=tmp_path / "a.parquet", errors_dir=tmp_path / "e", cache_root=tmp_path / "cache", detector=first)
+    second = FaceDetector(params, device="cpu")
+    out2 = detect_corpus(clips, params, out=tmp_path / "b.parquet", errors_dir=tmp_path / "e", cache_root=tmp_path / "cache", detector=second)
+    _, det1 = read_detections(out1)
+    _, det2 = read_detections(out2)
+    assert second.frames_detected == len(det2[CLIPS[2]])  # only the added clip went through MTCNN
+    assert first.frames_detected == len(det1[CLIPS[0]]) + len(det1[CLIPS[1]])
+    for c in CLIPS[:2]:
+        np.testing.assert_array_equal(det1[c].box, det2[c].box)
+        assert det1[c].crops == det2[c].crops
+    # params that change detections change the key; batch size and the error policy do not
+    assert cache_key(params) != cache_key(FacesParams(track=False)) != cache_key(FacesParams(detect_every=2))
+    assert cache_key(params) == cache_key(FacesParams(batch_size=4, on_error="skip"))

@@ -4,20 +4,37 @@
 `faces.rate_hz` (the frame on screen at each step centre, `pipeline.media.iter_video_frames`); the
 default 5 Hz is 003 §5.2.3's face rate (001 uses every frame; that is rate_hz = the video's fps).
 
-Per step, of the faces MTCNN finds with probability >= `min_probability`, one is kept (policy
-`probability`: the most confident; `largest`: the largest box — see SELECTORS, where tracking would
-go), with its box, probability, five landmarks and a square crop:
+Per step, one of the faces MTCNN finds is kept (`faces.selection`: most confident or largest;
+`faces.track`: the face continuing the one kept last — `pipeline.extract.face_track` documents the
+policy, and how `faces.detect_every` = k fills the steps between detections), with its box,
+probability, five landmarks and a square crop:
 
 * the crop is the square centred on the box with side max(w, h) · (1 + margin), i.e. margin/2 of
   the side on each side (facenet-pytorch's `extract_face` margin convention), axis-aligned (no
   rotation; the landmarks are stored so a similarity alignment can be added), zero-padded where it
-  leaves the frame, resized to `crop_size`² (bilinear, antialiased) and stored as JPEG, quality 95;
+  leaves the frame, cut from the full-resolution frame, resized to `crop_size`² (bilinear,
+  antialiased) and stored as JPEG, quality 95;
 * a step without a face, or whose best face is below `min_probability`, is present=false with a null
   crop; box, landmarks and probability then hold the most probable sub-threshold candidate MTCNN
-  returned (so a reader sees why), or null when MTCNN returned none.
+  returned (so a reader sees why), or null when MTCNN returned none (or did not run on that step).
+
+`faces.downscale` (optional): frames whose longer side exceeds it are shrunk to that side (area
+resampling, rounded to 8-bit like any image) before MTCNN; boxes and landmarks are scaled back to
+the original frame. `min_face_size` then applies to the shrunk frame: at downscale D a face must be
+min_face_size · max(W, H) / D original pixels wide — fewer pyramid levels is where the speed comes
+from.
 
 MTCNN's own hyper-parameters stay at facenet-pytorch's defaults, which are the MTCNN paper's
 (thresholds 0.6/0.7/0.7, pyramid factor 0.709); `min_face_size` comes from params.
+
+Speed without changing a detection (`fast_mtcnn_detect`): facenet-pytorch's `detect_face` spends
+most of its CPU time area-resampling — the whole frame once per pyramid level, then each candidate
+box one at a time in a Python loop (stages 2 and 3). Here every one of those resamplings is read off
+one integral image of the batch: the sums of 8-bit pixels are exact integers, divided in the same
+order as torch's `adaptive_avg_pool2d`, so the networks see bit-identical inputs and the detections
+equal facenet-pytorch's own (tested). The networks, NMS and box regression are facenet-pytorch's.
+Frames are batched (`batch_size`) across clips of the same frame size, and each clip is decoded
+once, converting to RGB only the frames a step shows.
 
 Output `data/faces/detections.parquet` (`pipeline.config.FACES`), sorted by clip then t:
 
@@ -26,9 +43,14 @@ Output `data/faces/detections.parquet` (`pipeline.config.FACES`), sorted by clip
     landmarks fixed_size_list<float32>[10]? (x, y of left eye, right eye, nose, mouth left, mouth right),
     crop binary? (JPEG), frame_width int32, frame_height int32
 
-Schema metadata `mer` (JSON): detector, its version, params, selection policy, crop format, the
-clip ids processed (`clips`, including clips with zero steps) and those skipped with their error
-(`skipped`), so face_embed can tell "no face for this clip" from "table made for another corpus".
+Schema metadata `mer` (JSON): detector, its version, params, selection policy, tracking,
+detect_every, downscale, crop format, the clip ids processed (`clips`, including clips with zero
+steps) and those skipped with their error (`skipped`), so face_embed can tell "no face for this
+clip" from "table made for another corpus".
+
+Per-clip cache (`pipeline.extract.cache.ClipCache`): each clip's rows are stored under the digest of
+its video file and a key of detector version, STAGE_VERSION and the params that change detections
+(`cache_key`), so a rerun after adding a clip detects only that clip.
 """
 
 from __future__ import annotations
@@ -38,7 +60,7 @@ import json
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -48,15 +70,26 @@ from tqdm import tqdm
 
 from pipeline.config import ERRORS_DIR, FACES, FacesParams
 from pipeline.corpus.manifest import Clip
+from pipeline.extract.base import file_digest
+from pipeline.extract.cache import ClipCache, config_key
 from pipeline.extract.device import pick_device
+from pipeline.extract.face_track import (
+    N_LANDMARKS,
+    SELECTORS,
+    Candidates,
+    FaceTracker,
+    StepFace,
+    interpolate,
+    needs_detection,
+    select_face,
+)
 from pipeline.extract.runner import StageError, write_errors
 from pipeline.media import MediaError, iter_video_frames, probe
 from pipeline.store import META_KEY, StoreError, read_meta, read_table, write_table
 
 DETECTOR = "facenet-pytorch MTCNN"
-STAGE_VERSION = "1"  # bump when the output of the same params changes
+STAGE_VERSION = "2"  # bump when the output of the same params changes
 JPEG_QUALITY = 95
-N_LANDMARKS = 5
 
 #: a video whose frames end this much before the duration its container declares is truncated
 TRUNCATION_TOLERANCE_S = 0.5
@@ -75,69 +108,214 @@ SCHEMA = pa.schema(
     ]
 )
 
+__all__ = [
+    "DETECTOR", "SCHEMA", "Candidates", "ClipDetections", "FaceDetector", "SELECTORS", "StepFace",
+    "decode_jpeg", "detect_corpus", "detections_meta", "detections_table", "read_detections",
+    "select_face", "square_crop",
+]
+
 
 # --------------------------------------------------------------------------------------------------
-# Detection
+# MTCNN, fast and exact
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Candidates:
-    """All faces MTCNN found in one frame: boxes (n, 4), probabilities (n,), landmarks (n, 5, 2)."""
-
-    boxes: np.ndarray
-    probs: np.ndarray
-    landmarks: np.ndarray
-
-    @classmethod
-    def from_mtcnn(cls, boxes: Any, probs: Any, points: Any) -> "Candidates":
-        # MTCNN.detect gives None (and probs [None]) for a frame without faces, and object-dtype
-        # arrays whose shape depends on how many faces the other frames of the batch had
-        if boxes is None or len(boxes) == 0:
-            return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, N_LANDMARKS, 2), np.float32))
-        b = np.stack([np.asarray(x, np.float32) for x in boxes]).reshape(-1, 4)
-        p = np.asarray([float(x) for x in np.asarray(probs, dtype=object).reshape(-1)], np.float32)
-        lm = np.stack([np.asarray(x, np.float32) for x in points]).reshape(-1, N_LANDMARKS, 2)
-        return cls(b, p, lm)
-
-    def __len__(self) -> int:
-        return len(self.probs)
+def _area_bounds(start: torch.Tensor, length: torch.Tensor, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """adaptive_avg_pool2d's windows: output i of a span [start, start + length) pools
+    [start + floor(i·length/n), start + ceil((i+1)·length/n)); start, length (K,) → (K, n) each."""
+    i = torch.arange(n_out, device=length.device)
+    lo = start[:, None] + torch.div(i[None] * length[:, None], n_out, rounding_mode="floor")
+    hi = start[:, None] - torch.div(-(i[None] + 1) * length[:, None], n_out, rounding_mode="floor")
+    return lo, hi
 
 
-def _by_probability(c: Candidates, eligible: np.ndarray) -> int:
-    return int(eligible[np.argmax(c.probs[eligible])])
+class AreaSampler:
+    """Area resampling (`F.interpolate(mode="area")`, i.e. `adaptive_avg_pool2d`) of a batch of
+    8-bit frames, bit for bit, read off their integral image: each output is an exact integer window
+    sum (float32 holds it exactly below 2**24) divided by the window's height, then its width, as
+    torch does. Outputs are N×3×h×w float32 in the channels-last layout facenet-pytorch's own
+    (permuted uint8) input gives its networks."""
+
+    def __init__(self, frames: np.ndarray, device: torch.device):
+        b, h, w, c = frames.shape
+        dtype = torch.int32 if 255 * h * w < 2**31 else torch.int64
+        self.h, self.w = h, w
+        self.sums = torch.zeros((b, h + 1, w + 1, c), dtype=dtype, device=device)
+        x = torch.as_tensor(frames, device=device)
+        self.sums[:, 1:, 1:] = x.cumsum(1, dtype=dtype).cumsum(2, dtype=dtype)
+
+    @staticmethod
+    def _mean(s: torch.Tensor, kh: torch.Tensor, kw: torch.Tensor) -> torch.Tensor:
+        return s.float() / kh.float() / kw.float()
+
+    def resize(self, h: int, w: int) -> torch.Tensor:
+        """Every frame area-resampled to h×w: N×3×h×w."""
+        zero = torch.zeros(1, dtype=torch.long, device=self.sums.device)
+        (r0, r1), (c0, c1) = (
+            (v[0] for v in _area_bounds(zero, zero + size_in, size_out)) for size_in, size_out in ((self.h, h), (self.w, w))
+        )
+        rows = self.sums.index_select(1, r1) - self.sums.index_select(1, r0)
+        s = rows.index_select(2, c1) - rows.index_select(2, c0)
+        return self._mean(s, (r1 - r0)[None, :, None, None], (c1 - c0)[None, None, :, None]).permute(0, 3, 1, 2)
+
+    def crops(self, frame: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, size: int) -> torch.Tensor:
+        """Rectangles [y0, y1) × [x0, x1) of frames `frame` (K,), each area-resampled to size²: K×3×size×size."""
+        r0, r1 = _area_bounds(y0, y1 - y0, size)
+        c0, c1 = _area_bounds(x0, x1 - x0, size)
+        b, h1, w1, c = self.sums.shape
+        flat = self.sums.view(b * h1 * w1, c)
+        base = frame[:, None, None] * (h1 * w1)
+
+        def corner(r: torch.Tensor, col: torch.Tensor) -> torch.Tensor:  # K×size×size×C
+            return flat.index_select(0, (base + r[:, :, None] * w1 + col[:, None, :]).reshape(-1)).view(len(frame), size, size, c)
+
+        s = corner(r1, c1) - corner(r0, c1) - corner(r1, c0) + corner(r0, c0)
+        # contiguous NCHW, as torch.cat of facenet-pytorch's one-box resamplings gives R-/O-Net
+        return self._mean(s, (r1 - r0)[:, :, None, None], (c1 - c0)[:, None, :, None]).permute(0, 3, 1, 2).contiguous()
 
 
-def _by_size(c: Candidates, eligible: np.ndarray) -> int:
-    area = (c.boxes[eligible, 2] - c.boxes[eligible, 0]) * (c.boxes[eligible, 3] - c.boxes[eligible, 1])
-    return int(eligible[np.argmax(area)])
+class ExactMaxPool(torch.nn.Module):
+    """`nn.MaxPool2d(k, s, ceil_mode=True)` (no padding) as elementwise maxima of k strided views
+    per axis: the same values (a max is exact in any order) in the same memory layout as torch's
+    kernel, several times faster than its CPU kernels on MTCNN's small channel counts."""
+
+    def __init__(self, pool: torch.nn.MaxPool2d):
+        super().__init__()
+        k, s = pool.kernel_size, pool.stride
+        if not (pool.ceil_mode and pool.padding in (0, (0, 0)) and pool.dilation in (1, (1, 1)) and isinstance(k, int) and isinstance(s, int)):
+            raise ValueError(f"ExactMaxPool covers square ceil-mode pooling without padding, not {pool}")
+        self.k, self.s = k, s
+
+    def _along(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        k, s, n = self.k, self.s, x.shape[dim]
+        out = -(-(n - k) // s) + 1
+        if (out - 1) * s >= n:  # torch drops a last window that would start past the input
+            out -= 1
+        inside = (n - k) // s + 1 if n >= k else 0  # windows that do not run off the edge
+        pieces = []
+        if inside:
+            step = (slice(None),) * dim + (slice(None, None, s),)
+            y = x.narrow(dim, 0, (inside - 1) * s + 1)[step]
+            for j in range(1, k):
+                y = torch.maximum(y, x.narrow(dim, j, (inside - 1) * s + 1)[step])
+            pieces.append(y)
+        # ceil mode: the last windows run off the edge and pool what is left
+        pieces += [x.narrow(dim, i * s, n - i * s).amax(dim, keepdim=True) for i in range(inside, out)]
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() else torch.contiguous_format
+        return self._along(self._along(x, 2), 3).contiguous(memory_format=fmt)
 
 
-#: which of a frame's eligible faces is kept; a tracker (continuity with the previous step's box)
-#: would be one more entry taking the previous selection as state
-SELECTORS: dict[str, Callable[[Candidates, np.ndarray], int]] = {
-    "probability": _by_probability,
-    "largest": _by_size,
-}
+def _fast_pools(mtcnn: Any) -> None:
+    for net in (mtcnn.pnet, mtcnn.rnet, mtcnn.onet):
+        for name, child in list(net.named_children()):
+            if isinstance(child, torch.nn.MaxPool2d):
+                setattr(net, name, ExactMaxPool(child))
 
 
-@dataclass
-class StepFace:
-    """The face kept for one step (present) or the best sub-threshold candidate (not present)."""
-
-    present: bool
-    probability: float | None = None
-    box: np.ndarray | None = None  # (4,)
-    landmarks: np.ndarray | None = None  # (10,)
+class _EmptyCrop(Exception):
+    """A candidate box lies outside its frame: facenet-pytorch's own code handles that case."""
 
 
-def select_face(c: Candidates, min_probability: float, policy: str = "probability") -> StepFace:
-    if len(c) == 0:
-        return StepFace(False)
-    eligible = np.flatnonzero(c.probs >= min_probability)
-    present = len(eligible) > 0
-    i = SELECTORS[policy](c, eligible) if present else int(np.argmax(c.probs))
-    return StepFace(present, float(c.probs[i]), c.boxes[i].copy(), c.landmarks[i].reshape(-1).copy())
+def fast_mtcnn_detect(mtcnn: Any, frames: np.ndarray) -> list[Candidates]:
+    """facenet-pytorch's `detect_face` + `MTCNN.detect` on N same-sized RGB uint8 frames (N×H×W×3),
+    with every area resampling read off one integral image (see the module docstring): the same
+    candidates, in the same order, per frame. Raises _EmptyCrop in the one case it does not cover."""
+    from facenet_pytorch.models.utils.detect_face import (
+        batched_nms, batched_nms_numpy, bbreg, fixed_batch_process, generateBoundingBox, pad, rerec,
+    )
+
+    device = next(mtcnn.pnet.parameters()).device
+    sampler = AreaSampler(np.ascontiguousarray(frames), device)
+    n, h, w = len(frames), sampler.h, sampler.w
+    thresholds, factor = mtcnn.thresholds, mtcnn.factor
+    norm = lambda x: (x - 127.5) * 0.0078125  # noqa: E731
+
+    # stage 1: P-Net over the image pyramid (as detect_face)
+    m = 12.0 / mtcnn.min_face_size
+    minl = min(h, w) * m
+    scales, scale = [], m
+    while minl >= 12:
+        scales.append(scale)
+        scale, minl = scale * factor, minl * factor
+    boxes_l, inds_l, picks_l, offset = [], [], [], 0
+    for scale in scales:
+        reg, probs = mtcnn.pnet(norm(sampler.resize(int(h * scale + 1), int(w * scale + 1))))
+        boxes_s, inds_s = generateBoundingBox(reg, probs[:, 1], scale, thresholds[0])
+        boxes_l.append(boxes_s)
+        inds_l.append(inds_s)
+        picks_l.append(batched_nms(boxes_s[:, :4], boxes_s[:, 4], inds_s, 0.5) + offset)
+        offset += boxes_s.shape[0]
+    boxes, image_inds = torch.cat(boxes_l)[torch.cat(picks_l)], torch.cat(inds_l)[torch.cat(picks_l)]
+    pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+    boxes, image_inds = boxes[pick], image_inds[pick]
+    regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    boxes = torch.stack([
+        boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
+        boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh, boxes[:, 4],
+    ]).permute(1, 0)
+    boxes = rerec(boxes)
+
+    def box_crops(size: int) -> torch.Tensor:
+        y, ey, x, ex = (torch.as_tensor(v, dtype=torch.long, device=device) for v in pad(boxes, w, h))
+        if not bool(((ey > y - 1) & (ex > x - 1)).all()):
+            raise _EmptyCrop
+        return norm(sampler.crops(image_inds, y - 1, ey, x - 1, ex, size))
+
+    # stage 2: R-Net
+    if len(boxes) > 0:
+        out = fixed_batch_process(box_crops(24), mtcnn.rnet)
+        out0, score = out[0].permute(1, 0), out[1].permute(1, 0)[1, :]
+        ipass = score > thresholds[1]
+        boxes = torch.cat((boxes[ipass, :4], score[ipass].unsqueeze(1)), dim=1)
+        image_inds, mv = image_inds[ipass], out0[:, ipass].permute(1, 0)
+        pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+        boxes, image_inds, mv = boxes[pick], image_inds[pick], mv[pick]
+        boxes = rerec(bbreg(boxes, mv))
+
+    # stage 3: O-Net, landmarks
+    points = torch.zeros(0, 5, 2, device=device)
+    if len(boxes) > 0:
+        out = fixed_batch_process(box_crops(48), mtcnn.onet)
+        out0, out1, score = out[0].permute(1, 0), out[1].permute(1, 0), out[2].permute(1, 0)[1, :]
+        ipass = score > thresholds[2]
+        points = out1[:, ipass]
+        boxes = torch.cat((boxes[ipass, :4], score[ipass].unsqueeze(1)), dim=1)
+        image_inds, mv = image_inds[ipass], out0[:, ipass].permute(1, 0)
+        w_i, h_i = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
+        points_x = w_i.repeat(5, 1) * points[:5, :] + boxes[:, 0].repeat(5, 1) - 1
+        points_y = h_i.repeat(5, 1) * points[5:10, :] + boxes[:, 1].repeat(5, 1) - 1
+        points = torch.stack((points_x, points_y)).permute(2, 1, 0)
+        boxes = bbreg(boxes, mv)
+        pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_inds, 0.7, "Min")
+        boxes, image_inds, points = boxes[pick], image_inds[pick], points[pick]
+
+    boxes, points, image_inds = boxes.cpu().numpy(), points.cpu().numpy(), image_inds.cpu().numpy()
+    out_c = []
+    for i in range(n):
+        sel = image_inds == i
+        if not sel.any():
+            out_c.append(Candidates.none())
+        else:
+            b = boxes[sel]
+            out_c.append(Candidates(b[:, :4].astype(np.float32), b[:, 4].astype(np.float32), points[sel].astype(np.float32)))
+    return out_c
+
+
+def _area_downscale(frames: np.ndarray, longest: int, device: torch.device) -> np.ndarray:
+    """Frames shrunk (area resampling, rounded to uint8) so that their longer side is `longest`."""
+    h, w = frames.shape[1:3]
+    s = longest / max(h, w)
+    size = (max(1, int(round(h * s))), max(1, int(round(w * s))))
+    small = AreaSampler(np.ascontiguousarray(frames), device).resize(*size)
+    return small.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+# --------------------------------------------------------------------------------------------------
+# Crops
+# --------------------------------------------------------------------------------------------------
 
 
 def square_crop(frame: np.ndarray, box: Sequence[float], crop_size: int, margin: float) -> np.ndarray:
@@ -198,63 +376,12 @@ class ClipDetections:
             np.zeros((0, 2 * N_LANDMARKS), np.float32), [], width, height,
         )
 
-
-class FaceDetector:
-    """MTCNN over batches of same-sized frames, one kept face and crop per frame."""
-
-    def __init__(self, params: FacesParams, device: str | torch.device | None = None, selection: str = "probability"):
-        from facenet_pytorch import MTCNN  # weights ship inside the package
-
-        if selection not in SELECTORS:
-            raise ValueError(f"unknown face selection policy {selection!r}; one of {sorted(SELECTORS)}")
-        self.params = params
-        self.selection = selection
-        self.device = pick_device(device)
-        # select_largest=False: candidates stay in detection order; SELECTORS choose among them
-        self.mtcnn = MTCNN(min_face_size=params.min_face_size, select_largest=False, keep_all=True, device=self.device)
-        self.mtcnn.eval()
-
-    def detect(self, frames: Sequence[np.ndarray]) -> list[Candidates]:
-        """Candidates per frame; frames must share one size. A batch that facenet-pytorch cannot
-        handle as a whole (its #224: frames without faces next to frames with them) falls back to
-        one frame at a time, so a faceless frame never takes its neighbours down with it."""
-        if len(frames) == 0:
-            return []
-        try:
-            boxes, probs, points = self.mtcnn.detect(np.stack(frames), landmarks=True)
-            return [Candidates.from_mtcnn(b, p, lm) for b, p, lm in zip(boxes, probs, points)]
-        except (ValueError, RuntimeError, IndexError, TypeError):
-            if len(frames) == 1:
-                raise
-        return [c for f in frames for c in self.detect([f])]
-
-    def process_video(self, path: str | Path) -> ClipDetections:
-        """Detections for one video at params.rate_hz. Raises MediaError (naming the file) for
-        unusable or truncated media."""
-        path = Path(path)
-        p = self.params
-        times: list[float] = []
-        faces: list[StepFace] = []
-        crops: list[bytes | None] = []
-        size: tuple[int, int] | None = None
-        for batch in _batched(iter_video_frames(path, p.rate_hz), p.batch_size):
-            frames = [f for _, f in batch]
-            if size is None:
-                size = (frames[0].shape[1], frames[0].shape[0])
-            try:
-                candidates = self.detect(frames)
-            except (ValueError, RuntimeError, IndexError, TypeError) as e:
-                raise MediaError(f"{path}: face detection failed on frames at t={batch[0][0]:.3f} s: {e}") from None
-            for (t, frame), cand in zip(batch, candidates):
-                face = select_face(cand, p.min_probability, self.selection)
-                times.append(t)
-                faces.append(face)
-                crops.append(encode_jpeg(square_crop(frame, face.box, p.crop_size, p.margin)) if face.present else None)
-        _check_not_truncated(path, times, p.rate_hz)
-        if size is None:
-            return ClipDetections.empty()
+    @classmethod
+    def from_steps(cls, times: list[float], faces: list[StepFace], crops: list[bytes | None], size: tuple[int, int]) -> "ClipDetections":
+        if not faces:
+            return cls.empty(*size)
         nan4, nan10 = np.full(4, np.nan, np.float32), np.full(2 * N_LANDMARKS, np.nan, np.float32)
-        return ClipDetections(
+        return cls(
             t=np.asarray(times, np.float64),
             present=np.asarray([f.present for f in faces], bool),
             probability=np.asarray([np.nan if f.probability is None else f.probability for f in faces], np.float32),
@@ -266,15 +393,187 @@ class FaceDetector:
         )
 
 
-def _batched(items: Iterable, n: int) -> Iterator[list]:
-    batch: list = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+# --------------------------------------------------------------------------------------------------
+# Clips: detection steps, tracking, detect-every-k
+# --------------------------------------------------------------------------------------------------
+
+
+class _ClipState:
+    """One clip on its way through the detector: the steps resolved so far, the last detected step
+    (`anchor`) and the undetected steps since the last step queued for detection (`segment`, frames
+    kept for their crops)."""
+
+    def __init__(self, key: Any, path: Path, params: FacesParams):
+        self.key, self.path, self.params = key, path, params
+        self.tracker = FaceTracker(params.min_probability, params.selection, params.track)
+        self.times: list[float] = []
+        self.faces: list[StepFace] = []
+        self.crops: list[bytes | None] = []
+        self.size: tuple[int, int] = (0, 0)
+        self.anchor: StepFace | None = None
+        self.segment: list[tuple[float, np.ndarray]] = []
+        self.error: MediaError | None = None
+
+    def emit(self, t: float, frame: np.ndarray, face: StepFace) -> None:
+        p = self.params
+        self.times.append(t)
+        self.faces.append(face)
+        self.crops.append(encode_jpeg(square_crop(frame, face.box, p.crop_size, p.margin)) if face.present else None)
+
+    def detected(self, t: float, frame: np.ndarray, cand: Candidates, before: list[tuple[float, np.ndarray]], detector: "FaceDetector") -> None:
+        """Step (t, frame) was detected: resolve the undetected steps `before` it (since the last
+        detected step, the anchor), then the step itself (rules: pipeline.extract.face_track)."""
+        previous = self.tracker.previous
+        face = self.tracker.select(cand)
+        if before and needs_detection(self.anchor, face):  # a face appears / disappears / jumps
+            self.tracker.previous = previous
+            for (tm, fm), cm in zip(before, detector.detect([f for _, f in before])):
+                self.emit(tm, fm, self.tracker.select(cm))
+            face = self.tracker.select(cand)
+        else:
+            for j, (tm, fm) in enumerate(before, 1):
+                self.emit(tm, fm, interpolate(self.anchor, face, j / (len(before) + 1)))
+        self.emit(t, frame, face)
+        self.anchor = face
+
+    def result(self) -> ClipDetections | MediaError:
+        if self.error is None:
+            try:
+                _check_not_truncated(self.path, self.times, self.params.rate_hz)
+            except MediaError as e:
+                self.error = e
+        return self.error or ClipDetections.from_steps(self.times, self.faces, self.crops, self.size)
+
+
+#: what a failing MTCNN batch raises (facenet-pytorch #224 and kin)
+DETECT_ERRORS = (ValueError, RuntimeError, IndexError, TypeError)
+
+
+def _mark_last(items: Iterable) -> Iterator[tuple[Any, bool]]:
+    it = iter(items)
+    try:
+        prev = next(it)
+    except StopIteration:
+        return
+    for item in it:
+        yield prev, False
+        prev = item
+    yield prev, True
+
+
+class FaceDetector:
+    """MTCNN over batches of same-sized frames, one kept face and crop per step."""
+
+    def __init__(self, params: FacesParams, device: str | torch.device | None = None):
+        from facenet_pytorch import MTCNN  # weights ship inside the package
+
+        if params.selection not in SELECTORS:
+            raise ValueError(f"unknown face selection policy {params.selection!r}; one of {sorted(SELECTORS)}")
+        self.params = params
+        self.device = pick_device(device)
+        # select_largest=False: candidates stay in detection order; SELECTORS choose among them
+        self.mtcnn = MTCNN(min_face_size=params.min_face_size, select_largest=False, keep_all=True, device=self.device)
+        self.mtcnn.eval()
+        _fast_pools(self.mtcnn)
+        self.calls = 0  # detect() calls on a non-empty batch, and frames detected (for tests, benchmarks)
+        self.frames_detected = 0
+
+    def _detect_batch(self, frames: np.ndarray) -> list[Candidates]:
+        with torch.inference_mode():
+            try:
+                return fast_mtcnn_detect(self.mtcnn, frames)
+            except _EmptyCrop:
+                boxes, probs, points = self.mtcnn.detect(frames, landmarks=True)
+                return [Candidates.from_mtcnn(b, p, lm) for b, p, lm in zip(boxes, probs, points)]
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[Candidates]:
+        """Candidates per frame (boxes in the given frames' pixels); frames must share one size.
+        Frames are downscaled first when params.downscale asks. A batch that raises is redone one
+        frame at a time (facenet-pytorch's own batch code crashes on frames without faces next to
+        frames with them, its #224), so one frame never takes its neighbours down with it."""
+        if len(frames) == 0:
+            return []
+        self.calls += 1
+        self.frames_detected += len(frames)
+        batch = np.stack(frames)
+        h, w = batch.shape[1:3]
+        longest = self.params.downscale
+        if longest is not None and max(h, w) > longest:
+            batch = _area_downscale(batch, longest, self.device)
+            sy, sx = h / batch.shape[1], w / batch.shape[2]
+        else:
+            sx = sy = 1.0
+        try:
+            found = self._detect_batch(batch)
+        except DETECT_ERRORS:
+            if len(batch) == 1:
+                raise
+            found = [c for f in batch for c in self._detect_batch(f[None])]
+        return found if sx == sy == 1.0 else [c.scaled(sx, sy) for c in found]
+
+    def run(self, videos: Iterable[tuple[Any, Path]]) -> Iterator[tuple[Any, ClipDetections | MediaError]]:
+        """(key, detections or the MediaError naming the file) per (key, video path), in order.
+        Detection steps are batched (params.batch_size) across consecutive clips of one frame size;
+        a clip whose media or detection fails does not affect the others."""
+        k = self.params.detect_every
+        queue: list[tuple[_ClipState, float, np.ndarray, list]] = []  # steps awaiting detection
+        states: list[_ClipState] = []  # clips started and not yet handed out, in order
+
+        def flush() -> None:
+            try:
+                cands = self.detect([f for _, _, f, _ in queue])
+            except DETECT_ERRORS:  # one frame fails even alone: fail its clip only
+                cands = [self._detect_one(s, t, f) for s, t, f, _ in queue]
+            for (s, t, f, before), c in zip(queue, cands):
+                if s.error is None:
+                    try:
+                        s.detected(t, f, c, before, self)
+                    except DETECT_ERRORS as e:
+                        s.error = MediaError(f"{s.path}: face detection failed near t={t:.3f} s: {e}")
+            queue.clear()
+
+        def done(everything: bool) -> Iterator[tuple[Any, ClipDetections | MediaError]]:
+            waiting = {id(s) for s, *_ in queue}
+            while states and (everything or id(states[0]) not in waiting):
+                s = states.pop(0)
+                yield s.key, s.result()
+
+        for key, path in videos:
+            state = _ClipState(key, Path(path), self.params)
+            states.append(state)
+            try:
+                for i, ((t, frame), last) in enumerate(_mark_last(iter_video_frames(state.path, self.params.rate_hz))):
+                    state.size = (frame.shape[1], frame.shape[0])
+                    if i % k and not last:
+                        state.segment.append((t, frame))
+                        continue
+                    if queue and queue[0][2].shape != frame.shape:
+                        flush()
+                    queue.append((state, t, frame, state.segment))
+                    state.segment = []
+                    if len(queue) >= self.params.batch_size:
+                        flush()
+            except MediaError as e:
+                state.error = e
+            yield from done(False)
+        if queue:
+            flush()
+        yield from done(True)
+
+    def _detect_one(self, s: _ClipState, t: float, frame: np.ndarray) -> Candidates:
+        try:
+            return self.detect([frame])[0]
+        except DETECT_ERRORS as e:
+            s.error = s.error or MediaError(f"{s.path}: face detection failed on the frame at t={t:.3f} s: {e}")
+            return Candidates.none()
+
+    def process_video(self, path: str | Path) -> ClipDetections:
+        """Detections for one video at params.rate_hz. Raises MediaError (naming the file) for
+        unusable or truncated media."""
+        ((_, result),) = list(self.run([(None, Path(path))]))
+        if isinstance(result, MediaError):
+            raise result
+        return result
 
 
 def _check_not_truncated(path: Path, times: list[float], rate_hz: float) -> None:
@@ -338,17 +637,12 @@ def detections_meta(path: str | Path) -> dict[str, Any]:
     return read_meta(path, "face detections table", stage="faces")
 
 
-def read_detections(path: str | Path) -> tuple[dict[str, Any], dict[str, ClipDetections]]:
-    """(metadata, clip id -> ClipDetections) of a detections table."""
-    meta = detections_meta(path)
-    table = read_table(path)
-    missing = set(SCHEMA.names) - set(table.column_names)
-    if missing:
-        raise StoreError(f"{path}: detections table lacks columns {sorted(missing)}")
+def clips_from_table(table: pa.Table) -> dict[str, ClipDetections]:
+    """clip id -> ClipDetections of the rows of a detections table (sorted by clip)."""
     out: dict[str, ClipDetections] = {}
     n = len(table)
     if n == 0:
-        return meta, out
+        return out
 
     def fixed(name: str, size: int) -> np.ndarray:
         col = table.column(name).combine_chunks()
@@ -370,6 +664,17 @@ def read_detections(path: str | Path) -> tuple[dict[str, Any], dict[str, ClipDet
         out[str(ids[s])] = ClipDetections(
             t[s:e], present[s:e], prob[s:e], box[s:e], lm[s:e], crops[s:e], int(fw[s]), int(fh[s])
         )
+    return out
+
+
+def read_detections(path: str | Path) -> tuple[dict[str, Any], dict[str, ClipDetections]]:
+    """(metadata, clip id -> ClipDetections) of a detections table."""
+    meta = detections_meta(path)
+    table = read_table(path)
+    missing = set(SCHEMA.names) - set(table.column_names)
+    if missing:
+        raise StoreError(f"{path}: detections table lacks columns {sorted(missing)}")
+    out = clips_from_table(table)
     for clip_id in meta.get("clips", []):  # clips too short for one step have no rows
         out.setdefault(clip_id, ClipDetections.empty())
     return meta, out
@@ -379,6 +684,34 @@ def read_detections(path: str | Path) -> tuple[dict[str, Any], dict[str, ClipDet
 # The corpus
 # --------------------------------------------------------------------------------------------------
 
+#: params that do not change a detection (left out of the cache key)
+_NOT_IN_CACHE_KEY = ("on_error", "batch_size")
+
+
+def table_meta(params: FacesParams, clips: Iterable[str], skipped: dict[str, str]) -> dict[str, Any]:
+    """The `mer` metadata of a detections table made with `params`."""
+    return {
+        "detector": DETECTOR,
+        "version": package_version("facenet-pytorch"),
+        "stage_version": STAGE_VERSION,
+        "params": params.model_dump(mode="json"),
+        "rate_hz": params.rate_hz,
+        "selection": params.selection,
+        "track": params.track,
+        "detect_every": params.detect_every,
+        "downscale": params.downscale,
+        "crop": {"format": "jpeg", "quality": JPEG_QUALITY, "size": params.crop_size, "margin": params.margin},
+        "clips": sorted(clips),
+        "skipped": dict(skipped),
+    }
+
+
+def cache_key(params: FacesParams) -> str:
+    """Config part of the per-clip cache key: detector, its version, STAGE_VERSION, the params that
+    change detections (selection and tracking included)."""
+    kept = params.model_dump(mode="json", exclude=set(_NOT_IN_CACHE_KEY))
+    return config_key(DETECTOR, package_version("facenet-pytorch"), STAGE_VERSION, kept)
+
 
 def detect_corpus(
     clips: list[Clip],
@@ -387,34 +720,37 @@ def detect_corpus(
     out: Path = FACES,
     errors_dir: Path = ERRORS_DIR,
     device: str | torch.device | None = None,
-    selection: str = "probability",
+    cache_root: Path | None = None,
+    detector: FaceDetector | None = None,
 ) -> Path:
     """Detect faces in every clip's video and write the detections table; returns its path.
 
-    A clip whose media is unusable (MediaError) stops the stage under on_error=fail (StageError
-    naming clip and file); under skip it gets no rows, is listed in the table's metadata and in
-    data/errors/faces.csv."""
-    detector = FaceDetector(params, device=device, selection=selection)
+    Clips found in the per-clip cache under `cache_root` (None: a throw-away cache) are not decoded
+    again. A clip whose media is unusable (MediaError) stops the stage under on_error=fail
+    (StageError naming clip and file); under skip it gets no rows, is listed in the table's metadata
+    and in data/errors/faces.csv."""
     results: dict[str, ClipDetections] = {}
     errors: list[tuple[str, str]] = []
-    for clip in tqdm(clips, desc="faces", unit="clip", dynamic_ncols=True):
-        try:
-            results[clip.clip_id] = detector.process_video(clip.media(root))
-        except MediaError as e:
-            if params.on_error == "fail":
-                raise StageError(f"faces: clip {clip.clip_id}: {e}") from None
-            errors.append((clip.clip_id, str(e)))
-    meta = {
-        "detector": DETECTOR,
-        "version": package_version("facenet-pytorch"),
-        "stage_version": STAGE_VERSION,
-        "params": params.model_dump(mode="json"),
-        "rate_hz": params.rate_hz,
-        "selection": selection,
-        "crop": {"format": "jpeg", "quality": JPEG_QUALITY, "size": params.crop_size, "margin": params.margin},
-        "clips": sorted(results),
-        "skipped": dict(errors),
-    }
-    write_table(out, detections_table(results, meta))
+    with ClipCache("faces", cache_key(params), root=cache_root) as cache:
+        todo: list[tuple[tuple[str, str], Path]] = []
+        for clip in clips:
+            path = clip.media(root)
+            digest = file_digest(path)
+            hit = cache.get(digest) if digest != "-" else None
+            if hit is None:
+                todo.append(((clip.clip_id, digest), path))
+            else:
+                results[clip.clip_id] = next(iter(clips_from_table(hit).values()), None) or ClipDetections.empty()
+        if todo:
+            detector = detector or FaceDetector(params, device=device)
+            for (clip_id, digest), got in tqdm(detector.run(todo), total=len(todo), desc="faces", unit="clip", dynamic_ncols=True):
+                if isinstance(got, MediaError):
+                    if params.on_error == "fail":
+                        raise StageError(f"faces: clip {clip_id}: {got}") from None
+                    errors.append((clip_id, str(got)))
+                    continue
+                results[clip_id] = got
+                cache.put(digest, detections_table({clip_id: got}, {}))
+    write_table(out, detections_table(results, table_meta(params, results, dict(errors))))
     write_errors(Path(errors_dir) / "faces.csv", errors)
     return Path(out)
