@@ -59,7 +59,7 @@ def _features(video: Path, clip: Clip, modalities: dict[str, str], work: Path) -
     for modality, feature in modalities.items():
         try:
             kwargs = {}
-            if feature == "vggface":  # crops come from MTCNN, exactly as the faces stage makes them
+            if feature in ("vggface", "resnet50"):  # crops come from MTCNN, exactly as the faces stage makes them
                 kwargs["detections"] = _detect_faces(clip, work)
             rows[modality] = build_extractor(feature, **kwargs).process_clip(clip, Path("."))
             if not rows[modality].present.any():

@@ -27,6 +27,12 @@ def _vggface(params, detections: str | Path = FACES, **kw) -> Extractor:
     return VggFaceExtractor(params, detections=detections, **kw)
 
 
+def _resnet50(params, detections: str | Path = FACES, **kw) -> Extractor:
+    from pipeline.extract.resnet50 import ResNet50Extractor
+
+    return ResNet50Extractor(params, detections=detections, **kw)
+
+
 def _egemaps(params, **kw) -> Extractor:
     from pipeline.extract.opensmile_lld import EgemapsLld
 
@@ -59,6 +65,7 @@ def _bert(params, **kw) -> Extractor:
 
 EXTRACTORS: dict[str, ExtractorEntry] = {
     "vggface": ExtractorEntry("face_embed", _vggface),
+    "resnet50": ExtractorEntry("resnet50", _resnet50),
     "egemaps": ExtractorEntry("lld", _egemaps),
     "compare": ExtractorEntry("compare", _compare),
     "import": ExtractorEntry("import", _import),

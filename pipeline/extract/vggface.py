@@ -18,32 +18,27 @@ with its own preprocessing; `face_embed.weights` may point at any state dict wit
 pipeline runs where the real weights cannot be had; the feature table then says RANDOM in its
 FeatureMeta (pretrained=False, notes) and in every output that repeats its weights statement.
 
-Precision: bf16 autocast (`face_embed.bf16`, see pipeline.extract.device) where the hardware runs
-bf16 natively; measured on real CREMA-D crops: cosine(bf16, fp32) >= 0.9999 (random weights).
+Reading the faces table, batching crops across clips, the cache key and precision are shared with
+`resnet50` (pipeline.extract.face_embed.FaceCropEmbedder). bf16 (`face_embed.bf16`) where the
+hardware runs it natively; measured on real CREMA-D crops: cosine(bf16, fp32) >= 0.999 (random
+weights; tests/test_vggface.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
-from tqdm import tqdm
 
-from pipeline.config import FACES, ConfigError, FaceEmbedParams
-from pipeline.corpus.manifest import Clip
-from pipeline.extract.base import ExtractionError, Extractor
-from pipeline.extract.device import autocast_context, pick_device, precision
-from pipeline.extract.faces import ClipDetections, read_detections
-from pipeline.store import ClipFeatures, FeatureMeta
+from pipeline.config import FACES, FaceEmbedParams
+from pipeline.extract import face_embed
+from pipeline.extract.face_embed import FaceCropEmbedder, check_state, load_torch_state
 
 #: the vgg_face_dag.pth conversion's meta: RGB mean in 0–255, input side
 MEAN_RGB = (129.186, 104.762, 93.594)
-INPUT_SIZE = 224
+SECTION = "face_embed"  # params.yaml section
 FC6_DIM = 4096
 N_IDENTITIES = 2622  # fc8: the VGG-Face training identities
 BACKBONE = "VGG-Face (VGG16) fc6"
@@ -106,27 +101,6 @@ class VggFaceDag(nn.Module):
                 nn.init.zeros_(fc.bias)
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict stored in `path` (bare or under 'state_dict'); ConfigError says what is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(
-            f"face_embed.weights: weights file {path} not found (looked for {path.resolve()}); provide "
-            f"{WEIGHTS_FORMAT}, or set face_embed.weights: random"
-        )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for foreign or corrupt files
-        raise ConfigError(
-            f"face_embed.weights: {path} is not a loadable PyTorch state dict ({e}); expected {WEIGHTS_FORMAT}"
-        ) from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ConfigError(f"face_embed.weights: {path} does not hold a state dict of tensors; expected {WEIGHTS_FORMAT}")
-    return obj
-
-
 def build_network(weights: str, seed: int = 0, relu: bool = False) -> VggFaceDag:
     """VGG-Face (eval mode) from a state dict file (strict key and shape check) or, for
     weights='random', seeded random weights."""
@@ -134,39 +108,27 @@ def build_network(weights: str, seed: int = 0, relu: bool = False) -> VggFaceDag
     if weights == "random":
         net.init_random(seed)
         return net.eval()
-    state = load_state_dict_file(weights)
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ConfigError(
-            f"face_embed.weights: {weights} does not match the VGG-Face layout; "
-            f"missing keys: {missing or 'none'}; unexpected keys: {unexpected or 'none'}; expected {WEIGHTS_FORMAT}"
-        )
-    bad = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape]
-    if bad:
-        raise ConfigError(f"face_embed.weights: {weights}: wrong tensor shapes: {'; '.join(bad)}")
+    path = Path(weights)
+    state = load_torch_state(path, SECTION, WEIGHTS_FORMAT)
+    check_state(state, {k: v.shape for k, v in net.state_dict().items()}, path, SECTION, "VGG-Face (vgg_face_dag)")
     net.load_state_dict(state, strict=True)
     return net.eval()
 
 
 def preprocess(crops: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) uint8 RGB crops → (N, 3, 224, 224) float32, 0–255 minus MEAN_RGB. Crops of
-    another size (faces.crop_size != 224) are resized (bilinear)."""
-    if crops.shape[1:3] != (INPUT_SIZE, INPUT_SIZE):
-        crops = np.stack([np.asarray(Image.fromarray(c).resize((INPUT_SIZE, INPUT_SIZE), Image.BILINEAR)) for c in crops])
-    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
-    return x - torch.tensor(MEAN_RGB).view(1, 3, 1, 1)
+    """(N, H, W, 3) uint8 RGB crops → (N, 3, 224, 224) float32, 0–255 minus MEAN_RGB (crops of
+    another size are resized, bilinear)."""
+    return face_embed.preprocess(crops, MEAN_RGB)
 
 
-class VggFaceExtractor(Extractor):
-    """fc6 of VGG-Face for every step of the faces table; steps without a face are present=False
-    rows. A clip the faces stage skipped (on_error=skip, logged in data/errors/faces.csv) gets no
-    rows (face missing for the whole clip); a clip the table does not know is an ExtractionError."""
+class VggFaceExtractor(FaceCropEmbedder):
+    """fc6 of VGG-Face for every step of the faces table (FaceCropEmbedder does the rest)."""
 
     name = "vggface"
-    version = "1"
-    modality = "video"
+    version = "2"  # 2: bf16 runs with bf16 weights (was: fp32 weights under autocast); crops batched across clips
+    mean_rgb = MEAN_RGB
+    family = "VGG-Face"
+    random_init = "torchvision VGG initialisation"
 
     def __init__(
         self,
@@ -175,88 +137,17 @@ class VggFaceExtractor(Extractor):
         device: str | torch.device | None = None,
         relu: bool = False,
     ):
-        self.settings = params
-        self.detections_path = Path(detections)
-        self.faces_meta, self.detections = read_detections(self.detections_path)  # loaded once
-        self.dim = FC6_DIM
-        self.rate_hz = float(self.faces_meta["rate_hz"])
-        self.device = pick_device(device)
         self.relu = relu
-        self.net = build_network(params.weights, params.seed, relu=relu).to(self.device)
-        self.precision = precision(self.device, params.bf16)
-        self.weights_sha256 = None if params.weights == "random" else _sha256(Path(params.weights))
+        super().__init__(params, detections=detections, device=device)
 
-    @property
-    def pretrained(self) -> bool:
-        return self.settings.weights != "random"
+    def build_network(self) -> VggFaceDag:
+        return build_network(self.settings.weights, self.settings.seed, relu=self.relu)
 
-    def backbone(self) -> tuple[str, bool]:
-        return BACKBONE, self.pretrained
+    def embedding_dim(self) -> int:
+        return FC6_DIM
 
-    def params(self) -> dict[str, Any]:
-        return {
-            **self.settings.model_dump(mode="json"),
-            "layer": "fc6 (after ReLU)" if self.relu else "fc6 (Linear output, before ReLU)",
-            "precision": self.precision,
-            "weights_sha256": self.weights_sha256,
-            "faces": {k: self.faces_meta.get(k) for k in ("detector", "version", "params", "selection", "crop")},
-        }
+    def layer(self) -> str:
+        return "fc6 (after ReLU)" if self.relu else "fc6 (Linear output, before ReLU)"
 
-    def meta(self) -> FeatureMeta:
-        meta = super().meta()
-        if self.pretrained:
-            meta.notes = f"VGG-Face fc6 from {Path(self.settings.weights).name} on MTCNN face crops ({self.precision})"
-        else:
-            meta.notes = (
-                f"RANDOM VGG-Face weights (seed {self.settings.seed}, torchvision VGG initialisation), not the "
-                f"pretrained VGG-Face: fc6 of an untrained network; for testing the pipeline only"
-            )
-        return meta
-
-    def embed(self, crops: np.ndarray, progress: bool = False) -> np.ndarray:
-        """(N, H, W, 3) uint8 RGB crops → (N, 4096) float32 fc6, in batches of params.batch_size."""
-        out = np.zeros((len(crops), FC6_DIM), np.float32)
-        bs = self.settings.batch_size
-        with torch.inference_mode(), autocast_context(self.device, self.settings.bf16):
-            for s in tqdm(range(0, len(crops), bs), desc="vggface", unit="batch", disable=not progress, leave=False):
-                x = preprocess(crops[s : s + bs]).to(self.device)
-                out[s : s + bs] = self.net(x).float().cpu().numpy()
-        return out
-
-    def process_clip(self, clip: Clip, root: Path) -> ClipFeatures:
-        det = self._clip_detections(clip.clip_id)
-        values = np.zeros((len(det), FC6_DIM), np.float32)
-        idx = np.flatnonzero(det.present)
-        if len(idx):
-            crops = []
-            for i in idx:
-                try:
-                    crops.append(det.crop(int(i)))
-                except Exception as e:  # PIL raises several types for corrupt JPEG data
-                    raise ExtractionError(
-                        f"{self.detections_path}: clip {clip.clip_id}: crop at t={det.t[i]:.3f} s does not decode ({e})"
-                    ) from None
-            values[idx] = self.embed(np.stack(crops))
-            if not np.all(np.isfinite(values[idx])):
-                raise ExtractionError(f"{clip.media_path}: non-finite VGG-Face features (clip {clip.clip_id})")
-        return ClipFeatures(det.t, det.present, values)
-
-    def _clip_detections(self, clip_id: str) -> ClipDetections:
-        if clip_id in self.detections:
-            return self.detections[clip_id]
-        if clip_id in self.faces_meta.get("skipped", {}):
-            # faces ran with on_error=skip and recorded why in data/errors/faces.csv: the face
-            # modality is missing for the whole clip, which a feature table expresses as "no rows"
-            return ClipDetections.empty()
-        raise ExtractionError(
-            f"{self.detections_path}: no detections for clip {clip_id}; the table was made for another "
-            f"manifest — rerun the faces stage"
-        )
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    def backbone_name(self) -> str:
+        return BACKBONE

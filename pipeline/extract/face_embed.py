@@ -1,0 +1,299 @@
+"""What the face-crop embedders share (`vggface`: VGG-Face fc6; `resnet50`: ResNet-50 on VGGFace2).
+
+Both read the crops of the `faces` stage (`data/faces/detections.parquet`), embed every present step
+with a frozen CNN and write one row per detection step; a step without a face is a present=False row
+of zeros. `FaceCropEmbedder` holds all of it; a subclass only builds its network and says what it is.
+
+* Input: the crop is RGB 0–255 minus the network's mean colour, resized (bilinear) to 224² when the
+  faces stage cropped to another size; no scaling by a std (both conversions' `meta`).
+* Cache key: `input_fingerprint` hashes the clip's detection rows (t, present, crop bytes), not the
+  video file, and `config_fingerprint` leaves out the faces stage's provenance, so a re-detection that
+  yields the same crops re-embeds nothing; batch_size and on_error do not change any output and are
+  left out too.
+* Speed: the runner hands `batch_clips` uncached clips at once and their crops go through the network
+  in forward passes of `batch_size`, whatever clip they come from. The network runs as an inference
+  copy: batch norms folded into the convolutions (`torch.nn.utils.fusion`), channels-last memory
+  layout (oneDNN's native one) and, where `precision()` says bf16 (CUDA, or CPUs with AMX /
+  AVX512-BF16), bf16 weights under bf16 autocast. `net` stays the plain fp32 network (reference
+  and benchmark baseline).
+* Weights: a local file named in params (its sha256 goes into params, so a file replaced under the
+  same path invalidates the cache) or `random`: seeded random weights, and the FeatureMeta says so.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Iterator, Mapping
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from pipeline.config import FACES, ConfigError
+from pipeline.corpus.manifest import Clip
+from pipeline.extract.base import ExtractionError, Extractor, file_digest
+from pipeline.extract.cache import config_key
+from pipeline.extract.device import autocast_context, pick_device, precision
+from pipeline.extract.faces import ClipDetections, read_detections
+from pipeline.extract.runner import batched
+from pipeline.store import ClipFeatures, FeatureMeta
+
+INPUT_SIZE = 224
+#: params that change no output value (left out of the cache key)
+NOT_IN_KEY = ("batch_size", "on_error")
+
+
+def preprocess(crops: np.ndarray | list[np.ndarray], mean_rgb: tuple[float, float, float], size: int = INPUT_SIZE) -> torch.Tensor:
+    """(N, H, W, 3) uint8 RGB crops → (N, 3, size, size) float32 in 0–255 minus `mean_rgb`, in
+    channels-last memory layout. Crops of another size are resized (bilinear)."""
+    crops = [c if c.shape[:2] == (size, size) else np.asarray(Image.fromarray(c).resize((size, size), Image.BILINEAR)) for c in crops]
+    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)  # a channels-last view, no copy
+    return x.float() - torch.tensor(mean_rgb, dtype=torch.float32).view(1, 3, 1, 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Weights files
+# --------------------------------------------------------------------------------------------------
+
+
+def missing_weights(section: str, path: Path, expected: str) -> ConfigError:
+    return ConfigError(
+        f"{section}.weights: weights file {path} not found (looked for {path.resolve()}); provide "
+        f"{expected}, or set {section}.weights: random"
+    )
+
+
+def load_torch_state(path: Path, section: str, expected: str) -> dict[str, torch.Tensor]:
+    """The state dict of tensors in a torch.save file (bare, or under 'state_dict' /
+    'model_state_dict'); ConfigError naming the file and what was expected otherwise."""
+    if not path.is_file():
+        raise missing_weights(section, path, expected)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for foreign or corrupt files
+        raise ConfigError(f"{section}.weights: {path} is not a loadable PyTorch state dict ({e}); expected {expected}") from None
+    return unwrap_state(obj, path, section, expected)
+
+
+def unwrap_state(obj: Any, path: Path, section: str, expected: str) -> dict[str, torch.Tensor]:
+    for key in ("state_dict", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ConfigError(f"{section}.weights: {path} does not hold a state dict of tensors; expected {expected}")
+    return obj
+
+
+def check_state(
+    state: Mapping[str, torch.Tensor],
+    expected: Mapping[str, torch.Size],
+    path: Path,
+    section: str,
+    layout: str,
+    optional: Iterable[str] = (),
+) -> None:
+    """Strict key and shape check: every tensor of the file is used and every one the network needs
+    is there (`optional` keys may be absent, e.g. BatchNorm's num_batches_tracked)."""
+    optional = set(optional)
+    missing = sorted(set(expected) - set(state) - optional)
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ConfigError(
+            f"{section}.weights: {path} does not match the {layout} layout; missing keys: {missing or 'none'}; "
+            f"unexpected keys: {unexpected or 'none'}"
+        )
+    bad = [f"{k} {tuple(state[k].shape)} != {tuple(s)}" for k, s in expected.items() if k in state and state[k].shape != s]
+    if bad:
+        raise ConfigError(f"{section}.weights: {path}: wrong tensor shapes for the {layout} layout: {'; '.join(bad)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# The extractor
+# --------------------------------------------------------------------------------------------------
+
+
+class FaceCropEmbedder(Extractor):
+    """One embedding per step of the faces table; steps without a face are present=False rows. A
+    clip the faces stage skipped (on_error=skip, logged in data/errors/faces.csv) gets no rows (face
+    missing for the whole clip); a clip the table does not know is an ExtractionError."""
+
+    modality = "video"
+    batch_clips = 16
+
+    #: RGB mean subtracted from 0–255 input
+    mean_rgb: ClassVar[tuple[float, float, float]]
+    #: network family, for notes ("VGG-Face", …)
+    family: ClassVar[str]
+    #: how 'random' weights are drawn, for notes
+    random_init: ClassVar[str]
+
+    def __init__(self, params: Any, detections: str | Path = FACES, device: str | torch.device | None = None):
+        self.settings = params
+        self.detections_path = Path(detections)
+        self.faces_meta, self.detections = read_detections(self.detections_path)  # loaded once
+        self.rate_hz = float(self.faces_meta["rate_hz"])
+        self.device = pick_device(device)
+        self.precision = precision(self.device, params.bf16)
+        self.net = self.build_network().eval().to(self.device)
+        self.dim = self.embedding_dim()
+        self.weights_sha256 = None if self.settings.weights == "random" else file_digest(Path(self.settings.weights))
+        self.fast_net = self._inference_copy()
+
+    # -- what a subclass provides ----------------------------------------------------------------
+
+    @abstractmethod
+    def build_network(self) -> nn.Module:
+        """The fp32 network from self.settings (weights file or 'random'); forward: (N, 3, 224, 224)
+        preprocessed crops → (N, dim). Raises ConfigError for unusable weights."""
+
+    @abstractmethod
+    def embedding_dim(self) -> int: ...
+
+    @abstractmethod
+    def layer(self) -> str:
+        """Which layer the embedding is, in words (params and notes)."""
+
+    @abstractmethod
+    def backbone_name(self) -> str: ...
+
+    def fold(self, net: nn.Module) -> nn.Module:
+        """`net` (a copy) with inference-time simplifications that keep its function (BN folding)."""
+        return net
+
+    # -- identity --------------------------------------------------------------------------------
+
+    @property
+    def pretrained(self) -> bool:
+        return self.settings.weights != "random"
+
+    def backbone(self) -> tuple[str, bool]:
+        return self.backbone_name(), self.pretrained
+
+    def params(self) -> dict[str, Any]:
+        return {
+            **self.settings.model_dump(mode="json"),
+            "layer": self.layer(),
+            "precision": self.precision,
+            "weights_sha256": self.weights_sha256,
+            "faces": {k: self.faces_meta.get(k) for k in ("detector", "version", "stage_version", "params", "selection", "track", "detect_every", "downscale", "crop")},
+        }
+
+    def meta(self) -> FeatureMeta:
+        meta = super().meta()
+        if self.pretrained:
+            meta.notes = f"{self.family} {self.layer()} from {Path(self.settings.weights).name} on MTCNN face crops ({self.precision})"
+        else:
+            meta.notes = (
+                f"RANDOM {self.family} weights (seed {self.settings.seed}, {self.random_init}), not the pretrained "
+                f"{self.family}: {self.layer()} of an untrained network; for testing the pipeline only"
+            )
+        return meta
+
+    def config_fingerprint(self) -> str:
+        """The base key without the faces stage's provenance (the crops themselves are in the input
+        key) and without params that change no output (NOT_IN_KEY)."""
+        m = self.meta()
+        params = {k: v for k, v in m.params.items() if k != "faces" and k not in NOT_IN_KEY}
+        return config_key(type(self).__name__, m.name, m.version, m.dim, m.rate_hz, m.backbone, m.pretrained, params)
+
+    def input_fingerprint(self, clip: Clip, root: Path) -> str:
+        """Hash of the clip's detection rows (t, present, crop bytes), or of its skip reason."""
+        h = hashlib.sha256()
+        det = self.detections.get(clip.clip_id)
+        if det is not None:
+            h.update(np.ascontiguousarray(det.t, np.float64).tobytes())
+            h.update(np.ascontiguousarray(det.present, bool).tobytes())
+            for blob in det.crops:
+                h.update(b"-" if blob is None else len(blob).to_bytes(8, "little") + blob)
+        else:  # skipped by the faces stage, or unknown (then process_clips raises; errors are not cached)
+            h.update(repr(("skipped", self.faces_meta.get("skipped", {}).get(clip.clip_id, clip.clip_id))).encode())
+        return h.hexdigest()
+
+    # -- computing -------------------------------------------------------------------------------
+
+    def preprocess(self, crops: np.ndarray | list[np.ndarray]) -> torch.Tensor:
+        """(N, H, W, 3) uint8 RGB crops → the fp32 network input (N, 3, 224, 224)."""
+        return preprocess(crops, self.mean_rgb)
+
+    def _inference_copy(self) -> nn.Module:
+        if self.precision == "fp32" and type(self).fold is FaceCropEmbedder.fold:
+            return self.net.to(memory_format=torch.channels_last)  # nothing would change: share it
+        net = self.fold(copy.deepcopy(self.net)).to(memory_format=torch.channels_last)
+        return net.to(torch.bfloat16) if self.precision == "bf16" else net
+
+    def embed(self, crops: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB crops → (N, dim) float32 embeddings, in forward passes of
+        params.batch_size, in the extractor's precision."""
+        out = np.zeros((len(crops), self.dim), np.float32)
+        for s in range(0, len(crops), self.settings.batch_size):
+            out[s : s + self.settings.batch_size] = self._forward(crops[s : s + self.settings.batch_size])
+        return out
+
+    def _forward(self, crops: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        with torch.inference_mode(), autocast_context(self.device, self.settings.bf16):
+            x = self.preprocess(crops).to(self.device, dtype, memory_format=torch.channels_last)
+            return self.fast_net(x).float().cpu().numpy()
+
+    def process_clip(self, clip: Clip, root: Path) -> ClipFeatures:
+        [(_, result)] = list(self.process_clips([clip], root))
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def process_clips(self, clips: Iterable[Clip], root: Path) -> Iterator[tuple[Clip, ClipFeatures | Exception]]:
+        """The present crops of all `clips` in forward passes of batch_size (crops of several clips
+        share a pass); crops are decoded batch by batch, so memory stays flat in clip length. A clip
+        whose crop does not decode or whose embedding is not finite gets its ExtractionError; the
+        other clips are unaffected."""
+        clips = list(clips)
+        dets: list[ClipDetections | None] = []
+        values: list[np.ndarray | None] = []
+        failed: dict[int, Exception] = {}
+        for k, clip in enumerate(clips):
+            try:
+                det = self._clip_detections(clip.clip_id)
+            except ExtractionError as e:
+                failed[k], det = e, None
+            dets.append(det)
+            values.append(None if det is None else np.zeros((len(det), self.dim), np.float32))
+        steps = [(k, int(i)) for k, det in enumerate(dets) if det is not None for i in np.flatnonzero(det.present)]
+        for batch in batched(steps, self.settings.batch_size):
+            crops, where = [], []
+            for k, i in batch:
+                if k in failed:
+                    continue
+                try:
+                    crops.append(dets[k].crop(i))
+                    where.append((k, i))
+                except Exception as e:  # PIL raises several types for corrupt JPEG data
+                    failed[k] = ExtractionError(
+                        f"{self.detections_path}: clip {clips[k].clip_id}: crop at t={dets[k].t[i]:.3f} s does not decode ({e})"
+                    )
+            if crops:
+                out = self._forward(crops)
+                for (k, i), row in zip(where, out):
+                    values[k][i] = row
+        for k, clip in enumerate(clips):
+            if k in failed:
+                yield clip, failed[k]
+            elif not np.all(np.isfinite(values[k])):
+                yield clip, ExtractionError(f"{clip.media_path}: non-finite {self.family} features (clip {clip.clip_id})")
+            else:
+                yield clip, ClipFeatures(dets[k].t, dets[k].present, values[k])
+
+    def _clip_detections(self, clip_id: str) -> ClipDetections:
+        if clip_id in self.detections:
+            return self.detections[clip_id]
+        if clip_id in self.faces_meta.get("skipped", {}):
+            # faces ran with on_error=skip and recorded why in data/errors/faces.csv: the face
+            # modality is missing for the whole clip, which a feature table expresses as "no rows"
+            return ClipDetections.empty()
+        raise ExtractionError(
+            f"{self.detections_path}: no detections for clip {clip_id}; the table was made for another "
+            f"manifest — rerun the faces stage"
+        )
