@@ -22,7 +22,7 @@ COPY = [
     "dvc.yaml", "params.yaml", "pyproject.toml", "pipeline", "stages", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore",
 ]
 ALL_STAGES = [
-    "corpus", "faces", "face_embed", "lld", "wav2vec2", "bert", "segment",
+    "corpus", "faces", "face_embed", "resnet50", "lld", "compare", "wav2vec2", "bert", "import", "segment",
     "train", "importance", "train_eliminate", "evaluate", "report",
 ]
 
@@ -30,6 +30,7 @@ TINY = {
     "corpus": {"speakers": 5, "clips_per_speaker": 2, "seconds": 2.0, "fps": 10, "width": 200, "height": 160},
     "faces": {"batch_size": 8},
     "face_embed": {"batch_size": 8},
+    "resnet50": {"batch_size": 8},
     "train": {
         "models": ["crossmodal"], "strategies": ["standard", "eliminate"], "seeds": [0, 1], "epochs": 2,
         "batch_size": 4, "patience": 2, "model_train": {}, "strategy_params": {},
@@ -84,11 +85,17 @@ def test_outputs_follow_their_contracts(project):
     root, _ = project
     info, clips = read_manifest(root / "data/corpus/manifest.parquet")
     assert len(clips) == 10 and info.classes == ["neutral", "happy", "angry", "sad"]
-    dims = {"vggface": 4096, "egemaps": 25, "bert": 384}
-    for name, dim in dims.items():
+    # every extractor of issue 3 through `dvc repro`: (dimension, rate); wav2vec2 is the demo's random
+    # CNN (conv_dim 64; 512 for base), bert the shipped MiniLM (384; 768 for bert-base)
+    expected = {
+        "vggface": (4096, 5.0), "resnet50": (2048, 5.0), "egemaps": (25, 100.0), "compare": (130, 100.0),
+        "wav2vec2": (64, 50.0), "bert": (384, None), "import": (3, 2.0),
+    }
+    for name, (dim, rate) in expected.items():
         meta, rows = read_features(root / f"data/features/{name}.parquet")
-        assert meta.dim == dim
+        assert (meta.dim, meta.rate_hz) == (dim, rate), name
         assert set(rows) <= {c.clip_id for c in clips}
+        assert sum(len(r.t) for r in rows.values()) > 0, name
     meta, _ = read_features(root / "data/features/vggface.parquet")
     assert meta.pretrained is False  # demo default: weights: random
     seg = load_segments(root / "data/segments")
