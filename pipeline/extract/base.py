@@ -31,6 +31,9 @@ class Extractor(ABC):
     #: 'video', 'audio' or 'text'
     modality: ClassVar[str]
 
+    #: False for fixed feature sets (openSMILE, imported CSVs): no weights that could be random
+    learned: ClassVar[bool] = True
+
     #: output dimension and rate (None: irregular steps such as words); set by the constructor
     dim: int
     rate_hz: float | None
@@ -46,6 +49,10 @@ class Extractor(ABC):
 
     def params(self) -> dict[str, Any]:
         return {}
+
+    def notes(self) -> str:
+        """A plain-words note stored with the table (what exactly was computed)."""
+        return ""
 
     # ------------------------------------------------------------------------------------------
     # Optional hooks for the runner (defaults are right for extractors that read one clip's media)
@@ -98,6 +105,8 @@ class Extractor(ABC):
             backbone=backbone,
             pretrained=pretrained,
             params=self.params(),
+            notes=self.notes(),
+            learned=self.learned,
         )
 
 

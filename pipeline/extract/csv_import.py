@@ -35,13 +35,14 @@ import pandas as pd
 from pipeline.config import ConfigError, ImportParams
 from pipeline.corpus.manifest import Clip
 from pipeline.extract.base import ExtractionError, Extractor, file_digest
-from pipeline.store import ClipFeatures, FeatureMeta
+from pipeline.store import ClipFeatures
 
 SEGMENT_ID = "segment_id"  # MuSe's segment column: never a feature
 RATE_TOLERANCE = 0.05  # share of the sampling period a step may deviate from a whole number of periods
 
 
 class CsvImport(Extractor):
+    learned = False
     name = "import"
     version = "1"
     modality = "physio"  # replaced by `import.modality`
@@ -106,16 +107,13 @@ class CsvImport(Extractor):
             "reference_file": str(self.reference) if self.reference else None,
         }
 
-    def meta(self) -> FeatureMeta:
-        meta = super().meta()
-        meta.learned = False
-        meta.notes = (
+    def notes(self) -> str:
+        return (
             f"precomputed {self.modality} features read as given from CSV files "
             f"({Path(self.params_.dir) / self.params_.pattern}; {self.dim} columns: {', '.join(self.columns)}; "
             f"t = {self.params_.time_column} in seconds; {self.rate_hz:g} Hz). Rows with an empty or "
             f"non-finite value are present=False."
         )
-        return meta
 
 
 # ----------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from pipeline.config import CompareParams, LldParams
 from pipeline.corpus.manifest import Clip
 from pipeline.extract.base import ExtractionError, Extractor
 from pipeline.media import read_audio
-from pipeline.store import ClipFeatures, FeatureMeta
+from pipeline.store import ClipFeatures
 
 HOP_S = 0.010  # LLD frame step of the eGeMAPSv02 and ComParE_2016 openSMILE configurations: 100 Hz
 
@@ -62,6 +62,7 @@ class OpenSmileLld(Extractor):
     """openSMILE LLD levels of one feature set, concatenated column-wise, one row per 10 ms frame."""
 
     modality = "audio"
+    learned = False  # a fixed, published feature set
     #: the nominal frame length in opensmile-python's index for this feature set (t = start + half); the
     #: index's own value is used where a clip has more than one frame (the same up to rounding)
     frame_s: ClassVar[float]
@@ -121,15 +122,12 @@ class OpenSmileLld(Extractor):
     def params(self) -> dict[str, Any]:
         return {**self.params_.model_dump(mode="json"), "opensmile": opensmile.__version__, "columns": self.columns}
 
-    def meta(self) -> FeatureMeta:
-        meta = super().meta()
-        meta.learned = False
-        meta.notes = (
+    def notes(self) -> str:
+        return (
             f"openSMILE {opensmile.__version__} {self.feature_set} {' + '.join(self.levels)} "
             f"({self.dim}-d, {self.frame_s * 1000:.0f} ms frames every 10 ms, t = frame centre): a fixed "
             f"hand-crafted feature set, not learned weights. NaN frames are present=False."
         )
-        return meta
 
 
 LEVEL_NAMES = {"LowLevelDescriptors": "LLD", "LowLevelDescriptors_Deltas": "LLD deltas"}

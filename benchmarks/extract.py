@@ -1,0 +1,301 @@
+"""Feature-extraction benchmark (issue 3): every figure against a naive baseline measured in the same
+run, on the same generated demo clips. Ends by printing ONE JSON line of named figures.
+
+    python benchmarks/extract.py                 # 40 + 1 clips of 3 s (about 10 minutes on 2 cores)
+    python benchmarks/extract.py --quick         # 8 + 1 clips, fewer images: a smoke run
+
+Figures (targets from issue 3):
+- face_embed.<backbone>: the stage's img/s (runner → extractor, bf16 where native, batched across
+  clips) vs a naive per-image fp32 loop (target ≥ 3×) and vs the bf16 matmul bound of this machine
+  (FLOPs of one image, counted by torch's FlopCounterMode, over the best bf16 GEMM rate measured now;
+  target ≥ 50 %); min cosine of bf16 vs fp32 embeddings (target ≥ 0.999).
+- faces: the stage's frames/s (`detect_corpus`) vs a loop calling `MTCNN.detect` on one frame at a
+  time, each with its detection count (target ≥ 3× at equal detections).
+- incremental: time to extract the corpus of N clips + 1 new clip with the cache of the N, over the
+  time for that clip alone with an empty cache (target ≤ 1.5), per extractor and summed.
+- memory: peak RSS of a fresh process extracting N clips over one extracting N/4 (target ≤ 1.2).
+- rtf: real-time factors (processing seconds per audio second) of openSMILE and wav2vec2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from pipeline.config import CorpusParams, FacesParams, load_section  # noqa: E402
+from pipeline.corpus.demo import generate_demo  # noqa: E402
+from pipeline.corpus.manifest import Clip  # noqa: E402
+from pipeline.extract.registry import EXTRACTORS, build_extractor  # noqa: E402
+from pipeline.extract.runner import RunStats, extract_corpus  # noqa: E402
+
+PARAMS = REPO / "params.yaml"
+AUDIO_TEXT = ["egemaps", "compare", "wav2vec2", "bert"]
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def make_corpus(work: Path, n: int, seconds: float) -> list[Clip]:
+    params = CorpusParams(speakers=n, clips_per_speaker=1, seconds=seconds, seed=7)
+    _, clips, _ = generate_demo(params, work / "corpus", progress=False)
+    return sorted(clips, key=lambda c: c.clip_id)
+
+
+def timed(fn, *a, **kw):
+    t0 = time.perf_counter()
+    out = fn(*a, **kw)
+    return out, time.perf_counter() - t0
+
+
+def available(features: list[str]) -> list[str]:
+    return [f for f in features if f in EXTRACTORS]
+
+
+# ----------------------------------------------------------------------------------------------
+# Faces: stage vs per-frame MTCNN.detect
+# ----------------------------------------------------------------------------------------------
+
+
+def bench_faces(clips: list[Clip], work: Path) -> dict:
+    from facenet_pytorch import MTCNN
+
+    from pipeline.extract.faces import detect_corpus, read_detections
+    from pipeline.media import iter_video_frames
+
+    params = load_section("faces", PARAMS)
+    out, stage_s = timed(detect_corpus, clips, params, out=work / "faces.parquet", errors_dir=work / "err", device="cpu")
+    _, det = read_detections(out)
+    frames = sum(len(d) for d in det.values())
+    stage_found = int(sum(int(d.present.sum()) for d in det.values()))
+
+    mtcnn = MTCNN(min_face_size=params.min_face_size, select_largest=False, keep_all=True, device="cpu")
+    t0 = time.perf_counter()
+    naive_frames = naive_found = 0
+    for clip in clips:
+        for _, frame in iter_video_frames(clip.media(), params.rate_hz):
+            _, probs = mtcnn.detect(frame)
+            naive_frames += 1
+            naive_found += int(probs is not None and np.nanmax(np.asarray(probs, dtype=float)) >= params.min_probability)
+    naive_s = time.perf_counter() - t0
+    # the fast settings of the faces stage (README): detect every 3rd step, interpolate a steady face
+    every3 = params.model_copy(update={"detect_every": 3})
+    out3, every3_s = timed(detect_corpus, clips, every3, out=work / "faces3.parquet", errors_dir=work / "err", device="cpu")
+    _, det3 = read_detections(out3)
+    found3 = int(sum(int(d.present.sum()) for d in det3.values()))
+    return {
+        "detect_every_3_fps": frames / every3_s,
+        "detect_every_3_speedup": (frames / every3_s) / (naive_frames / naive_s),
+        "detect_every_3_detections": found3,
+        "stage_fps": frames / stage_s,
+        "naive_fps": naive_frames / naive_s,
+        "speedup": (frames / stage_s) / (naive_frames / naive_s),
+        "stage_detections": stage_found,
+        "naive_detections": naive_found,
+        "frames": frames,
+        "target_met": (frames / stage_s) / (naive_frames / naive_s) >= 3.0 and stage_found == naive_found,
+    }, out
+
+
+# ----------------------------------------------------------------------------------------------
+# Face embeddings: stage vs naive fp32 loop vs bf16 matmul bound
+# ----------------------------------------------------------------------------------------------
+
+
+def bf16_gemm_flops(seconds: float = 2.0) -> float:
+    """Best bf16 GEMM rate (FLOP/s) of this machine now, over a few square sizes."""
+    best = 0.0
+    for n in (1024, 2048, 3072):
+        a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+        torch.mm(a, b)
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 3:
+            torch.mm(a, b)
+            reps += 1
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0))
+    return best
+
+
+def image_flops(net: torch.nn.Module, size: int) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        net(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops()
+
+
+def bench_face_embed(feature: str, clips: list[Clip], detections: Path, naive_images: int) -> dict:
+    from pipeline.extract.faces import read_detections
+
+    ex = build_extractor(feature, PARAMS, detections=detections)
+    _, det = read_detections(detections)
+    crops = np.stack([det[c].crop(int(i)) for c in sorted(det) for i in np.flatnonzero(det[c].present)])
+    n = len(crops)
+
+    stats = RunStats()
+    _, stage_s = timed(extract_corpus, ex, clips, out_dir=detections.parent / "feat", errors_dir=detections.parent / "err", stats=stats)
+    stage_ips = n / stage_s
+
+    net, prep = ex.net, ex.preprocess
+    net.eval()
+    sub = crops[:naive_images]
+    with torch.inference_mode():
+        net(prep(sub[:1]))  # warm-up
+        t0 = time.perf_counter()
+        naive = [net(prep(c[None])).float() for c in sub]
+        naive_s = time.perf_counter() - t0
+    naive_ips = len(sub) / naive_s
+    fp32 = torch.cat(naive).numpy()
+    bf16 = ex.embed(sub)
+    cos = (fp32 * bf16).sum(1) / (np.linalg.norm(fp32, axis=1) * np.linalg.norm(bf16, axis=1) + 1e-12)
+
+    flops = image_flops(net, crops.shape[1] if prep is None else prep(sub[:1]).shape[-1])
+    gemm = bf16_gemm_flops()
+    bound_ips = gemm / flops
+    return {
+        "images": n,
+        "stage_img_s": stage_ips,
+        "naive_fp32_img_s": naive_ips,
+        "speedup_vs_naive": stage_ips / naive_ips,
+        "bf16_bound_img_s": bound_ips,
+        "share_of_bound": stage_ips / bound_ips,
+        "gflop_per_image": flops / 1e9,
+        "bf16_gemm_gflop_s": gemm / 1e9,
+        "precision": ex.precision,
+        "min_cosine_bf16_fp32": float(cos.min()),
+        "target_met": stage_ips / naive_ips >= 3 and stage_ips / bound_ips >= 0.5 and cos.min() >= 0.999,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Incremental extraction, real-time factors
+# ----------------------------------------------------------------------------------------------
+
+
+def bench_incremental(features: list[str], clips: list[Clip], work: Path) -> tuple[dict, dict]:
+    """clips[:-1] is the corpus, clips[-1] the added clip. Every stage of the extraction, faces
+    first (the face embedders read its detections), timed on the corpus + 1 clip with the cache of the
+    corpus, and on the one clip alone with an empty cache; models are built once, outside the timing."""
+    from pipeline.extract.faces import FaceDetector, detect_corpus
+
+    corpus, new = clips[:-1], clips[-1]
+    audio_s = sum(c.duration for c in corpus)
+    out, rtf = {}, {}
+    fparams = load_section("faces", PARAMS)
+    detector = FaceDetector(fparams, device="cpu")
+
+    def faces(cl, cache, dest):
+        return detect_corpus(cl, fparams, out=dest, errors_dir=work / "e", cache_root=cache, detector=detector)
+
+    faces(corpus, work / "cache", work / "det_corpus.parquet")
+    _, inc_s = timed(faces, clips, work / "cache", work / "det_all.parquet")
+    _, one_s = timed(faces, [new], work / "cache1", work / "det_one.parquet")
+    out["faces"] = {"corpus_plus_one_s": inc_s, "one_clip_s": one_s, "ratio": inc_s / one_s}
+    tot_inc, tot_one = inc_s, one_s
+    log(f"incremental faces: {out['faces']}")
+    for feat in features:
+        face = feat in ("vggface", "resnet50")
+        ex = build_extractor(feat, PARAMS, detections=work / "det_all.parquet") if face else build_extractor(feat, PARAMS)
+        full = RunStats()
+        extract_corpus(ex, corpus, out_dir=work / "f", errors_dir=work / "e", cache_dir=work / "cache", stats=full)
+        inc = RunStats()
+        extract_corpus(ex, clips, out_dir=work / "f", errors_dir=work / "e", cache_dir=work / "cache", stats=inc)
+        one = RunStats()
+        extract_corpus(ex, [new], out_dir=work / "f1", errors_dir=work / "e", cache_dir=work / "cache1", stats=one)
+        assert inc.extracted == 1 and inc.cached == len(corpus), (feat, inc)
+        out[feat] = {"corpus_plus_one_s": inc.seconds, "one_clip_s": one.seconds, "ratio": inc.seconds / one.seconds}
+        tot_inc += inc.seconds
+        tot_one += one.seconds
+        if feat in ("egemaps", "compare", "wav2vec2"):
+            rtf[feat] = full.seconds / audio_s
+        log(f"incremental {feat}: {out[feat]}")
+    out["all"] = {"corpus_plus_one_s": tot_inc, "one_clip_s": tot_one, "ratio": tot_inc / tot_one, "target_met": tot_inc / tot_one <= 1.5}
+    return out, rtf
+
+
+def rss_child(n: int, corpus_dir: str, features: list[str]) -> None:
+    from pipeline.corpus.manifest import read_manifest
+
+    _, clips = read_manifest(Path(corpus_dir) / "manifest.parquet")
+    with tempfile.TemporaryDirectory() as tmp:
+        for feat in features:
+            extract_corpus(build_extractor(feat, PARAMS), clips[:n], out_dir=Path(tmp), errors_dir=Path(tmp), cache_dir=Path(tmp) / "c")
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def bench_memory(clips: list[Clip], work: Path, features: list[str], n_small: int) -> dict:
+    from pipeline.corpus.manifest import CorpusInfo, write_manifest
+
+    write_manifest(work / "corpus" / "manifest.parquet", CorpusInfo("demo", ["neutral"], 2.0, {}), clips)
+
+    def peak(n: int) -> int:
+        cmd = [sys.executable, __file__, "--rss-child", str(n), str(work / "corpus"), ",".join(features)]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        return int(res.stdout.strip().splitlines()[-1])
+
+    small, large = peak(n_small), peak(len(clips))
+    return {
+        "clips_small": n_small, "clips_large": len(clips), "peak_rss_small_mb": small / 2**20,
+        "peak_rss_large_mb": large / 2**20, "ratio": large / small, "target_met": large / small <= 1.2,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--clips", type=int, default=40)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--naive-images", type=int, default=16)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rss-child", nargs=3, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.rss_child:
+        return rss_child(int(a.rss_child[0]), a.rss_child[1], a.rss_child[2].split(","))
+    if a.quick:
+        a.clips, a.seconds, a.naive_images = 8, 2.0, 4
+
+    figures: dict = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}}
+    with tempfile.TemporaryDirectory(prefix="mer-bench-") as tmp:
+        work = Path(tmp)
+        clips, gen_s = timed(make_corpus, work, a.clips + 1, a.seconds)
+        log(f"corpus: {len(clips)} clips of {a.seconds} s in {gen_s:.1f} s")
+        face_clips = clips[: max(2, min(6, a.clips // 4))]
+        figures["faces"], det = bench_faces(face_clips, work / "faces")
+        log(f"faces: {figures['faces']}")
+        figures["face_embed"] = {}
+        for feat in available(["vggface", "resnet50"]):
+            figures["face_embed"][feat] = bench_face_embed(feat, face_clips, det, a.naive_images)
+            log(f"face_embed {feat}: {figures['face_embed'][feat]}")
+        feats = available(AUDIO_TEXT)
+        figures["incremental"], figures["rtf"] = bench_incremental(available(["vggface", "resnet50"]) + feats, clips, work / "inc")
+        figures["memory"] = bench_memory(clips[:-1], work, feats, max(1, a.clips // 4))
+        log(f"memory: {figures['memory']}")
+    print(json.dumps(_rounded(figures), sort_keys=True))
+
+
+def _rounded(o):
+    if isinstance(o, dict):
+        return {k: _rounded(v) for k, v in o.items()}
+    if isinstance(o, float):
+        return round(o, 4)
+    if isinstance(o, (np.bool_, np.integer, np.floating)):
+        return o.item()
+    return o
+
+
+if __name__ == "__main__":
+    main()
