@@ -66,14 +66,14 @@ def features(directory: Path = typer.Option(FEATURES_DIR, help="where the featur
             rows = read_table(path, columns=["t"]).num_rows
         except PipelineError as e:
             _fail(str(e))
-        weights = "pretrained" if meta.pretrained else "[bold red]RANDOM[/bold red]"
+        weights = "fixed set" if not meta.learned else "pretrained" if meta.pretrained else "[bold red]RANDOM[/bold red]"
         rate = "words" if meta.rate_hz is None else f"{meta.rate_hz:g}"
         table.add_row(meta.name, meta.modality, str(meta.dim), rate, str(rows), meta.backbone, weights)
     console.print(table)
 
 
 # dimensions of the demo's feature tables, used when no segments exist yet
-DEMO_DIMS = {"face": 4096, "acoustic": 25, "speech": 96, "text": 384}
+DEMO_DIMS = {"face": 4096, "acoustic": 25, "speech": 64, "text": 384}
 
 
 @app.command()

@@ -128,3 +128,18 @@ def test_a_bug_is_not_taken_for_bad_media(tmp_path):
     with pytest.raises(KeyError):
         _run(Buggy(), _corpus(tmp_path, 1), tmp_path, on_error="skip")
     assert not (tmp_path / "features" / "counting.parquet").exists()
+
+
+def test_mer_features_tells_fixed_sets_pretrained_and_random_weights_apart(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.store import FeatureMeta, write_features
+
+    rows = {"a": ClipFeatures([0.05], [True], np.ones((1, 2), np.float32))}
+    for name, pretrained, learned in [("fixed", True, False), ("learned", True, True), ("random", False, True)]:
+        meta = FeatureMeta(name, "X", "1", 2, 10.0, "audio", "net", pretrained, learned=learned)
+        write_features(tmp_path / f"{name}.parquet", meta, rows)
+    out = CliRunner().invoke(app, ["features", "--directory", str(tmp_path)], env={"COLUMNS": "200"}).output
+    lines = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 3}
+    assert "fixed set" in lines["fixed"] and "pretrained" in lines["learned"] and "RANDOM" in lines["random"]
