@@ -224,3 +224,26 @@ def test_meta_and_missing_directory(bert, tmp_path):
     assert "t_start" in feature_table(meta, {}).column_names
     with pytest.raises(ConfigError, match=r"bert.model: .*nope is not a directory"):
         BertWords(BertParams(model=str(tmp_path / "nope")))
+
+
+# CREMA-D's sentence codes (its README); the sample clips all say DFA
+CREMA_D_SENTENCES = {"DFA": "Don't forget a jacket", "IEO": "It's eleven o'clock", "TIE": "That is exactly what happened"}
+
+
+def test_crema_d_clips_through_the_runner(bert, model_dir, crema_d_dir, tmp_path):
+    from pipeline.extract.runner import extract_corpus
+    from pipeline.media import probe
+
+    clips = []
+    for f in sorted((crema_d_dir / "VideoFlash").glob("*.flv")):
+        sentence = CREMA_D_SENTENCES[f.stem.split("_")[1]]
+        clips.append(Clip(f.stem, f.stem.split("_")[0], str(f), probe(f).duration, transcript=sentence))
+    out = extract_corpus(bert, clips, out_dir=tmp_path, errors_dir=tmp_path)
+    meta, rows = read_features(out)
+    assert sorted(rows) == [c.clip_id for c in clips] and meta.rate_hz is None
+    ref = direct_word_features(model_dir, CREMA_D_SENTENCES["DFA"], last=4)
+    for c in clips:
+        r = rows[c.clip_id]
+        assert r.present.all() and r.values.shape == (4, 384)
+        assert r.span[0, 0] == 0.0 and r.span[-1, 1] == pytest.approx(c.duration)
+        np.testing.assert_allclose(r.values, ref, rtol=1e-5, atol=1e-5)
