@@ -182,6 +182,29 @@ def test_compare_equals_opensmile_process_file_on_every_crema_d_clip(compare, fl
         np.testing.assert_allclose(np.diff(rows.t), 0.010, atol=1e-9)
 
 
+def test_compare_when_the_levels_label_their_last_frames_differently(compare, tmp_path):
+    # found by benchmarks/extract.py: on this demo clip (48,128 decoded samples, ending in silence)
+    # openSMILE labels the last LLD frames …2.92, 2.93, 2.94, 2.94 and the delta frames …2.92, 2.92,
+    # 2.92, 2.94; rows still pair by position (the labels of the flush frames are not reliable)
+    from pipeline.config import CorpusParams
+    from pipeline.corpus.demo import plan_corpus, render_clip
+
+    params = CorpusParams(speakers=41, clips_per_speaker=1, seconds=3.0, seed=7)
+    plan = next(p for p in plan_corpus(params) if p.clip_id == "spk25_clip000")
+    clip = render_clip(plan, params, tmp_path).clip
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, read_audio(clip.media(), 16000), 16000, subtype="FLOAT")
+    lld, de = _smile_file(wav, "LowLevelDescriptors"), _smile_file(wav, "LowLevelDescriptors_Deltas")
+    n = len(lld)
+    starts = [df.index.get_level_values("start").total_seconds().to_numpy() for df in (lld, de)]
+    assert not np.array_equal(starts[0], starts[1][:n])  # the quirk is there
+    np.testing.assert_array_equal(starts[0][:-3], starts[1][: n - 3])
+    rows = compare.process_clip(clip, Path("."))
+    np.testing.assert_array_equal(rows.values[:, :65], lld.to_numpy(np.float32))
+    np.testing.assert_array_equal(rows.values[:, 65:], de.to_numpy(np.float32)[:n])
+    np.testing.assert_allclose(np.diff(rows.t), 0.010, atol=1e-9)
+
+
 def test_compare_dimension_names_rate_and_meta(compare, flvs):
     assert compare.dim == 130 and compare.rate_hz == 100.0
     assert compare.columns[:2] == ["F0final_sma", "voicingFinalUnclipped_sma"]
@@ -220,14 +243,14 @@ def test_compare_misaligned_delta_frames_are_an_error(compare, monkeypatch):
     idx = lambda starts: pd.MultiIndex.from_arrays(  # noqa: E731
         [pd.to_timedelta(starts, unit="s"), pd.to_timedelta(np.add(starts, 0.06), unit="s")], names=["start", "end"]
     )
-    lld = pd.DataFrame(np.ones((3, 65)), index=idx([0.0, 0.01, 0.02]))
-    shifted = pd.DataFrame(np.ones((5, 65)), index=idx([0.01, 0.02, 0.03, 0.04, 0.05]))
+    lld = pd.DataFrame(np.ones((6, 65)), index=idx(np.arange(6) * 0.01))
+    shifted = pd.DataFrame(np.ones((8, 65)), index=idx(np.arange(1, 9) * 0.01))
     monkeypatch.setattr(compare.smiles[0], "process_signal", lambda signal, sr: lld)
     monkeypatch.setattr(compare.smiles[1], "process_signal", lambda signal, sr: shifted)
     with pytest.raises(ExtractionError, match=r"x\.wav: openSMILE ComParE_2016 LowLevelDescriptors_Deltas frames do not"):
         compare.process_signal(np.zeros(1000, np.float32), 16000, "x.wav")
-    monkeypatch.setattr(compare.smiles[1], "process_signal", lambda signal, sr: shifted.iloc[:2])
-    with pytest.raises(ExtractionError, match=r"\(2 vs 3\)"):
+    monkeypatch.setattr(compare.smiles[1], "process_signal", lambda signal, sr: shifted.iloc[:5])
+    with pytest.raises(ExtractionError, match=r"\(5 vs 6\)"):
         compare.process_signal(np.zeros(1000, np.float32), 16000, "x.wav")
 
 
