@@ -96,6 +96,9 @@ def test_outputs_follow_their_contracts(project):
         assert (meta.dim, meta.rate_hz) == (dim, rate), name
         assert set(rows) <= {c.clip_id for c in clips}
         assert sum(len(r.t) for r in rows.values()) > 0, name
+        # provenance names models by content, not by this machine's paths: a clone elsewhere (or
+        # `dvc pull` on another machine) gets the same tables and does not rerun what follows
+        assert str(REPO) not in meta.to_json() and str(root) not in meta.to_json(), name
     meta, _ = read_features(root / "data/features/vggface.parquet")
     assert meta.pretrained is False  # demo default: weights: random
     seg = load_segments(root / "data/segments")

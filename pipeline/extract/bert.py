@@ -179,12 +179,13 @@ class BertWords(Extractor):
         if self.params_.model in SHIPPED_MODELS:
             name, origin = self.params_.model, SHIPPED_MODELS[self.params_.model][2]
             return f"{name} {shipped_version(name)} ({origin}; {shape})", True
-        return f"{model_label(self.params_.model, self.directory)} ({shape}) from {self.directory}", True
+        return f"{model_label(self.params_.model, self.directory)} ({shape})", True
 
     def params(self) -> dict[str, Any]:
         return {
             **self.params_.model_dump(mode="json"),
-            "model_dir": str(self.directory),
+            # identity by content, not by where this machine keeps the files: the table (and every
+            # stage after it) must not change when the project is cloned elsewhere
             "model_sha256": self.model_sha256,
             "layers_averaged": self.layers_used,
         }

@@ -258,7 +258,7 @@ class Wav2Vec2Features(Extractor):
         shape = f"{self.n_layers} layers, {c.hidden_size}-d, {self.describe_output()}"
         if self.directory is None:
             return f"wav2vec2 random config ({shape}, seed {self.params_.seed})", False
-        return f"wav2vec2 {model_label(self.params_.model, self.directory)} ({shape}) from {self.directory}", True
+        return f"wav2vec2 {model_label(self.params_.model, self.directory)} ({shape})", True
 
     def params(self) -> dict[str, Any]:
         params = self.params_.model_dump(mode="json")
@@ -266,7 +266,6 @@ class Wav2Vec2Features(Extractor):
             del params["layer"]  # not used: changing it must not re-extract the CNN output
         return {
             **params,
-            "model_dir": str(self.directory) if self.directory else None,
             "model_sha256": self.model_sha256,
             "sample_rate": self.sample_rate,
             "do_normalize": bool(self.feature_extractor.do_normalize),
@@ -281,7 +280,7 @@ class Wav2Vec2Features(Extractor):
         weights = (
             f"RANDOM weights drawn from seed {self.params_.seed} (not pretrained; for testing the pipeline only)"
             if self.directory is None
-            else f"pretrained weights from {self.directory}"
+            else f"pretrained weights from {self.params_.model} (sha256 {self.model_sha256[:12]}…)"
         )
         meta.notes = (
             f"Wav2Vec2Model {self.describe_output()} at {self.rate_hz:g} Hz; {weights}. "
