@@ -576,8 +576,10 @@ def save_trained(path: str | Path, payload: dict[str, Any]) -> None:
     params (TrainParams dump, per-model overrides applied), dims, classes, modalities, seed, best_epoch,
     epochs_run, devel_metric and devel_<metric>, importance (the entry `eliminate` used, else None),
     weights (per modality, the feature backbone's weights statement), format. Written atomically."""
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save({**payload, "format": FORMAT_VERSION}, tmp)
+    with atomic_path(path, suffix=".pt") as tmp, open(tmp, "wb") as f:
+        # a file object, not the path: torch names the archive's folder after a path's (random)
+        # temporary name, which made identical models differ byte-wise and DVC see a change
+        torch.save({**payload, "format": FORMAT_VERSION}, f)
 
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:

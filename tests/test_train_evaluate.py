@@ -583,3 +583,15 @@ def test_curve_tables_group_levels_by_family_modality_and_run():
     curves = curve_tables(table, conditions, "macro_f1")
     assert sorted(curves) == ["clip_zero_a", "random_missing_all"]
     assert curves["clip_zero_a"].rows() == [(0.5, "m/clip_zero", 0.75), (0.5, "m/standard", 0.7), (1.0, "m/standard", 0.5)]
+
+
+def test_saving_the_same_model_twice_gives_the_same_bytes(trained, tmp_path):
+    # DVC hashes model.pt: identical runs must give identical files (no temporary names inside)
+    from pipeline.train import save_trained
+
+    out, _ = trained
+    blob = torch.load(run_dir(out, "crossmodal", "standard", 0) / MODEL_FILE, weights_only=False)
+    blob.pop("format", None)
+    save_trained(tmp_path / "a" / "model.pt", blob)
+    save_trained(tmp_path / "b" / "model.pt", blob)
+    assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
