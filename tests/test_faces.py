@@ -19,18 +19,16 @@ from torch.nn.functional import interpolate
 from pipeline.extract.face_track import iou
 from pipeline.extract.faces import (
     SCHEMA,
-    AreaSampler,
     Candidates,
-    ExactMaxPool,
     FaceDetector,
     cache_key,
     decode_jpeg,
     detect_corpus,
-    fast_mtcnn_detect,
     read_detections,
     select_face,
     square_crop,
 )
+from pipeline.extract.mtcnn_fast import AreaSampler, ExactMaxPool, fast_mtcnn_detect
 from pipeline.extract.runner import StageError
 from pipeline.media import MediaError, iter_video_frames, probe, sample_times
 
