@@ -31,7 +31,7 @@ from pipeline.corpus.demo import (
     write_biosignals,
 )
 from pipeline.corpus.manifest import read_labels, read_manifest, write_labels, write_manifest
-from pipeline.corpus.synth_face import FaceRenderer, FaceState
+from pipeline.corpus.demo.synth_face import FaceRenderer, FaceState
 from pipeline.media import read_audio
 
 REPO = Path(__file__).resolve().parents[1]
