@@ -13,7 +13,8 @@ extractor, its version and params, the backbone, whether its weights are pretrai
 dimension, so every downstream output can say what it was computed from.
 
 Every file is written to a temporary name beside its target and renamed into place, so a crash never
-leaves a half-written output that a later stage would take as done.
+leaves a half-written output that a later stage would take as done; `publish_dir` does the same for a
+whole folder of files (a staging folder swapped into place).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 from pipeline.errors import PipelineError
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -75,6 +77,47 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _make_readable(tree: Path) -> None:
+    """mkdtemp/mkstemp create owner-only entries; give the tree the permissions the umask allows."""
+    for dirpath, _, filenames in os.walk(tree):
+        os.chmod(dirpath, 0o777 & ~_UMASK)
+        for f in filenames:
+            os.chmod(Path(dirpath) / f, 0o666 & ~_UMASK)
+
+
+def publish_dir(out_dir: str | Path, files: dict[str, bytes | str]) -> None:
+    """Write `files` (relative path -> text or bytes) as the whole of `out_dir`, all or nothing.
+
+    The files are written into a staging folder beside `out_dir`, which is then swapped into place;
+    a failure leaves the previous `out_dir` (or none) as it was, never a mix of old and new files."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    old = None
+    try:
+        for rel, content in files.items():
+            target = staging / rel
+            if isinstance(content, str):
+                write_text(target, content)
+            else:
+                with atomic_path(target) as tmp:
+                    tmp.write_bytes(content)
+        _make_readable(staging)
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            os.replace(out_dir, old)  # an empty placeholder dir is replaced
+        os.replace(staging, out_dir)
+    except BaseException:
+        if old is not None and not out_dir.exists():
+            os.replace(old, out_dir)  # put the previous folder back
+            old = None
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def write_table(target: str | Path, table: pa.Table, row_group_size: int | None = None) -> None:

@@ -19,9 +19,9 @@ from pipeline.config import REPORT_DIR, ReportParams
 from pipeline.corpus.manifest import Clip, CorpusInfo, write_manifest
 from pipeline.report import ReportError, build_report
 from pipeline.report import tables as tb
-from pipeline.report.build import code_version, publish
 from pipeline.report.inputs import Result, SummaryRow
-from pipeline.store import FeatureMeta, write_json
+from pipeline.report.provenance import code_version
+from pipeline.store import FeatureMeta, publish_dir, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["neutral", "happy", "angry", "sad"]
@@ -246,12 +246,12 @@ def test_failed_rebuild_keeps_previous_report(tmp_path):
 
 def test_publish_is_all_or_nothing(tmp_path):
     out = tmp_path / "report"
-    publish(out, {"index.html": "old", "figures/a.png": b"\x89PNG"})
+    publish_dir(out, {"index.html": "old", "figures/a.png": b"\x89PNG"})
     with pytest.raises(TypeError):
-        publish(out, {"index.html": "new", "figures/b.png": object()})  # fails after the first write
+        publish_dir(out, {"index.html": "new", "figures/b.png": object()})  # fails after the first write
     assert (out / "index.html").read_text() == "old" and (out / "figures/a.png").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
-    publish(out, {"index.html": "new"})
+    publish_dir(out, {"index.html": "new"})
     assert sorted(p.name for p in out.rglob("*")) == ["index.html"]  # stale figures do not survive
 
 

@@ -7,26 +7,20 @@
     <out_dir>/figures/*.png       the figures the Markdown refers to
 
 Everything is composed in memory first, written into a staging folder beside `out_dir` with the store's
-atomic writes, and only then swapped into place: a failed run leaves the previous report (or none),
-never a half one.
+atomic writes, and only then swapped into place (`pipeline.store.publish_dir`): a failed run leaves the
+previous report (or none), never a half one. What the report was built from: `provenance`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
 from pipeline import stats
 
-from pipeline.config import EVALUATE_DIR, PARAMS_FILE, ConfigError, ReportParams, load_section, section_hash
+from pipeline.config import EVALUATE_DIR, ReportParams
 from pipeline.report import figures as figs
 from pipeline.report import robust as rb
 from pipeline.report import tables as tb
@@ -46,56 +40,13 @@ from pipeline.report.inputs import (
     read_segments_meta,
     read_summary,
 )
+from pipeline.report.provenance import Provenance, provenance
 from pipeline.report.render import Callout, Code, Document, Figure, Heading, Para, Table, to_html, to_markdown
-from pipeline.store import atomic_path, write_text
+from pipeline.store import publish_dir
 
 INDEX = "index.html"
 MARKDOWN = "report.md"
 FIGURES = "figures"
-SHOWN_SECTIONS = ("train", "evaluate")
-
-
-@dataclass
-class Provenance:
-    params_sha256: str
-    sections: dict[str, dict]  # validated params sections shown in the report
-    section_hashes: dict[str, str]
-    code_version: str
-    generated_utc: str
-
-
-def code_version(root: Path) -> str:
-    """'<short hash>' or '<short hash> (uncommitted changes to tracked files)'; 'unknown' without git."""
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    version = head.stdout.strip() or "unknown"
-    if dirty.returncode != 0:
-        return f"{version} (working tree state unknown)"
-    return f"{version} (uncommitted changes to tracked files)" if dirty.stdout.strip() else version
-
-
-def provenance(root: Path) -> Provenance:
-    path = root / PARAMS_FILE
-    if not path.is_file():
-        raise ReportError(f"{path}: not found; the report records its hash (run from the repository root)")
-    try:
-        sections = {name: load_section(name, path) for name in SHOWN_SECTIONS}
-    except ConfigError as e:
-        raise ReportError(str(e)) from None
-    return Provenance(
-        params_sha256=hashlib.sha256(path.read_bytes()).hexdigest()[:16],
-        sections={n: s.model_dump(mode="json") for n, s in sections.items()},
-        section_hashes={n: section_hash(s) for n, s in sections.items()},
-        code_version=code_version(root),
-        generated_utc=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-    )
 
 
 @dataclass
@@ -346,45 +297,6 @@ def _robustness_blocks(inp: Inputs, runs: list[str], mods: list[str]) -> list:
     return out
 
 
-def _readable(tree: Path) -> None:
-    """mkdtemp/mkstemp create owner-only entries; give the report the permissions the umask allows."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for dirpath, _, filenames in os.walk(tree):
-        os.chmod(dirpath, 0o777 & ~umask)
-        for f in filenames:
-            os.chmod(Path(dirpath) / f, 0o666 & ~umask)
-
-
-def publish(out_dir: Path, files: dict[str, bytes | str]) -> None:
-    """Write `files` (relative path -> content) as the whole of `out_dir`, all or nothing."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
-    old = None
-    try:
-        for rel, content in files.items():
-            target = staging / rel
-            if isinstance(content, str):
-                write_text(target, content)
-            else:
-                with atomic_path(target) as tmp:
-                    tmp.write_bytes(content)
-        _readable(staging)
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old)  # an empty placeholder dir is replaced
-        os.replace(staging, out_dir)
-    except BaseException:
-        if old is not None and not out_dir.exists():
-            os.replace(old, out_dir)  # put the previous report back
-            old = None
-        raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
 def build_report(root: Path, out_dir: Path, params: ReportParams) -> Path:
     """Build the report from the inputs under `root`; return the path of index.html.
 
@@ -398,5 +310,5 @@ def build_report(root: Path, out_dir: Path, params: ReportParams) -> Path:
     files: dict[str, bytes | str] = {f"{FIGURES}/{f.name}": f.png for f in doc.figures}
     files[MARKDOWN] = to_markdown(doc, FIGURES)
     files[INDEX] = to_html(doc)
-    publish(out_dir, files)
+    publish_dir(out_dir, files)
     return out_dir / INDEX
