@@ -113,6 +113,8 @@ from pipeline.missing import (  # noqa: E402
     RandomMissing,
     StrategyError,
     make_strategy,
+    strategy_names,
+    validate_strategy_params,
 )
 
 MODS = ["face", "acoustic", "text"]
@@ -196,6 +198,31 @@ def test_make_strategy_names_params_and_errors():
     assert list(e.rho) == ["face", "text"]  # importance.json entry; the model's modality order
     with pytest.raises(StrategyError, match="importance must be"):
         make_strategy("eliminate", MODS, importance={"face": 0.2})
+
+
+def test_strategy_names_and_params_validated_without_modalities():
+    assert strategy_names() == ("standard", "auxformer", "clip_zero", "frame_zero", "frame_repeat", "dynamic", "eliminate")
+    assert strategy_names() == tuple(STRATEGIES)
+    p = validate_strategy_params("frame_repeat", {"p_frame": 0.3, "modalities": ["text"]})
+    assert (p.p_frame, p.modalities, p.zero_fill) == (0.3, ["text"], True)
+    assert validate_strategy_params("clip_zero", None) == STRATEGIES["clip_zero"].Params()  # paper defaults
+    assert validate_strategy_params("eliminate", {"rho": {"face": 0.2}}).rho == {"face": 0.2}
+    with pytest.raises(StrategyError, match="unknown training strategy 'dropout'; known: standard, auxformer"):
+        validate_strategy_params("dropout", {})
+    with pytest.raises(StrategyError, match=r"strategy 'dynamic': .*p_mis: Extra inputs"):
+        validate_strategy_params("dynamic", {"p_mis": 0.1})
+    with pytest.raises(StrategyError, match=r"strategy 'auxformer': .*p_audio: .*less than or equal to 1"):
+        validate_strategy_params("auxformer", {"p_audio": 2})
+    with pytest.raises(StrategyError, match="strategy 'standard': parameters must be a mapping"):
+        validate_strategy_params("standard", ["zero_fill"])
+
+
+def test_targeted_strategies_share_one_base():
+    from pipeline.missing.strategies import _Targeted
+
+    for name, level in [("clip_zero", "p_clip"), ("frame_zero", "p_frame"), ("frame_repeat", "p_frame")]:
+        s = make_strategy(name, MODS, {"modalities": ["acoustic", "text"], level: 0.25})
+        assert isinstance(s, _Targeted) and s.targets == ("acoustic", "text") and getattr(s.params, level) == 0.25
 
 
 def test_standard_is_identity():
@@ -323,7 +350,7 @@ def test_frame_repeat_repeats_the_last_kept_frame_exactly():
 def test_frame_repeat_small_case_by_hand():
     x = {"v": np.arange(1, 6, dtype=np.float32).reshape(1, 5, 1)}
     mask = {"v": np.array([[True, True, False, True, True]])}
-    from pipeline.missing import _repeat_steps
+    from pipeline.missing.ops import _repeat_steps
 
     steps = np.array([[True, False, False, True, True]])
     xv, mv = _repeat_steps(x["v"], mask["v"], steps, zero_fill=True)

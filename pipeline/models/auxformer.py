@@ -36,7 +36,7 @@ Choices where 001 is silent or where the code differs (all documented options):
   "zero" is 001's own handling (§3.6, §4.2): absent inputs zero-filled and every step attended (the
   code has no padding masks), tokens read at the last step where any modality is present.
   Either way a modality left out of the input dict is treated as fully absent, so fully masked ==
-  dropped. Training with 001's §3.6 procedure is the `auxformer` strategy in pipeline/missing.py.
+  dropped. Training with 001's §3.6 procedure is the `auxformer` strategy in pipeline/missing/strategies.py.
 - `causal`: the authors' code uses a causal attention mask by default; the paper does not mention
   one: off by default.
 - Regression: 001 is classification only. For time-continuous targets the MLP head is applied at

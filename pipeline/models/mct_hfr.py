@@ -20,7 +20,7 @@ Training-only branch (003 §4.3, `training_loss`), L = CE + α·L_GFA + β·L_LF
 - GFA (Eqs. 16–17): the same encoder runs on the complete view (x_full, mask_full); L_GFA = task loss of
   the complete view + CMD(FC_p(h), h̄) with K = 5 moments, h the incomplete view's global vector (Eq. 11's
   h, the main path) and h̄ the complete view's (the paper's bar marks the complete view, §3.1, Eq. 17).
-- Dynamic incomplete training (§4.4.2) is the `dynamic` strategy in pipeline/missing.py, not here.
+- Dynamic incomplete training (§4.4.2) is the `dynamic` strategy in pipeline/missing/strategies.py, not here.
 
 Where the paper is silent we choose, and say so (IMPLEMENTATION_NOTES = the authors' code):
 - Conv1D is bias-free (code); positions are added to the conv output unscaled (Eq. 4;

@@ -1,0 +1,95 @@
+"""Every way of making a modality missing; training strategies and evaluation share this package.
+
+Absent means the modality's mask is False at that step (masks go into attention), with the values
+zeroed as well by default (`zero_fill`). Everything takes and returns dicts {modality: array} of
+numpy arrays or torch tensors, never modifies its inputs, and draws its randomness only from the
+`numpy.random.Generator` it is given, so a given seed always makes the same steps missing.
+
+    ops         the shared array operations (drop_modalities, clip_zero, frame_zero, frame_repeat,
+                availability) and the papers' evaluation levels
+    strategies  training strategies, applied to each training batch (`make_strategy`)
+    conditions  evaluation conditions, applied to the test data (`parse_conditions`)
+
+Each submodule's docstring documents its part (the strategies and condition forms are listed there).
+The names below are re-exported so that `from pipeline.missing import …` keeps working.
+"""
+
+from pipeline.missing.conditions import (
+    ACCEPTED_FORMS,
+    AllPresent,
+    Availability,
+    ClipZero,
+    Condition,
+    FrameRepeat,
+    FrameZero,
+    MissingModality,
+    RandomMissing,
+    condition_seed,
+    parse_conditions,
+)
+from pipeline.missing.ops import (
+    AVAILABILITY_SHARES,
+    CLIP_ZERO_LEVELS,
+    FRAME_LEVELS,
+    RANDOM_MISSING_RATES,
+    Arrays,
+    ConditionError,
+    availability,
+    clip_zero,
+    drop_modalities,
+    frame_repeat,
+    frame_zero,
+)
+from pipeline.missing.strategies import (
+    STRATEGIES,
+    AuxFormerTraining,
+    ClipZeroTraining,
+    DynamicTraining,
+    EliminateTraining,
+    FrameRepeatTraining,
+    FrameZeroTraining,
+    Standard,
+    Strategy,
+    StrategyError,
+    make_strategy,
+    strategy_names,
+    validate_strategy_params,
+)
+
+__all__ = [
+    "ACCEPTED_FORMS",
+    "AVAILABILITY_SHARES",
+    "CLIP_ZERO_LEVELS",
+    "FRAME_LEVELS",
+    "RANDOM_MISSING_RATES",
+    "STRATEGIES",
+    "AllPresent",
+    "Arrays",
+    "AuxFormerTraining",
+    "Availability",
+    "ClipZero",
+    "ClipZeroTraining",
+    "Condition",
+    "ConditionError",
+    "DynamicTraining",
+    "EliminateTraining",
+    "FrameRepeat",
+    "FrameRepeatTraining",
+    "FrameZero",
+    "FrameZeroTraining",
+    "MissingModality",
+    "RandomMissing",
+    "Standard",
+    "Strategy",
+    "StrategyError",
+    "availability",
+    "clip_zero",
+    "condition_seed",
+    "drop_modalities",
+    "frame_repeat",
+    "frame_zero",
+    "make_strategy",
+    "parse_conditions",
+    "strategy_names",
+    "validate_strategy_params",
+]
