@@ -1,11 +1,6 @@
 """DVC stage `bert`: word-level BERT embeddings (params.yaml `bert`) → data/features/bert.parquet."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.stage import extract_stage, run_stage  # noqa: E402
+from pipeline.stage import extract_stage, run_stage
 
 if __name__ == "__main__":
     run_stage(lambda: extract_stage("bert"))

@@ -1,15 +1,12 @@
 """DVC stage `corpus`: generate the demo corpus (params.yaml `corpus`)
 → data/corpus/media/<clip_id>.mp4, data/corpus/manifest.parquet, data/corpus/labels.parquet."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.config import CORPUS_DIR, LABELS, MANIFEST, load_section  # noqa: E402
-from pipeline.corpus.demo import CorpusError, generate_demo  # noqa: E402
-from pipeline.corpus.manifest import write_labels, write_manifest  # noqa: E402
-from pipeline.stage import run_stage  # noqa: E402
+from pipeline.config import CORPUS_DIR, LABELS, MANIFEST, load_section
+from pipeline.corpus.demo import CorpusError, generate_demo
+from pipeline.corpus.manifest import write_labels, write_manifest
+from pipeline.stage import run_stage
 
 
 def remove_stale_media(media_dir: Path, keep: set[str]) -> list[Path]:

@@ -1,16 +1,11 @@
 """DVC stage `evaluate`: trained runs (data/models and data/models_eliminate) × seeds × missing-modality
 conditions on the test partition."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.config import EVALUATE_DIR, METRICS_DIR, MODELS_DIR, load_section  # noqa: E402
-from pipeline.evaluate import evaluate_all  # noqa: E402
-from pipeline.segments import load_segments  # noqa: E402
-from pipeline.stage import run_stage  # noqa: E402
-from pipeline.train import MODELS_ELIMINATE_DIR  # noqa: E402
+from pipeline.config import EVALUATE_DIR, METRICS_DIR, MODELS_DIR, load_section
+from pipeline.evaluate import evaluate_all
+from pipeline.segments import load_segments
+from pipeline.stage import run_stage
+from pipeline.train import MODELS_ELIMINATE_DIR
 
 
 def main() -> None:

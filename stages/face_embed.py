@@ -1,11 +1,6 @@
 """DVC stage `face_embed`: VGG-Face fc6 of the MTCNN face crops (params.yaml `face_embed`) → data/features/vggface.parquet."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.stage import extract_stage, run_stage  # noqa: E402
+from pipeline.stage import extract_stage, run_stage
 
 if __name__ == "__main__":
     run_stage(lambda: extract_stage("vggface"))

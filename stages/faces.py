@@ -2,15 +2,10 @@
 → data/faces/detections.parquet, data/errors/faces.csv. Clips already detected under the same
 params are read from the per-clip cache (data/cache/faces, `MER_CACHE_DIR`)."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.config import CACHE_DIR, FACES, MANIFEST, load_section  # noqa: E402
-from pipeline.corpus.manifest import read_manifest  # noqa: E402
-from pipeline.extract.faces import detect_corpus, read_detections  # noqa: E402
-from pipeline.stage import run_stage  # noqa: E402
+from pipeline.config import CACHE_DIR, FACES, MANIFEST, load_section
+from pipeline.corpus.manifest import read_manifest
+from pipeline.extract.faces import detect_corpus, read_detections
+from pipeline.stage import run_stage
 
 
 def main() -> None:

@@ -1,15 +1,10 @@
 """DVC stage `importance`: 000 §4's importance search over the `standard` runs on the devel partition
 (params.yaml `importance`) → data/importance/importance.json."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.config import MODELS_DIR, load_section  # noqa: E402
-from pipeline.importance import IMPORTANCE_FILE, importance_search, write_importance  # noqa: E402
-from pipeline.segments import load_segments  # noqa: E402
-from pipeline.stage import run_stage  # noqa: E402
+from pipeline.config import MODELS_DIR, load_section
+from pipeline.importance import IMPORTANCE_FILE, importance_search, write_importance
+from pipeline.segments import load_segments
+from pipeline.stage import run_stage
 
 
 def main() -> None:

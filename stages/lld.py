@@ -1,11 +1,6 @@
 """DVC stage `lld`: openSMILE eGeMAPSv02 low-level descriptors (params.yaml `lld`) → data/features/egemaps.parquet."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.stage import extract_stage, run_stage  # noqa: E402
+from pipeline.stage import extract_stage, run_stage
 
 if __name__ == "__main__":
     run_stage(lambda: extract_stage("egemaps"))

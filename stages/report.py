@@ -7,11 +7,9 @@ Run from the repository root: `python stages/report.py`. The last line printed i
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.config import REPORT_DIR, ConfigError, load_section  # noqa: E402
-from pipeline.report import ReportError, build_report  # noqa: E402
-from pipeline.store import StoreError  # noqa: E402
+from pipeline.config import REPORT_DIR, ConfigError, load_section
+from pipeline.report import ReportError, build_report
+from pipeline.store import StoreError
 
 
 def main() -> int:

@@ -1,14 +1,9 @@
 """DVC stage `segment`: feature tables → aligned, partitioned, normalised sequences."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.config import LABELS, MANIFEST, SEGMENTS_DIR, load_section  # noqa: E402
-from pipeline.corpus.manifest import read_manifest  # noqa: E402
-from pipeline.segment import segment_corpus  # noqa: E402
-from pipeline.stage import run_stage  # noqa: E402
+from pipeline.config import LABELS, MANIFEST, SEGMENTS_DIR, load_section
+from pipeline.corpus.manifest import read_manifest
+from pipeline.segment import segment_corpus
+from pipeline.stage import run_stage
 
 
 def main() -> None:

@@ -9,16 +9,13 @@ When `eliminate` is asked for, the first stage also trains `standard` (the impor
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.config import METRICS_DIR, MODELS_DIR, load_section  # noqa: E402
-from pipeline.importance import IMPORTANCE_FILE, read_importance  # noqa: E402
-from pipeline.segments import load_segments  # noqa: E402
-from pipeline.stage import run_stage  # noqa: E402
-from pipeline.store import write_json  # noqa: E402
-from pipeline.train import ELIMINATE, MODELS_ELIMINATE_DIR, STANDARD, known_strategies, train_all  # noqa: E402
+from pipeline.config import METRICS_DIR, MODELS_DIR, load_section
+from pipeline.importance import IMPORTANCE_FILE, read_importance
+from pipeline.segments import load_segments
+from pipeline.stage import run_stage
+from pipeline.store import write_json
+from pipeline.train import ELIMINATE, MODELS_ELIMINATE_DIR, STANDARD, known_strategies, train_all
 
 
 def main(argv: list[str] | None = None) -> None:
