@@ -2,53 +2,114 @@
 
 from __future__ import annotations
 
-import runpy
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from pipeline.config import FEATURES_DIR, PARAMS_FILE, SECTIONS, load_section
+from pipeline.config import FEATURES_DIR, PARAMS_FILE, SECTIONS, check_params, did_you_mean, load_section
 from pipeline.errors import PipelineError
 
 app = typer.Typer(help="Multimodal emotion recognition under missing modalities.", no_args_is_help=True)
 console = Console()
 
-STAGES = ["corpus", "faces", "face_embed", "lld", "wav2vec2", "bert", "segment", "train", "evaluate", "report"]
+DVC_FILE = "dvc.yaml"
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    for line in str(message).splitlines() or [""]:
+        console.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True)
     raise typer.Exit(1)
 
 
+def dvc_stages(root: str | Path = ".") -> dict[str, str | None]:
+    """{stage name: its shell command} of `<root>/dvc.yaml`, in file order, with the names DVC shows:
+    a `foreach:`/`matrix:` stage expands to one `name@key` per item, its `${item…}` filled in (DVC
+    itself does the expansion and interpolation). Without DVC installed the file is read as YAML and
+    an expanding stage maps to None (`dvc repro <name>` runs it). PipelineError when the file is
+    missing or invalid. The one list of stages: `mer run` and the tests read it here."""
+    root = Path(root)
+    path = root / DVC_FILE
+    if not path.exists():
+        raise PipelineError(f"{path}: not found; run `mer` from the repository root")
+    try:
+        from dvc.repo import Repo
+    except ImportError:
+        return _yaml_stages(path)
+    try:
+        with Repo(str(root), uninitialized=True) as repo:
+            stages = [s for s in repo.index.stages if s.path_in_repo == DVC_FILE]
+            return {s.addressing: _command(s.cmd) for s in stages}
+    except Exception as e:  # DVC's own errors (invalid dvc.yaml, bad interpolation) carry the reason
+        raise PipelineError(f"{path}: DVC cannot read it: {e}") from None
+
+
+def dvc_stage_names(root: str | Path = ".") -> list[str]:
+    """The names of `dvc_stages(root)`, in dvc.yaml's order."""
+    return list(dvc_stages(root))
+
+
+def _command(cmd: str | list[str] | None) -> str | None:
+    return " && ".join(cmd) if isinstance(cmd, list) else cmd
+
+
+def _yaml_stages(path: Path) -> dict[str, str | None]:
+    try:
+        stages = (yaml.safe_load(path.read_text()) or {}).get("stages") or {}
+    except yaml.YAMLError as e:
+        raise PipelineError(f"{path}: not valid YAML: {e}") from None
+    return {name: None if "foreach" in st or "matrix" in st else _command(st.get("cmd")) for name, st in stages.items()}
+
+
 @app.command()
-def run(stage: str = typer.Argument(..., help=f"one of: {', '.join(STAGES)}")) -> None:
-    """Run one stage outside DVC (DVC's caching and dependency checks are skipped: prefer `dvc repro`)."""
-    if stage not in STAGES:
-        _fail(f"unknown stage '{stage}'; stages: {', '.join(STAGES)}")
-    script = Path("stages") / f"{stage}.py"
-    if not script.exists():
-        _fail(f"{script} not found: run `mer` from the repository root")
-    sys.argv = [str(script)]
-    runpy.run_path(str(script), run_name="__main__")
+def run(stage: str = typer.Argument(..., help="a stage of dvc.yaml (`dvc stage list` shows them)")) -> None:
+    """Run one stage of dvc.yaml outside DVC: its `cmd`, from the repository root (DVC's caching and
+    dependency checks are skipped: prefer `dvc repro`). params.yaml is checked first."""
+    root = Path.cwd()
+    try:
+        stages = dvc_stages(root)
+    except PipelineError as e:
+        _fail(str(e))
+    if stage not in stages:
+        expanded = [s for s in stages if s.startswith(f"{stage}@")]
+        if expanded:
+            _fail(f"'{stage}' runs once per item in dvc.yaml; run one of: {', '.join(expanded)}")
+        _fail(f"unknown stage '{stage}'{did_you_mean(stage, list(stages))}; stages in {DVC_FILE}: {', '.join(stages)}")
+    cmd = stages[stage]
+    if cmd is None:
+        _fail(f"stage '{stage}' expands over items (foreach/matrix) and DVC is not installed: run `dvc repro {stage}`")
+    problems = check_params(PARAMS_FILE)  # the cwd is the root
+    if problems:
+        _fail("\n".join(problems))
+    # dvc.yaml's commands call `python`: the interpreter running `mer`, as under an activated venv
+    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    console.print(f"[bold]{escape(stage)}[/bold]: {escape(cmd)}", soft_wrap=True)
+    code = subprocess.run(cmd, shell=True, cwd=root, env=env).returncode
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
 def params(section: str = typer.Argument(None, help="a params.yaml section; all when omitted")) -> None:
-    """Print the validated parameters, defaults filled in."""
-    names = [section] if section else list(SECTIONS)
-    for name in names:
-        if name not in SECTIONS:
-            _fail(f"unknown section '{name}'; sections: {', '.join(SECTIONS)}")
+    """Print the validated parameters, defaults filled in; every problem of params.yaml (one line
+    each, exit 1) instead when there is one."""
+    if section is not None and section not in SECTIONS:
+        _fail(f"unknown section '{section}'; sections: {', '.join(SECTIONS)}")
+    problems = check_params(PARAMS_FILE)
+    if problems:
+        _fail("\n".join(problems))
+    for name in [section] if section else list(SECTIONS):
         try:
             values = load_section(name, PARAMS_FILE).model_dump(mode="json")
         except PipelineError as e:
             _fail(str(e))
-        console.print(yaml.safe_dump({name: values}, sort_keys=False).rstrip())
+        console.print(escape(yaml.safe_dump({name: values}, sort_keys=False).rstrip()))
 
 
 @app.command()
@@ -72,21 +133,43 @@ def features(directory: Path = typer.Option(FEATURES_DIR, help="where the featur
     console.print(table)
 
 
+def _model_overrides(train) -> dict[str, dict]:
+    """{model: overrides of its paper defaults}: the `model` section's `<name>.params` where
+    params.yaml has that section, else train.model_params."""
+    if "model" in SECTIONS:
+        return {name: dict(entry.params) for name, entry in load_section("model", PARAMS_FILE).root.items()}
+    return {name: dict(v) for name, v in train.model_params.items()}
+
+
 # dimensions of the demo's feature tables, used when no segments exist yet
 DEMO_DIMS = {"face": 4096, "acoustic": 25, "speech": 64, "text": 384}
 
 
 @app.command()
 def models(
-    as_json: bool = typer.Option(False, "--json", help="print {name: parameter count} as JSON"),
-    task: str = typer.Option("classification", help="classification | regression"),
+    names: list[str] = typer.Argument(None, help="only these models (all when omitted)"),
+    as_json: bool = typer.Option(False, "--json", help="print {name: parameter count} as JSON (null: cannot be built)"),
+    paper: bool = typer.Option(False, "--paper", help="the papers' default sizes, without train.model_params"),
+    task: str = typer.Option(None, help="classification | regression (default: train.task)"),
 ) -> None:
-    """List every registered model with its parameter count (paper defaults, this corpus's inputs)."""
+    """List the registered models with their parameter counts, each built as the train stage builds
+    it: on the modalities it takes of train.modalities, with train.model_params applied (--paper:
+    without them), for this corpus's feature dimensions (the demo's before `dvc repro segment`)."""
     import json
 
-    from pipeline.models.registry import MODELS, count_parameters, build_model, fit_modalities
+    from pipeline.models.registry import MODELS, ModelError, build_model, count_parameters, fit_modalities
     from pipeline.segments import META, SEGMENTS_DIR
 
+    try:
+        train = load_section("train", PARAMS_FILE)
+    except PipelineError as e:
+        _fail(str(e))
+    task = task or train.task
+    if task not in ("classification", "regression"):
+        _fail(f"--task must be classification or regression, got '{task}'")
+    unknown = [n for n in names or [] if n not in MODELS]
+    if unknown:
+        _fail(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(sorted(MODELS))}")
     meta_path = SEGMENTS_DIR / META
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
@@ -94,20 +177,36 @@ def models(
         source = str(meta_path)
     else:
         dims, n_classes, source = DEMO_DIMS, 4, "the demo's feature dimensions"
-    n_outputs = n_classes if task == "classification" else 2
-    counts: dict[str, int] = {}
-    for name in sorted(MODELS):
+    lacking = [m for m in train.modalities if m not in dims]
+    if lacking:
+        _fail(f"train.modalities {lacking} have no feature dimension in {source} (it has {', '.join(dims)}); "
+              "run `dvc repro segment`")
+    n_outputs = n_classes if task == "classification" else len(train.targets)
+    try:
+        model_overrides = _model_overrides(train)
+    except PipelineError as e:
+        _fail(str(e))
+    rows: dict[str, tuple[list[str], int | None, str]] = {}  # name -> (modalities, count, why not)
+    for name in names or sorted(MODELS):
+        try:  # exactly as pipeline/train.py: a model of fixed arity takes the first of train.modalities
+            mods = list(fit_modalities(name, {m: dims[m] for m in train.modalities}))
+        except ModelError as e:
+            rows[name] = ([], None, str(e))
+            continue
+        overrides = None if paper else model_overrides.get(name)
         try:
-            counts[name] = count_parameters(build_model(name, fit_modalities(name, dims), n_outputs, task))
+            n = count_parameters(build_model(name, {m: dims[m] for m in mods}, n_outputs, task, overrides))
         except PipelineError as e:
-            _fail(str(e))
+            rows[name] = (mods, None, str(e))
+            continue
+        rows[name] = (mods, n, "")
     if as_json:
-        print(json.dumps(counts, indent=2))
+        print(json.dumps({name: n for name, (_, n, _) in rows.items()}, indent=2))
         return
-    table = Table("model", "paper", "modalities", "parameters", title=f"inputs: {source}; task: {task}")
-    for name, n in counts.items():
-        entry = MODELS[name]
-        table.add_row(name, entry.paper, ", ".join(fit_modalities(name, dims)), f"{n:,}")
+    sizes = "paper defaults" if paper else "paper defaults with train.model_params"
+    table = Table("model", "paper", "modalities", "parameters", title=f"inputs: {source}; task: {task}; sizes: {sizes}")
+    for name, (mods, n, why) in rows.items():
+        table.add_row(name, MODELS[name].paper, ", ".join(mods), f"{n:,}" if n is not None else f"[red]{escape(why)}[/red]")
     console.print(table)
 
 
@@ -115,20 +214,26 @@ def models(
 def predict(
     video: Path = typer.Argument(..., help="a video (or audio) file in any container FFmpeg reads"),
     transcript: str = typer.Option(None, help="what is said, for the text modality (missing when omitted)"),
+    transcript_file: Path = typer.Option(None, help="a UTF-8 text file holding what is said (instead of --transcript)"),
     model: str = typer.Option(None, help="only runs of this model (e.g. crossmodal or crossmodal/standard)"),
     csv: Path = typer.Option(None, help="write the prediction as CSV here"),
 ) -> None:
     """Predict the emotion (or arousal/valence over time) of a new file with the trained models."""
     import csv as csv_module
 
-    from pipeline.predict import predict_file
+    from pipeline.predict import check_transcript, predict_file, read_transcript_file
 
     try:
-        result = predict_file(video, transcript=transcript, model=model)
+        if transcript is not None and transcript_file is not None:
+            _fail("give --transcript or --transcript-file, not both")
+        text = read_transcript_file(transcript_file) if transcript_file is not None else check_transcript(transcript)
+        result = predict_file(video, transcript=text, model=model)
     except PipelineError as e:
         _fail(str(e))
+    for modality, statement in result.random_weights.items():
+        console.print(f"[bold red]RANDOM weights:[/bold red] {escape(modality)}: {escape(statement)}", soft_wrap=True)
     for modality, why in result.missing.items():
-        console.print(f"[yellow]{modality} missing:[/yellow] {why}")
+        console.print(f"[yellow]{escape(modality)} missing:[/yellow] {escape(why)}", soft_wrap=True)
     if result.task == "classification":
         console.print(f"{result.clip}: [bold]{result.label}[/bold]  (mean of {len(result.runs)} runs)")
         for cls, p in zip(result.classes, result.probabilities):

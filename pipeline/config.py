@@ -43,6 +43,61 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Problems(ValueError):
+    """Several problems found by one validator, each `(where, message)` with `where` a dotted key
+    path below the validated field ('' for the field itself); `load_section` reports one line each."""
+
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        self.items = items
+        super().__init__("; ".join(f"{w}: {m}" if w else m for w, m in items))
+
+
+def did_you_mean(name: str, known: list[str] | tuple[str, ...]) -> str:
+    """' (did you mean 'x'?)' for the closest of `known`, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _unknown_name(kind: str, name: str, known: list[str] | tuple[str, ...]) -> str:
+    kinds = {"strategy": "strategies"}.get(kind, f"{kind}s")
+    return f"unknown {kind} '{name}'{did_you_mean(name, known)}; known {kinds}: {', '.join(known)}"
+
+
+def _model_names() -> list[str]:
+    from pipeline.models.registry import available_models  # imports torch: only when train is validated
+
+    return available_models()
+
+
+def _strategy_names() -> list[str]:
+    from pipeline.missing import STRATEGIES  # imports torch: only when train is validated
+
+    return list(STRATEGIES)
+
+
+def flat_errors(e: ValidationError) -> list[tuple[tuple[str, ...], str]]:
+    """(location, message) of each problem of `e`, a validator's `Problems` expanded into its items."""
+    out: list[tuple[tuple[str, ...], str]] = []
+    for err in e.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        cause = err.get("ctx", {}).get("error") if err["type"] == "value_error" else None
+        if isinstance(cause, Problems):
+            out += [(loc + tuple(w.split(".")) if w else loc, m) for w, m in cause.items]
+        else:
+            out.append((loc, str(cause) if cause is not None else err["msg"]))
+    return out
+
+
+def _pydantic_problems(e: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    out = []
+    for err in e.errors():
+        where = ".".join([prefix] * bool(prefix) + [str(p) for p in err["loc"]])
+        out.append((where, str(err["ctx"]["error"]) if err["type"] == "value_error" else err["msg"]))
+    return out
+
+
 OnError = Literal["fail", "skip"]
 ON_ERROR_HELP = "fail: stop at the first unusable clip; skip: mark the modality missing for it and log it"
 
@@ -269,6 +324,117 @@ class TrainParams(Section):
             raise ValueError(f"train.{info.field_name} lists an entry twice: {v}")
         return v
 
+    # Names are checked here, not when their stage runs: a typo fails `mer params` and every stage.
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, v: list[str]) -> list[str]:
+        known = _model_names()
+        bad = [(str(i), _unknown_name("model", m, known)) for i, m in enumerate(v) if m not in known]
+        if bad:
+            raise Problems(bad)
+        return v
+
+    @field_validator("strategies")
+    @classmethod
+    def _known_strategies(cls, v: list[str]) -> list[str]:
+        known = _strategy_names()
+        bad = [(str(i), _unknown_name("strategy", s, known)) for i, s in enumerate(v) if s not in known]
+        if bad:
+            raise Problems(bad)
+        return v
+
+    @field_validator("model_params")
+    @classmethod
+    def _valid_model_params(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Each key a registered model, each entry valid for that model's pydantic Params."""
+        import importlib
+
+        from pipeline.models.registry import MODELS
+
+        known, problems = _model_names(), []
+        for name, overrides in v.items():
+            if name not in MODELS:
+                problems.append((name, _unknown_name("model", name, known)))
+                continue
+            entry = MODELS[name]
+            params_cls = getattr(importlib.import_module(f"pipeline.models.{entry.module}"), entry.params)
+            problems += _entry_problems(name, overrides, params_cls, f"{name}'s parameters")
+        if problems:
+            raise Problems(problems)
+        return v
+
+    @field_validator("model_train")
+    @classmethod
+    def _valid_model_train(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Each key a registered model, each entry loop settings only (LOOP_FIELDS), valid values."""
+        known, problems = _model_names(), []
+        for name, overrides in v.items():
+            if name not in known:
+                problems.append((name, _unknown_name("model", name, known)))
+                continue
+            problems += _entry_problems(name, overrides, LoopParams, "loop settings")
+        if problems:
+            raise Problems(problems)
+        return v
+
+    @field_validator("strategy_params")
+    @classmethod
+    def _valid_strategy_params(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Each key a training strategy, each entry valid for that strategy's Params (modality names
+        are checked when a model's strategy is made: they depend on the model's modalities)."""
+        import pipeline.missing as missing
+
+        known, problems = _strategy_names(), []
+        for name, overrides in v.items():
+            if name not in known:
+                problems.append((name, _unknown_name("strategy", name, known)))
+                continue
+            found = _entry_problems(name, overrides, missing.STRATEGIES[name].Params, f"{name}'s parameters")
+            validate = getattr(missing, "validate_strategy_params", None)
+            if validate is not None and not found:  # the strategy's own checks beyond its Params
+                try:
+                    validate(name, overrides)
+                except (PipelineError, ValueError) as e:
+                    found.append((name, str(e)))
+            problems += found
+        if problems:
+            raise Problems(problems)
+        return v
+
+
+# the settings of the training loop that `model_train` may override per model (pipeline/train.py)
+LOOP_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "grad_clip", "lr_schedule", "lr_patience", "lr_factor")
+
+
+def _loop_params() -> type[Section]:
+    from pydantic import create_model
+
+    return create_model(
+        "LoopParams", __base__=Section, **{f: (TrainParams.model_fields[f].annotation, TrainParams.model_fields[f]) for f in LOOP_FIELDS}
+    )
+
+
+LoopParams = _loop_params()
+
+
+def _entry_problems(name: str, overrides: Any, params_cls: type[BaseModel], what: str) -> list[tuple[str, str]]:
+    """Problems of one per-name entry (`{d_model: 128}`) validated against `params_cls`: an unknown
+    key names the known ones."""
+    if overrides is None:
+        return []
+    if not isinstance(overrides, dict):
+        return [(name, f"must be a mapping of parameters, got {overrides!r}")]
+    fields = list(params_cls.model_fields)
+    problems = [
+        (f"{name}.{k}", f"unknown parameter{did_you_mean(k, fields)}; {what}: {', '.join(fields)}")
+        for k in overrides if k not in fields
+    ]
+    try:
+        params_cls.model_validate({k: x for k, x in overrides.items() if k in fields})
+    except ValidationError as e:
+        problems += _pydantic_problems(e, name)
+    return problems
+
 
 class ImportanceParams(Section):
     """The automated importance search before `eliminate` training (000 §4, §6)."""
@@ -288,6 +454,39 @@ class EvaluateParams(Section):
         default_factory=lambda: ["all_present", "each_missing"],
         description="condition entries and grid shorthands; pipeline/missing.py's docstring lists every form",
     )
+
+    @field_validator("conditions")
+    @classmethod
+    def _valid_conditions(cls, v: list[str]) -> list[str]:
+        """Each entry's form, family and level (`pipeline.missing.parse_conditions`); whether its
+        modalities are the trained ones is checked by `check_params` and the evaluate stage."""
+        if not v:
+            raise ValueError("evaluate.conditions must not be empty")
+        problems = [(str(i), why) for i, entry in enumerate(v) if (why := condition_problem(entry))]
+        if problems:
+            raise Problems(problems)
+        return v
+
+
+def condition_problem(entry: str, modalities: list[str] | None = None) -> str | None:
+    """Why the `evaluate.conditions` entry is invalid, or None. Without `modalities` any modality
+    name passes (only the form, family and level are checked)."""
+    from pipeline.missing import parse_conditions  # imports torch: only when evaluate is validated
+
+    if not isinstance(entry, str):
+        return f"condition {entry!r} is not a string"
+    if modalities is None:
+        named = entry.split(":", 1)[1].split("@", 1)[0] if ":" in entry else ""
+        if ":" in entry and not named.strip():
+            return f"condition '{entry}' names no modality"
+        # the named modalities plus three others (so that `each_pair_missing` expands and a
+        # `missing:` entry leaves one modality)
+        modalities = list(dict.fromkeys(m.strip() for m in named.split("+") if m.strip())) + ["<m1>", "<m2>", "<m3>"]
+    try:
+        parse_conditions([entry, "all_present"], modalities)  # all_present: an entry may rightly expand to nothing
+    except (PipelineError, ValueError) as e:
+        return str(e)
+    return None
 
 
 class ReportParams(Section):
@@ -317,16 +516,35 @@ class ConfigError(PipelineError):
 
 
 def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """params.yaml as a dict of sections; ConfigError if it is unreadable or names a section that
+    does not exist (a misspelled section must not leave its stage on the defaults)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: not found (run from the repository root)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    unknown = [str(k) for k in data if k not in SECTIONS]
+    if unknown:
+        raise ConfigError("\n".join(
+            f"{path}: unknown section '{k}'{did_you_mean(k, list(SECTIONS))}; known sections: {', '.join(SECTIONS)}"
+            for k in unknown
+        ))
     return data
+
+
+def section_problems(name: str, raw: Any) -> list[str]:
+    """One line `<section>.<key>: <problem>` per problem of section `name`'s raw values."""
+    try:
+        SECTIONS[name].model_validate(raw or {})
+    except ValidationError as e:
+        return [f"{'.'.join((name,) + loc)}: {msg}" for loc, msg in flat_errors(e)]
+    return []
 
 
 def load_section(name: str, path: str | Path = PARAMS_FILE) -> Any:
@@ -335,9 +553,40 @@ def load_section(name: str, path: str | Path = PARAMS_FILE) -> Any:
     raw = read_params(path).get(name) or {}
     try:
         return model.model_validate(raw)
-    except ValidationError as e:
-        lines = [f"  {name}.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+    except ValidationError:
+        lines = [f"  {line}" for line in section_problems(name, raw)]
         raise ConfigError(f"{path}: invalid section '{name}':\n" + "\n".join(lines)) from None
+
+
+def check_params(path: str | Path = PARAMS_FILE) -> list[str]:
+    """Every problem of params.yaml, one line each (empty when it is valid): unknown sections,
+    invalid values of every section, and `evaluate.conditions` naming a modality that no model in
+    the train grid takes. `mer params` and `mer run` call it before anything runs."""
+    try:
+        data = read_params(path)
+    except ConfigError as e:
+        return str(e).splitlines()
+    problems = [f"{path}: {line}" for name in SECTIONS for line in section_problems(name, data.get(name))]
+    if problems:
+        return problems
+    train, evaluate = load_section("train", path), load_section("evaluate", path)
+    from pipeline.models.registry import ModelError, available_models, fit_modalities
+
+    # the grid's models: `grid.models` where params.yaml has a grid section, else train.models
+    grid, where = (load_section("grid", path), "grid.models") if "grid" in SECTIONS else (train, "train.models")
+    every = bool(getattr(grid, "all_models", False))
+    trained: list[str] = []  # the modalities the evaluate stage will see: those the grid's models take
+    for model in available_models() if every else grid.models:
+        try:
+            trained += [m for m in fit_modalities(model, {m: 0 for m in train.modalities}) if m not in trained]
+        except ModelError as e:
+            if not every:
+                problems.append(f"{path}: {where}: {e}")
+    for i, entry in enumerate(evaluate.conditions):
+        why = condition_problem(entry, trained) if trained else None
+        if why:
+            problems.append(f"{path}: evaluate.conditions.{i}: {why}")
+    return problems
 
 
 def section_hash(section: BaseModel) -> str:

@@ -38,6 +38,8 @@ class Prediction:
     values: np.ndarray | None = None  # [T, K] mean over runs (regression)
     targets: list[str] = field(default_factory=list)
     missing: dict[str, str] = field(default_factory=dict)  # modality -> why it is missing
+    # modality -> weights statement, for each modality a run used whose feature backbone had RANDOM weights
+    random_weights: dict[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str | None:
@@ -51,6 +53,45 @@ class Prediction:
                 for t, row in zip(self.t, self.values)]
 
 
+NO_TRANSCRIPT = "no transcript given (--transcript or --transcript-file)"
+# why a modality has no usable row, by the extractor's kind of input
+NOTHING_FOUND = {"video": "no face found", "text": "no words in the transcript", "audio": "no usable audio"}
+
+
+def check_transcript(text: str | None, source: str = "--transcript") -> str | None:
+    """`text` if it can be encoded as UTF-8, else PredictError in one line. A command-line argument
+    that is not valid UTF-8 reaches Python with its bad bytes as lone surrogates (surrogateescape)."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = text[e.start]
+        byte = f"byte 0x{ord(bad) - 0xDC00:02x}" if 0xDC80 <= ord(bad) <= 0xDCFF else f"character {bad!r}"
+        raise PredictError(
+            f"{source} is not valid UTF-8 text ({byte} at character {e.start}); give it as UTF-8, "
+            "or put it in a UTF-8 text file and pass --transcript-file"
+        ) from None
+    return text
+
+
+def read_transcript_file(path: str | Path) -> str:
+    """The UTF-8 text of a transcript file (a BOM is dropped), stripped; PredictError naming the file
+    when it cannot be read or is not UTF-8."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise PredictError(f"--transcript-file {path}: cannot be read ({e.strerror or e})") from None
+    try:
+        return data.decode("utf-8-sig").strip()
+    except UnicodeDecodeError as e:
+        raise PredictError(
+            f"--transcript-file {path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+            "convert it to UTF-8, e.g. `iconv -f latin1 -t utf-8`"
+        ) from None
+
+
 def _features(video: Path, clip: Clip, modalities: dict[str, str], work: Path) -> tuple[dict, dict[str, str]]:
     """{modality: ClipFeatures} for the file, and {modality: reason} for the ones that are missing."""
     from pipeline.extract.registry import build_extractor
@@ -60,25 +101,40 @@ def _features(video: Path, clip: Clip, modalities: dict[str, str], work: Path) -
         try:
             kwargs = {}
             if feature in ("vggface", "resnet50"):  # crops come from MTCNN, exactly as the faces stage makes them
-                kwargs["detections"] = _detect_faces(clip, work)
-            rows[modality] = build_extractor(feature, **kwargs).process_clip(clip, Path("."))
+                kwargs["faces_meta"], kwargs["detections"] = _detect_faces(clip)
+            extractor = build_extractor(feature, **kwargs)
+            if extractor.modality == "text" and clip.transcript is None:
+                missing[modality] = NO_TRANSCRIPT
+                continue
+            rows[modality] = extractor.process_clip(clip, Path("."))
             if not rows[modality].present.any():
-                missing[modality] = "no usable frame (no face / no words)"
+                missing[modality] = NOTHING_FOUND.get(extractor.modality, f"no usable {extractor.modality} row")
         except MediaError as e:
             missing[modality] = str(e)
     return rows, missing
 
 
-def _detect_faces(clip: Clip, work: Path) -> Path:
-    from pipeline.extract.faces import FaceDetector, detections_table, table_meta
-    from pipeline.store import write_table
+def random_weights(runs_info: list[dict], segments: Segments) -> dict[str, str]:
+    """{modality: weights statement} of every modality that a run used and whose feature backbone ran
+    on RANDOM weights; the model file's `weights` first, the segments metadata where it has none."""
+    out: dict[str, str] = {}
+    for info in runs_info:
+        stored = info.get("weights") or {}
+        for m in info.get("modalities", []):
+            statement = stored.get(m) or (segments.modalities[m].weights_statement if m in segments.modalities else "")
+            if "RANDOM" in statement:
+                out.setdefault(m, statement)
+    return out
+
+
+def _detect_faces(clip: Clip) -> tuple[dict, dict]:
+    """(metadata, {clip id: ClipDetections}) of the file, as the faces stage would detect it: what a
+    face embedder takes, in memory."""
+    from pipeline.extract.faces import FaceDetector, table_meta
 
     params = load_section("faces")
     detections = FaceDetector(params).process_video(clip.media())
-    meta = table_meta(params, [clip.clip_id], {})
-    path = work / "detections.parquet"
-    write_table(path, detections_table({clip.clip_id: detections}, meta))
-    return path
+    return table_meta(params, [clip.clip_id], {}), {clip.clip_id: detections}
 
 
 def predict_file(
@@ -90,12 +146,12 @@ def predict_file(
 ) -> Prediction:
     """Predict the emotion (or arousal/valence over time) of one media file with every trained run
     (or those whose name starts with `model`), averaging over runs."""
-    from pipeline.evaluate import find_trained
-    from pipeline.train import MODELS_ELIMINATE_DIR, load_trained, predict
+    from pipeline.runs import find_trained, load_trained, predict
 
     video = Path(video)
+    transcript = check_transcript(transcript)
     info = probe(video)
-    runs = find_trained(models_dirs or [MODELS_DIR, MODELS_ELIMINATE_DIR])
+    runs = find_trained(models_dirs or [MODELS_DIR])
     if model:
         runs = [r for r in runs if r[0] == model or r[0].startswith(f"{model}/")]
     if not runs:
@@ -114,9 +170,10 @@ def predict_file(
         values = np.where(present[:, None], (values - segments.mean[m]) / segments.std[m], 0.0)
         x[m], mask[m] = values[None].astype(np.float32), present[None]
 
-    outputs, names, task, targets = [], [], None, []
+    outputs, names, task, targets, infos = [], [], None, [], []
     for name, seed, path in runs:
         net, run = load_trained(path)
+        infos.append(run)
         task, targets = run["task"], run.get("targets") or []
         used = run["modalities"]
         outputs.append(predict(net, {m: x[m] for m in used}, {m: mask[m] for m in used})[0])
@@ -127,6 +184,6 @@ def predict_file(
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
         return Prediction(video.name, task, names, t, list(segments.classes), probabilities=probs.mean(axis=0),
-                          missing=missing)
+                          missing=missing, random_weights=random_weights(infos, segments))
     return Prediction(video.name, task, names, t, values=np.stack(outputs).mean(axis=0), targets=list(targets),
-                      missing=missing)
+                      missing=missing, random_weights=random_weights(infos, segments))
