@@ -9,7 +9,7 @@ Figures (targets from issue 3):
   clips) vs a naive per-image fp32 loop (target ≥ 3×) and vs the bf16 matmul bound of this machine
   (FLOPs of one image, counted by torch's FlopCounterMode, over the best bf16 GEMM rate measured now;
   target ≥ 50 %); min cosine of bf16 vs fp32 embeddings (target ≥ 0.999).
-- faces: the stage's frames/s (`detect_corpus`) vs a loop calling `MTCNN.detect` on one frame at a
+- faces: the stage's frames/s (`FacesExtractor` on the runner) vs a loop calling `MTCNN.detect` on one frame at a
   time, each with its detection count (target ≥ 3× at equal detections).
 - incremental: time to extract the corpus of N clips + 1 new clip with the cache of the N, over the
   time for that clip alone with an empty cache (target ≤ 1.5), per extractor and summed.
@@ -74,16 +74,14 @@ def available(features: list[str]) -> list[str]:
 def bench_faces(clips: list[Clip], work: Path) -> dict:
     from facenet_pytorch import MTCNN
 
-    from pipeline.extract.faces import detect_corpus, read_detections
+    from pipeline.extract.faces import FacesExtractor, read_detections
     from pipeline.media import iter_video_frames
-
-    from pipeline.extract.faces import FaceDetector
 
     params = load_section("faces", PARAMS)
     # models are built and warmed up outside the timings, for the stage and the naive loop alike
-    detector = FaceDetector(params, device="cpu")
-    detect_corpus(clips[:1], params, out=work / "warm.parquet", errors_dir=work / "err", detector=detector)
-    out, stage_s = timed(detect_corpus, clips, params, out=work / "faces.parquet", errors_dir=work / "err", detector=detector)
+    stage = FacesExtractor(params, device="cpu")
+    extract_corpus(stage, clips[:1], out=work / "warm.parquet", errors_dir=work / "err", on_error=params.on_error)
+    out, stage_s = timed(extract_corpus, stage, clips, out=work / "faces.parquet", errors_dir=work / "err", on_error=params.on_error)
     _, det = read_detections(out)
     frames = sum(len(d) for d in det.values())
     stage_found = int(sum(int(d.present.sum()) for d in det.values()))
@@ -101,8 +99,9 @@ def bench_faces(clips: list[Clip], work: Path) -> dict:
     naive_s = time.perf_counter() - t0
     # the fast settings of the faces stage (README): detect every 3rd step, interpolate a steady face
     every3 = params.model_copy(update={"detect_every": 3})
-    detector3 = FaceDetector(every3, device="cpu")
-    out3, every3_s = timed(detect_corpus, clips, every3, out=work / "faces3.parquet", errors_dir=work / "err", detector=detector3)
+    stage3 = FacesExtractor(every3, device="cpu")
+    stage3.detector  # built outside the timing, as above
+    out3, every3_s = timed(extract_corpus, stage3, clips, out=work / "faces3.parquet", errors_dir=work / "err", on_error=params.on_error)
     _, det3 = read_detections(out3)
     found3 = int(sum(int(d.present.sum()) for d in det3.values()))
     return {
@@ -150,8 +149,8 @@ def image_flops(net: torch.nn.Module, size: int) -> int:
 def bench_face_embed(feature: str, clips: list[Clip], detections: Path, naive_images: int) -> dict:
     from pipeline.extract.faces import read_detections
 
-    ex = build_extractor(feature, PARAMS, detections=detections)
-    _, det = read_detections(detections)
+    meta, det = read_detections(detections)
+    ex = build_extractor(feature, PARAMS, detections=det, faces_meta=meta)
     crops = np.stack([det[c].crop(int(i)) for c in sorted(det) for i in np.flatnonzero(det[c].present)])
     n = len(crops)
 
@@ -200,16 +199,17 @@ def bench_incremental(features: list[str], clips: list[Clip], work: Path) -> tup
     """clips[:-1] is the corpus, clips[-1] the added clip. Every stage of the extraction, faces
     first (the face embedders read its detections), timed on the corpus + 1 clip with the cache of the
     corpus, and on the one clip alone with an empty cache; models are built once, outside the timing."""
-    from pipeline.extract.faces import FaceDetector, detect_corpus
+    from pipeline.extract.faces import FacesExtractor, read_detections
 
     corpus, new = clips[:-1], clips[-1]
     audio_s = sum(c.duration for c in corpus)
     out, rtf = {}, {}
     fparams = load_section("faces", PARAMS)
-    detector = FaceDetector(fparams, device="cpu")
+    faces_ex = FacesExtractor(fparams, device="cpu")
+    faces_ex.detector  # MTCNN built once, outside the timings
 
     def faces(cl, cache, dest):
-        return detect_corpus(cl, fparams, out=dest, errors_dir=work / "e", cache_root=cache, detector=detector)
+        return extract_corpus(faces_ex, cl, out=dest, errors_dir=work / "e", on_error=fparams.on_error, cache_dir=cache)
 
     faces(corpus, work / "cache", work / "det_corpus.parquet")
     _, inc_s = timed(faces, clips, work / "cache", work / "det_all.parquet")
@@ -217,9 +217,10 @@ def bench_incremental(features: list[str], clips: list[Clip], work: Path) -> tup
     out["faces"] = {"corpus_plus_one_s": inc_s, "one_clip_s": one_s, "ratio": inc_s / one_s}
     tot_inc, tot_one = inc_s, one_s
     log(f"incremental faces: {out['faces']}")
+    faces_meta, detections = read_detections(work / "det_all.parquet")
     for feat in features:
         face = feat in ("vggface", "resnet50")
-        ex = build_extractor(feat, PARAMS, detections=work / "det_all.parquet") if face else build_extractor(feat, PARAMS)
+        ex = build_extractor(feat, PARAMS, detections=detections, faces_meta=faces_meta) if face else build_extractor(feat, PARAMS)
         full = RunStats()
         extract_corpus(ex, corpus, out_dir=work / "f", errors_dir=work / "e", cache_dir=work / "cache", stats=full)
         inc = RunStats()

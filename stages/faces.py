@@ -1,21 +1,27 @@
 """DVC stage `faces`: MTCNN face detection and crops on every clip (params.yaml `faces`)
-→ data/faces/detections.parquet, data/errors/faces.csv. Clips already detected under the same
-params are read from the per-clip cache (data/cache/faces, `MER_CACHE_DIR`)."""
+→ data/faces/detections.parquet, data/errors/faces.csv. Runs `FacesExtractor` on the one extraction
+runner: clips already detected under the same params are read from the per-clip cache
+(data/cache/faces, `MER_CACHE_DIR`)."""
 
 from pipeline.config import CACHE_DIR, FACES, MANIFEST, load_section
 from pipeline.corpus.manifest import read_manifest
-from pipeline.extract.faces import detect_corpus, read_detections
+from pipeline.extract.faces import FacesExtractor
+from pipeline.extract.runner import RunStats, extract_corpus
 from pipeline.stage import run_stage
+from pipeline.store import read_table
 
 
 def main() -> None:
     params = load_section("faces")
     _, clips = read_manifest(MANIFEST)
-    out = detect_corpus(clips, params, out=FACES, cache_root=CACHE_DIR)
-    meta, detections = read_detections(out)
-    steps = sum(len(d) for d in detections.values())
-    found = sum(int(d.present.sum()) for d in detections.values())
-    print(f"faces: {len(detections)} clips, {found}/{steps} steps with a face, {len(meta['skipped'])} skipped → {out}")
+    stats = RunStats()
+    out = extract_corpus(FacesExtractor(params), clips, out=FACES, on_error=params.on_error, cache_dir=CACHE_DIR, stats=stats)
+    present = read_table(out, columns=["present"]).column("present")
+    found = sum(int(c.to_numpy(zero_copy_only=False).sum()) for c in present.chunks)
+    print(
+        f"faces: {len(clips) - len(stats.errors)} clips ({stats.extracted} detected, {stats.cached} from the cache), "
+        f"{found}/{len(present)} steps with a face, {len(stats.errors)} skipped → {out}"
+    )
 
 
 if __name__ == "__main__":

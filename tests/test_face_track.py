@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.extract.face_track import (
+from pipeline.extract.faces.face_track import (
     Candidates,
     FaceTracker,
     StepFace,

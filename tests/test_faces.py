@@ -16,20 +16,20 @@ from pipeline.corpus.manifest import Clip
 import torch
 from torch.nn.functional import interpolate
 
-from pipeline.extract.face_track import iou
 from pipeline.extract.faces import (
     SCHEMA,
     Candidates,
     FaceDetector,
+    FacesExtractor,
     cache_key,
     decode_jpeg,
-    detect_corpus,
     read_detections,
     select_face,
     square_crop,
 )
-from pipeline.extract.mtcnn_fast import AreaSampler, ExactMaxPool, fast_mtcnn_detect
-from pipeline.extract.runner import StageError
+from pipeline.extract.faces.face_track import iou
+from pipeline.extract.faces.mtcnn_fast import AreaSampler, ExactMaxPool, fast_mtcnn_detect
+from pipeline.extract.runner import RunStats, StageError, extract_corpus
 from pipeline.media import MediaError, iter_video_frames, probe, sample_times
 
 CLIPS = ("1001_DFA_ANG_XX", "1001_DFA_HAP_XX", "1001_DFA_SAD_XX")
@@ -54,6 +54,13 @@ def frames(video: Path) -> list[tuple[float, np.ndarray]]:
 
 def _clip(path: Path, clip_id: str | None = None) -> Clip:
     return Clip(clip_id=clip_id or path.stem, speaker="1001", media_path=str(path), duration=2.0)
+
+
+def _detect(clips: list[Clip], params: FacesParams, out: Path, errors_dir: Path, cache_root: Path | None = None,
+            detector: FaceDetector | None = None, stats: RunStats | None = None) -> Path:
+    """The faces stage's run: FacesExtractor on the one runner, writing the detections table `out`."""
+    ex = FacesExtractor(params, device="cpu", detector=detector)
+    return extract_corpus(ex, clips, out=out, errors_dir=errors_dir, on_error=params.on_error, cache_dir=cache_root, stats=stats)
 
 
 def _write_video(path: Path, frames: list[np.ndarray], fps: int = 5) -> Path:
@@ -181,7 +188,7 @@ def test_table_with_faceless_steps(tmp_path, frames):
     blank = np.zeros_like(face)
     video = _write_video(tmp_path / "mixed.mp4", [face, face, blank, blank, face, face, blank, face])
     params = FacesParams(crop_size=112, batch_size=3)
-    out = detect_corpus([_clip(video, "mixed")], params, out=tmp_path / "det.parquet", errors_dir=tmp_path / "err", device="cpu")
+    out = _detect([_clip(video, "mixed")], params, out=tmp_path / "det.parquet", errors_dir=tmp_path / "err")
     table = pq.read_table(out)
     assert table.schema.remove_metadata() == SCHEMA
     meta, det = read_detections(out)
@@ -201,7 +208,7 @@ def test_table_with_faceless_steps(tmp_path, frames):
 
 def test_corpus_sorted_and_per_clip(tmp_path, crema_d_dir):
     clips = [_clip(crema_d_dir / "VideoFlash" / f"{c}.flv") for c in reversed(CLIPS[:2])]
-    out = detect_corpus(clips, FacesParams(), out=tmp_path / "det.parquet", errors_dir=tmp_path / "err", device="cpu")
+    out = _detect(clips, FacesParams(), out=tmp_path / "det.parquet", errors_dir=tmp_path / "err")
     table = pq.read_table(out, columns=["clip_id", "t"])
     ids = table.column("clip_id").to_pylist()
     assert ids == sorted(ids) and set(ids) == set(CLIPS[:2])
@@ -224,10 +231,10 @@ def test_corrupt_and_truncated_video(tmp_path, detector, video):
 
     clips = [_clip(video), _clip(truncated), _clip(corrupt)]
     with pytest.raises(StageError, match="truncated.flv"):
-        detect_corpus(clips, FacesParams(on_error="fail"), out=tmp_path / "a.parquet", errors_dir=tmp_path / "e1")
+        _detect(clips, FacesParams(on_error="fail"), out=tmp_path / "a.parquet", errors_dir=tmp_path / "e1")
     assert not (tmp_path / "a.parquet").exists()
 
-    out = detect_corpus(clips, FacesParams(on_error="skip"), out=tmp_path / "b.parquet", errors_dir=tmp_path / "e2")
+    out = _detect(clips, FacesParams(on_error="skip"), out=tmp_path / "b.parquet", errors_dir=tmp_path / "e2")
     meta, det = read_detections(out)
     assert set(det) == {video.stem}
     assert set(meta["skipped"]) == {"truncated", "corrupt"}
@@ -406,9 +413,9 @@ def test_cache_detects_only_the_new_clip(tmp_path, crema_d_dir):
     clips = [_clip(crema_d_dir / "VideoFlash" / f"{c}.flv") for c in CLIPS]
     params = FacesParams()
     first = FaceDetector(params, device="cpu")
-    out1 = detect_corpus(clips[:2], params, out=tmp_path / "a.parquet", errors_dir=tmp_path / "e", cache_root=tmp_path / "cache", detector=first)
+    out1 = _detect(clips[:2], params, out=tmp_path / "a.parquet", errors_dir=tmp_path / "e", cache_root=tmp_path / "cache", detector=first)
     second = FaceDetector(params, device="cpu")
-    out2 = detect_corpus(clips, params, out=tmp_path / "b.parquet", errors_dir=tmp_path / "e", cache_root=tmp_path / "cache", detector=second)
+    out2 = _detect(clips, params, out=tmp_path / "b.parquet", errors_dir=tmp_path / "e", cache_root=tmp_path / "cache", detector=second)
     _, det1 = read_detections(out1)
     _, det2 = read_detections(out2)
     assert second.frames_detected == len(det2[CLIPS[2]])  # only the added clip went through MTCNN
@@ -416,6 +423,11 @@ def test_cache_detects_only_the_new_clip(tmp_path, crema_d_dir):
     for c in CLIPS[:2]:
         np.testing.assert_array_equal(det1[c].box, det2[c].box)
         assert det1[c].crops == det2[c].crops
+    # a rerun extracts nothing (MTCNN is not even loaded) and writes the same table
+    stats, rerun = RunStats(), FacesExtractor(params, device="cpu")
+    out3 = extract_corpus(rerun, clips, out=tmp_path / "c.parquet", errors_dir=tmp_path / "e", cache_dir=tmp_path / "cache", stats=stats)
+    assert (stats.extracted, stats.cached, rerun._detector) == (0, 3, None)
+    assert pq.read_table(out3).equals(pq.read_table(out2))
     # params that change detections change the key; batch size and the error policy do not
     assert cache_key(params) != cache_key(FacesParams(track=False)) != cache_key(FacesParams(detect_every=2))
     assert cache_key(params) == cache_key(FacesParams(batch_size=4, on_error="skip"))

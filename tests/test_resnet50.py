@@ -18,7 +18,7 @@ from pipeline.corpus.manifest import Clip
 from pipeline.extract.base import ExtractionError
 from pipeline.extract.device import bf16_supported
 from pipeline.extract.face_embed import preprocess
-from pipeline.extract.faces import detect_corpus, detections_table, read_detections
+from pipeline.extract.faces import FacesExtractor, detections_table, read_detections
 from pipeline.extract.resnet50 import MEAN_RGB, ResNet50Extractor, ResNet50Face, build_network, dag_names
 from pipeline.extract.runner import RunStats, extract_corpus
 from pipeline.media import probe
@@ -52,7 +52,7 @@ def clips(crema_d_dir: Path) -> list[Clip]:
 def detections(tmp_path_factory, clips) -> Path:
     """Real MTCNN detections of the three clips at 2 Hz, with step HOLE made faceless."""
     tmp = tmp_path_factory.mktemp("faces")
-    out = detect_corpus(clips, FacesParams(rate_hz=2.0), out=tmp / "det.parquet", errors_dir=tmp / "err", device="cpu")
+    out = extract_corpus(FacesExtractor(FacesParams(rate_hz=2.0), device="cpu"), clips, out=tmp / "det.parquet", errors_dir=tmp / "err")
     meta, det = read_detections(out)
     assert all(det[c].present.all() for c in CLIPS) and all(len(det[c]) >= 4 for c in CLIPS)
     clip_id, step = HOLE
@@ -60,6 +60,12 @@ def detections(tmp_path_factory, clips) -> Path:
     det[clip_id].crops[step] = None
     write_table(out, detections_table(det, meta))
     return out
+
+
+def _faces(path: Path) -> dict:
+    """What a face embedder takes: the detections table read once (metadata, clip id → detections)."""
+    meta, det = read_detections(path)
+    return dict(faces_meta=meta, detections=det, source=str(path))
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +263,7 @@ def test_crema_d_clips_through_resnet50(tmp_path, clips, detections, net0):
     """MTCNN detections of the real clips → resnet50 (random weights): one 2,048-d row per step,
     present exactly where a face was detected, equal to the plain network on the same crops; the
     three clips' crops go through the network together."""
-    ex = ResNet50Extractor(ResNet50Params(bf16=False, batch_size=8), detections=detections, device="cpu")
+    ex = ResNet50Extractor(ResNet50Params(bf16=False, batch_size=8), **_faces(detections), device="cpu")
     assert (ex.name, ex.modality, ex.dim, ex.rate_hz, ex.batch_clips) == ("resnet50", "video", 2048, 2.0, 16)
     calls = []
     forward = ex._forward
@@ -285,33 +291,32 @@ def test_crema_d_clips_through_resnet50(tmp_path, clips, detections, net0):
 
 
 def test_cache_keys_follow_the_crops_not_the_video(clips, detections, tmp_path):
-    ex = ResNet50Extractor(ResNet50Params(bf16=False), detections=detections, device="cpu")
+    ex = ResNet50Extractor(ResNet50Params(bf16=False), **_faces(detections), device="cpu")
     meta, det = read_detections(detections)
     keys = [ex.input_fingerprint(c, Path(".")) for c in clips]
     assert len(set(keys)) == 3
     # the same rows under another faces provenance (e.g. re-detection with another batch size):
     # same input and config keys
     meta2 = dict(meta, params=dict(meta["params"], batch_size=3), version="other")
-    write_table(tmp_path / "same.parquet", detections_table(det, meta2))
-    same = ResNet50Extractor(ResNet50Params(bf16=False, batch_size=5), detections=tmp_path / "same.parquet", device="cpu")
+    same = ResNet50Extractor(ResNet50Params(bf16=False, batch_size=5), detections=det, faces_meta=meta2, device="cpu")
     assert [same.input_fingerprint(c, Path(".")) for c in clips] == keys
     assert same.config_fingerprint() == ex.config_fingerprint()
     assert same.meta().params["faces"]["version"] == "other"  # still recorded as provenance
     # one crop changes: only that clip's key changes
+    det = copy.deepcopy(det)
     det[CLIPS[2]].crops[0] = det[CLIPS[2]].crops[1]
-    write_table(tmp_path / "changed.parquet", detections_table(det, meta))
-    changed = ResNet50Extractor(ResNet50Params(bf16=False), detections=tmp_path / "changed.parquet", device="cpu")
+    changed = ResNet50Extractor(ResNet50Params(bf16=False), detections=det, faces_meta=meta, device="cpu")
     assert [changed.input_fingerprint(c, Path(".")) for c in clips] == keys[:2] + [changed.input_fingerprint(clips[2], Path("."))]
     assert changed.input_fingerprint(clips[2], Path(".")) != keys[2]
-    assert ResNet50Extractor(ResNet50Params(layer="conv5_3_3x3"), detections=detections).config_fingerprint() != ex.config_fingerprint()
+    assert ResNet50Extractor(ResNet50Params(layer="conv5_3_3x3"), **_faces(detections)).config_fingerprint() != ex.config_fingerprint()
 
 
 def test_a_bad_crop_fails_its_clip_only(clips, detections, tmp_path):
     meta, det = read_detections(detections)
     det[CLIPS[1]].crops[0] = b"\xff\xd8 truncated jpeg"
     meta["skipped"] = {"broken": "broken.flv: file not found"}
-    write_table(tmp_path / "bad.parquet", detections_table(det, meta))
-    ex = ResNet50Extractor(ResNet50Params(layer="conv5_3_3x3", bf16=False), detections=tmp_path / "bad.parquet", device="cpu")
+    # a callable works as well as a mapping: detections of one clip at a time
+    ex = ResNet50Extractor(ResNet50Params(layer="conv5_3_3x3", bf16=False), detections=det.get, faces_meta=meta, device="cpu")
     assert ex.dim == 512
     group = [*clips, Clip(clip_id="broken", speaker="x", media_path="broken.flv", duration=1.0),
              Clip(clip_id="stranger", speaker="x", media_path="s.flv", duration=1.0)]
@@ -327,7 +332,7 @@ def test_a_bad_crop_fails_its_clip_only(clips, detections, tmp_path):
 
 @pytest.mark.skipif(not bf16_supported("cpu"), reason="CPU without native bf16 (AMX / AVX512-BF16)")
 def test_bf16_agrees_with_fp32(detections, crops):
-    ex = ResNet50Extractor(ResNet50Params(), detections=detections, device="cpu")
+    ex = ResNet50Extractor(ResNet50Params(), **_faces(detections), device="cpu")
     assert ex.precision == "bf16" and next(ex.fast_net.parameters()).dtype == torch.bfloat16
     assert next(ex.net.parameters()).dtype == torch.float32  # the reference network stays fp32
     with torch.inference_mode():

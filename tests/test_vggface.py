@@ -14,7 +14,7 @@ from pipeline.config import ConfigError, FaceEmbedParams, FacesParams
 from pipeline.corpus.manifest import Clip
 from pipeline.extract.base import ExtractionError
 from pipeline.extract.device import autocast_context, bf16_supported, cpu_has_amx, pick_device, precision
-from pipeline.extract.faces import detect_corpus, detections_table, read_detections
+from pipeline.extract.faces import FacesExtractor, detections_table, read_detections
 from pipeline.extract.runner import extract_corpus
 from pipeline.extract.vggface import MEAN_RGB, VggFaceDag, VggFaceExtractor, build_network, preprocess
 from pipeline.media import probe
@@ -39,7 +39,7 @@ def detections(tmp_path_factory, clip) -> Path:
     """Real MTCNN detections of one clip at 2 Hz (5 steps), with step HOLE made faceless and one
     clip recorded as skipped by the faces stage."""
     tmp = tmp_path_factory.mktemp("faces")
-    out = detect_corpus([clip], FacesParams(rate_hz=2.0), out=tmp / "det.parquet", errors_dir=tmp / "err", device="cpu")
+    out = extract_corpus(FacesExtractor(FacesParams(rate_hz=2.0), device="cpu"), [clip], out=tmp / "det.parquet", errors_dir=tmp / "err")
     meta, det = read_detections(out)
     d = det[CLIP]
     assert d.present.all()
@@ -48,6 +48,12 @@ def detections(tmp_path_factory, clip) -> Path:
     meta["skipped"] = {"broken": "broken.flv: file not found"}
     write_table(out, detections_table(det, meta))
     return out
+
+
+def _faces(path: Path) -> dict:
+    """What a face embedder takes: the detections table read once (metadata, clip id → detections)."""
+    meta, det = read_detections(path)
+    return dict(faces_meta=meta, detections=det, source=str(path))
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +121,7 @@ def test_random_weights_are_seeded(net0, crops):
 
 
 def test_extractor_rows_meta_and_table(tmp_path, detections, clip, net0):
-    ex = VggFaceExtractor(FaceEmbedParams(bf16=False), detections=detections, device="cpu")
+    ex = VggFaceExtractor(FaceEmbedParams(bf16=False), **_faces(detections), device="cpu")
     assert (ex.name, ex.modality, ex.dim, ex.rate_hz) == ("vggface", "video", 4096, 2.0)
     rows = ex.process_clip(clip, Path("."))
     _, det = read_detections(detections)
@@ -139,11 +145,14 @@ def test_extractor_rows_meta_and_table(tmp_path, detections, clip, net0):
 
 
 def test_unknown_and_skipped_clips(detections):
-    ex = VggFaceExtractor(FaceEmbedParams(), detections=detections, device="cpu")
-    skipped = ex.process_clip(Clip(clip_id="broken", speaker="x", media_path="broken.flv", duration=1.0), Path("."))
-    assert len(skipped.t) == 0 and skipped.values.shape == (0, 4096)
-    with pytest.raises(ExtractionError, match="no detections for clip stranger"):
-        ex.process_clip(Clip(clip_id="stranger", speaker="x", media_path="s.flv", duration=1.0), Path("."))
+    faces = _faces(detections)
+    by_mapping = VggFaceExtractor(FaceEmbedParams(), **faces, device="cpu")
+    by_callable = VggFaceExtractor(FaceEmbedParams(), detections=faces["detections"].get, faces_meta=faces["faces_meta"], device="cpu")
+    for ex in (by_mapping, by_callable):
+        skipped = ex.process_clip(Clip(clip_id="broken", speaker="x", media_path="broken.flv", duration=1.0), Path("."))
+        assert len(skipped.t) == 0 and skipped.values.shape == (0, 4096)
+        with pytest.raises(ExtractionError, match="no detections for clip stranger"):
+            ex.process_clip(Clip(clip_id="stranger", speaker="x", media_path="s.flv", duration=1.0), Path("."))
 
 
 def test_state_dict_file_round_trip(tmp_path_factory, detections, crops):
@@ -155,7 +164,7 @@ def test_state_dict_file_round_trip(tmp_path_factory, detections, crops):
     x = preprocess(crops[:1])
     with torch.inference_mode():
         np.testing.assert_array_equal(loaded(x).numpy(), source(x).numpy())
-    ex = VggFaceExtractor(FaceEmbedParams(weights=str(path), bf16=False), detections=detections, device="cpu")
+    ex = VggFaceExtractor(FaceEmbedParams(weights=str(path), bf16=False), **_faces(detections), device="cpu")
     meta = ex.meta()
     assert meta.pretrained is True and meta.weights_statement.endswith("pretrained weights")
     assert len(meta.params["weights_sha256"]) == 64 and "vgg_face_dag.pth" in meta.notes

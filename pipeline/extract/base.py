@@ -3,7 +3,10 @@
 In the spirit of opensmile-python's `Smile`: an extractor is built from its params section, declares
 its output name, modality, rate and dimension, and turns one clip into rows (`ClipFeatures`). It does
 not loop over the corpus, write files or catch errors: the runner (`pipeline.extract.runner`) owns
-that, so every extractor gets the same progress bars, error policy and atomic writes.
+that, so every extractor gets the same progress bars, error policy and atomic writes. The optional
+hooks (`process_clips`, `input_fingerprint`, `clip_table`, `table_schema`) let an extractor batch
+across clips, say what it reads, or write another kind of table (the `faces` detector:
+`pipeline.extract.faces`).
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator
 
+import pyarrow as pa
+
 from pipeline.corpus.manifest import Clip
-from pipeline.store import ClipFeatures, FeatureMeta
+from pipeline.store import ClipFeatures, FeatureMeta, feature_schema, feature_table
 
 
 class ExtractionError(PipelineError):
@@ -69,6 +74,18 @@ class Extractor(ABC):
 
     #: how many uncached clips the runner hands to `process_clips` at once
     batch_clips: ClassVar[int] = 1
+
+    def clip_table(self, clip_id: str, rows: Any) -> pa.Table:
+        """One clip's result (what `process_clips` yielded) as rows of the output table: what the
+        per-clip cache stores and the runner streams into the table. Default: feature-table rows.
+        An extractor writing another kind of table (the faces stage's detections) overrides this and
+        `table_schema`; its first column must be clip_id."""
+        return feature_table(self.meta(), {clip_id: rows})
+
+    def table_schema(self, clip_ids: list[str], skipped: dict[str, str]) -> pa.Schema:
+        """Schema (with its metadata) of the output table, asked once the run knows which clips it
+        holds and which were skipped (clip id → error). Default: the feature table of `meta()`."""
+        return feature_schema(self.meta())
 
     def input_fingerprint(self, clip: Clip, root: Path) -> str:
         """Hash of everything this extractor reads for `clip`: part of the per-clip cache key. The

@@ -1,8 +1,13 @@
 """What the face-crop embedders share (`vggface`: VGG-Face fc6; `resnet50`: ResNet-50 on VGGFace2).
 
-Both read the crops of the `faces` stage (`data/faces/detections.parquet`), embed every present step
-with a frozen CNN and write one row per detection step; a step without a face is a present=False row
-of zeros. `FaceCropEmbedder` holds all of it; a subclass only builds its network and says what it is.
+Both embed the crops of the `faces` stage, every present step with a frozen CNN, and write one row
+per detection step; a step without a face is a present=False row of zeros. `FaceCropEmbedder` holds
+all of it; a subclass only builds its network and says what it is.
+
+* Detections come in memory: a mapping clip id → `ClipDetections` (or a callable giving a clip's
+  detections, None for an unknown clip) and the table's metadata — what
+  `pipeline.extract.faces.read_detections` returns. The registry reads data/faces/detections.parquet
+  once for the stages; `mer predict` passes the detections it just made for its one file.
 
 * Input: the crop is RGB 0–255 minus the network's mean colour, resized (bilinear) to 224² when the
   faces stage cropped to another size; no scaling by a std (both conversions' `meta`).
@@ -26,25 +31,28 @@ import copy
 import hashlib
 from abc import abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
-from pipeline.config import FACES, ConfigError
+from pipeline.config import ConfigError
 from pipeline.corpus.manifest import Clip
 from pipeline.extract.base import ExtractionError, Extractor, file_digest
 from pipeline.extract.cache import config_key
 from pipeline.extract.device import autocast_context, pick_device, precision
-from pipeline.extract.faces import ClipDetections, read_detections
+from pipeline.extract.faces.table import ClipDetections
 from pipeline.extract.runner import batched
 from pipeline.store import ClipFeatures, FeatureMeta
 
 INPUT_SIZE = 224
 #: params that change no output value (left out of the cache key)
 NOT_IN_KEY = ("batch_size", "on_error")
+
+#: a clip's detections by clip id: a mapping, or a callable returning None for an unknown clip
+Detections = Mapping[str, ClipDetections] | Callable[[str], ClipDetections | None]
 
 
 def preprocess(crops: np.ndarray | list[np.ndarray], mean_rgb: tuple[float, float, float], size: int = INPUT_SIZE) -> torch.Tensor:
@@ -131,10 +139,21 @@ class FaceCropEmbedder(Extractor):
     #: how 'random' weights are drawn, for notes
     random_init: ClassVar[str]
 
-    def __init__(self, params: Any, detections: str | Path = FACES, device: str | torch.device | None = None):
+    def __init__(
+        self,
+        params: Any,
+        detections: Detections,
+        faces_meta: Mapping[str, Any],
+        device: str | torch.device | None = None,
+        source: str = "face detections",
+    ):
+        """`detections` and `faces_meta`: what `read_detections` gives (clip id → ClipDetections,
+        and the table's `mer` metadata: rate_hz, skipped clips, provenance); `source` names where
+        they came from in error messages (the table's path)."""
         self.settings = params
-        self.detections_path = Path(detections)
-        self.faces_meta, self.detections = read_detections(self.detections_path)  # loaded once
+        self.source = str(source)
+        self.faces_meta = dict(faces_meta)
+        self._lookup = detections.get if isinstance(detections, Mapping) else detections
         self.rate_hz = float(self.faces_meta["rate_hz"])
         self.device = pick_device(device)
         self.precision = precision(self.device, params.bf16)
@@ -203,7 +222,7 @@ class FaceCropEmbedder(Extractor):
     def input_fingerprint(self, clip: Clip, root: Path) -> str:
         """Hash of the clip's detection rows (t, present, crop bytes), or of its skip reason."""
         h = hashlib.sha256()
-        det = self.detections.get(clip.clip_id)
+        det = self._lookup(clip.clip_id)
         if det is not None:
             h.update(np.ascontiguousarray(det.t, np.float64).tobytes())
             h.update(np.ascontiguousarray(det.present, bool).tobytes())
@@ -272,7 +291,7 @@ class FaceCropEmbedder(Extractor):
                     where.append((k, i))
                 except Exception as e:  # PIL raises several types for corrupt JPEG data
                     failed[k] = ExtractionError(
-                        f"{self.detections_path}: clip {clips[k].clip_id}: crop at t={dets[k].t[i]:.3f} s does not decode ({e})"
+                        f"{self.source}: clip {clips[k].clip_id}: crop at t={dets[k].t[i]:.3f} s does not decode ({e})"
                     )
             if crops:
                 out = self._forward(crops)
@@ -287,13 +306,14 @@ class FaceCropEmbedder(Extractor):
                 yield clip, ClipFeatures(dets[k].t, dets[k].present, values[k])
 
     def _clip_detections(self, clip_id: str) -> ClipDetections:
-        if clip_id in self.detections:
-            return self.detections[clip_id]
+        det = self._lookup(clip_id)
+        if det is not None:
+            return det
         if clip_id in self.faces_meta.get("skipped", {}):
             # faces ran with on_error=skip and recorded why in data/errors/faces.csv: the face
             # modality is missing for the whole clip, which a feature table expresses as "no rows"
             return ClipDetections.empty()
         raise ExtractionError(
-            f"{self.detections_path}: no detections for clip {clip_id}; the table was made for another "
+            f"{self.source}: no detections for clip {clip_id}; the table was made for another "
             f"manifest — rerun the faces stage"
         )

@@ -1,8 +1,9 @@
 """Extractors by feature name: which params section configures each, and how to build it.
 
 The stages and `mer predict` build extractors through this table, so a new extractor is one entry
-here plus its module. `vggface` embeds face crops and so needs a detections table (the `faces`
-stage's output, or one made on the fly for a single file by `pipeline.predict`).
+here plus its module. `vggface` and `resnet50` embed face crops and so need detections: by default
+the `faces` stage's table (data/faces/detections.parquet), read once here; `pipeline.predict` passes
+the detections it made in memory for its one file (`detections=`, `faces_meta=`).
 """
 
 from __future__ import annotations
@@ -15,22 +16,34 @@ from pipeline.config import FACES, load_section
 from pipeline.extract.base import Extractor
 
 
+def _face_inputs(detections, faces_meta, kw: dict) -> dict:
+    """The detections a face embedder takes: those given, or the faces stage's table read once."""
+    if detections is None:
+        from pipeline.extract.faces.table import read_detections
+
+        faces_meta, detections = read_detections(FACES)
+        kw.setdefault("source", str(FACES))
+    elif faces_meta is None:
+        raise TypeError("detections given without their faces_meta (the detections table's metadata)")
+    return dict(detections=detections, faces_meta=faces_meta, **kw)
+
+
 @dataclass(frozen=True)
 class ExtractorEntry:
     section: str  # params.yaml section
     build: Callable[..., Extractor]  # (params, **kwargs) -> Extractor
 
 
-def _vggface(params, detections: str | Path = FACES, **kw) -> Extractor:
+def _vggface(params, detections=None, faces_meta=None, **kw) -> Extractor:
     from pipeline.extract.vggface import VggFaceExtractor
 
-    return VggFaceExtractor(params, detections=detections, **kw)
+    return VggFaceExtractor(params, **_face_inputs(detections, faces_meta, kw))
 
 
-def _resnet50(params, detections: str | Path = FACES, **kw) -> Extractor:
+def _resnet50(params, detections=None, faces_meta=None, **kw) -> Extractor:
     from pipeline.extract.resnet50 import ResNet50Extractor
 
-    return ResNet50Extractor(params, detections=detections, **kw)
+    return ResNet50Extractor(params, **_face_inputs(detections, faces_meta, kw))
 
 
 def _egemaps(params, **kw) -> Extractor:

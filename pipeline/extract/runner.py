@@ -2,8 +2,10 @@
 
 For each clip the runner computes the cache key (`pipeline.extract.cache`); clips already cached are
 not extracted again. The missing ones go to the extractor in groups of `extractor.batch_clips` (so an
-extractor can batch work across clips), each result is cached as soon as it exists, and the table
-`data/features/<name>.parquet` is then streamed from the cache in clip order — memory stays flat in
+extractor can batch work across clips), each result is cached as soon as it exists (as the rows
+`extractor.clip_table` makes of it), and the table — `data/features/<name>.parquet`, or `out` where
+the stage names another (the faces stage: data/faces/detections.parquet), with the schema
+`extractor.table_schema` gives — is then streamed from the cache in clip order: memory stays flat in
 the corpus size, and a killed run keeps every clip it finished.
 
 Errors: a clip whose media cannot be used raises `ExtractionError` (or `MediaError`); under
@@ -31,7 +33,7 @@ from pipeline.errors import PipelineError
 from pipeline.extract.base import ExtractionError, Extractor
 from pipeline.extract.cache import ClipCache
 from pipeline.media import MediaError
-from pipeline.store import ClipFeatures, TableWriter, feature_schema, feature_table, write_text
+from pipeline.store import ClipFeatures, TableWriter, write_text
 
 OnError = Literal["fail", "skip"]
 T = TypeVar("T")
@@ -67,13 +69,12 @@ def extract_corpus(
     on_error: OnError = "fail",
     cache_dir: str | Path | None = None,
     stats: RunStats | None = None,
+    out: Path | None = None,
 ) -> Path:
     """Extract every clip (reusing cached clips under `cache_dir`; None: no persistent cache) and
-    write data/features/<name>.parquet; returns its path."""
+    write the table `out` (default: `out_dir`/<name>.parquet); returns its path."""
     stats = stats if stats is not None else RunStats()
     start = time.perf_counter()
-    meta = extractor.meta()
-    schema = feature_schema(meta)
     with ClipCache(extractor.name, extractor.config_fingerprint(), cache_dir) as cache:
         keys = {c.clip_id: extractor.input_fingerprint(c, root) for c in clips}
         todo = [c for c in clips if keys[c.clip_id] not in cache]
@@ -91,9 +92,10 @@ def extract_corpus(
                     elif isinstance(result, BaseException):
                         raise result  # a bug, not bad media: keep the traceback
                     else:
-                        cache.put(keys[clip.clip_id], feature_table(meta, {clip.clip_id: result}))
+                        cache.put(keys[clip.clip_id], extractor.clip_table(clip.clip_id, result))
                         stats.extracted += 1
-        out = Path(out_dir) / f"{extractor.name}.parquet"
+        out = Path(out) if out is not None else Path(out_dir) / f"{extractor.name}.parquet"
+        schema = extractor.table_schema(sorted(set(keys) - failed), dict(stats.errors))
         with TableWriter(out, schema) as writer:
             for clip_id in sorted(keys):
                 if clip_id in failed:

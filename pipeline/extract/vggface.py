@@ -27,14 +27,15 @@ weights; tests/test_vggface.py).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import FACES, FaceEmbedParams
+from pipeline.config import FaceEmbedParams
 from pipeline.extract import face_embed
-from pipeline.extract.face_embed import FaceCropEmbedder, check_state, load_torch_state
+from pipeline.extract.face_embed import Detections, FaceCropEmbedder, check_state, load_torch_state
 
 #: the vgg_face_dag.pth conversion's meta: RGB mean in 0–255, input side
 MEAN_RGB = (129.186, 104.762, 93.594)
@@ -133,12 +134,14 @@ class VggFaceExtractor(FaceCropEmbedder):
     def __init__(
         self,
         params: FaceEmbedParams,
-        detections: str | Path = FACES,
+        detections: Detections,
+        faces_meta: dict[str, Any],
         device: str | torch.device | None = None,
         relu: bool = False,
+        source: str = "face detections",
     ):
         self.relu = relu
-        super().__init__(params, detections=detections, device=device)
+        super().__init__(params, detections, faces_meta, device=device, source=source)
 
     def build_network(self) -> VggFaceDag:
         return build_network(self.settings.weights, self.settings.seed, relu=self.relu)

@@ -1,7 +1,7 @@
 """facenet-pytorch's MTCNN detection, fast and exact: the same networks, NMS and thresholds as its
 `MTCNN.detect`, with its slow parts replaced by equivalents that give the same numbers — every area
 resampling (pyramid levels, per-candidate crops) read off one integral image (`AreaSampler`), and
-max pooling as elementwise maxima (`ExactMaxPool`). `pipeline.extract.faces` runs it per batch of
+max pooling as elementwise maxima (`ExactMaxPool`). `pipeline.extract.faces.detector` runs it per batch of
 frames; tests compare it with `MTCNN.detect` candidate by candidate.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.extract.face_track import Candidates
+from pipeline.extract.faces.face_track import Candidates
 
 
 def _area_bounds(start: torch.Tensor, length: torch.Tensor, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:

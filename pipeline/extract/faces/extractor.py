@@ -1,0 +1,103 @@
+"""The faces stage as an extractor on the one runner (`pipeline.extract.runner.extract_corpus`).
+
+`FacesExtractor` adapts `FaceDetector` to the extractor protocol (`pipeline.extract.base`):
+
+* `process_clips` hands the uncached clips to `FaceDetector.run`, which batches detection frames
+  across consecutive clips of one frame size and yields each clip's detections (or the MediaError
+  naming its file) in order. `batch_clips` is unbounded: the runner hands over every uncached clip
+  at once, so the frame batches are the same as over the whole corpus; `run` streams, keeping only
+  the clips whose frames still wait for a batch.
+* Per-clip cache key: `input_fingerprint` = the digest of the clip's video file (the only thing the
+  detector reads), `config_fingerprint` = `cache_key(params)`: detector, its version, STAGE_VERSION
+  and the params that change a detection (not batch_size, not on_error).
+* Output: `clip_table` / `table_schema` make the rows and schema of the detections table
+  (`pipeline.extract.faces.table`); the stage passes `out=FACES`, so the runner writes
+  data/faces/detections.parquet and data/errors/faces.csv.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Iterator
+
+import pyarrow as pa
+import torch
+
+from pipeline.config import FacesParams
+from pipeline.corpus.manifest import Clip
+from pipeline.extract.base import Extractor, file_digest
+from pipeline.extract.cache import config_key
+from pipeline.extract.faces.detector import FaceDetector
+from pipeline.extract.faces.table import (
+    DETECTOR,
+    STAGE_VERSION,
+    ClipDetections,
+    detections_table,
+    table_meta,
+    table_schema,
+)
+
+#: params that do not change a detection (left out of the cache key)
+_NOT_IN_CACHE_KEY = ("on_error", "batch_size")
+
+
+def cache_key(params: FacesParams) -> str:
+    """Config part of the per-clip cache key: detector, its version, STAGE_VERSION, the params that
+    change detections (selection and tracking included)."""
+    kept = params.model_dump(mode="json", exclude=set(_NOT_IN_CACHE_KEY))
+    return config_key(DETECTOR, package_version("facenet-pytorch"), STAGE_VERSION, kept)
+
+
+class FacesExtractor(Extractor):
+    """MTCNN detections and crops of every clip's video, for the runner. The detector (MTCNN) is
+    built on first use, so a run whose clips are all cached loads nothing."""
+
+    name = "faces"
+    version = STAGE_VERSION
+    modality = "video"
+    batch_clips: ClassVar[int] = sys.maxsize
+    dim = 0  # a detections table, not feature vectors
+
+    def __init__(self, params: FacesParams, device: str | torch.device | None = None, detector: FaceDetector | None = None):
+        self.settings = params
+        self.rate_hz = params.rate_hz
+        self._device = device
+        self._detector = detector
+
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:
+            self._detector = FaceDetector(self.settings, device=self._device)
+        return self._detector
+
+    # -- identity --------------------------------------------------------------------------------
+
+    def backbone(self) -> tuple[str, bool]:
+        return DETECTOR, True
+
+    def params(self) -> dict[str, Any]:
+        return self.settings.model_dump(mode="json")
+
+    def config_fingerprint(self) -> str:
+        return cache_key(self.settings)
+
+    def input_fingerprint(self, clip: Clip, root: Path) -> str:
+        return file_digest(clip.media(root))
+
+    # -- computing -------------------------------------------------------------------------------
+
+    def process_clip(self, clip: Clip, root: Path) -> ClipDetections:
+        return self.detector.process_video(clip.media(root))
+
+    def process_clips(self, clips: Iterable[Clip], root: Path) -> Iterator[tuple[Clip, ClipDetections | Exception]]:
+        yield from self.detector.run((clip, clip.media(root)) for clip in clips)
+
+    # -- the detections table --------------------------------------------------------------------
+
+    def clip_table(self, clip_id: str, rows: ClipDetections) -> pa.Table:
+        return detections_table({clip_id: rows}, {})
+
+    def table_schema(self, clip_ids: list[str], skipped: dict[str, str]) -> pa.Schema:
+        return table_schema(table_meta(self.settings, clip_ids, skipped))
