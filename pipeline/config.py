@@ -14,9 +14,12 @@ from pipeline.errors import PipelineError
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The validators below import the model and strategy registries only to check names; a stage that
+# merely reads its section does not run them, so they are not its code dependencies (pipeline/dvc_deps.py).
+LAZY_IMPORTS_VALIDATE_ONLY = True
 PARAMS_FILE = "params.yaml"
 
 # Where every stage writes; relative to the repository root (the working directory of `dvc repro`).
@@ -29,10 +32,8 @@ FACES = FACES_DIR / "detections.parquet"
 FEATURES_DIR = DATA / "features"
 SEGMENTS_DIR = DATA / "segments"
 MODELS_DIR = DATA / "models"
-MODELS_ELIMINATE_DIR = DATA / "models_eliminate"
 IMPORTANCE_DIR = DATA / "importance"
 EVALUATE_DIR = DATA / "evaluate"
-METRICS_DIR = DATA / "metrics"
 REPORT_DIR = DATA / "report"
 ERRORS_DIR = DATA / "errors"
 # Per-clip extraction cache (pipeline/extract/cache.py): not a DVC output, survives stage reruns.
@@ -493,6 +494,115 @@ class ReportParams(Section):
     title: str = "Multimodal emotion recognition under missing modalities"
 
 
+# ---- the run grid: one DVC stage per (model, strategy) family -------------------------------------
+# `train` holds the loop settings every run shares; which runs exist is `grid`, and each model's and
+# strategy's own settings are `model.<name>` and `strategy.<name>`. A family's stages list only its
+# entries (dvc.yaml), so an edit to one strategy's settings retrains only that strategy's runs.
+
+# keys that used to live in `train` and now have their own place (a clear error, never silently ignored)
+MOVED_FROM_TRAIN = {
+    "models": "grid.models", "strategies": "grid.strategies", "all_models": "grid.models (list them; `mer models`)",
+    "model_params": "model.<name>.params", "model_train": "model.<name>.train", "strategy_params": "strategy.<name>",
+}
+
+
+class TrainSection(TrainParams):
+    """The `train` section: TrainParams without the grid (see MOVED_FROM_TRAIN)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            moved = [(k, f"moved to {MOVED_FROM_TRAIN[k]}") for k in data if k in MOVED_FROM_TRAIN]
+            if moved:
+                raise Problems(moved)
+        return data
+
+
+class GridParams(Section):
+    """Which runs exist: every model × strategy (stages train@<model>-<strategy> and
+    evaluate@<model>-<strategy>) and, for the models in `eliminate`, 000 §4's importance search on
+    their `standard` runs and the `eliminate` runs it drives (importance@, train_eliminate@,
+    evaluate_eliminate@<model>)."""
+
+    models: list[str] = Field(default_factory=lambda: ["crossmodal"], description="registry names (`mer models`)")
+    strategies: list[str] = Field(default_factory=lambda: ["standard"], description="training strategies but eliminate")
+    eliminate: list[str] = Field(default_factory=list, description="models that also get importance search + eliminate")
+
+    @model_validator(mode="after")
+    def _grid(self) -> "GridParams":
+        problems: list[tuple[str, str]] = []
+        for key in ("models", "strategies", "eliminate"):
+            v = getattr(self, key)
+            if len(set(v)) != len(v):
+                problems.append((key, f"lists an entry twice: {v}"))
+        if not self.models:
+            problems.append(("models", "must not be empty"))
+        if not self.strategies:
+            problems.append(("strategies", "must not be empty"))
+        known_m, known_s = _model_names(), _strategy_names()
+        problems += [(f"models.{i}", _unknown_name("model", m, known_m)) for i, m in enumerate(self.models) if m not in known_m]
+        for i, s in enumerate(self.strategies):
+            if s == "eliminate":
+                problems.append((f"strategies.{i}", "'eliminate' runs after the importance search: list its models in grid.eliminate"))
+            elif s not in known_s:
+                problems.append((f"strategies.{i}", _unknown_name("strategy", s, known_s)))
+        for i, m in enumerate(self.eliminate):
+            if m not in self.models:
+                problems.append((f"eliminate.{i}", f"'{m}' is not in grid.models: its standard runs drive the search"))
+        if self.eliminate and "standard" not in self.strategies:
+            problems.append(("eliminate", "the importance search needs the 'standard' runs: add it to grid.strategies"))
+        if problems:
+            raise Problems(problems)
+        return self
+
+
+class ModelEntry(Section):
+    params: dict[str, Any] = Field(default_factory=dict, description="overrides of the paper defaults (`mer models`)")
+    train: dict[str, Any] = Field(default_factory=dict, description="the model's own loop settings (a paper's recipe)")
+
+
+class ModelSettings(RootModel[dict[str, ModelEntry]]):
+    """The `model` section: {model name: {params: {...}, train: {...}}}; names and keys validated."""
+
+    model_config = ConfigDict(frozen=True)
+
+    @model_validator(mode="after")
+    def _valid(self) -> "ModelSettings":
+        try:  # TrainParams' validators know each model's Params and the loop fields
+            TrainParams(model_params={n: e.params for n, e in self.root.items()},
+                        model_train={n: e.train for n, e in self.root.items()})
+        except ValidationError as e:
+            problems: list[tuple[str, str]] = []
+            for loc, msg in flat_errors(e):  # loc: (model_params | model_train, name, key…)
+                part = "params" if loc[0] == "model_params" else "train"
+                where = ".".join(loc[1:2] if msg.startswith("unknown model") else loc[1:2] + (part,) + loc[2:])
+                if (where, msg) not in problems:
+                    problems.append((where, msg))
+            raise Problems(problems) from None
+        return self
+
+    def get(self, name: str) -> ModelEntry:
+        return self.root.get(name) or ModelEntry()
+
+
+class StrategySettings(RootModel[dict[str, dict[str, Any]]]):
+    """The `strategy` section: {strategy name: its parameters}; names and keys validated."""
+
+    model_config = ConfigDict(frozen=True)
+
+    @model_validator(mode="after")
+    def _valid(self) -> "StrategySettings":
+        try:
+            TrainParams(strategy_params={n: dict(v or {}) for n, v in self.root.items()})
+        except ValidationError as e:
+            raise Problems([(".".join(loc[1:]), msg) for loc, msg in flat_errors(e)]) from None
+        return self
+
+    def get(self, name: str) -> dict[str, Any]:
+        return dict(self.root.get(name) or {})
+
+
 SECTIONS: dict[str, type[Section]] = {
     "corpus": CorpusParams,
     "faces": FacesParams,
@@ -504,7 +614,10 @@ SECTIONS: dict[str, type[Section]] = {
     "wav2vec2": Wav2Vec2Params,
     "bert": BertParams,
     "segment": SegmentParams,
-    "train": TrainParams,
+    "train": TrainSection,
+    "grid": GridParams,
+    "model": ModelSettings,
+    "strategy": StrategySettings,
     "importance": ImportanceParams,
     "evaluate": EvaluateParams,
     "report": ReportParams,

@@ -1,32 +1,27 @@
 """Evaluation: every trained run (model × strategy × seed) on 'test' under every missing-modality condition.
 
 Runs are found under one or more models folders (`<dir>/<model>/<strategy>/seed_<s>/model.pt`, see
-`pipeline.train`); a run is named `<model>/<strategy>` in every output (the `model` column). Each
+`pipeline.runs`); a run is named `<model>/<strategy>` in every output (the `model` column). Each
 condition is applied ONCE to the test data (its generator seeded with `condition_seed(name)`), and
 every run sees those same arrays, so runs are compared on identical missing data. Conditions are built
 for the union of the runs' modalities; a run never trained on a modality is, under `missing:<that
 modality>`, simply evaluated on its own inputs (which that condition leaves intact). All runs must
 share one task.
 
-Outputs (`out_dir` = data/evaluate, `metrics_dir` = data/metrics):
+Outputs of one run family (`out_dir` = data/evaluate/<model>/<strategy>):
     results.csv      model, seed, condition, metric, value          (long format, one row per number)
     summary.csv      model, condition, metric, mean, std, n_seeds    (std over seeds, ddof 1; empty if 1 seed)
     predictions.csv  classification: model, seed, condition, clip_id, true, pred   (class names)
                      regression:     model, seed, condition, clip_id, step, target, true, pred
                                      (valid target steps only)
-    conditions.csv   condition, model, <main metric>                 (seed mean; all_present and missing:*; a DVC bar plot;
-                                                                       macro_f1, or ccc_mean for regression)
-    evaluate.json    {model: {condition: {metric: seed mean}}}       (for `dvc metrics show`; all_present and
-                                                                      missing:* conditions only):
-                     classification accuracy, balanced_accuracy (UA), macro_f1 (UF1), weighted_f1 (WF1);
-                     regression ccc_<target>, ccc_mean, rmse_<target>
+and its headline metrics (`headline_metrics`, metrics/<model>-<strategy>.json, tracked by git so that
+`dvc exp show` and `dvc metrics diff` compare experiments). The report reads every family's files.
 Metrics: see `pipeline.metrics`. Regression CCC and RMSE are computed per target over the valid steps of
 all test sequences concatenated (time-continuous CCC, population statistics).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,32 +31,30 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.config import EVALUATE_DIR, METRICS_DIR, MODELS_DIR, EvaluateParams
-from pipeline.errors import PipelineError
+from pipeline import stats
+from pipeline.config import EVALUATE_DIR, MODELS_DIR, EvaluateParams
+from pipeline.extract.device import pick_device
 from pipeline.metrics import CLASSIFICATION_METRICS, regression_metric_names
-from pipeline.missing import Condition, condition_seed, parse_conditions
-from pipeline.segments import Segments
-from pipeline.store import write_json, write_text
-from pipeline.train import (
+from pipeline.missing import Condition, parse_conditions
+from pipeline.runs import (
     MODEL_FILE,
+    EvaluateError,
     Split,
+    apply_conditions,
+    find_trained,
     load_trained,
-    pick_device,
-    predict,
-    read_trained_info,
-    run_name,
-    score,
+    run_task,
+    score_conditions,
     selection_metric,
     task_split,
 )
+from pipeline.segments import Segments
+from pipeline.store import write_json, write_text
 
 JSON_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
 CURVES_DIR = "curves"
-_SEED_DIR = re.compile(r"^seed_(-?\d+)$")
-
-
-class EvaluateError(PipelineError):
-    """Evaluation cannot run (no trained models, models that do not fit the segments…)."""
+# headline metrics per run family: in git (not data/), so every commit and experiment carries them
+HEADLINE_DIR = Path("metrics")
 
 
 @dataclass
@@ -73,71 +66,25 @@ class EvaluationResults:
     metrics: dict[str, dict[str, dict[str, float]]]
 
 
-def find_trained(models_dirs: str | Path | Sequence[str | Path]) -> list[tuple[str, int, Path]]:
-    """(name "<model>/<strategy>", seed, path) of every `<dir>/<model>/<strategy>/seed_<s>/model.pt`
-    under the given folder(s) (missing folders are skipped), sorted by name, seed."""
-    dirs = [models_dirs] if isinstance(models_dirs, (str, Path)) else list(models_dirs)
-    found = []
-    for d in dirs:
-        for path in Path(d).glob(f"*/*/seed_*/{MODEL_FILE}"):
-            m = _SEED_DIR.match(path.parent.name)
-            if m:
-                found.append((run_name(path.parent.parent.parent.name, path.parent.parent.name), int(m.group(1)), path))
-    return sorted(found, key=lambda r: (r[0], r[1]))
-
-
-def run_task(runs: list[tuple[str, int, Path]], segments: Segments) -> tuple[str, list[str], list[str]]:
-    """(task, targets, modalities) shared by `runs`, after checking every run fits the segments."""
-    modalities: list[str] = []
-    tasks: dict[tuple[str, tuple[str, ...]], Path] = {}
-    for _, _, path in runs:
-        info = read_trained_info(path)
-        check_fits(path, info, segments)
-        tasks.setdefault((info["task"], tuple(info["targets"])), path)
-        modalities += [m for m in info["modalities"] if m not in modalities]
-    if len(tasks) > 1:
-        listed = "; ".join(f"{p}: {t}{list(tg) if tg else ''}" for (t, tg), p in tasks.items())
-        raise EvaluateError(f"the trained runs mix tasks/targets ({listed}); retrain them with one train.task")
-    (task, targets), = tasks
-    return task, list(targets), modalities
-
-
-def score_conditions(
-    model: torch.nn.Module,
-    info: dict[str, Any],
-    split: Split,
-    applied: dict[str, tuple[dict, dict]],
-    device: torch.device,
-    path: Path,
-) -> dict[str, tuple[dict[str, float], np.ndarray]]:
-    """{condition: (metrics, outputs)} of one run on `split` under each already-applied condition."""
-    mods, out = info["modalities"], {}
-    for name, (xc, mc) in applied.items():
-        pred = predict(model, {m: xc[m] for m in mods}, {m: mc[m] for m in mods}, device)
-        if not np.all(np.isfinite(pred)):
-            raise EvaluateError(f"{path}: non-finite outputs under condition '{name}'")
-        out[name] = (score(info["task"], split, pred, info["targets"]), pred)
-    return out
-
-
-def apply_conditions(conditions: list[Condition], split: Split) -> dict[str, tuple[dict, dict]]:
-    return {c.name: c.apply(split.x, split.mask, np.random.default_rng(condition_seed(c.name))) for c in conditions}
-
-
 def evaluate_all(
     segments: Segments,
     models_dir: str | Path | Sequence[str | Path] = MODELS_DIR,
     params: EvaluateParams | None = None,
     out_dir: str | Path = EVALUATE_DIR,
-    metrics_dir: str | Path = METRICS_DIR,
+    headline_path: str | Path | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
+    only: str | None = None,
 ) -> EvaluationResults:
+    """Evaluate the runs under `models_dir` (only those named `only`, e.g. "crossmodal/standard", when
+    given) under every condition; write results.csv, summary.csv and predictions.csv to `out_dir` and,
+    when `headline_path` is given, the run family's headline metrics there (`headline_metrics`)."""
     params = params or EvaluateParams()
-    runs = find_trained(models_dir)
+    runs = [r for r in find_trained(models_dir) if only is None or r[0] == only]
     if not runs:
         where = models_dir if isinstance(models_dir, (str, Path)) else " or ".join(map(str, models_dir))
-        raise EvaluateError(f"{where}: no trained models (<model>/<strategy>/seed_<s>/{MODEL_FILE}); run the train stage")
+        which = f"'{only}' " if only else ""
+        raise EvaluateError(f"{where}: no trained {which}models (<model>/<strategy>/seed_<s>/{MODEL_FILE}); run the train stage")
     task, targets, modalities = run_task(runs, segments)
     conditions = parse_conditions(params.conditions, modalities)
 
@@ -164,15 +111,31 @@ def evaluate_all(
     write_text(out_dir / "results.csv", out.results.write_csv())
     write_text(out_dir / "summary.csv", out.summary.write_csv())
     write_text(out_dir / "predictions.csv", out.predictions.write_csv())
-    headline_rows = pl.col("condition").eq("all_present") | pl.col("condition").str.starts_with("missing:")
-    write_text(out_dir / "conditions.csv", out.conditions.filter(headline_rows).write_csv())  # the bar chart
-    write_curves(out_dir / CURVES_DIR, out.conditions, conditions, selection_metric(task))
-    # `dvc metrics show` gets the headline conditions (all present, whole modalities missing); the
-    # graded grid is in results.csv / summary.csv and drawn as curves
-    headline = {run: {c: m for c, m in conds.items() if c == "all_present" or c.startswith("missing:")}
-                for run, conds in out.metrics.items()}
-    write_json(Path(metrics_dir) / "evaluate.json", headline)
+    if headline_path is not None:
+        write_json(headline_path, headline_metrics(out.summary, conditions, selection_metric(task)))
     return out
+
+
+def headline_metrics(summary: pl.DataFrame, conditions: list[Condition], metric: str) -> dict[str, Any]:
+    """The numbers a paper's table shows for one run family, seed means of the selection metric
+    (macro-F1 = UF1, or mean CCC): all modalities present, each modality missing, and the AUILC over
+    003's random-missing rates 0.0–0.9 of all modalities (Eq. 19) when those conditions were run.
+    Small on purpose: `dvc exp show` / `dvc metrics diff` compare these across experiments; the full
+    grid stays in results.csv and summary.csv."""
+    rows = summary.filter(pl.col("metric") == metric)
+    mean = {r["condition"]: float(r["mean"]) for r in rows.iter_rows(named=True)}
+    out: dict[str, Any] = {}
+    if "all_present" in mean:
+        out["all_present"] = round(mean["all_present"], 6)
+    for c in conditions:
+        if c.family == "missing" and isinstance(c.modality, str) and c.name in mean:
+            out[f"no_{c.modality}"] = round(mean[c.name], 6)
+    rates = [(float(c.level), mean[c.name]) for c in conditions
+             if c.family == "random_missing" and c.modality is None and c.name in mean]
+    if {r for r, _ in rates} >= set(stats.AUILC_RATES):
+        rates.sort()
+        out["auilc"] = round(stats.auilc([r for r, _ in rates], [v for _, v in rates]), 6)
+    return {metric: out}
 
 
 def curve_tables(table: pl.DataFrame, conditions: list[Condition], metric: str) -> dict[str, pl.DataFrame]:
@@ -193,17 +156,6 @@ def write_curves(out_dir: Path, table: pl.DataFrame, conditions: list[Condition]
     """One CSV per curve (`dvc plots show` draws one line per run, template .dvc/plots/robustness.json)."""
     for key, frame in curve_tables(table, conditions, metric).items():
         write_text(Path(out_dir) / f"{key}.csv", frame.write_csv())
-
-
-def check_fits(path: Path, info: dict[str, Any], segments: Segments) -> None:
-    lacking = [m for m in info["modalities"] if m not in segments.x]
-    if lacking:
-        raise EvaluateError(f"{path}: trained on modalities {lacking} that the segments lack ({list(segments.x)})")
-    wrong = {m: (d, int(segments.x[m].shape[-1])) for m, d in info["dims"].items() if d != segments.x[m].shape[-1]}
-    if wrong:
-        raise EvaluateError(f"{path}: feature dimensions (trained, segments) differ: {wrong}; retrain")
-    if info["task"] == "classification" and list(info["classes"]) != list(segments.classes):
-        raise EvaluateError(f"{path}: trained on classes {info['classes']}, the segments have {segments.classes}; retrain")
 
 
 def _predictions(

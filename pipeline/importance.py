@@ -16,7 +16,7 @@ set" (§6.2): 0.25 for one important modality (ρ_none 0.75), 0.333 each for two
 a number (the same ρ for every important modality; 0.25 is the paper's single-modality value), or
 {modality: ρ}. Σ ρ_i must not exceed 1.
 
-Output (data/importance/importance.json):
+Output (data/importance/<model>.json, one file per model, the `importance@<model>` stage):
     {model: {"important": [mod…], "rho": {mod: ρ}, "rho_none": ρ_none, "metric": name,
              "partition": "devel", "alpha": α, "seeds": [s…],
              "tests": {mod: {"all_present": mean, "missing": mean, "mean_drop": mean, "t": t, "p": p,
@@ -32,17 +32,23 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.config import MODELS_DIR
+from pipeline.config import IMPORTANCE_DIR, MODELS_DIR, ImportanceParams  # noqa: F401 (ImportanceParams re-exported)
 from pipeline.errors import PipelineError
-from pipeline.evaluate import apply_conditions, check_fits, find_trained, score_conditions
+from pipeline.extract.device import pick_device
 from pipeline.missing import AllPresent, MissingModality
-from pipeline.config import IMPORTANCE_DIR, ImportanceParams  # noqa: F401 (re-exported)
+from pipeline.runs import STANDARD, apply_conditions, check_fits, find_trained, load_trained, score_conditions, selection_metric, task_split
 from pipeline.segments import Segments
 from pipeline.stats import holm, paired_ttest
 from pipeline.store import write_json
-from pipeline.train import STANDARD, load_trained, pick_device, selection_metric, task_split
 
-IMPORTANCE_FILE = IMPORTANCE_DIR / "importance.json"
+
+# the eliminate runs keep a copy of the entry that drove them: data/models/<model>/eliminate/importance.json
+IMPORTANCE_COPY = "importance.json"
+
+
+def importance_file(model: str, root: str | Path = IMPORTANCE_DIR) -> Path:
+    """data/importance/<model>.json: one model's entry (the `importance@<model>` stage's output)."""
+    return Path(root) / f"{model}.json"
 
 
 class ImportanceError(PipelineError):
@@ -97,10 +103,12 @@ def importance_search(
     params: ImportanceParams | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
+    only: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The importance entry of every model with `standard` runs under `models_dir` (see module doc)."""
+    """The importance entry of every model with `standard` runs under `models_dir` (only model `only`
+    when given), see the module doc."""
     params = params or ImportanceParams()
-    runs = [r for r in find_trained(models_dir) if r[0].endswith(f"/{STANDARD}")]
+    runs = [r for r in find_trained(models_dir) if r[0].endswith(f"/{STANDARD}") and (only is None or r[0] == f"{only}/{STANDARD}")]
     if not runs:
         return {}
     dev = pick_device(device)
@@ -150,16 +158,16 @@ def importance_search(
     return out
 
 
-def write_importance(result: dict[str, Any], path: str | Path = IMPORTANCE_FILE) -> None:
+def write_importance(result: dict[str, Any], path: str | Path) -> None:
     write_json(path, result)
 
 
-def read_importance(path: str | Path = IMPORTANCE_FILE) -> dict[str, Any]:
+def read_importance(path: str | Path) -> dict[str, Any]:
     import json
 
     path = Path(path)
     if not path.exists():
-        raise ImportanceError(f"{path}: not found; run the importance stage (`dvc repro importance`)")
+        raise ImportanceError(f"{path}: not found; run the importance stage (`dvc repro importance@<model>`)")
     try:
         return json.loads(path.read_text())
     except ValueError as e:

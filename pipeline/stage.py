@@ -1,4 +1,16 @@
-"""What every stage script shares: run its main, turning pipeline errors into one clear line."""
+"""What every stage script shares: threads pinned, and its main run with pipeline errors turned into one
+clear line.
+
+Threads: every stage runs torch (and the OpenMP/BLAS pools under numpy, openSMILE's dependencies) on
+`MER_THREADS` threads, 1 unless set. Two reasons. (1) Results: a float reduction split over a different
+number of threads sums in a different order, so BERT features differed by up to 5.6e-6 between 1 and 2
+threads and every output after them changed hash; with the count fixed, a stage's outputs are
+byte-identical from run to run and clone to clone on the same kind of CPU. (2) Speed: on a machine
+whose cores are shared, an unpinned pool spins against the other process and ran 25–40× slower
+(`benchmarks/threads.py` measures it). MER_THREADS is an execution setting, not a parameter: DVC does
+not rerun anything when it changes, so a lab that raises it must not expect byte-identical outputs
+against a lock made with another count (they agree within float tolerance).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +21,45 @@ from typing import Callable
 from pipeline.errors import PipelineError
 
 
+THREADS_ENV = "MER_THREADS"
+_POOL_ENVS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def stage_threads() -> int:
+    """The thread count stages run with: MER_THREADS, else 1."""
+    raw = os.environ.get(THREADS_ENV, "1")
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise PipelineError(f"{THREADS_ENV}={raw!r}: expected a whole number of threads ≥ 1")
+    return n
+
+
+def pin_threads(n: int | None = None) -> int:
+    """Run torch's intra-op pool (and OpenMP/BLAS pools started after this call) on `n` threads
+    (default `stage_threads()`), with one inter-op thread; returns n."""
+    n = stage_threads() if n is None else n
+    for name in _POOL_ENVS:
+        os.environ[name] = str(n)
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set, or parallel work already started in this process
+        pass
+    return n
+
+
 def run_stage(main: Callable[[], object]) -> None:
-    """Run a stage's main; a PipelineError prints `error: <message>` and exits 1 (no traceback)."""
+    """Run a stage's main with pinned threads; a PipelineError prints `error: <message>` and exits 1
+    (no traceback)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
+        pin_threads()
         main()
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -21,25 +67,3 @@ def run_stage(main: Callable[[], object]) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-
-
-def extract_stage(feature: str) -> None:
-    """The body of an extraction stage: params section → extractor → every clip of the manifest →
-    data/features/<feature>.parquet (+ data/errors/<feature>.csv)."""
-    from pipeline.config import CACHE_DIR, MANIFEST, load_section
-    from pipeline.corpus.manifest import read_manifest
-    from pipeline.extract.registry import EXTRACTORS, build_extractor
-    from pipeline.extract.runner import RunStats, extract_corpus
-
-    on_error = load_section(EXTRACTORS[feature].section).on_error
-    _, clips = read_manifest(MANIFEST)  # before the model loads: a missing manifest fails fast
-    extractor = build_extractor(feature)
-    stats = RunStats()
-    out = extract_corpus(extractor, clips, on_error=on_error, cache_dir=CACHE_DIR, stats=stats)
-    meta = extractor.meta()
-    rate = "per word" if meta.rate_hz is None else f"at {meta.rate_hz:g} Hz"
-    print(
-        f"{feature}: {len(clips)} clips ({stats.extracted} extracted, {stats.cached} from the cache "
-        f"{CACHE_DIR}, {len(stats.errors)} skipped), {meta.dim}-d {rate} → {out}"
-    )
-    print(f"{feature}: {meta.weights_statement}")

@@ -53,30 +53,36 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from pipeline import missing
-from pipeline.config import MODELS_DIR, MODELS_ELIMINATE_DIR, TrainParams
+from pipeline.config import MODELS_DIR, PARAMS_FILE, TrainParams, load_section
+from pipeline.extract.device import pick_device
 from pipeline.errors import PipelineError
-from pipeline.metrics import classification_metrics, regression_metrics
 from pipeline.models.registry import ModelError, available_models, build_model, fit_modalities
+from pipeline.runs import (
+    ELIMINATE,
+    HISTORY_FILE,
+    MODEL_FILE,
+    REGRESSION_TARGETS,
+    STANDARD,
+    ModelBuildError,
+    Split,
+    TrainError,
+    n_outputs,
+    predict,
+    require_modalities,
+    run_dir,
+    run_name,
+    save_trained,
+    score,
+    selection_metric,
+    task_split,
+    to_tensors,
+)
 from pipeline.segments import Segments
-from pipeline.store import atomic_path, write_text
+from pipeline.store import write_text
 
-MODEL_FILE = "model.pt"
-HISTORY_FILE = "history.csv"
 LIVE_DIR = "dvclive"
-FORMAT_VERSION = 2
-EVAL_BATCH_SIZE = 64
-STANDARD, ELIMINATE = "standard", "eliminate"
-REGRESSION_TARGETS = ("arousal", "valence")  # the per-step target arrays `Segments` can hold
 CCC_EPS = 1e-8  # keeps the CCC loss finite on a batch whose targets and predictions are all constant
 # loop settings read with getattr so this module works before params.yaml/TrainParams define them
-
-
-class TrainError(PipelineError):
-    """Training cannot run on these segments/params; the message says why."""
-
-
-class ModelBuildError(TrainError):
-    """The model cannot be built for these inputs (e.g. AuxFormer takes exactly two modalities)."""
 
 
 @dataclass
@@ -90,123 +96,6 @@ class TrainBatch:
     y: Tensor  # labels [B] long (classification) or targets [B,T,K] float (regression)
     y_mask: Tensor | None  # [B,T] bool, regression only: the steps that count
     epoch: int  # 1-based
-
-
-@dataclass
-class Split:
-    """The usable sequences of one partition for a task."""
-
-    idx: np.ndarray  # rows of the segments
-    x: dict[str, np.ndarray]
-    mask: dict[str, np.ndarray]
-    y: np.ndarray  # [N] int64 labels, or [N,T,K] float32 targets
-    y_mask: np.ndarray | None  # [N,T] bool (regression)
-
-    def __len__(self) -> int:
-        return len(self.idx)
-
-
-# ---- data ----------------------------------------------------------------------------------------
-
-
-def require_modalities(segments: Segments, modalities: list[str], who: str) -> None:
-    lacking = [m for m in modalities if m not in segments.x]
-    if lacking:
-        raise TrainError(
-            f"{who} needs modalities {lacking} that the segments lack (they hold {list(segments.x)}); "
-            f"add them to segment.modalities or remove them from train.modalities"
-        )
-
-
-def task_split(
-    segments: Segments,
-    partition: str,
-    modalities: list[str],
-    task: str = "classification",
-    targets: list[str] | tuple[str, ...] = REGRESSION_TARGETS,
-    who: str = "training",
-) -> Split:
-    """The sequences of `partition` that carry labels for `task` (clips with label -1, or with no
-    valid target step, are left out)."""
-    require_modalities(segments, modalities, who)
-    idx = segments.indices(partition)
-    y_mask = None
-    if task == "classification":
-        idx = idx[segments.label[idx] >= 0]
-        y = segments.label[idx].astype(np.int64)
-    elif task == "regression":
-        unknown = [t for t in targets if t not in REGRESSION_TARGETS]
-        if unknown or not targets:
-            raise TrainError(f"train.targets {list(targets)}: regression targets must be among {list(REGRESSION_TARGETS)}")
-        if segments.label_mask is None or any(getattr(segments, t) is None for t in targets):
-            raise TrainError(
-                f"{who}: task 'regression' needs time-continuous targets {list(targets)}, but the segments hold "
-                "none (the corpus has no arousal/valence curves); use task 'classification'"
-            )
-        steps = np.arange(segments.label_mask.shape[1])
-        valid = segments.label_mask.astype(bool) & (steps[None, :] < segments.length[:, None])
-        idx = idx[valid[idx].any(axis=1)]
-        y = np.stack([getattr(segments, t)[idx] for t in targets], axis=-1).astype(np.float32)
-        y_mask = valid[idx]
-    else:
-        raise TrainError(f"unknown task {task!r}; use 'classification' or 'regression'")
-    return Split(
-        idx,
-        {m: segments.x[m][idx] for m in modalities},
-        {m: segments.mask[m][idx].astype(bool) for m in modalities},
-        y,
-        y_mask,
-    )
-
-
-def labelled_split(
-    segments: Segments, partition: str, modalities: list[str], who: str = "training"
-) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
-    """(indices, x, mask, labels) of the labelled sequences of `partition` (classification)."""
-    s = task_split(segments, partition, modalities, "classification", who=who)
-    return s.idx, s.x, s.mask, s.y
-
-
-def n_outputs(segments: Segments, task: str, targets: list[str]) -> int:
-    if task == "regression":
-        return len(targets)
-    if len(segments.classes) < 2:
-        raise TrainError(f"classification needs at least 2 classes, the segments have {segments.classes}")
-    return len(segments.classes)
-
-
-def to_tensors(
-    x: dict[str, np.ndarray], mask: dict[str, np.ndarray], rows: np.ndarray, device: torch.device
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    return (
-        {m: torch.from_numpy(np.ascontiguousarray(v[rows], dtype=np.float32)).to(device) for m, v in x.items()},
-        {m: torch.from_numpy(np.ascontiguousarray(v[rows], dtype=bool)).to(device) for m, v in mask.items()},
-    )
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module,
-    x: dict[str, np.ndarray],
-    mask: dict[str, np.ndarray],
-    device: torch.device | str = "cpu",
-    batch_size: int = EVAL_BATCH_SIZE,
-) -> np.ndarray:
-    """Outputs in eval mode: logits [N, C] or per-step predictions [N, T, K] (mode restored after)."""
-    was_training = model.training
-    model.eval()
-    n = len(next(iter(mask.values())))
-    out = []
-    try:
-        for start in range(0, n, batch_size):
-            xb, mb = to_tensors(x, mask, np.arange(start, min(start + batch_size, n)), torch.device(device))
-            out.append(model(xb, mb).float().cpu().numpy())
-    finally:
-        model.train(was_training)
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-
-predict_logits = predict  # the classification name
 
 
 # ---- losses and scores ---------------------------------------------------------------------------
@@ -233,19 +122,6 @@ def make_task_loss(task: str, y: Tensor, y_mask: Tensor | None) -> Callable[[Ten
     return lambda pred: ccc_loss(pred, y, y_mask)
 
 
-def score(task: str, split: Split, out: np.ndarray, targets: list[str] | None = None) -> dict[str, float]:
-    """The task's metrics of outputs `out` on `split` (classification_metrics or regression_metrics)."""
-    if task == "classification":
-        return classification_metrics(split.y, out.argmax(axis=1))
-    targets = list(targets or REGRESSION_TARGETS)
-    return regression_metrics(split.y[split.y_mask], out[split.y_mask], targets)
-
-
-def selection_metric(task: str) -> str:
-    """The devel metric early stopping (and the importance search) use; higher is better."""
-    return "macro_f1" if task == "classification" else "ccc_mean"
-
-
 def _devel_row(task: str, split: Split, out: np.ndarray, targets: list[str]) -> dict[str, float]:
     metrics = score(task, split, out, targets)
     if task == "classification":
@@ -258,10 +134,6 @@ def _devel_row(task: str, split: Split, out: np.ndarray, targets: list[str]) -> 
 
 
 # ---- reproducibility -----------------------------------------------------------------------------
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    return torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @contextmanager
@@ -282,38 +154,34 @@ def deterministic(seed: int) -> Iterator[None]:
 # ---- the grid ------------------------------------------------------------------------------------
 
 
-def run_name(model: str, strategy: str) -> str:
-    return f"{model}/{strategy}"
-
-
-def run_dir(out_dir: str | Path, model: str, strategy: str, seed: int) -> Path:
-    return Path(out_dir) / model / strategy / f"seed_{seed}"
-
-
 def known_strategies() -> list[str]:
-    names = getattr(missing, "STRATEGIES", None)
-    return list(names) if names else [STANDARD]
-
-
-class _Standard:
-    """Stand-in for `pipeline.missing.make_strategy('standard', …)` until that module provides it."""
-
-    def apply(self, x: dict, mask: dict, rng: np.random.Generator, epoch: int) -> tuple[dict, dict]:
-        return dict(x), dict(mask)
+    return list(missing.STRATEGIES)
 
 
 def make_training_strategy(name: str, modalities: list[str], params: TrainParams, importance: dict | None = None) -> Any:
     """`pipeline.missing.make_strategy(name, modalities, params.strategy_params[name], importance)`;
-    `importance` is the run's model entry of data/importance/importance.json (for `eliminate`)."""
-    make = getattr(missing, "make_strategy", None)
-    if make is None:
-        if name != STANDARD:
-            raise TrainError(f"strategy '{name}': this version of pipeline.missing only offers '{STANDARD}'")
-        return _Standard()
+    `importance` is the run's model entry of data/importance/<model>.json (for `eliminate`)."""
     try:
-        return make(name, list(modalities), dict(params.strategy_params.get(name, {})), importance)
+        return missing.make_strategy(name, list(modalities), dict(params.strategy_params.get(name, {})), importance)
     except (PipelineError, ValueError) as e:  # StrategyError: unknown name, bad params, no ρ for eliminate
         raise TrainError(str(e) if str(e).startswith(f"strategy '{name}'") else f"strategy '{name}': {e}") from None
+
+
+def family_params(model: str, strategy: str, params_file: str | Path = PARAMS_FILE) -> TrainParams:
+    """The TrainParams of one run family from params.yaml: the shared `train` loop settings, the
+    model's `model.<model>` entry (paper-default overrides and its own loop settings) and the
+    strategy's `strategy.<strategy>` parameters — exactly the keys the family's DVC stage lists."""
+    train = load_section("train", params_file)
+    entry = load_section("model", params_file).get(model)
+    strategy_params = load_section("strategy", params_file).get(strategy)
+    return TrainParams.model_validate({
+        **train.model_dump(mode="json"),
+        "models": [model],
+        "strategies": [strategy],
+        "model_params": {model: entry.params} if entry.params else {},
+        "model_train": {model: entry.train} if entry.train else {},
+        "strategy_params": {strategy: strategy_params} if strategy_params else {},
+    })
 
 
 def resolve_models(params: TrainParams) -> list[str]:
@@ -545,7 +413,7 @@ def train_all(
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Train the grid (`resolve_grid`) × `params.seeds` (under `all_models`, models that cannot be built
     for `train.modalities` are skipped with a message); returns {"<model>/<strategy>": {"seed_<s>":
-    summary}} (the shape of data/metrics/train.json). `importance`: data/importance/importance.json."""
+    summary}}. `importance`: {model: its data/importance/<model>.json entry}."""
     require_modalities(segments, list(params.modalities), "training")
     pairs = resolve_grid(params, strategies, importance)
     runs = [(m, s, seed) for m, s in pairs for seed in params.seeds]
@@ -568,62 +436,4 @@ def train_all(
     return out
 
 
-# ---- saved models --------------------------------------------------------------------------------
 
-
-def save_trained(path: str | Path, payload: dict[str, Any]) -> None:
-    """model.pt: a dict with state_dict, model (registry name), strategy, task, targets, n_outputs,
-    params (TrainParams dump, per-model overrides applied), dims, classes, modalities, seed, best_epoch,
-    epochs_run, devel_metric and devel_<metric>, importance (the entry `eliminate` used, else None),
-    weights (per modality, the feature backbone's weights statement), format. Written atomically."""
-    with atomic_path(path, suffix=".pt") as tmp, open(tmp, "wb") as f:
-        # a file object, not the path: torch names the archive's folder after a path's (random)
-        # temporary name, which made identical models differ byte-wise and DVC see a change
-        torch.save({**payload, "format": FORMAT_VERSION}, f)
-
-
-def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """(model in eval mode on `device`, info) from a model.pt; info["params"] is a TrainParams."""
-    blob = _read(path)
-    info = _info(path, blob)
-    params = info["params"]
-    try:
-        model = build_model(info["model"], info["dims"], info["n_outputs"], info["task"], params.model_params.get(info["model"]))
-        model.load_state_dict(blob["state_dict"])
-    except (ModelError, RuntimeError) as e:
-        raise TrainError(f"{path}: cannot rebuild the model with this version: {e}") from None
-    return model.to(device).eval(), info
-
-
-def read_trained_info(path: str | Path) -> dict[str, Any]:
-    """The info of a model.pt without building the model (memory-maps the file)."""
-    return _info(path, _read(path, mmap=True))
-
-
-def _read(path: str | Path, mmap: bool = False) -> dict[str, Any]:
-    path = Path(path)
-    if not path.exists():
-        raise TrainError(f"{path}: not found; run the train stage (`dvc repro train`)")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as e:  # torch raises several types for corrupt or foreign files
-        raise TrainError(f"{path}: unreadable model file: {e}") from None
-    keys = ("state_dict", "model", "params", "dims", "classes", "modalities")
-    lacking = [k for k in keys if k not in blob] if isinstance(blob, dict) else list(keys)
-    if lacking:
-        raise TrainError(f"{path}: not a model file of this pipeline (lacks {lacking})")
-    return blob
-
-
-def _info(path: str | Path, blob: dict[str, Any]) -> dict[str, Any]:
-    info = {k: v for k, v in blob.items() if k != "state_dict"}
-    try:
-        info["params"] = TrainParams.model_validate(blob["params"])
-    except ValueError as e:
-        raise TrainError(f"{path}: its training params do not validate against this version: {e}") from None
-    # format 1 files: classification with the standard strategy
-    info.setdefault("task", info["params"].task)
-    info.setdefault("strategy", STANDARD)
-    info.setdefault("targets", [])
-    info.setdefault("n_outputs", len(info["targets"]) if info["task"] == "regression" else len(info["classes"]))
-    return info

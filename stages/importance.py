@@ -1,20 +1,29 @@
-"""DVC stage `importance`: 000 §4's importance search over the `standard` runs on the devel partition
-(params.yaml `importance`) → data/importance/importance.json."""
+"""DVC stage `importance@<model>`: 000 §4's importance search over the model's `standard` runs on
+the devel partition (params.yaml `importance`) → data/importance/<model>.json.
+
+    python stages/importance.py --model crossmodal
+"""
+
+import argparse
 
 from pipeline.config import MODELS_DIR, load_section
-from pipeline.importance import IMPORTANCE_FILE, importance_search, write_importance
+from pipeline.importance import ImportanceError, importance_file, importance_search, write_importance
+from pipeline.runs import STANDARD
 from pipeline.segments import load_segments
 from pipeline.stage import run_stage
 
 
-def main() -> None:
-    result = importance_search(load_segments(), MODELS_DIR, load_section("importance"))
-    write_importance(result, IMPORTANCE_FILE)
-    for model, r in result.items():
-        rho = ", ".join(f"{m} {v:.3f}" for m, v in r["rho"].items()) or "none"
-        print(f"{model}: important {r['important'] or 'none'} (devel {r['metric']}); ρ_eliminate {rho}")
-    if not result:
-        print(f"no '{MODELS_DIR}/<model>/standard' runs: nothing to search")
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True)
+    args = ap.parse_args(argv)
+    result = importance_search(load_segments(), MODELS_DIR, load_section("importance"), only=args.model)
+    if args.model not in result:
+        raise ImportanceError(f"{MODELS_DIR}/{args.model}/{STANDARD}: no trained runs; the search needs them")
+    r = result[args.model]
+    write_importance(r, importance_file(args.model))
+    rho = ", ".join(f"{m} {v:.3f}" for m, v in r["rho"].items()) or "none"
+    print(f"{args.model}: important {r['important'] or 'none'} (devel {r['metric']}); ρ_eliminate {rho}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""Integration: real `dvc repro` over a temporary copy of the repository on a tiny demo corpus."""
+"""Integration: real `dvc repro` over a temporary copy of the repository on a tiny demo corpus, and the
+DVC contract of a lab: clone A runs and pushes to a local directory remote; clone B pulls and runs
+nothing; clone C pulls only the corpus and features and runs `segment` and what follows; edits rerun
+exactly the stages they touch; `dvc exp run -S` on one strategy reruns only its run family."""
 
 import json
 import os
@@ -19,11 +22,14 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 COPY = [
-    "dvc.yaml", "params.yaml", "pyproject.toml", "pipeline", "stages", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore",
+    "dvc.yaml", "params.yaml", "pyproject.toml", "pipeline", "stages", "weights", "metrics", ".dvc/config", ".dvcignore",
+    ".gitignore",
 ]
-ALL_STAGES = [
-    "corpus", "faces", "face_embed", "resnet50", "lld", "compare", "wav2vec2", "bert", "import", "segment",
-    "train", "importance", "train_eliminate", "evaluate", "report",
+EXTRACTION = ["corpus", "faces", "face_embed", "resnet50", "lld", "compare", "wav2vec2", "bert", "import"]
+FAMILIES = ["crossmodal-standard", "crossmodal-clip_zero"]
+ALL_STAGES = EXTRACTION + [
+    "segment", *(f"train@{f}" for f in FAMILIES), "importance@crossmodal", "train_eliminate@crossmodal",
+    *(f"evaluate@{f}" for f in FAMILIES), "evaluate_eliminate@crossmodal", "report",
 ]
 
 TINY = {
@@ -31,37 +37,53 @@ TINY = {
     "faces": {"batch_size": 8},
     "face_embed": {"batch_size": 8},
     "resnet50": {"batch_size": 8},
-    "train": {
-        "models": ["crossmodal"], "strategies": ["standard", "eliminate"], "seeds": [0, 1], "epochs": 2,
-        "batch_size": 4, "patience": 2, "model_train": {}, "strategy_params": {},
-        "model_params": {"crossmodal": {"d_model": 32, "layers": 1, "heads": 2}},
-    },
-    "evaluate": {"conditions": ["all_present", "each_missing", "clip_zero_grid"]},
+    "grid": {"models": ["crossmodal"], "strategies": ["standard", "clip_zero"], "eliminate": ["crossmodal"]},
+    "train": {"seeds": [0, 1], "epochs": 2, "batch_size": 4, "patience": 2},
+    "model": {"crossmodal": {"params": {"d_model": 32, "layers": 1, "heads": 2}}},
+    "evaluate": {"conditions": ["all_present", "each_missing", "clip_zero_grid", "random_missing_grid"]},
 }
+GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
 
 
 def _run(cmd, cwd, check=True):
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env["HF_HUB_OFFLINE"] = "1"
+    env["MER_CACHE_DIR"] = str(Path(cwd) / "data" / "cache")
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 
-def _ran(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
+def _dvc(args, cwd, check=True):
+    return _run([sys.executable, "-m", "dvc", *args], cwd, check)
+
+
+def _ran(proc) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", proc.stdout + proc.stderr)
+
+
+def _git_dirty(root) -> str:
+    return _run(["git", "status", "--porcelain"], root).stdout
+
+
+def _clone(src: Path, dst: Path, remote: Path) -> Path:
+    _run(["git", "clone", "-q", str(src), str(dst)], dst.parent)
+    _dvc(["remote", "modify", "--local", "storage", "url", str(remote)], dst)
+    return dst
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("project")
+def lab(tmp_path_factory):
+    """Clone A: the project as a user has it (a git repository), run once, committed, pushed."""
+    base = tmp_path_factory.mktemp("lab")
+    root, remote = base / "a", base / "remote"
+    root.mkdir()
     for name in COPY:
-        src = REPO / name
-        dst = root / name
+        src, dst = REPO / name, root / name
         if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.json") if name == "metrics" else shutil.ignore_patterns("__pycache__"))
         else:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
@@ -70,23 +92,33 @@ def project(tmp_path_factory):
         params[section].update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], root)
-    _run(["git", "add", "-A"], root)  # a project as users have it: a repository with a commit
-    _run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qm", "project"], root)
-    first = _run([sys.executable, "-m", "dvc", "repro"], root)
-    return root, first.stdout + first.stderr
+    _run(["git", "add", "-A"], root)
+    _run([*GIT, "commit", "-qm", "project"], root)
+    _dvc(["remote", "modify", "--local", "storage", "url", str(remote)], root)
+    first = _dvc(["repro"], root)
+    _run(["git", "add", "-A"], root)  # dvc.lock and the headline metrics, as a user commits a run
+    _run([*GIT, "commit", "-qm", "run"], root)
+    _dvc(["push"], root)
+    return root, remote, first
 
 
-def test_first_repro_runs_every_stage_in_order(project):
-    _, output = project
-    assert _ran(output) == ALL_STAGES
+def test_first_repro_runs_every_stage_once_in_dag_order(lab):
+    _, _, first = lab
+    ran = _ran(first)
+    assert sorted(ran) == sorted(ALL_STAGES)
+    order = {s: i for i, s in enumerate(ran)}
+    assert all(order[s] < order["segment"] for s in EXTRACTION)
+    for f in FAMILIES:
+        assert order["segment"] < order[f"train@{f}"] < order[f"evaluate@{f}"] < order["report"]
+    assert order["train@crossmodal-standard"] < order["importance@crossmodal"] < order["train_eliminate@crossmodal"]
 
 
-def test_outputs_follow_their_contracts(project):
-    root, _ = project
+def test_outputs_follow_their_contracts(lab):
+    root, _, _ = lab
     info, clips = read_manifest(root / "data/corpus/manifest.parquet")
     assert len(clips) == 10 and info.classes == ["neutral", "happy", "angry", "sad"]
-    # every extractor of issue 3 through `dvc repro`: (dimension, rate); wav2vec2 is the demo's random
-    # CNN (conv_dim 64; 512 for base), bert the shipped MiniLM (384; 768 for bert-base)
+    # every extractor through `dvc repro`: (dimension, rate); wav2vec2 is the demo's random CNN
+    # (conv_dim 64; 512 for base), bert the shipped MiniLM (384; 768 for bert-base)
     expected = {
         "vggface": (4096, 5.0), "resnet50": (2048, 5.0), "egemaps": (25, 100.0), "compare": (130, 100.0),
         "wav2vec2": (64, 50.0), "bert": (384, None), "import": (3, 2.0),
@@ -96,74 +128,127 @@ def test_outputs_follow_their_contracts(project):
         assert (meta.dim, meta.rate_hz) == (dim, rate), name
         assert set(rows) <= {c.clip_id for c in clips}
         assert sum(len(r.t) for r in rows.values()) > 0, name
-        # provenance names models by content, not by this machine's paths: a clone elsewhere (or
-        # `dvc pull` on another machine) gets the same tables and does not rerun what follows
         assert str(REPO) not in meta.to_json() and str(root) not in meta.to_json(), name
     meta, _ = read_features(root / "data/features/vggface.parquet")
     assert meta.pretrained is False  # demo default: weights: random
     seg = load_segments(root / "data/segments")
     assert set(seg.modalities) == {"face", "acoustic", "speech", "text"}
     assert set(seg.partition) == {"train", "devel", "test"}
+    for family in ("crossmodal/standard", "crossmodal/clip_zero", "crossmodal/eliminate"):
+        assert (root / "data/models" / family / "seed_1/model.pt").is_file(), family
+        assert (root / "data/evaluate" / family / "results.csv").is_file(), family
 
 
-def test_report_shows_every_condition_and_random_backbones(project):
-    root, _ = project
+def test_report_shows_every_condition_and_random_backbones(lab):
+    root, _, _ = lab
     html = (root / "data/report/index.html").read_text()
     assert "data:image/png;base64," in html
     for modality in ["face", "acoustic", "speech", "text"]:
         assert f"{modality} missing" in html
-    assert "crossmodal/standard" in html and "crossmodal/eliminate" in html
+    assert "crossmodal/standard" in html and "crossmodal/eliminate" in html and "crossmodal/clip_zero" in html
     assert "RANDOM" in html and "VGG" in html
     assert (root / "data/report/report.md").exists()
 
 
-def test_metrics_and_plots_commands_work(project):
-    root, _ = project
-    metrics = _run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], root).stdout
-    data = json.loads(metrics)
-    assert "data/metrics/evaluate.json" in json.dumps(data)
-    plots = json.loads(_run([sys.executable, "-m", "dvc", "plots", "show", "--json"], root).stdout)["data"]
-    assert "data/evaluate/conditions.csv" in plots
-    # robustness curves: one plot per family and modality, one line (colour) per run
-    curve = plots["data/evaluate/curves/clip_zero_face.csv"][0]["content"]
-    assert curve["encoding"]["color"]["field"] == "run"
-    assert {float(v["level"]) for v in curve["data"]["values"]} == {0.0, 0.3, 0.5, 0.7, 1.0}
+def test_headline_metrics_are_small_and_compare_across_commits(lab):
+    root, _, _ = lab
+    shown = json.loads(_dvc(["metrics", "show", "--json"], root).stdout)
+    files = json.dumps(shown)
+    for family in FAMILIES + ["crossmodal-eliminate"]:
+        assert f"metrics/{family}.json" in files
+    head = json.loads((root / "metrics/crossmodal-standard.json").read_text())
+    assert set(head) == {"macro_f1"}
+    assert set(head["macro_f1"]) == {"all_present", "no_face", "no_acoustic", "no_speech", "no_text", "auilc"}
+    # the metrics are committed: `dvc metrics diff` against the commit has nothing to report
+    assert json.loads(_dvc(["metrics", "diff", "HEAD", "--json"], root).stdout) == {}
 
 
-def test_predict_on_a_real_crema_d_clip(project, crema_d_dir):
-    root, _ = project
+def test_plots_are_images_that_render_offline(lab):
+    root, _, _ = lab
+    out = root / "plots_page"
+    _dvc(["plots", "show", "-o", str(out)], root)
+    page = (out / "index.html").read_text()
+    assert "<img" in page and "http" not in page.replace("http-equiv", "")  # nothing fetched from a CDN
+
+
+def test_predict_on_a_real_crema_d_clip(lab, crema_d_dir):
+    root, _, _ = lab
     clip = crema_d_dir / "VideoFlash" / "1001_DFA_ANG_XX.flv"
     out = _run([sys.executable, "-m", "pipeline.cli", "predict", str(clip), "--csv", "prediction.csv"], root)
     assert "1001_DFA_ANG_XX.flv:" in out.stdout and "text missing" in out.stdout  # no transcript given
     rows = (root / "prediction.csv").read_text().splitlines()
     assert rows[0] == "clip,class,probability" and len(rows) == 5
     assert sum(float(r.split(",")[2]) for r in rows[1:]) == pytest.approx(1.0, abs=1e-4)
+    (root / "prediction.csv").unlink()
 
 
-def test_forced_extraction_rerun_reads_every_clip_from_the_cache(project):
-    root, _ = project
+def test_clone_that_pulls_runs_nothing_and_stays_clean(lab, tmp_path):
+    root, remote, _ = lab
+    b = _clone(root, tmp_path / "b", remote)
+    _dvc(["pull"], b)
+    assert _ran(_dvc(["repro"], b)) == []
+    assert _git_dirty(b) == ""
+
+
+def test_clone_with_only_the_features_runs_segment_and_after(lab, tmp_path):
+    root, remote, _ = lab
+    c = _clone(root, tmp_path / "c", remote)
+    _dvc(["pull", *EXTRACTION], c)
+    ran = _ran(_dvc(["repro"], c))
+    assert ran[0] == "segment" and not set(ran) & set(EXTRACTION)
+    assert set(ran) == set(ALL_STAGES) - set(EXTRACTION)
+    # the same code and data give the same bytes: dvc.lock and the committed metrics are unchanged
+    assert _git_dirty(c) == ""
+
+
+def test_forced_extraction_rerun_reads_every_clip_from_the_cache(lab):
+    root, _, _ = lab
     before = (root / "data/features/egemaps.parquet").read_bytes()
-    out = _run([sys.executable, "-m", "dvc", "repro", "-f", "-s", "lld"], root)
-    assert _ran(out.stdout + out.stderr) == ["lld"]
+    out = _dvc(["repro", "-f", "-s", "lld"], root)
+    assert _ran(out) == ["lld"]
     assert "egemaps: 10 clips (0 extracted, 10 from the cache" in out.stdout + out.stderr
     assert (root / "data/features/egemaps.parquet").read_bytes() == before
 
 
-def test_second_repro_runs_nothing(project):
-    root, _ = project
-    out = _run([sys.executable, "-m", "dvc", "repro"], root)
-    assert _ran(out.stdout + out.stderr) == []
-    status = _run([sys.executable, "-m", "dvc", "status"], root).stdout
-    assert "up to date" in status
+def _changed_stages(root) -> set[str]:
+    return set(json.loads(_dvc(["status", "--json"], root).stdout))
 
 
-def test_editing_train_reruns_only_train_evaluate_report(project):
-    root, _ = project
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["train"]["epochs"] = 3
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = _run([sys.executable, "-m", "dvc", "status", "--json"], root).stdout
-    # the two stages that read `train`; downstream stages follow once their inputs change
-    assert set(json.loads(status)) == {"train", "train_eliminate"}
-    out = _run([sys.executable, "-m", "dvc", "repro"], root)
-    assert _ran(out.stdout + out.stderr) == ["train", "importance", "train_eliminate", "evaluate", "report"]
+def test_status_names_the_stages_an_edit_touches(lab):
+    root, _, _ = lab
+    assert _changed_stages(root) == set()
+    params_text = (root / "params.yaml").read_text()
+    params = yaml.safe_load(params_text)
+    try:
+        # segment's modalities: only segment (what follows reruns once its output changes)
+        params["segment"]["modalities"]["face"] = "resnet50"
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        assert _changed_stages(root) == {"segment"}
+        (root / "params.yaml").write_text(params_text)
+        # new weights for VGG-Face: face_embed, not resnet50
+        (root / "weights/vggface/vgg_face_dag.pth").write_bytes(b"new weights")
+        assert _changed_stages(root) == {"face_embed"}
+        (root / "weights/vggface/vgg_face_dag.pth").unlink()
+        # one strategy's parameters: that strategy's run family only
+        params["segment"]["modalities"]["face"] = "vggface"
+        params["strategy"]["clip_zero"]["p_clip"] = 0.3
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        assert _changed_stages(root) == {"train@crossmodal-clip_zero"}
+    finally:
+        (root / "params.yaml").write_text(params_text)
+    assert _changed_stages(root) == set()
+
+
+def test_experiment_on_one_strategy_reruns_its_family_and_compares(lab):
+    root, _, _ = lab
+    before = (root / "params.yaml").read_text()
+    out = _dvc(["exp", "run", "-S", "strategy.clip_zero.p_clip=0.3"], root)
+    assert sorted(_ran(out)) == ["evaluate@crossmodal-clip_zero", "report", "train@crossmodal-clip_zero"]
+    # DVC's YAML round trip rewrote exactly the one line
+    after = (root / "params.yaml").read_text()
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
+    assert len(before.splitlines()) == len(after.splitlines()) and len(changed) == 1
+    assert "p_clip: 0.3" in changed[0][1]
+    rows = json.loads(_dvc(["exp", "show", "--json"], root).stdout)
+    text = json.dumps(rows)
+    assert "metrics/crossmodal-clip_zero.json" in text and "all_present" in text and "exp-" in text or "experiments" in text

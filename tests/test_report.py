@@ -81,9 +81,9 @@ def fabricate(root: Path, modalities=MODALITIES) -> None:
         "extra": {},
     })
     conditions = ["all_present"] + [f"missing:{m}" for m in modalities]
-    write_csv(root / "data/evaluate/results.csv", ["model", "seed", "condition", "metric", "value"],
+    write_csv(root / "data/evaluate/fam/ily/results.csv", ["model", "seed", "condition", "metric", "value"],
               [[MODEL, s, c, m, value(s, c, m)] for s in SEEDS for c in conditions for m in METRICS])
-    write_csv(root / "data/evaluate/summary.csv", ["model", "condition", "metric", "mean", "std", "n_seeds"], [
+    write_csv(root / "data/evaluate/fam/ily/summary.csv", ["model", "condition", "metric", "mean", "std", "n_seeds"], [
         [MODEL, c, m, statistics.mean(v), statistics.stdev(v), len(v)]
         for c in conditions for m in METRICS
         for v in [[value(s, c, m) for s in SEEDS]]
@@ -199,9 +199,9 @@ def test_all_pretrained_says_so(tmp_path):
 def test_second_model_with_one_seed(tmp_path):
     """A model evaluated with one seed: mean without spread (empty std cell), its own table and curves."""
     fabricate(tmp_path)
-    with (tmp_path / "data/evaluate/results.csv").open("a", newline="") as f:
+    with (tmp_path / "data/evaluate/fam/ily/results.csv").open("a", newline="") as f:
         csv.writer(f).writerows([["baseline", 3, c, m, value(0, c, m) - 0.1] for c in CONDITIONS for m in METRICS])
-    with (tmp_path / "data/evaluate/summary.csv").open("a", newline="") as f:
+    with (tmp_path / "data/evaluate/fam/ily/summary.csv").open("a", newline="") as f:
         csv.writer(f).writerows([["baseline", c, m, value(0, c, m) - 0.1, "", 1] for c in CONDITIONS for m in METRICS])
     shutil.copytree(tmp_path / f"data/models/{MODEL}/seed_0", tmp_path / "data/models/baseline/seed_3")
     page = build_report(tmp_path, REPORT_DIR, ReportParams()).read_text()
@@ -216,8 +216,8 @@ def test_second_model_with_one_seed(tmp_path):
 
 def test_missing_results_names_file_and_stage(tmp_path):
     fabricate(tmp_path)
-    (tmp_path / "data/evaluate/results.csv").unlink()
-    with pytest.raises(ReportError, match=r"data/evaluate/results\.csv: not found.*`evaluate`"):
+    (tmp_path / "data/evaluate/fam/ily/results.csv").unlink()
+    with pytest.raises(ReportError, match=r"data/evaluate/<model>/<strategy>/results\.csv: not found.*`evaluate@<model>-<strategy>`"):
         build_report(tmp_path, REPORT_DIR, ReportParams())
     assert not (tmp_path / "data/report").exists()
 
@@ -234,7 +234,7 @@ def test_failed_rebuild_keeps_previous_report(tmp_path):
     index = build_report(tmp_path, REPORT_DIR, ReportParams())
     before = index.read_text()
     # a stale summary (mean no longer matches the seeds) must fail, not be rendered
-    path = tmp_path / "data/evaluate/summary.csv"
+    path = tmp_path / "data/evaluate/fam/ily/summary.csv"
     lines = path.read_text().splitlines()
     cells = lines[1].split(",")
     cells[3] = str(float(cells[3]) + 0.05)
@@ -261,10 +261,10 @@ def test_stage_script(tmp_path):
     ok = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip().splitlines()[-1] == f"Report: {tmp_path.resolve() / 'data/report/index.html'}"
-    (tmp_path / "data/evaluate/results.csv").unlink()
+    (tmp_path / "data/evaluate/fam/ily/results.csv").unlink()
     bad = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1
-    assert "data/evaluate/results.csv: not found" in bad.stderr and "evaluate" in bad.stderr
+    assert "data/evaluate/<model>/<strategy>/results.csv: not found" in bad.stderr and "evaluate@" in bad.stderr
     assert "Traceback" not in bad.stderr
 
 
@@ -342,11 +342,11 @@ def fabricate_runs(root: Path, metric: str = "macro_f1", extra_metrics=()) -> li
     metrics = [metric, *extra_metrics]
     rows = [[r, s, c, m, rvalue(r, s, c) - 0.01 * metrics.index(m)] for r in RUNS for s in RSEEDS
             for c in conditions for m in metrics]
-    write_csv(root / "data/evaluate/results.csv", ["model", "seed", "condition", "metric", "value"], rows)
+    write_csv(root / "data/evaluate/fam/ily/results.csv", ["model", "seed", "condition", "metric", "value"], rows)
     summ = {}
     for r, s, c, m, v in rows:
         summ.setdefault((r, c, m), []).append(v)
-    write_csv(root / "data/evaluate/summary.csv", ["model", "condition", "metric", "mean", "std", "n_seeds"],
+    write_csv(root / "data/evaluate/fam/ily/summary.csv", ["model", "condition", "metric", "mean", "std", "n_seeds"],
               [[*k, statistics.mean(v), statistics.stdev(v), len(v)] for k, v in summ.items()])
     shutil.rmtree(root / "data/models")
     col = "devel_macro_f1" if metric == "macro_f1" else "devel_ccc_mean"
@@ -354,7 +354,7 @@ def fabricate_runs(root: Path, metric: str = "macro_f1", extra_metrics=()) -> li
         for s in RSEEDS:
             write_csv(root / f"data/models/{r}/seed_{s}/history.csv", ["epoch", "train_loss", "devel_loss", col],
                       [[e, 1.0 / e, 1.1 / e, 0.2 + 0.1 * e] for e in range(1, 4)])
-    write_json(root / "data/importance/importance.json", {"crossmodal": {
+    write_json(root / "data/models/crossmodal/eliminate/importance.json", {**{
         "important": ["face"], "rho": {"face": 0.5}, "rho_none": 0.5, "metric": metric, "partition": "devel",
         "alpha": 0.05, "seeds": RSEEDS,
         "tests": {"face": {"all_present": 0.6, "missing": 0.4, "mean_drop": 0.2, "t": 9.5, "p": 0.0055,
@@ -420,7 +420,7 @@ def test_importance_table(built_runs):
 
 def test_regression_report_renders(tmp_path):
     fabricate_runs(tmp_path, "ccc_mean", ("ccc_arousal", "ccc_valence"))
-    write_csv(tmp_path / "data/evaluate/predictions.csv",
+    write_csv(tmp_path / "data/evaluate/crossmodal/clip_zero/predictions.csv",
               ["model", "seed", "condition", "clip_id", "step", "target", "true", "pred"],
               [[r, s, "all_present", c, k, t, 0.1 * k, 0.08 * k + 0.01] for r in RUNS for s in RSEEDS
                for c in ("c1", "c0") for k in range(4) for t in ("arousal", "valence")])

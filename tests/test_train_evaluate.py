@@ -21,20 +21,12 @@ import torch
 import yaml
 
 from pipeline.config import EvaluateParams, TrainParams
-from pipeline.evaluate import EvaluateError, evaluate_all, find_trained
+from pipeline.evaluate import evaluate_all
 from pipeline.missing import drop_modalities
 from pipeline.segments import ModalityInfo, Segments, load_segments
 from pipeline.stage import run_stage
-from pipeline.train import (
-    HISTORY_FILE,
-    MODEL_FILE,
-    TrainError,
-    labelled_split,
-    load_trained,
-    predict_logits,
-    run_dir,
-    train_all,
-)
+from pipeline.runs import HISTORY_FILE, MODEL_FILE, EvaluateError, TrainError, find_trained, load_trained, predict, run_dir, task_split
+from pipeline.train import train_all
 
 REPO = Path(__file__).resolve().parents[1]
 DIMS = {"a": 5, "b": 3, "c": 7}
@@ -114,7 +106,7 @@ def trained(segments, tmp_path_factory):
 @pytest.fixture(scope="module")
 def evaluated(segments, trained, tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
-    res = evaluate_all(segments, trained[0], EvaluateParams(), root / "evaluate", root / "metrics", device="cpu", progress=False)
+    res = evaluate_all(segments, trained[0], EvaluateParams(), root / "evaluate", root / "headline.json", device="cpu", progress=False)
     return root, res
 
 
@@ -154,10 +146,11 @@ def test_saved_model_round_trips(trained, segments):
     assert info["strategy"] == "standard" and info["task"] == "classification" and info["n_outputs"] == 4
     assert info["best_epoch"] == summary[RUN]["seed_0"]["best_epoch"]
     # the saved weights are the best epoch's: they reproduce its devel macro-F1
-    _, x, m, y = labelled_split(segments, "devel", list(DIMS))
+    dv = task_split(segments, "devel", list(DIMS))
+    x, m, y = dv.x, dv.mask, dv.y
     from pipeline.metrics import macro_f1
 
-    assert macro_f1(y, predict_logits(model, x, m).argmax(1)) == pytest.approx(info["devel_macro_f1"])
+    assert macro_f1(y, predict(model, x, m).argmax(1)) == pytest.approx(info["devel_macro_f1"])
     assert find_trained(out) == [(RUN, 0, path), (RUN, 1, run_dir(out, "crossmodal", "standard", 1) / MODEL_FILE)]
 
 
@@ -218,13 +211,12 @@ def test_evaluation_writes_its_files(evaluated):
     assert preds.height == 2 * len(CONDITIONS) * N_TEST
     assert set(preds["true"]) <= set(CLASSES) and set(preds["pred"]) <= set(CLASSES)
 
-    conds = pl.read_csv(root / "evaluate" / "conditions.csv")
-    assert conds.columns == ["condition", "model", "macro_f1"] and conds["condition"].to_list() == CONDITIONS
+    assert not (root / "evaluate" / "conditions.csv").exists()  # the report draws the figures
 
-    js = json.loads((root / "metrics" / "evaluate.json").read_text())
-    assert list(js) == [RUN] and sorted(js[RUN]) == sorted(CONDITIONS)
-    assert sorted(js[RUN]["all_present"]) == ["accuracy", "balanced_accuracy", "macro_f1", "weighted_f1"]
-    assert js == res.metrics
+    # the headline: seed means of the selection metric with everything present and each modality missing
+    js = json.loads((root / "headline.json").read_text())
+    assert js == {"macro_f1": {"all_present": pytest.approx(res.metrics[RUN]["all_present"]["macro_f1"], abs=1e-6),
+                               **{f"no_{m}": pytest.approx(res.metrics[RUN][f"missing:{m}"]["macro_f1"], abs=1e-6) for m in DIMS}}}
 
 
 def test_missing_a_needed_modality_lowers_the_score(evaluated):
@@ -238,9 +230,10 @@ def test_missing_a_needed_modality_lowers_the_score(evaluated):
 def test_predictions_are_the_models_outputs_under_the_condition(evaluated, trained, segments):
     preds = pl.read_csv(evaluated[0] / "evaluate" / "predictions.csv")
     model, _ = load_trained(run_dir(trained[0], "crossmodal", "standard", 1) / MODEL_FILE)
-    idx, x, m, y = labelled_split(segments, "test", list(DIMS))
+    te = task_split(segments, "test", list(DIMS))
+    idx, x, m, y = te.idx, te.x, te.mask, te.y
     xd, md = drop_modalities(x, m, ["b"])
-    expected = np.asarray(CLASSES)[predict_logits(model, xd, md).argmax(1)]
+    expected = np.asarray(CLASSES)[predict(model, xd, md).argmax(1)]
     got = preds.filter((pl.col("seed") == 1) & (pl.col("condition") == "missing:b"))
     assert got["clip_id"].to_list() == segments.clip_id[idx].tolist()
     assert got["pred"].to_list() == expected.tolist()
@@ -263,29 +256,39 @@ def test_evaluation_errors(segments, trained, tmp_path):
 # ---- stages --------------------------------------------------------------------------------------
 
 
-def _stage(name: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "stages" / f"{name}.py")], cwd=cwd, capture_output=True, text=True, timeout=300)
+def _stage(name: str, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "stages" / f"{name}.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def _family_params(**train) -> dict:
+    """params.yaml for one crossmodal family (the grid/train/model/strategy layout)."""
+    loop = {k: v for k, v in PARAMS.model_dump(mode="json").items()
+            if k not in ("models", "strategies", "all_models", "model_params", "model_train", "strategy_params")}
+    return {
+        "grid": {"models": ["crossmodal"], "strategies": ["standard"], "eliminate": ["crossmodal"]},
+        "train": {**loop, **train},
+        "model": {"crossmodal": {"params": PARAMS.model_params["crossmodal"]}},
+        "strategy": {},
+        "evaluate": {"conditions": ["all_present", "missing:c"]},
+        "importance": {"alpha": 0.05, "rho": 0.25},
+    }
 
 
 def test_stages_run_from_a_repository_root(segments_dir, tmp_path, monkeypatch):
     (tmp_path / "data").mkdir()
     load_segments(segments_dir).save(tmp_path / "data" / "segments")
-    params = {
-        "train": {**PARAMS.model_dump(mode="json"), "seeds": [0], "epochs": 2},
-        "evaluate": {"conditions": ["all_present", "missing:c"]},
-    }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    r = _stage("train", tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(_family_params(seeds=[0], epochs=2)))
+    r = _stage("train", tmp_path, "--model", "crossmodal", "--strategy", "standard")
     assert r.returncode == 0, r.stderr
-    train_json = json.loads((tmp_path / "data/metrics/train.json").read_text())
-    assert set(train_json[RUN]["seed_0"]) == {"best_epoch", "devel_macro_f1", "epochs_run"}
+    train_json = json.loads((tmp_path / "data/models/crossmodal/standard/train.json").read_text())
+    assert set(train_json["seed_0"]) == {"best_epoch", "devel_macro_f1", "epochs_run"}
     assert (tmp_path / "data/models/crossmodal/standard/seed_0/model.pt").exists()
     monkeypatch.chdir(tmp_path)  # evaluate in-process: one subprocess shows the scripts start (imports are slow)
-    _stage_main("evaluate")()
-    js = json.loads((tmp_path / "data/metrics/evaluate.json").read_text())
-    assert sorted(js[RUN]) == ["all_present", "missing:c"]
-    for f in ("results", "summary", "predictions", "conditions"):
-        assert (tmp_path / "data/evaluate" / f"{f}.csv").exists()
+    _stage_main("evaluate")(["--model", "crossmodal", "--strategy", "standard"])
+    js = json.loads((tmp_path / "metrics/crossmodal-standard.json").read_text())
+    assert js == {"macro_f1": {"all_present": pytest.approx(js["macro_f1"]["all_present"]), "no_c": pytest.approx(js["macro_f1"]["no_c"])}}
+    for f in ("results", "summary", "predictions"):
+        assert (tmp_path / "data/evaluate/crossmodal/standard" / f"{f}.csv").exists()
 
 
 def _stage_main(name: str):
@@ -305,7 +308,9 @@ def _fails(main, capsys) -> str:
 def test_stages_fail_cleanly(segments_dir, tmp_path, monkeypatch, capsys):
     # in-process (the subprocess run above shows the scripts start); each error is one clear line
     monkeypatch.chdir(tmp_path)
-    train, evaluate = _stage_main("train"), _stage_main("evaluate")
+    family = ["--model", "crossmodal", "--strategy", "standard"]
+    train_main, evaluate_main = _stage_main("train"), _stage_main("evaluate")
+    train, evaluate = (lambda: train_main(family)), (lambda: evaluate_main(family))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"modalities": ["a"]}}))
     assert _fails(train, capsys).startswith("error: data/segments/segments.npz: not found")
     load_segments(segments_dir).save(tmp_path / "data" / "segments")
@@ -313,7 +318,9 @@ def test_stages_fail_cleanly(segments_dir, tmp_path, monkeypatch, capsys):
     assert "error: training needs modalities ['face']" in _fails(train, capsys)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"epochs": 0}}))
     assert "train.epochs" in _fails(train, capsys)
-    assert _fails(evaluate, capsys).startswith("error: data/models or data/models_eliminate: no trained models")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"models": ["crossmodal"]}}))
+    assert "train.models: moved to grid.models" in _fails(train, capsys)
+    assert _fails(evaluate, capsys).startswith("error: data/models: no trained 'crossmodal/standard' models")
 
 
 # ---- regression, strategies, the grid ------------------------------------------------------------
@@ -341,7 +348,7 @@ def test_regression_learns_the_time_continuous_targets(regression, tmp_path):
         assert hist["devel_loss"].to_list() == pytest.approx((1 - hist["devel_ccc_mean"]).to_list())
     # the saved model reproduces its devel CCC from the concatenated valid steps (population CCC)
     from pipeline.metrics import ccc
-    from pipeline.train import predict, task_split
+    from pipeline.runs import predict, task_split
 
     model, info = load_trained(run_dir(out, "crossmodal", "standard", 0) / MODEL_FILE)
     assert info["task"] == "regression" and info["targets"] == ["arousal", "valence"] and info["n_outputs"] == 2
@@ -364,7 +371,7 @@ def test_regression_learns_the_time_continuous_targets(regression, tmp_path):
     assert ccc(one["true"], one["pred"]) == pytest.approx(
         results.filter((pl.col("seed") == 0) & (pl.col("condition") == "all_present") & (pl.col("metric") == "ccc_arousal"))["value"][0]
     )
-    assert pl.read_csv(tmp_path / "e" / "conditions.csv").columns == ["condition", "model", "ccc_mean"]
+    assert set(json.loads((tmp_path / "m").read_text())) == {"ccc_mean"}  # the headline of a regression family
 
 
 def test_ccc_loss_is_one_minus_the_population_ccc_over_valid_steps():
@@ -466,7 +473,7 @@ def test_importance_search_finds_the_modality_that_carries_the_signal(regression
     assert all(abs(t[m]["mean_drop"]) < 0.1 and not t[m]["important"] for m in ("b", "c"))
     assert t["a"]["p_holm"] == pytest.approx(min(1.0, 3 * min(v["p"] for v in t.values())))  # Holm, smallest p
     # the scores behind the test are the evaluation's: all-present devel mean CCC of each seed
-    from pipeline.train import predict, score, task_split
+    from pipeline.runs import predict, score, task_split
 
     dv = task_split(segs, "devel", list(DIMS), "regression", ["arousal", "valence"])
     means = [score("regression", dv, predict(load_trained(run_dir(out, "crossmodal", "standard", s) / MODEL_FILE)[0], dv.x, dv.mask))["ccc_mean"] for s in (0, 1, 2)]
@@ -474,8 +481,8 @@ def test_importance_search_finds_the_modality_that_carries_the_signal(regression
 
 
 def test_standard_importance_eliminate_stages_in_order(segments_dir, tmp_path, monkeypatch, capsys):
-    """train → importance → train --eliminate → evaluate, in-process (the eliminate strategy is a stand-in
-    that records the importance entry it gets)."""
+    """train@crossmodal-standard → importance@crossmodal → train_eliminate@crossmodal → evaluate, in-process
+    (the eliminate strategy is a stand-in that records the importance entry it gets)."""
     import pipeline.missing as missing_mod
 
     got = []
@@ -491,35 +498,26 @@ def test_standard_importance_eliminate_stages_in_order(segments_dir, tmp_path, m
     monkeypatch.setattr(missing_mod, "make_strategy", make_strategy, raising=False)
     monkeypatch.chdir(tmp_path)
     load_segments(segments_dir).save(tmp_path / "data" / "segments")
-    params = {
-        "train": {**PARAMS.model_dump(mode="json"), "strategies": ["eliminate"], "seeds": [0, 1], "epochs": 2},
-        "evaluate": {"conditions": ["all_present"]},
-        "importance": {"alpha": 0.05, "rho": 0.25},
-    }
+    params = _family_params(seeds=[0, 1], epochs=2)
+    params["evaluate"]["conditions"] = ["all_present"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     train, importance, evaluate = _stage_main("train"), _stage_main("importance"), _stage_main("evaluate")
-    train([])  # eliminate asked for: the first stage trains 'standard'
+    train(["--model", "crossmodal", "--strategy", "standard"])
     assert sorted(p.name for p in (tmp_path / "data/models/crossmodal").iterdir()) == ["standard"]
-    importance()
-    imp = json.loads((tmp_path / "data/importance/importance.json").read_text())
-    assert set(imp) == {"crossmodal"} and set(imp["crossmodal"]["tests"]) == {"a", "b", "c"}
-    assert imp["crossmodal"]["rho"] == {m: 0.25 for m in imp["crossmodal"]["important"]}
-    train(["--eliminate"])
-    assert got[-1] == ("eliminate", imp["crossmodal"])
-    assert (tmp_path / "data/models_eliminate/crossmodal/eliminate/seed_1/model.pt").exists()
-    assert set(json.loads((tmp_path / "data/metrics/train_eliminate.json").read_text())) == {"crossmodal/eliminate"}
-    evaluate()
-    js = json.loads((tmp_path / "data/metrics/evaluate.json").read_text())
-    assert sorted(js) == ["crossmodal/eliminate", "crossmodal/standard"]
-    # without 'eliminate' in train.strategies the second stage trains nothing but leaves its outputs
-    params["train"]["strategies"] = ["standard"]
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    import shutil
-
-    shutil.rmtree(tmp_path / "data/models_eliminate")
-    train(["--eliminate"])
-    assert (tmp_path / "data/models_eliminate").is_dir() and not any((tmp_path / "data/models_eliminate").iterdir())
-    assert json.loads((tmp_path / "data/metrics/train_eliminate.json").read_text()) == {}
+    importance(["--model", "crossmodal"])
+    imp = json.loads((tmp_path / "data/importance/crossmodal.json").read_text())
+    assert set(imp["tests"]) == {"a", "b", "c"}
+    assert imp["rho"] == {m: 0.25 for m in imp["important"]}
+    train(["--model", "crossmodal", "--strategy", "eliminate"])
+    assert got[-1] == ("eliminate", imp)
+    assert (tmp_path / "data/models/crossmodal/eliminate/seed_1/model.pt").exists()
+    assert json.loads((tmp_path / "data/models/crossmodal/eliminate/importance.json").read_text()) == imp
+    evaluate(["--model", "crossmodal", "--strategy", "eliminate"])
+    assert set(json.loads((tmp_path / "metrics/crossmodal-eliminate.json").read_text())) == {"macro_f1"}
+    # a model without standard runs has nothing to search: one clear line
+    with pytest.raises(SystemExit):
+        run_stage(lambda: importance(["--model", "auxformer"]))
+    assert "data/models/auxformer/standard: no trained runs" in capsys.readouterr().err
 
 
 def test_all_models_skips_models_that_do_not_take_the_inputs(segments, tmp_path, monkeypatch):
@@ -587,7 +585,7 @@ def test_curve_tables_group_levels_by_family_modality_and_run():
 
 def test_saving_the_same_model_twice_gives_the_same_bytes(trained, tmp_path):
     # DVC hashes model.pt: identical runs must give identical files (no temporary names inside)
-    from pipeline.train import save_trained
+    from pipeline.runs import save_trained
 
     out, _ = trained
     blob = torch.load(run_dir(out, "crossmodal", "standard", 0) / MODEL_FILE, weights_only=False)

@@ -75,7 +75,7 @@ def load_inputs(root: Path, modality_order: list[str] = ()) -> Inputs:
         summary = tb.index_summary(read_summary(root))
         std_convention = tb.check_summary(summary, results)
     except ReportError as e:
-        if str(e).startswith((RESULTS.name, SUMMARY.name)):  # the pure checks name the file briefly
+        if str(e).startswith((RESULTS, SUMMARY)):  # the pure checks name the file briefly
             raise ReportError(f"{root / EVALUATE_DIR}/{e}") from None
         raise
     histories = {m: {s: read_history(root, m, s) for s in tb.seeds(results, m)} for m in tb.models(results)}
@@ -293,7 +293,7 @@ def _robustness_blocks(inp: Inputs, runs: list[str], mods: list[str]) -> list:
             "across modalities); ρ is the probability of eliminating it in a training batch. "
             + " ".join(s + "." for s in rb.importance_summary(inp.importance))
         ))
-        out.append(Table(rb.importance_table(inp.importance), "Importance search (data/importance/importance.json)"))
+        out.append(Table(rb.importance_table(inp.importance), "Importance search (data/importance/<model>.json)"))
     return out
 
 

@@ -1,10 +1,12 @@
 """Reading what the report is made of. Every missing or malformed input is a `ReportError` that names
 the file and the stage that writes it, so a user knows what to rerun.
 
-Inputs (relative to the repository root):
-    data/evaluate/results.csv                       model, seed, condition, metric, value (one row per seed)
-    data/evaluate/summary.csv                       model, condition, metric, mean, std, n_seeds
-    data/models/<model>/seed_<s>/history.csv        epoch, devel_macro_f1 (+ train_loss, devel_loss, …)
+Inputs (relative to the repository root; one folder per run family, written by its own DVC stages):
+    data/evaluate/<model>/<strategy>/results.csv    model, seed, condition, metric, value (one row per seed)
+    data/evaluate/<model>/<strategy>/summary.csv    model, condition, metric, mean, std, n_seeds
+    data/evaluate/<model>/<strategy>/predictions.csv
+    data/models/<model>/<strategy>/seed_<s>/history.csv  epoch, devel_macro_f1 (+ train_loss, devel_loss, …)
+    data/models/<model>/eliminate/importance.json   the importance search behind those runs (optional)
     data/segments/segments.json                     classes, rate_hz, modalities (backbone, pretrained…)
     data/segments/segments.npz                      optional: the partition of every sequence
     data/corpus/manifest.parquet                    corpus name, classes, clips, speakers
@@ -23,16 +25,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipeline.config import EVALUATE_DIR, IMPORTANCE_DIR, MANIFEST, MODELS_DIR, MODELS_ELIMINATE_DIR, SEGMENTS_DIR
+from pipeline.config import EVALUATE_DIR, MANIFEST, MODELS_DIR, SEGMENTS_DIR
 from pipeline.corpus.manifest import read_manifest
 from pipeline.segments import META, NPZ, ModalityInfo
 from pipeline.store import StoreError
 
-RESULTS = EVALUATE_DIR / "results.csv"
-SUMMARY = EVALUATE_DIR / "summary.csv"
+RESULTS = "results.csv"
+SUMMARY = "summary.csv"
 HISTORY = "history.csv"
-PREDICTIONS = EVALUATE_DIR / "predictions.csv"
-IMPORTANCE = IMPORTANCE_DIR / "importance.json"
+PREDICTIONS = "predictions.csv"
 DEVEL_METRICS = ("devel_macro_f1", "devel_ccc_mean")  # classification, regression (pipeline.train)
 
 
@@ -87,9 +88,18 @@ class SegmentsMeta:
 
 
 def history_path(root: Path, model: str, seed: int) -> Path:
-    """`model` is a run name '<model>/<strategy>'; eliminate runs live in their own stage's folder."""
-    base = MODELS_ELIMINATE_DIR if model.endswith("/eliminate") else MODELS_DIR
-    return root / base / model / f"seed_{seed}" / HISTORY
+    """`model` is a run name '<model>/<strategy>'."""
+    return root / MODELS_DIR / model / f"seed_{seed}" / HISTORY
+
+
+def family_files(root: Path, name: str) -> list[Path]:
+    """data/evaluate/<model>/<strategy>/<name> of every evaluated run family, sorted; a ReportError
+    when there is none."""
+    paths = sorted((root / EVALUATE_DIR).glob(f"*/*/{name}"))
+    if not paths:
+        raise ReportError(f"{root / EVALUATE_DIR}/<model>/<strategy>/{name}: not found; it is written by the "
+                          "`evaluate@<model>-<strategy>` stages (run `dvc repro`)")
+    return paths
 
 
 def require(path: Path, stage: str) -> Path:
@@ -139,12 +149,12 @@ def read_csv(path: Path, stage: str, columns: dict[str, Callable[[str], Any]]) -
 
 def read_results(root: Path) -> list[Result]:
     cols = {"model": str, "seed": _int, "condition": str, "metric": str, "value": _float}
-    return [Result(**{k: r[k] for k in cols}) for r in read_csv(root / RESULTS, "evaluate", cols)]
+    return [Result(**{k: r[k] for k in cols}) for p in family_files(root, RESULTS) for r in read_csv(p, "evaluate", cols)]
 
 
 def read_summary(root: Path) -> list[SummaryRow]:
     cols = {"model": str, "condition": str, "metric": str, "mean": _float, "std": _std, "n_seeds": _int}
-    return [SummaryRow(**{k: r[k] for k in cols}) for r in read_csv(root / SUMMARY, "evaluate", cols)]
+    return [SummaryRow(**{k: r[k] for k in cols}) for p in family_files(root, SUMMARY) for r in read_csv(p, "evaluate", cols)]
 
 
 def _std(s: str) -> float:
@@ -210,17 +220,19 @@ def read_corpus(root: Path) -> CorpusSummary:
 
 
 def read_importance(root: Path) -> dict[str, Any]:
-    """data/importance/importance.json, or {} when the `importance` stage has not run."""
-    path = root / IMPORTANCE
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as e:
-        raise ReportError(f"{path}: not valid JSON ({e}); rerun the `importance` stage") from None
-    if not isinstance(data, dict):
-        raise ReportError(f"{path}: not a JSON object; rerun the `importance` stage")
-    return data
+    """{model: entry}: the importance search that drove each model's eliminate runs
+    (data/models/<model>/eliminate/importance.json, a copy of data/importance/<model>.json); {} when
+    no eliminate run exists."""
+    out: dict[str, Any] = {}
+    for path in sorted((root / MODELS_DIR).glob("*/eliminate/importance.json")):
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as e:
+            raise ReportError(f"{path}: not valid JSON ({e}); rerun `dvc repro train_eliminate@{path.parent.parent.name}`") from None
+        if not isinstance(data, dict):
+            raise ReportError(f"{path}: not a JSON object; rerun `dvc repro train_eliminate@{path.parent.parent.name}`")
+        out[path.parent.parent.name] = data
+    return out
 
 
 @dataclass
@@ -236,7 +248,7 @@ class Trace:
 def read_trace(root: Path, model: str, seed: int, condition: str) -> Trace | None:
     """The first (sorted) clip of `model`/`seed`/`condition` in a regression predictions.csv; None when
     the file is absent or holds classification predictions."""
-    path = root / PREDICTIONS
+    path = root / EVALUATE_DIR / model / PREDICTIONS
     if not path.is_file():
         return None
     with path.open(newline="") as f:

@@ -1,0 +1,25 @@
+"""The body of every extraction stage: params section → extractor → every clip of the manifest →
+data/features/<feature>.parquet (+ data/errors/<feature>.csv), through the one runner."""
+
+from __future__ import annotations
+
+
+def extract_stage(feature: str) -> None:
+    """Extract `feature` for the corpus (see the module docstring) and print a summary."""
+    from pipeline.config import CACHE_DIR, MANIFEST, load_section
+    from pipeline.corpus.manifest import read_manifest
+    from pipeline.extract.registry import EXTRACTORS, build_extractor
+    from pipeline.extract.runner import RunStats, extract_corpus
+
+    on_error = load_section(EXTRACTORS[feature].section).on_error
+    _, clips = read_manifest(MANIFEST)  # before the model loads: a missing manifest fails fast
+    extractor = build_extractor(feature)
+    stats = RunStats()
+    out = extract_corpus(extractor, clips, on_error=on_error, cache_dir=CACHE_DIR, stats=stats)
+    meta = extractor.meta()
+    rate = "per word" if meta.rate_hz is None else f"at {meta.rate_hz:g} Hz"
+    print(
+        f"{feature}: {len(clips)} clips ({stats.extracted} extracted, {stats.cached} from the cache "
+        f"{CACHE_DIR}, {len(stats.errors)} skipped), {meta.dim}-d {rate} → {out}"
+    )
+    print(f"{feature}: {meta.weights_statement}")

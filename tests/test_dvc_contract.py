@@ -1,0 +1,87 @@
+"""The DVC contract without running DVC stages: code deps that cannot drift, weights as dependencies,
+and a params.yaml that DVC's YAML round trip (`dvc exp run -S`) rewrites one line at a time."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import dvc_deps
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_stage_lists_the_import_closure_of_its_script():
+    problems = dvc_deps.drift()
+    assert problems == {}, f"dvc.yaml code deps drifted (run `python -m pipeline.dvc_deps --write`): {problems}"
+
+
+def test_the_closure_follows_lazy_and_registry_imports():
+    deps = dvc_deps.closure("stages/train.py")
+    assert deps[0] == "stages/train.py"
+    # the model registry imports its models by name (importlib): every model module is a dependency
+    assert "pipeline/models/jmt.py" in deps and "pipeline/models/mct_hfr.py" in deps
+    assert "pipeline/missing/strategies.py" in deps and "pipeline/runs.py" in deps
+    # packages on the way are imported too; extraction code is not what training runs
+    assert "pipeline/__init__.py" in deps and not any(d.startswith("pipeline/extract/") and "device" not in d and "__init__" not in d for d in deps)
+    report = dvc_deps.closure("stages/report.py")
+    assert "pipeline/segments.py" in report and "pipeline/models/jmt.py" not in report
+
+
+def test_rewrite_replaces_only_code_lines_and_is_idempotent(tmp_path):
+    text = (REPO / "dvc.yaml").read_text()
+    broken = text.replace("      - pipeline/runs.py\n", "", 1).replace("      - stages/train.py\n", "      - stages/train.py\n      - pipeline/gone.py\n", 1)
+    fixed = dvc_deps.rewrite(broken, dvc_deps.expected_code_deps())
+    assert fixed == text
+    assert dvc_deps.rewrite(text, dvc_deps.expected_code_deps()) == text
+
+
+def test_weights_folders_are_dependencies_of_the_stages_that_load_them():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for stage, folder in {"face_embed": "weights/vggface", "resnet50": "weights/resnet50",
+                          "wav2vec2": "weights/wav2vec2", "bert": "weights/bert"}.items():
+        assert folder in stages[stage]["deps"], stage
+        assert (REPO / folder).is_dir(), folder  # committed (.gitkeep), so the dependency always exists
+        assert all(folder not in s.get("deps", []) for name, s in stages.items() if name != stage)
+
+
+@pytest.mark.parametrize("key, value", [
+    (("strategy", "clip_zero", "p_clip"), 0.3),
+    (("train", "epochs"), 5),
+    (("model", "crossmodal", "params", "d_model"), 64),
+    (("faces", "downscale"), 240),
+])
+def test_dvc_yaml_round_trip_changes_one_line(tmp_path, key, value):
+    from dvc.utils.serialize import modify_yaml
+
+    path = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", path)
+    with modify_yaml(path) as data:
+        node = data
+        for k in key[:-1]:
+            node = node[k]
+        node[key[-1]] = value
+    before, after = (REPO / "params.yaml").read_text().splitlines(), path.read_text().splitlines()
+    assert len(before) == len(after)
+    changed = [i for i, (a, b) in enumerate(zip(before, after)) if a != b]
+    assert len(changed) == 1, [(before[i], after[i]) for i in changed]
+
+
+def test_a_stage_pins_its_threads(monkeypatch):
+    import torch
+
+    from pipeline.errors import PipelineError
+    from pipeline.stage import pin_threads, stage_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("MER_THREADS", raising=False)
+        assert stage_threads() == 1
+        monkeypatch.setenv("MER_THREADS", "2")
+        assert pin_threads() == 2 and torch.get_num_threads() == 2
+        monkeypatch.setenv("MER_THREADS", "zero")
+        with pytest.raises(PipelineError, match="MER_THREADS='zero'"):
+            stage_threads()
+    finally:
+        torch.set_num_threads(before)
