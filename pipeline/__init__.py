@@ -1,0 +1,1 @@
+"""mer: multimodal emotion recognition that stays accurate when modalities go missing (README.md)."""
