@@ -11,7 +11,14 @@ Manifest columns:
     transcript   string?  null when the corpus has none for the clip
     words        list<struct<word string, start float64, end float64>>?  word timings if known
     label        string?  categorical emotion, one of the manifest's `classes`
-Labels table columns: clip_id string, t float64 (s), arousal float32, valence float32.
+    start, end   float64? the clip is this time window of its media files (seconds; IEMOCAP's
+                          utterances are windows of a dialog video); null: the whole file. Word times,
+                          label times and every extractor's row times count from `start`.
+    crop         list<float64>[4]?  the region of the video frame the clip's face is in, as fractions
+                          of the frame (x0, y0, x1, y1), e.g. the speaker's half of a dyadic recording
+    session      string?  recording session (leave-one-session-out protocols), null if none
+Labels table columns: clip_id string, t float64 (s from the clip's start), arousal float32, valence
+float32 (null where a step is not annotated: a missing label, never a value).
 
 Schema metadata (`mer` JSON): corpus name, classes (ordered), label rate, generator params.
 """
@@ -42,6 +49,10 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("transcript", pa.string()),
         pa.field("words", pa.list_(WORD)),
         pa.field("label", pa.string()),
+        pa.field("start", pa.float64()),
+        pa.field("end", pa.float64()),
+        pa.field("crop", pa.list_(pa.float64(), 4)),
+        pa.field("session", pa.string()),
     ]
 )
 
@@ -66,6 +77,10 @@ class Clip:
     transcript: str | None = None
     words: list[dict[str, Any]] | None = None
     label: str | None = None
+    start: float | None = None
+    end: float | None = None
+    crop: list[float] | None = None
+    session: str | None = None
 
     def media(self, root: str | Path = ".") -> Path:
         p = Path(self.media_path)
@@ -100,14 +115,15 @@ def write_manifest(path: str | Path, info: CorpusInfo, clips: list[Clip]) -> Non
 
 def read_manifest(path: str | Path) -> tuple[CorpusInfo, list[Clip]]:
     table = read_table(path)
-    missing = set(MANIFEST_SCHEMA.names) - set(table.column_names)
+    # start/end/crop/session came later: a manifest without them is read as whole files, no sessions
+    missing = set(MANIFEST_SCHEMA.names) - set(table.column_names) - {"start", "end", "crop", "session"}
     if missing:
         raise StoreError(f"{path}: manifest lacks columns {sorted(missing)}")
     md = table.schema.metadata or {}
     if META_KEY not in md:
         raise StoreError(f"{path}: manifest has no '{META_KEY.decode()}' metadata (corpus name, classes)")
     info = CorpusInfo(**json.loads(md[META_KEY]))
-    clips = [Clip(**{k: row[k] for k in MANIFEST_SCHEMA.names}) for row in table.to_pylist()]
+    clips = [Clip(**{k: row.get(k) for k in MANIFEST_SCHEMA.names}) for row in table.to_pylist()]
     return info, clips
 
 
