@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.special import softmax
 
 from pipeline.config import MODELS_DIR, SEGMENTS_DIR, load_section
 from pipeline.corpus.manifest import Clip
@@ -181,8 +182,7 @@ def predict_file(
     t = (np.arange(steps) + 0.5) / segments.rate_hz
     if task == "classification":
         logits = np.stack(outputs)
-        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
+        probs = softmax(logits, axis=1)
         return Prediction(video.name, task, names, t, list(segments.classes), probabilities=probs.mean(axis=0),
                           missing=missing, random_weights=random_weights(infos, segments))
     return Prediction(video.name, task, names, t, values=np.stack(outputs).mean(axis=0), targets=list(targets),

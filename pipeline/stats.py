@@ -124,4 +124,4 @@ def auilc(rates: Sequence[float], scores: Sequence[float], expected: Sequence[fl
         raise StatsError(f"AUILC: rates {r.tolist()} are not the grid {list(expected)}")
     if not np.all(np.isfinite(s)):
         raise StatsError("AUILC of non-finite scores")
-    return float(np.sum((s[1:] + s[:-1]) / 2 * np.diff(r)))
+    return float(np.trapezoid(s, r))
