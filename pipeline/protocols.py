@@ -1,0 +1,115 @@
+"""Evaluation protocols: which clips train, select (devel) and test, once or over several folds.
+
+The papers do not share one split, so `segment.partition.protocol` offers:
+
+    corpus                the corpus's own partition (every clip has one in the manifest); a corpus
+                          without one gets a single seeded speaker-independent split (`devel`/`test`
+                          shares of the speakers) — the demo's case.
+    speaker_random        `repeats` fresh speaker-independent splits (001 §4.3: 70/15/15 × 20),
+                          repeat k drawn with seed [seed, k].
+    leave_one_group_out   one fold per group (`group: speaker | session`; 003: 5-fold IEMOCAP,
+                          6-fold MSP-IMPROV by session): the group is the test set; `devel` of the
+                          remaining speakers (at least one, seeded per fold) select the epoch. 003 does
+                          not say how it selected epochs; a held-out share of the training speakers is
+                          our choice.
+
+`assign_folds` returns partitions as an array [K, N] of 'train' | 'devel' | 'test' (fold k, clip i);
+every fold keeps speakers apart: no speaker is in two partitions of one fold.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import numpy as np
+
+from pipeline.corpus.manifest import PARTITIONS, Clip
+from pipeline.errors import PipelineError
+
+Protocol = Literal["corpus", "speaker_random", "leave_one_group_out"]
+
+
+class ProtocolError(PipelineError):
+    """The protocol cannot split this corpus; the message says why and what to change."""
+
+
+def speaker_split(speakers: Sequence[str], devel: float, test: float, rng: np.random.Generator) -> dict[str, str]:
+    """{speaker: partition} for a random speaker-independent split: round(test·n) test speakers (at
+    least one), round(devel·n) devel speakers (at least one when devel > 0), the rest train."""
+    speakers = sorted(set(speakers))
+    n = len(speakers)
+    n_test = max(1, int(round(test * n))) if test > 0 else 0
+    n_devel = max(1, int(round(devel * n))) if devel > 0 else 0
+    if n - n_test - n_devel < 1:
+        raise ProtocolError(
+            f"{n} speakers cannot be split into train/devel/test with devel={devel}, test={test}: "
+            "need at least one training speaker"
+        )
+    order = rng.permutation(n)
+    return {
+        speakers[idx]: "test" if rank < n_test else "devel" if rank < n_test + n_devel else "train"
+        for rank, idx in enumerate(order)
+    }
+
+
+def assign_folds(
+    clips: list[Clip],
+    protocol: Protocol = "corpus",
+    devel: float = 0.2,
+    test: float = 0.2,
+    repeats: int = 1,
+    group: Literal["speaker", "session"] = "speaker",
+    seed: int = 0,
+) -> np.ndarray:
+    """Partitions [K, N] (see the module docstring)."""
+    if not clips:
+        raise ProtocolError("the manifest holds no clips")
+    speakers = [c.speaker for c in clips]
+    if protocol == "corpus":
+        given = [c.partition for c in clips]
+        if all(p is not None for p in given):
+            unknown = sorted(set(given) - set(PARTITIONS))
+            if unknown:
+                raise ProtocolError(f"manifest partitions {unknown} are not in {PARTITIONS}")
+            return np.array([given], dtype=str)
+        if any(p is not None for p in given):
+            n = sum(p is None for p in given)
+            raise ProtocolError(f"{n} of {len(clips)} clips have no partition in the manifest: protocol 'corpus' "
+                                "needs one for every clip (or none, for a seeded speaker split)")
+        part = speaker_split(speakers, devel, test, np.random.default_rng(seed))
+        return np.array([[part[s] for s in speakers]], dtype=str)
+    if protocol == "speaker_random":
+        folds = []
+        for k in range(repeats):
+            part = speaker_split(speakers, devel, test, np.random.default_rng([seed, k]))
+            folds.append([part[s] for s in speakers])
+        return np.array(folds, dtype=str)
+    if protocol == "leave_one_group_out":
+        if group == "session":
+            lacking = sum(c.session is None for c in clips)
+            if lacking:
+                raise ProtocolError(f"leave_one_group_out by session: {lacking} clips have no session in the manifest; "
+                                    "use group: speaker, or a corpus whose adapter gives sessions")
+            groups = [str(c.session) for c in clips]
+        else:
+            groups = speakers
+        names = sorted(set(groups))
+        if len(names) < 2:
+            raise ProtocolError(f"leave_one_group_out needs at least 2 {group}s, the corpus has {len(names)}")
+        folds = []
+        for k, held in enumerate(names):
+            rest = sorted({s for s, g in zip(speakers, groups) if g != held})
+            overlap = sorted({s for s, g in zip(speakers, groups) if g == held} & set(rest))
+            if overlap:
+                raise ProtocolError(f"leave_one_group_out by {group}: speakers {overlap[:3]} appear in '{held}' and in "
+                                    "other groups, so a fold would test on a training speaker")
+            in_devel: set[str] = set()
+            if devel > 0:
+                if len(rest) < 2:
+                    raise ProtocolError(f"fold '{held}': {len(rest)} training speaker(s) cannot give a devel share")
+                n_devel = min(len(rest) - 1, max(1, int(round(devel * len(rest)))))
+                rng = np.random.default_rng([seed, k])
+                in_devel = {rest[i] for i in rng.permutation(len(rest))[:n_devel]}
+            folds.append(["test" if g == held else "devel" if s in in_devel else "train" for s, g in zip(speakers, groups)])
+        return np.array(folds, dtype=str)
+    raise ProtocolError(f"unknown protocol {protocol!r}; use corpus, speaker_random or leave_one_group_out")

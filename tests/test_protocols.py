@@ -1,0 +1,71 @@
+"""Evaluation protocols: the corpus split, repeated speaker splits and leave-one-group-out folds."""
+
+import numpy as np
+import pytest
+
+from pipeline.corpus.manifest import Clip
+from pipeline.protocols import ProtocolError, assign_folds
+
+
+def clips(n_speakers=10, per=3, sessions=None, partition=None):
+    out = []
+    for s in range(n_speakers):
+        for i in range(per):
+            out.append(Clip(f"s{s}_{i}", f"spk{s}", "x.mp4", 1.0, partition=partition,
+                            session=None if sessions is None else f"S{s % sessions}"))
+    return out
+
+
+def speaker_apart(cs, fold):
+    by = {}
+    for c, p in zip(cs, fold):
+        by.setdefault(c.speaker, set()).add(p)
+    return all(len(v) == 1 for v in by.values())
+
+
+def test_corpus_protocol_keeps_the_manifest_split_or_draws_one_speaker_split():
+    cs = clips(partition="train")
+    cs[0].partition = "test"
+    assert assign_folds(cs).tolist() == [[c.partition for c in cs]]
+    free = clips()
+    f = assign_folds(free, devel=0.2, test=0.2, seed=3)
+    assert f.shape == (1, 30) and speaker_apart(free, f[0])
+    assert sorted(np.unique(f[0], return_counts=True)[1]) == [6, 6, 18]  # 2 + 2 + 6 speakers × 3 clips
+    half = clips()
+    half[0].partition = "train"
+    with pytest.raises(ProtocolError, match="29 of 30 clips have no partition"):
+        assign_folds(half)
+
+
+def test_speaker_random_repeats_are_fresh_splits_and_reproducible():
+    cs = clips(20)
+    f = assign_folds(cs, "speaker_random", devel=0.15, test=0.15, repeats=20, seed=0)
+    assert f.shape == (20, 60)
+    assert all(speaker_apart(cs, fold) for fold in f)
+    assert all((fold == "test").sum() == 9 and (fold == "devel").sum() == 9 for fold in f)  # 3 speakers each
+    assert len({tuple(fold) for fold in f}) == 20
+    assert np.array_equal(f, assign_folds(cs, "speaker_random", devel=0.15, test=0.15, repeats=20, seed=0))
+
+
+def test_leave_one_session_out_tests_each_session_once():
+    cs = clips(10, sessions=5)
+    f = assign_folds(cs, "leave_one_group_out", devel=0.2, group="session")
+    assert f.shape == (5, 30)
+    tested = [{c.session for c, p in zip(cs, fold) if p == "test"} for fold in f]
+    assert tested == [{"S0"}, {"S1"}, {"S2"}, {"S3"}, {"S4"}]
+    for fold in f:
+        assert speaker_apart(cs, fold) and (fold == "devel").any() and (fold == "train").any()
+    with pytest.raises(ProtocolError, match="no session"):
+        assign_folds(clips(), "leave_one_group_out", group="session")
+
+
+def test_leave_one_speaker_out_and_its_errors():
+    cs = clips(4)
+    f = assign_folds(cs, "leave_one_group_out", devel=0.3, group="speaker")
+    assert f.shape == (4, 12) and all((fold == "test").sum() == 3 for fold in f)
+    with pytest.raises(ProtocolError, match="at least 2"):
+        assign_folds(clips(1), "leave_one_group_out")
+    shared = clips(4, sessions=2)
+    shared[0].session = "S1"  # spk0 recorded in two sessions
+    with pytest.raises(ProtocolError, match="appear in"):
+        assign_folds(shared, "leave_one_group_out", group="session")
