@@ -38,4 +38,4 @@ test: install
 	$(BIN)/python -m pytest -q
 
 clean-data:
-	rm -rf data/corpus data/faces data/features data/segments data/models data/evaluate data/metrics data/report data/errors
+	rm -rf data/corpus data/faces data/features data/segments data/models data/importance data/evaluate data/report data/errors
