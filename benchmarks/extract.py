@@ -36,9 +36,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.config import CorpusParams, FacesParams, load_section  # noqa: E402
+from pipeline.config import load_section  # noqa: E402
 from pipeline.corpus.demo import generate_demo  # noqa: E402
+from pipeline.corpus.demo.params import CorpusParams
 from pipeline.corpus.manifest import Clip  # noqa: E402
+from pipeline.extract.faces.params import FacesParams
 from pipeline.extract.registry import EXTRACTORS, build_extractor  # noqa: E402
 from pipeline.extract.runner import RunStats, extract_corpus  # noqa: E402
 

@@ -13,8 +13,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.config import FEATURES_DIR, PARAMS_FILE, SECTIONS, check_params, did_you_mean, load_section
+from pipeline.config import SECTIONS, check_params, did_you_mean, load_section
 from pipeline.errors import PipelineError
+from pipeline.paths import FEATURES_DIR, PARAMS_FILE
 
 app = typer.Typer(help="Multimodal emotion recognition under missing modalities.", no_args_is_help=True)
 console = Console()

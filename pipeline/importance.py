@@ -26,20 +26,35 @@ Output (data/importance/<model>.json, one file per model, the `importance@<model
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
+from pydantic import Field
 from tqdm.auto import tqdm
 
-from pipeline.config import IMPORTANCE_DIR, MODELS_DIR, ImportanceParams  # noqa: F401 (ImportanceParams re-exported)
+from pipeline.config import Section
+from pipeline.device import pick_device
 from pipeline.errors import PipelineError
-from pipeline.extract.device import pick_device
 from pipeline.missing import AllPresent, MissingModality
+from pipeline.paths import IMPORTANCE_DIR, MODELS_DIR
 from pipeline.runs import STANDARD, apply_conditions, check_fits, find_trained, load_trained, score_conditions, selection_metric, task_split
 from pipeline.segments import Segments
 from pipeline.stats import holm, paired_ttest
 from pipeline.store import write_json
+
+
+class ImportanceParams(Section):
+    """The `importance` section: the automated importance search before `eliminate` training (000 §4, §6)."""
+
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level (000 §6: p < 0.05), Holm across modalities")
+    min_drop: float = Field(
+        0.0, ge=0, description="also require a mean drop of at least this much (paper: none, 0.0); guards against "
+        "tiny but consistent drops flagged with few seeds",
+    )
+    rho: Literal["equal"] | float | dict[str, float] = Field(
+        "equal", description="ρ_eliminate: 'equal' = 1/(n+1) each, a number for each, or {modality: ρ} (000 §4, §6.2)"
+    )
 
 
 # the eliminate runs keep a copy of the entry that drove them: data/models/<model>/eliminate/importance.json

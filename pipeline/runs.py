@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import TrainParams
 from pipeline.errors import PipelineError
 from pipeline.metrics import classification_metrics, regression_metrics
 from pipeline.missing import Condition, condition_seed
 from pipeline.models.registry import ModelError, build_model
 from pipeline.segments import Segments
 from pipeline.store import atomic_path
+from pipeline.train_params import TrainParams
 
 MODEL_FILE = "model.pt"
 HISTORY_FILE = "history.csv"

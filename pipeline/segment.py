@@ -18,13 +18,33 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
+from pydantic import Field
 
-from pipeline.config import FEATURES_DIR, SegmentParams
+from pipeline.config import Section
 from pipeline.corpus.manifest import PARTITIONS, Clip, CorpusInfo, read_labels
+from pipeline.paths import FEATURES_DIR
 from pipeline.segments import ModalityInfo, Segments
 from pipeline.store import ClipFeatures, StoreError, read_features
 
 MIN_STD = 1e-6
+
+
+class PartitionParams(Section):
+    devel: float = Field(0.2, ge=0, lt=1)
+    test: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+
+
+class SegmentParams(Section):
+    """The `segment` section of params.yaml."""
+
+    # modality name -> feature table name under data/features (faces come from face_embed)
+    modalities: dict[str, str] = Field(
+        default_factory=lambda: {"face": "vggface", "acoustic": "egemaps", "speech": "wav2vec2", "text": "bert"}
+    )
+    rate_hz: float = Field(5.0, gt=0, description="common time grid every modality is aligned to")
+    max_steps: int = Field(64, ge=1, description="sequences are cut/padded to this many steps")
+    partition: PartitionParams = PartitionParams()
 
 
 class SegmentError(PipelineError):

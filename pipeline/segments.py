@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import SEGMENTS_DIR
+from pipeline.paths import SEGMENTS_DIR
 from pipeline.store import StoreError, atomic_path, write_json
 
 NPZ = "segments.npz"

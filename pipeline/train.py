@@ -52,11 +52,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from pipeline import missing
-from pipeline.config import MODELS_DIR, PARAMS_FILE, TrainParams, load_section
-from pipeline.extract.device import pick_device
-from pipeline.errors import PipelineError
-from pipeline.models.registry import ModelError, available_models, build_model, fit_modalities
+from pipeline.device import pick_device
+from pipeline.grid import loop_params, make_training_strategy, resolve_grid
+from pipeline.models.registry import ModelError, build_model, fit_modalities
+from pipeline.paths import MODELS_DIR
 from pipeline.runs import (
     ELIMINATE,
     HISTORY_FILE,
@@ -79,6 +78,7 @@ from pipeline.runs import (
 )
 from pipeline.segments import Segments
 from pipeline.store import write_text
+from pipeline.train_params import TrainParams
 
 LIVE_DIR = "dvclive"
 CCC_EPS = 1e-8  # keeps the CCC loss finite on a batch whose targets and predictions are all constant
@@ -149,87 +149,6 @@ def deterministic(seed: int) -> Iterator[None]:
         yield
     finally:
         torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
-
-
-# ---- the grid ------------------------------------------------------------------------------------
-
-
-def known_strategies() -> list[str]:
-    return list(missing.STRATEGIES)
-
-
-def make_training_strategy(name: str, modalities: list[str], params: TrainParams, importance: dict | None = None) -> Any:
-    """`pipeline.missing.make_strategy(name, modalities, params.strategy_params[name], importance)`;
-    `importance` is the run's model entry of data/importance/<model>.json (for `eliminate`)."""
-    try:
-        return missing.make_strategy(name, list(modalities), dict(params.strategy_params.get(name, {})), importance)
-    except (PipelineError, ValueError) as e:  # StrategyError: unknown name, bad params, no ρ for eliminate
-        raise TrainError(str(e) if str(e).startswith(f"strategy '{name}'") else f"strategy '{name}': {e}") from None
-
-
-def family_params(model: str, strategy: str, params_file: str | Path = PARAMS_FILE) -> TrainParams:
-    """The TrainParams of one run family from params.yaml: the shared `train` loop settings, the
-    model's `model.<model>` entry (paper-default overrides and its own loop settings) and the
-    strategy's `strategy.<strategy>` parameters — exactly the keys the family's DVC stage lists."""
-    train = load_section("train", params_file)
-    entry = load_section("model", params_file).get(model)
-    strategy_params = load_section("strategy", params_file).get(strategy)
-    return TrainParams.model_validate({
-        **train.model_dump(mode="json"),
-        "models": [model],
-        "strategies": [strategy],
-        "model_params": {model: entry.params} if entry.params else {},
-        "model_train": {model: entry.train} if entry.train else {},
-        "strategy_params": {strategy: strategy_params} if strategy_params else {},
-    })
-
-
-def resolve_models(params: TrainParams) -> list[str]:
-    if params.all_models:
-        return available_models()
-    unknown = [m for m in params.models if m not in available_models()]
-    if unknown:
-        raise TrainError(f"train.models: unknown model(s) {unknown}; available: {', '.join(available_models())}")
-    return list(params.models)
-
-
-def resolve_grid(
-    params: TrainParams, strategies: list[str] | None = None, importance: dict[str, Any] | None = None
-) -> list[tuple[str, str]]:
-    """(model, strategy) pairs to train. `strategies` (default: `params.strategies`, or every known
-    strategy when `params.all_models`) limits them. Under `all_models` a strategy that cannot run for a
-    model (e.g. `eliminate` without an importance entry) is left out; otherwise that is an error."""
-    models = resolve_models(params)
-    wanted = list(strategies) if strategies is not None else (known_strategies() if params.all_models else list(params.strategies))
-    pairs = []
-    for model in models:
-        try:  # the modalities this model takes (fixed-arity models take the first ones)
-            mods = list(fit_modalities(model, {m: 0 for m in params.modalities}))
-        except ModelError:
-            if params.all_models:
-                continue
-            raise
-        for strategy in wanted:
-            entry = (importance or {}).get(model)
-            try:  # e.g. `eliminate` without the model's importance entry (and no explicit ρ) fails here
-                make_training_strategy(strategy, mods, params, entry)
-            except TrainError:
-                if params.all_models:
-                    continue
-                raise
-            pairs.append((model, strategy))
-    return pairs
-
-
-def loop_params(params: TrainParams, model: str) -> TrainParams:
-    """`params` with the model's `model_train` overrides applied (validated like params.yaml)."""
-    override = params.model_train.get(model)
-    if not override:
-        return params
-    try:
-        return TrainParams.model_validate({**params.model_dump(mode="json"), **override})
-    except ValueError as e:
-        raise TrainError(f"train.model_train.{model}: invalid: {e}") from None
 
 
 # ---- training ------------------------------------------------------------------------------------

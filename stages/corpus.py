@@ -3,9 +3,10 @@
 
 from pathlib import Path
 
-from pipeline.config import CORPUS_DIR, LABELS, MANIFEST, load_section
+from pipeline.config import load_section
 from pipeline.corpus.demo import CorpusError, generate_demo
 from pipeline.corpus.manifest import write_labels, write_manifest
+from pipeline.paths import CORPUS_DIR, LABELS, MANIFEST
 from pipeline.stage import run_stage
 
 

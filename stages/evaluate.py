@@ -8,8 +8,9 @@ under every missing-modality condition on the test partition (params.yaml `evalu
 import argparse
 from pathlib import Path
 
-from pipeline.config import EVALUATE_DIR, MODELS_DIR, load_section
+from pipeline.config import load_section
 from pipeline.evaluate import HEADLINE_DIR, evaluate_all
+from pipeline.paths import EVALUATE_DIR, MODELS_DIR
 from pipeline.segments import load_segments
 from pipeline.stage import run_stage
 

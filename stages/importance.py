@@ -6,8 +6,9 @@ the devel partition (params.yaml `importance`) → data/importance/<model>.json.
 
 import argparse
 
-from pipeline.config import MODELS_DIR, load_section
+from pipeline.config import load_section
 from pipeline.importance import ImportanceError, importance_file, importance_search, write_importance
+from pipeline.paths import MODELS_DIR
 from pipeline.runs import STANDARD
 from pipeline.segments import load_segments
 from pipeline.stage import run_stage

@@ -7,14 +7,16 @@ Run from the repository root: `python stages/report.py`. The last line printed i
 import sys
 from pathlib import Path
 
-from pipeline.config import REPORT_DIR, ConfigError, load_section
+from pipeline.config import ConfigError, load_section
+from pipeline.paths import REPORT_DIR
 from pipeline.report import ReportError, build_report
+from pipeline.report.params import ReportParams
 from pipeline.store import StoreError
 
 
 def main() -> int:
     try:
-        params = load_section("report")
+        params: ReportParams = load_section("report")
         index = build_report(Path.cwd(), REPORT_DIR, params)
     except (ReportError, ConfigError, StoreError) as e:
         print(f"report: {e}", file=sys.stderr)

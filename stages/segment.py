@@ -1,7 +1,8 @@
 """DVC stage `segment`: feature tables → aligned, partitioned, normalised sequences."""
 
-from pipeline.config import LABELS, MANIFEST, SEGMENTS_DIR, load_section
+from pipeline.config import load_section
 from pipeline.corpus.manifest import read_manifest
+from pipeline.paths import LABELS, MANIFEST, SEGMENTS_DIR
 from pipeline.segment import segment_corpus
 from pipeline.stage import run_stage
 

@@ -10,13 +10,14 @@
 
 import argparse
 
-from pipeline.config import MODELS_DIR
+from pipeline.grid import family_params
 from pipeline.importance import IMPORTANCE_COPY, importance_file, read_importance
+from pipeline.paths import MODELS_DIR
 from pipeline.runs import ELIMINATE
 from pipeline.segments import load_segments
 from pipeline.stage import run_stage
 from pipeline.store import write_json
-from pipeline.train import family_params, train_all
+from pipeline.train import train_all
 
 
 def main(argv: list[str] | None = None) -> None:

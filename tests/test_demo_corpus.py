@@ -16,7 +16,7 @@ import pytest
 from skimage.color import rgb2gray
 from skimage.transform import warp
 
-from pipeline.config import CorpusParams
+from pipeline.corpus.demo.params import CorpusParams
 from pipeline.corpus.demo import (
     CLASSES,
     SENTENCES,
@@ -30,8 +30,8 @@ from pipeline.corpus.demo import (
     speaker_look,
     write_biosignals,
 )
-from pipeline.corpus.manifest import read_labels, read_manifest, write_labels, write_manifest
 from pipeline.corpus.demo.synth_face import FaceRenderer, FaceState
+from pipeline.corpus.manifest import read_labels, read_manifest, write_labels, write_manifest
 from pipeline.media import read_audio
 
 REPO = Path(__file__).resolve().parents[1]

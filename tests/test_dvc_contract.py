@@ -29,6 +29,21 @@ def test_the_closure_follows_lazy_and_registry_imports():
     assert "pipeline/segments.py" in report and "pipeline/models/jmt.py" not in report
 
 
+def test_each_stage_reaches_the_schemas_of_its_params_sections():
+    """A section's schema holds its defaults (they change results): the module defining it must be a
+    code dep of every stage that lists the section, even though `load_section` imports it lazily."""
+    from pipeline.config import schema_module
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    expected = dvc_deps.expected_code_deps()
+    for name, stage in stages.items():
+        for key in stage.get("do", stage).get("params", []):
+            path = dvc_deps.module_file(schema_module(str(key).split(".")[0])).relative_to(REPO).as_posix()
+            assert path in expected[name], f"stage {name}: section '{key}' is defined in {path}, not in its code deps"
+    # a stage reaches only its own section's schema: corpus does not depend on training or extraction code
+    assert not any(d.startswith(("pipeline/models/", "pipeline/extract/", "pipeline/grid")) for d in expected["corpus"])
+
+
 def test_rewrite_replaces_only_code_lines_and_is_idempotent(tmp_path):
     text = (REPO / "dvc.yaml").read_text()
     broken = text.replace("      - pipeline/runs.py\n", "", 1).replace("      - stages/train.py\n", "      - stages/train.py\n      - pipeline/gone.py\n", 1)

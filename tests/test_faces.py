@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.config import FacesParams
 from pipeline.corpus.manifest import Clip
+from pipeline.extract.faces.params import FacesParams
 import torch
 from torch.nn.functional import interpolate
 

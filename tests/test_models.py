@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.config import TrainParams
 from pipeline.models import ModelError, available_models, build_model, count_parameters, list_models
+from pipeline.train_params import TrainParams
 from pipeline.models.blocks import (
     CrossAttentionBlock,
     LearnedPositionalEncoding,

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from pipeline.config import CompareParams, LldParams
 from pipeline.corpus.manifest import Clip, CorpusInfo, write_manifest
 from pipeline.extract.base import ExtractionError
+from pipeline.extract.opensmile_lld import CompareParams, LldParams
 from pipeline.extract.opensmile_lld import CompareLld, EgemapsLld, on_grid
 from pipeline.media import MediaError, read_audio
 from pipeline.store import read_features
@@ -186,8 +186,8 @@ def test_compare_when_the_levels_label_their_last_frames_differently(compare, tm
     # found by benchmarks/extract.py: on this demo clip (48,128 decoded samples, ending in silence)
     # openSMILE labels the last LLD frames …2.92, 2.93, 2.94, 2.94 and the delta frames …2.92, 2.92,
     # 2.92, 2.94; rows still pair by position (the labels of the flush frames are not reliable)
-    from pipeline.config import CorpusParams
     from pipeline.corpus.demo import plan_corpus, render_clip
+    from pipeline.corpus.demo.params import CorpusParams
 
     params = CorpusParams(speakers=41, clips_per_speaker=1, seconds=3.0, seed=7)
     plan = next(p for p in plan_corpus(params) if p.clip_id == "spk25_clip000")

@@ -13,12 +13,14 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from pipeline.config import ConfigError, FacesParams, ResNet50Params
+from pipeline.config import ConfigError
 from pipeline.corpus.manifest import Clip
+from pipeline.device import bf16_supported
 from pipeline.extract.base import ExtractionError
-from pipeline.extract.device import bf16_supported
 from pipeline.extract.face_embed import preprocess
 from pipeline.extract.faces import FacesExtractor, detections_table, read_detections
+from pipeline.extract.faces.params import FacesParams
+from pipeline.extract.params import ResNet50Params
 from pipeline.extract.resnet50 import MEAN_RGB, ResNet50Extractor, ResNet50Face, build_network, dag_names
 from pipeline.extract.runner import RunStats, extract_corpus
 from pipeline.media import probe

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from pipeline.config import PartitionParams, SegmentParams
 from pipeline.corpus.manifest import Clip, CorpusInfo, write_labels
+from pipeline.segment import PartitionParams, SegmentParams
 from pipeline.segment import SegmentError, align_clip, assign_partitions, normalise, segment_corpus
 from pipeline.segments import load_segments
 from pipeline.store import ClipFeatures, FeatureMeta, write_features

@@ -20,13 +20,14 @@ import pytest
 import torch
 import yaml
 
-from pipeline.config import EvaluateParams, TrainParams
+from pipeline.evaluate import EvaluateParams
 from pipeline.evaluate import evaluate_all
 from pipeline.missing import drop_modalities
+from pipeline.runs import HISTORY_FILE, MODEL_FILE, EvaluateError, TrainError, find_trained, load_trained, predict, run_dir, task_split
 from pipeline.segments import ModalityInfo, Segments, load_segments
 from pipeline.stage import run_stage
-from pipeline.runs import HISTORY_FILE, MODEL_FILE, EvaluateError, TrainError, find_trained, load_trained, predict, run_dir, task_split
 from pipeline.train import train_all
+from pipeline.train_params import TrainParams
 
 REPO = Path(__file__).resolve().parents[1]
 DIMS = {"a": 5, "b": 3, "c": 7}
@@ -450,7 +451,7 @@ def test_strategies_and_training_losses_pass_through(segments, tmp_path, monkeyp
 
 
 def test_grid_layout_and_model_validation(segments, tmp_path):
-    from pipeline.train import resolve_grid
+    from pipeline.grid import resolve_grid
 
     with pytest.raises(TrainError, match=r"unknown model.*'nope'.*available: .*crossmodal"):
         train_all(segments, PARAMS.model_copy(update={"models": ["nope"]}), tmp_path, progress=False)
@@ -558,8 +559,8 @@ def test_plateau_schedule_halves_the_lr_and_grad_clip_is_applied(segments, tmp_p
 
 
 def test_all_models_grid_gives_each_model_only_strategies_it_can_run():
+    from pipeline.grid import resolve_grid
     from pipeline.models.registry import available_models
-    from pipeline.train import resolve_grid
 
     grid = resolve_grid(PARAMS.model_copy(update={"all_models": True}), strategies=["standard", "auxformer", "clip_zero"])
     assert {m for m, _ in grid} == set(available_models())

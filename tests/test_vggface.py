@@ -10,11 +10,13 @@ import pytest
 import torch
 import torchvision
 
-from pipeline.config import ConfigError, FaceEmbedParams, FacesParams
+from pipeline.config import ConfigError
 from pipeline.corpus.manifest import Clip
+from pipeline.device import autocast_context, bf16_supported, cpu_has_amx, pick_device, precision
 from pipeline.extract.base import ExtractionError
-from pipeline.extract.device import autocast_context, bf16_supported, cpu_has_amx, pick_device, precision
 from pipeline.extract.faces import FacesExtractor, detections_table, read_detections
+from pipeline.extract.faces.params import FacesParams
+from pipeline.extract.params import FaceEmbedParams
 from pipeline.extract.runner import extract_corpus
 from pipeline.extract.vggface import MEAN_RGB, VggFaceDag, VggFaceExtractor, build_network, preprocess
 from pipeline.media import probe

@@ -12,10 +12,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, Wav2Vec2Model
 
-from pipeline.config import ConfigError, Wav2Vec2Params
+from pipeline.config import ConfigError
 from pipeline.corpus.manifest import Clip, CorpusInfo, write_manifest
 from pipeline.extract.base import ExtractionError
 from pipeline.extract.chunking import Window, plan_windows
+from pipeline.extract.params import Wav2Vec2Params
 from pipeline.extract.wav2vec2 import Wav2Vec2Features, conv_geometry
 from pipeline.media import read_audio
 from pipeline.store import read_features

@@ -43,11 +43,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.config import BertParams, ConfigError
+from pipeline.config import ConfigError
 from pipeline.corpus.manifest import Clip
+from pipeline.device import pick_device
 from pipeline.extract.base import ExtractionError, Extractor
 from pipeline.extract.chunking import plan_windows
-from pipeline.extract.device import pick_device
 from pipeline.extract.hf import (
     SHIPPED_MODELS,
     directory_digest,
@@ -57,6 +57,7 @@ from pipeline.extract.hf import (
     resolve_model_dir,
     shipped_version,
 )
+from pipeline.extract.params import BertParams
 from pipeline.store import ClipFeatures, FeatureMeta
 
 from transformers import AutoModel  # after pipeline.extract.hf: offline

@@ -27,18 +27,55 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, field_validator
 
-from pipeline.config import ConfigError, ImportParams
+from pipeline.config import ON_ERROR_HELP, ConfigError, OnError, Section
 from pipeline.corpus.manifest import Clip
 from pipeline.extract.base import ExtractionError, Extractor, file_digest
 from pipeline.store import ClipFeatures
 
 SEGMENT_ID = "segment_id"  # MuSe's segment column: never a feature
 RATE_TOLERANCE = 0.05  # share of the sampling period a step may deviate from a whole number of periods
+
+
+class ImportParams(Section):
+    """Precomputed per-timestamp features from MuSe-style CSV files (the `import` section; feature `import`, 000 §5.2, 004)."""
+
+    on_error: OnError = Field("fail", description=ON_ERROR_HELP)
+    dir: str = Field("data/corpus/biosignals", description="directory of the CSV files (relative: to the repo root)")
+    pattern: str = Field("{clip_id}.csv", description="file name of a clip's CSV; fields {clip_id} and {speaker}")
+    time_column: str = Field("timestamp", min_length=1, description="column holding each row's time")
+    time_unit: Literal["ms", "s"] = Field("ms", description="unit of time_column (MuSe: milliseconds)")
+    columns: Literal["all"] | list[str] = Field(
+        default_factory=lambda: ["ECG", "RESP", "BPM"],
+        description="feature columns, in this order; 'all': every numeric column but the time and segment_id "
+        "(000 §5.2: ECG, RESP, BPM; EDA is left out because Ulm-TSST folds it into the arousal labels)",
+    )
+    rate_hz: float | None = Field(
+        2.0, gt=0, description="sampling rate of the rows (000 §5.2: 2 Hz); null: inferred from the timestamps"
+    )
+    modality: str = Field("physio", pattern=r"^[a-z][a-z0-9_]*$", description="modality the feature stands for")
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_fields(cls, v: str) -> str:
+        import string
+
+        fields = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
+        if "clip_id" not in fields and "speaker" not in fields or fields - {"clip_id", "speaker"}:
+            raise ValueError(f"must name each clip's file with {{clip_id}} (or {{speaker}}) and no other field, got {v!r}")
+        return v
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, v: Literal["all"] | list[str]) -> Literal["all"] | list[str]:
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"must list at least one column, each once, or be 'all'; got {v}")
+        return v
 
 
 class CsvImport(Extractor):

@@ -40,9 +40,9 @@ from torch import nn
 
 from pipeline.config import ConfigError
 from pipeline.corpus.manifest import Clip
+from pipeline.device import autocast_context, pick_device, precision
 from pipeline.extract.base import ExtractionError, Extractor, file_digest
 from pipeline.extract.cache import config_key
-from pipeline.extract.device import autocast_context, pick_device, precision
 from pipeline.extract.faces.table import ClipDetections
 from pipeline.extract.runner import batched
 from pipeline.store import ClipFeatures, FeatureMeta

@@ -43,13 +43,14 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import opensmile
 import pandas as pd
+from pydantic import Field
 
-from pipeline.config import CompareParams, LldParams
+from pipeline.config import ON_ERROR_HELP, OnError, Section
 from pipeline.corpus.manifest import Clip
 from pipeline.extract.base import ExtractionError, Extractor
 from pipeline.media import read_audio
@@ -57,6 +58,28 @@ from pipeline.store import ClipFeatures
 
 TAIL_FRAMES = 3  # openSMILE's flush frames at the end of the input: labels may differ between levels
 HOP_S = 0.010  # LLD frame step of the eGeMAPSv02 and ComParE_2016 openSMILE configurations: 100 Hz
+
+
+class LldParams(Section):
+    """The `lld` section: openSMILE eGeMAPSv02 LLDs (feature `egemaps`)."""
+
+    on_error: OnError = Field("fail", description=ON_ERROR_HELP)
+    feature_set: Literal["eGeMAPSv02"] = "eGeMAPSv02"
+    level: Literal["LowLevelDescriptors"] = "LowLevelDescriptors"
+    sample_rate: int = Field(16000, ge=8000, description="audio is resampled to this before openSMILE")
+
+
+class CompareParams(Section):
+    """openSMILE ComParE_2016 LLDs + deltas (feature `compare`, 001 §4.2.2, 002 §3.2.2)."""
+
+    on_error: OnError = Field("fail", description=ON_ERROR_HELP)
+    feature_set: Literal["ComParE_2016"] = Field(
+        "ComParE_2016", description="openSMILE's update of the Interspeech 2013 ComParE set (001, 002 cite 2013)"
+    )
+    deltas: bool = Field(
+        True, description="append the 65 LLD deltas: 130-d as in 001 §4.2.2; false: the 65 LLDs of 002 §3.2.2"
+    )
+    sample_rate: int = Field(16000, ge=8000, description="audio is resampled to this before openSMILE")
 
 
 class OpenSmileLld(Extractor):

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline.config import FACES, load_section
+from pipeline.config import load_section
 from pipeline.extract.base import Extractor
+from pipeline.paths import FACES
 
 
 def _face_inputs(detections, faces_meta, kw: dict) -> dict:

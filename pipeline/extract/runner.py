@@ -27,12 +27,12 @@ from typing import Iterable, Iterator, Literal, TypeVar
 
 from tqdm import tqdm
 
-from pipeline.config import ERRORS_DIR, FEATURES_DIR
 from pipeline.corpus.manifest import Clip
 from pipeline.errors import PipelineError
 from pipeline.extract.base import ExtractionError, Extractor
 from pipeline.extract.cache import ClipCache
 from pipeline.media import MediaError
+from pipeline.paths import ERRORS_DIR, FEATURES_DIR
 from pipeline.store import ClipFeatures, TableWriter, write_text
 
 OnError = Literal["fail", "skip"]

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 def extract_stage(feature: str) -> None:
     """Extract `feature` for the corpus (see the module docstring) and print a summary."""
-    from pipeline.config import CACHE_DIR, MANIFEST, load_section
+    from pipeline.config import load_section
     from pipeline.corpus.manifest import read_manifest
     from pipeline.extract.registry import EXTRACTORS, build_extractor
     from pipeline.extract.runner import RunStats, extract_corpus
+    from pipeline.paths import CACHE_DIR, MANIFEST
 
     on_error = load_section(EXTRACTORS[feature].section).on_error
     _, clips = read_manifest(MANIFEST)  # before the model loads: a missing manifest fails fast

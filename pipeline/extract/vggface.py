@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import FaceEmbedParams
 from pipeline.extract import face_embed
 from pipeline.extract.face_embed import Detections, FaceCropEmbedder, check_state, load_torch_state
+from pipeline.extract.params import FaceEmbedParams
 
 #: the vgg_face_dag.pth conversion's meta: RGB mean in 0–255, input side
 MEAN_RGB = (129.186, 104.762, 93.594)

@@ -46,12 +46,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import ConfigError, Wav2Vec2Params
+from pipeline.config import ConfigError
 from pipeline.corpus.manifest import Clip
+from pipeline.device import pick_device
 from pipeline.extract.base import ExtractionError, Extractor
 from pipeline.extract.chunking import plan_windows
-from pipeline.extract.device import pick_device
 from pipeline.extract.hf import directory_digest, load_pretrained, model_label, resolve_model_dir
+from pipeline.extract.params import Wav2Vec2Params
 from pipeline.media import read_audio
 from pipeline.store import ClipFeatures, FeatureMeta
 

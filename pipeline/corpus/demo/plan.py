@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.config import CorpusParams
+from pipeline.corpus.demo.params import CorpusParams
 from pipeline.corpus.demo.synth_audio import Voice
 from pipeline.corpus.demo.synth_face import Look
 from pipeline.errors import PipelineError

@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.config import CorpusParams
+from pipeline.corpus.demo.params import CorpusParams
 from pipeline.corpus.demo.plan import (
     BASE_AV,
     CLASSES,

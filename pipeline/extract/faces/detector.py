@@ -38,9 +38,9 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from pipeline.config import FacesParams
-from pipeline.extract.device import pick_device
+from pipeline.device import pick_device
 from pipeline.extract.faces.crops import encode_jpeg, square_crop
+from pipeline.extract.faces.params import FacesParams
 from pipeline.extract.faces.face_track import (
     SELECTORS,
     Candidates,

@@ -25,11 +25,11 @@ from typing import Any, ClassVar, Iterable, Iterator
 import pyarrow as pa
 import torch
 
-from pipeline.config import FacesParams
 from pipeline.corpus.manifest import Clip
 from pipeline.extract.base import Extractor, file_digest
 from pipeline.extract.cache import config_key
 from pipeline.extract.faces.detector import FaceDetector
+from pipeline.extract.faces.params import FacesParams
 from pipeline.extract.faces.table import (
     DETECTOR,
     STAGE_VERSION,

@@ -1,4 +1,4 @@
-"""The detections table contract: `data/faces/detections.parquet` (`pipeline.config.FACES`).
+"""The detections table contract: `data/faces/detections.parquet` (`pipeline.paths.FACES`).
 
 One row per detection step of each clip, sorted by clip then t:
 
@@ -30,9 +30,9 @@ from typing import Any, Iterable
 import numpy as np
 import pyarrow as pa
 
-from pipeline.config import FacesParams
 from pipeline.extract.faces.crops import JPEG_QUALITY, decode_jpeg
 from pipeline.extract.faces.face_track import N_LANDMARKS, StepFace
+from pipeline.extract.faces.params import FacesParams
 from pipeline.store import META_KEY, StoreError, read_meta, read_table
 
 DETECTOR = "facenet-pytorch MTCNN"

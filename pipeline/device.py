@@ -1,4 +1,4 @@
-"""Where neural extractors run, and in which precision.
+"""Where neural code runs (extractors, training, evaluation), and in which precision.
 
 `pick_device()` takes CUDA when present, else the CPU. `autocast_context(device, enabled)` runs the
 block under bf16 autocast where the hardware computes bf16 natively: any CUDA GPU with bf16 support,

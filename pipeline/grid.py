@@ -1,0 +1,220 @@
+"""The run grid: which (model, strategy) families exist, and each one's TrainParams.
+
+params.yaml: `train` holds the loop settings every run shares (`TrainSection`); which runs exist is
+`grid` (`GridParams`: every model × strategy, and the models that also get 000 §4's importance search
+and `eliminate` runs); each model's and strategy's own settings are `model.<name>` (`ModelSettings`)
+and `strategy.<name>` (`StrategySettings`). One DVC stage per family (train@<model>-<strategy>,
+evaluate@<model>-<strategy>) lists only its entries (dvc.yaml), so an edit to one strategy's settings
+retrains only that strategy's runs. `family_params` assembles a family's TrainParams from those
+sections; `resolve_grid` lists the (model, strategy) pairs a TrainParams trains (pipeline/train.py).
+
+Reading these sections imports no torch: the model and strategy registries are imported inside the
+functions that need them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import ConfigDict, Field, RootModel, ValidationError, model_validator
+
+from pipeline.config import Problems, Section, flat_errors, load_section, model_names, strategy_names, unknown_name
+from pipeline.errors import PipelineError
+from pipeline.paths import PARAMS_FILE
+from pipeline.train_params import TrainParams
+
+# keys that used to live in `train` and now have their own place (a clear error, never silently ignored)
+MOVED_FROM_TRAIN = {
+    "models": "grid.models", "strategies": "grid.strategies", "all_models": "grid.models (list them; `mer models`)",
+    "model_params": "model.<name>.params", "model_train": "model.<name>.train", "strategy_params": "strategy.<name>",
+}
+
+
+class TrainSection(TrainParams):
+    """The `train` section: TrainParams without the grid (see MOVED_FROM_TRAIN)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            moved = [(k, f"moved to {MOVED_FROM_TRAIN[k]}") for k in data if k in MOVED_FROM_TRAIN]
+            if moved:
+                raise Problems(moved)
+        return data
+
+
+class GridParams(Section):
+    """Which runs exist: every model × strategy (stages train@<model>-<strategy> and
+    evaluate@<model>-<strategy>) and, for the models in `eliminate`, 000 §4's importance search on
+    their `standard` runs and the `eliminate` runs it drives (importance@, train_eliminate@,
+    evaluate_eliminate@<model>)."""
+
+    models: list[str] = Field(default_factory=lambda: ["crossmodal"], description="registry names (`mer models`)")
+    strategies: list[str] = Field(default_factory=lambda: ["standard"], description="training strategies but eliminate")
+    eliminate: list[str] = Field(default_factory=list, description="models that also get importance search + eliminate")
+
+    @model_validator(mode="after")
+    def _grid(self) -> "GridParams":
+        problems: list[tuple[str, str]] = []
+        for key in ("models", "strategies", "eliminate"):
+            v = getattr(self, key)
+            if len(set(v)) != len(v):
+                problems.append((key, f"lists an entry twice: {v}"))
+        if not self.models:
+            problems.append(("models", "must not be empty"))
+        if not self.strategies:
+            problems.append(("strategies", "must not be empty"))
+        known_m, known_s = model_names(), strategy_names()
+        problems += [(f"models.{i}", unknown_name("model", m, known_m)) for i, m in enumerate(self.models) if m not in known_m]
+        for i, s in enumerate(self.strategies):
+            if s == "eliminate":
+                problems.append((f"strategies.{i}", "'eliminate' runs after the importance search: list its models in grid.eliminate"))
+            elif s not in known_s:
+                problems.append((f"strategies.{i}", unknown_name("strategy", s, known_s)))
+        for i, m in enumerate(self.eliminate):
+            if m not in self.models:
+                problems.append((f"eliminate.{i}", f"'{m}' is not in grid.models: its standard runs drive the search"))
+        if self.eliminate and "standard" not in self.strategies:
+            problems.append(("eliminate", "the importance search needs the 'standard' runs: add it to grid.strategies"))
+        if problems:
+            raise Problems(problems)
+        return self
+
+
+class ModelEntry(Section):
+    params: dict[str, Any] = Field(default_factory=dict, description="overrides of the paper defaults (`mer models`)")
+    train: dict[str, Any] = Field(default_factory=dict, description="the model's own loop settings (a paper's recipe)")
+
+
+class ModelSettings(RootModel[dict[str, ModelEntry]]):
+    """The `model` section: {model name: {params: {...}, train: {...}}}; names and keys validated."""
+
+    model_config = ConfigDict(frozen=True)
+
+    @model_validator(mode="after")
+    def _valid(self) -> "ModelSettings":
+        try:  # TrainParams' validators know each model's Params and the loop fields
+            TrainParams(model_params={n: e.params for n, e in self.root.items()},
+                        model_train={n: e.train for n, e in self.root.items()})
+        except ValidationError as e:
+            problems: list[tuple[str, str]] = []
+            for loc, msg in flat_errors(e):  # loc: (model_params | model_train, name, key…)
+                part = "params" if loc[0] == "model_params" else "train"
+                where = ".".join(loc[1:2] if msg.startswith("unknown model") else loc[1:2] + (part,) + loc[2:])
+                if (where, msg) not in problems:
+                    problems.append((where, msg))
+            raise Problems(problems) from None
+        return self
+
+    def get(self, name: str) -> ModelEntry:
+        return self.root.get(name) or ModelEntry()
+
+
+class StrategySettings(RootModel[dict[str, dict[str, Any]]]):
+    """The `strategy` section: {strategy name: its parameters}; names and keys validated."""
+
+    model_config = ConfigDict(frozen=True)
+
+    @model_validator(mode="after")
+    def _valid(self) -> "StrategySettings":
+        try:
+            TrainParams(strategy_params={n: dict(v or {}) for n, v in self.root.items()})
+        except ValidationError as e:
+            raise Problems([(".".join(loc[1:]), msg) for loc, msg in flat_errors(e)]) from None
+        return self
+
+    def get(self, name: str) -> dict[str, Any]:
+        return dict(self.root.get(name) or {})
+
+
+# ---- a family's TrainParams and the runs a TrainParams trains (pipeline/train.py, stages/train.py) ----
+
+
+def known_strategies() -> list[str]:
+    return strategy_names()
+
+
+def make_training_strategy(name: str, modalities: list[str], params: TrainParams, importance: dict | None = None) -> Any:
+    """`pipeline.missing.make_strategy(name, modalities, params.strategy_params[name], importance)`;
+    `importance` is the run's model entry of data/importance/<model>.json (for `eliminate`)."""
+    from pipeline import missing
+    from pipeline.runs import TrainError
+
+    try:
+        return missing.make_strategy(name, list(modalities), dict(params.strategy_params.get(name, {})), importance)
+    except (PipelineError, ValueError) as e:  # StrategyError: unknown name, bad params, no ρ for eliminate
+        raise TrainError(str(e) if str(e).startswith(f"strategy '{name}'") else f"strategy '{name}': {e}") from None
+
+
+def family_params(model: str, strategy: str, params_file: str | Path = PARAMS_FILE) -> TrainParams:
+    """The TrainParams of one run family from params.yaml: the shared `train` loop settings, the
+    model's `model.<model>` entry (paper-default overrides and its own loop settings) and the
+    strategy's `strategy.<strategy>` parameters — exactly the keys the family's DVC stage lists."""
+    train = load_section("train", params_file)
+    entry = load_section("model", params_file).get(model)
+    strategy_params = load_section("strategy", params_file).get(strategy)
+    return TrainParams.model_validate({
+        **train.model_dump(mode="json"),
+        "models": [model],
+        "strategies": [strategy],
+        "model_params": {model: entry.params} if entry.params else {},
+        "model_train": {model: entry.train} if entry.train else {},
+        "strategy_params": {strategy: strategy_params} if strategy_params else {},
+    })
+
+
+def resolve_models(params: TrainParams) -> list[str]:
+    from pipeline.models.registry import available_models
+    from pipeline.runs import TrainError
+
+    if params.all_models:
+        return available_models()
+    unknown = [m for m in params.models if m not in available_models()]
+    if unknown:
+        raise TrainError(f"train.models: unknown model(s) {unknown}; available: {', '.join(available_models())}")
+    return list(params.models)
+
+
+def resolve_grid(
+    params: TrainParams, strategies: list[str] | None = None, importance: dict[str, Any] | None = None
+) -> list[tuple[str, str]]:
+    """(model, strategy) pairs to train. `strategies` (default: `params.strategies`, or every known
+    strategy when `params.all_models`) limits them. Under `all_models` a strategy that cannot run for a
+    model (e.g. `eliminate` without an importance entry) is left out; otherwise that is an error."""
+    from pipeline.models.registry import ModelError, fit_modalities
+    from pipeline.runs import TrainError
+
+    models = resolve_models(params)
+    wanted = list(strategies) if strategies is not None else (known_strategies() if params.all_models else list(params.strategies))
+    pairs = []
+    for model in models:
+        try:  # the modalities this model takes (fixed-arity models take the first ones)
+            mods = list(fit_modalities(model, {m: 0 for m in params.modalities}))
+        except ModelError:
+            if params.all_models:
+                continue
+            raise
+        for strategy in wanted:
+            entry = (importance or {}).get(model)
+            try:  # e.g. `eliminate` without the model's importance entry (and no explicit ρ) fails here
+                make_training_strategy(strategy, mods, params, entry)
+            except TrainError:
+                if params.all_models:
+                    continue
+                raise
+            pairs.append((model, strategy))
+    return pairs
+
+
+def loop_params(params: TrainParams, model: str) -> TrainParams:
+    """`params` with the model's `model_train` overrides applied (validated like params.yaml)."""
+    from pipeline.runs import TrainError
+
+    override = params.model_train.get(model)
+    if not override:
+        return params
+    try:
+        return TrainParams.model_validate({**params.model_dump(mode="json"), **override})
+    except ValueError as e:
+        raise TrainError(f"train.model_train.{model}: invalid: {e}") from None
