@@ -9,13 +9,18 @@ modality>`, simply evaluated on its own inputs (which that condition leaves inta
 share one task.
 
 Outputs of one run family (`out_dir` = data/evaluate/<model>/<strategy>):
-    results.csv      model, seed, condition, metric, value          (long format, one row per number)
-    summary.csv      model, condition, metric, mean, std, n_seeds    (std over seeds, ddof 1; empty if 1 seed)
+    results.csv      model, seed, condition, family, modality, level, metric, value   (long format, one row per number)
+    summary.csv      model, condition, family, modality, level, metric, mean, std, n_seeds
+                                                                     (std over seeds, ddof 1; empty if 1 seed)
     predictions.csv  classification: model, seed, condition, clip_id, true, pred   (class names)
                      regression:     model, seed, condition, clip_id, step, target, true, pred
                                      (valid target steps only)
-and its headline metrics (`headline_metrics`, metrics/<model>-<strategy>.json, tracked by git so that
-`dvc exp show` and `dvc metrics diff` compare experiments). The report reads every family's files.
+family, modality and level describe the condition (`condition_columns`: the `pipeline.missing.Condition`'s
+own attributes, modality 'a+b' for several and 'all' for every one, level empty where it has none), so
+the tables are tidy: the report draws its robustness curves from these columns, never from the names.
+Also written: the family's headline metrics (`headline_metrics`, metrics/<model>-<strategy>.json, tracked
+by git so that `dvc exp show` and `dvc metrics diff` compare experiments). The report reads every
+family's files.
 Metrics: see `pipeline.metrics`. Regression CCC and RMSE are computed per target over the valid steps of
 all test sequences concatenated (time-continuous CCC, population statistics).
 """
@@ -54,7 +59,6 @@ from pipeline.segments import Segments
 from pipeline.store import write_json, write_text
 
 JSON_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
-CURVES_DIR = "curves"
 # headline metrics per run family: in git (not data/), so every commit and experiment carries them
 HEADLINE_DIR = Path("metrics")
 
@@ -161,24 +165,12 @@ def headline_metrics(summary: pl.DataFrame, conditions: list[Condition], metric:
     return {metric: out}
 
 
-def curve_tables(table: pl.DataFrame, conditions: list[Condition], metric: str) -> dict[str, pl.DataFrame]:
-    """{'<family>_<modality|all>': level, run, score} for the condition families with levels (clip_zero,
-    frame_zero, frame_repeat, random_missing, availability): the robustness curves as DVC plots."""
-    by_name = {c.name: c for c in conditions if getattr(c, "level", None) is not None}
-    rows: dict[str, list[dict[str, Any]]] = {}
-    for r in table.iter_rows(named=True):
-        cond = by_name.get(r["condition"])
-        if cond is None:
-            continue
-        key = f"{cond.family}_{cond.modality or 'all'}"
-        rows.setdefault(key, []).append({"level": float(cond.level), "run": r["model"], "score": float(r[metric])})
-    return {k: pl.DataFrame(v).sort(["run", "level"]) for k, v in rows.items()}
-
-
-def write_curves(out_dir: Path, table: pl.DataFrame, conditions: list[Condition], metric: str) -> None:
-    """One CSV per curve (`dvc plots show` draws one line per run, template .dvc/plots/robustness.json)."""
-    for key, frame in curve_tables(table, conditions, metric).items():
-        write_text(Path(out_dir) / f"{key}.csv", frame.write_csv())
+def condition_columns(condition: Condition) -> dict[str, Any]:
+    """The tidy columns of one condition: family, modality (a name; several joined by '+', 'a+b'; 'all'
+    for every modality) and level (p, rate or share; None, an empty cell, where there is none)."""
+    mod = condition.modality
+    modality = "all" if mod is None else mod if isinstance(mod, str) else "+".join(mod)
+    return {"family": condition.family, "modality": modality, "level": condition.level}
 
 
 def _predictions(
@@ -214,11 +206,17 @@ def _tables(
     json_metrics: tuple[str, ...],
     main_metric: str,
 ) -> EvaluationResults:
-    results = pl.DataFrame(rows, schema={"model": pl.String, "seed": pl.Int64, "condition": pl.String, "metric": pl.String, "value": pl.Float64})
+    tidy = pl.DataFrame([{"condition": c.name, **condition_columns(c)} for c in conditions],
+                        schema={"condition": pl.String, "family": pl.String, "modality": pl.String, "level": pl.Float64})
+    results = (
+        pl.DataFrame(rows, schema={"model": pl.String, "seed": pl.Int64, "condition": pl.String, "metric": pl.String, "value": pl.Float64})
+        .join(tidy, on="condition", how="left", maintain_order="left")
+        .select("model", "seed", "condition", "family", "modality", "level", "metric", "value")
+    )
     cond_order = {c.name: i for i, c in enumerate(conditions)}
     metric_rank = {m: i for i, m in enumerate(metric_order)}
     summary = (
-        results.group_by(["model", "condition", "metric"], maintain_order=True)
+        results.group_by(["model", "condition", "family", "modality", "level", "metric"], maintain_order=True)
         .agg(
             pl.col("value").mean().alias("mean"),
             pl.col("value").std(ddof=1).alias("std"),

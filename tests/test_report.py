@@ -17,6 +17,8 @@ import yaml
 
 from pipeline.config import REPORT_DIR, ReportParams
 from pipeline.corpus.manifest import Clip, CorpusInfo, write_manifest
+from pipeline.evaluate import condition_columns
+from pipeline.missing import parse_conditions
 from pipeline.report import ReportError, build_report
 from pipeline.report import tables as tb
 from pipeline.report.inputs import Result, SummaryRow
@@ -47,6 +49,16 @@ def value(seed: int, condition: str, metric: str) -> float:
     """Distinct, irregular numbers so a mix-up of seed, condition or metric shows in the table."""
     c, m = CONDITIONS.index(condition), METRICS.index(metric)
     return round(0.71 - 0.09 * c - 0.02 * m + (0.037 + 0.011 * c) * seed + 0.003 * m * seed, 6)
+
+
+RESULTS_HEADER = ["model", "seed", "condition", "family", "modality", "level", "metric", "value"]
+SUMMARY_HEADER = ["model", "condition", "family", "modality", "level", "metric", "mean", "std", "n_seeds"]
+
+
+def tidy(condition: str) -> list:
+    """family, modality, level as evaluate writes them beside the condition's name (None: empty cell)."""
+    c = condition_columns(parse_conditions([condition], list(MODALITIES))[0])
+    return [c["family"], c["modality"], "" if c["level"] is None else c["level"]]
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -81,10 +93,10 @@ def fabricate(root: Path, modalities=MODALITIES) -> None:
         "extra": {},
     })
     conditions = ["all_present"] + [f"missing:{m}" for m in modalities]
-    write_csv(root / "data/evaluate/fam/ily/results.csv", ["model", "seed", "condition", "metric", "value"],
-              [[MODEL, s, c, m, value(s, c, m)] for s in SEEDS for c in conditions for m in METRICS])
-    write_csv(root / "data/evaluate/fam/ily/summary.csv", ["model", "condition", "metric", "mean", "std", "n_seeds"], [
-        [MODEL, c, m, statistics.mean(v), statistics.stdev(v), len(v)]
+    write_csv(root / "data/evaluate/fam/ily/results.csv", RESULTS_HEADER,
+              [[MODEL, s, c, *tidy(c), m, value(s, c, m)] for s in SEEDS for c in conditions for m in METRICS])
+    write_csv(root / "data/evaluate/fam/ily/summary.csv", SUMMARY_HEADER, [
+        [MODEL, c, *tidy(c), m, statistics.mean(v), statistics.stdev(v), len(v)]
         for c in conditions for m in METRICS
         for v in [[value(s, c, m) for s in SEEDS]]
     ])
@@ -200,9 +212,9 @@ def test_second_model_with_one_seed(tmp_path):
     """A model evaluated with one seed: mean without spread (empty std cell), its own table and curves."""
     fabricate(tmp_path)
     with (tmp_path / "data/evaluate/fam/ily/results.csv").open("a", newline="") as f:
-        csv.writer(f).writerows([["baseline", 3, c, m, value(0, c, m) - 0.1] for c in CONDITIONS for m in METRICS])
+        csv.writer(f).writerows([["baseline", 3, c, *tidy(c), m, value(0, c, m) - 0.1] for c in CONDITIONS for m in METRICS])
     with (tmp_path / "data/evaluate/fam/ily/summary.csv").open("a", newline="") as f:
-        csv.writer(f).writerows([["baseline", c, m, value(0, c, m) - 0.1, "", 1] for c in CONDITIONS for m in METRICS])
+        csv.writer(f).writerows([["baseline", c, *tidy(c), m, value(0, c, m) - 0.1, "", 1] for c in CONDITIONS for m in METRICS])
     shutil.copytree(tmp_path / f"data/models/{MODEL}/seed_0", tmp_path / "data/models/baseline/seed_3")
     page = build_report(tmp_path, REPORT_DIR, ReportParams()).read_text()
     rows = table_rows(page)
@@ -229,6 +241,31 @@ def test_missing_history_names_train(tmp_path):
         build_report(tmp_path, REPORT_DIR, ReportParams())
 
 
+def test_results_without_the_tidy_columns_name_file_and_stage(tmp_path):
+    fabricate(tmp_path)
+    path = tmp_path / "data/evaluate/fam/ily/results.csv"
+    write_csv(path, ["model", "seed", "condition", "metric", "value"], [[MODEL, 0, "all_present", "macro_f1", 0.5]])
+    with pytest.raises(ReportError, match=r"fam/ily/results\.csv: lacks columns \['family', 'modality', 'level'\].*rerun the `evaluate` stage"):
+        build_report(tmp_path, REPORT_DIR, ReportParams())
+
+
+def test_a_bad_cell_names_file_line_and_column(tmp_path):
+    fabricate(tmp_path)
+    path = tmp_path / "data/evaluate/fam/ily/results.csv"
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3].rsplit(",", 1)[0] + ",abc"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ReportError, match=r"fam/ily/results\.csv: line 4: column 'value' holds 'abc', not a valid number"):
+        build_report(tmp_path, REPORT_DIR, ReportParams())
+    lines[3] = lines[3].rsplit(",", 1)[0] + ","
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ReportError, match=r"line 4: column 'value' holds '', not a valid number"):
+        build_report(tmp_path, REPORT_DIR, ReportParams())
+    write_csv(path, RESULTS_HEADER, [])
+    with pytest.raises(ReportError, match=r"results\.csv: has a header but no rows; rerun the `evaluate` stage"):
+        build_report(tmp_path, REPORT_DIR, ReportParams())
+
+
 def test_failed_rebuild_keeps_previous_report(tmp_path):
     fabricate(tmp_path)
     index = build_report(tmp_path, REPORT_DIR, ReportParams())
@@ -237,7 +274,8 @@ def test_failed_rebuild_keeps_previous_report(tmp_path):
     path = tmp_path / "data/evaluate/fam/ily/summary.csv"
     lines = path.read_text().splitlines()
     cells = lines[1].split(",")
-    cells[3] = str(float(cells[3]) + 0.05)
+    mean = SUMMARY_HEADER.index("mean")
+    cells[mean] = str(float(cells[mean]) + 0.05)
     path.write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
     with pytest.raises(ReportError, match=r"summary\.csv disagrees with results\.csv"):
         build_report(tmp_path, REPORT_DIR, ReportParams())
@@ -295,6 +333,24 @@ def test_check_summary_names_std_convention_and_rejects_mismatch():
         tb.index_results([Result("m", 0, "all_present", "macro_f1", 0.1)] * 2)
 
 
+def test_curves_come_from_the_tidy_columns_not_the_names():
+    from pipeline.report import robust as rb
+
+    run, metric = "m/standard", "macro_f1"
+    results = {(run, c, metric): {0: v, 1: v + 0.2} for c, v in [("all_present", 0.8), ("x1", 0.5), ("x2", 0.3), ("x3", 0.6), ("x4", 0.1)]}
+    conditions = {"all_present": tb.ConditionInfo("all_present", "all", None), "x1": tb.ConditionInfo("clip_zero", "face", 0.5),
+                  "x2": tb.ConditionInfo("clip_zero", "face", 1.0), "x3": tb.ConditionInfo("random_missing", "all", 0.3),
+                  "x4": tb.ConditionInfo("clip_zero", "speech", 0.5)}  # a modality the report does not know: left out
+    curves = rb.curves(results, conditions, [run], ["face", "text"], metric)
+    assert {f: list(by_mod) for f, by_mod in curves.items()} == {"clip_zero": ["face"], "random_missing": [rb.ALL]}
+    face = curves["clip_zero"]["face"][run]
+    assert face.levels == [0.5, 1.0] and face.mean == pytest.approx([0.6, 0.4])
+    assert curves["random_missing"][rb.ALL][run].levels == [0.3]
+    with pytest.raises(ReportError, match="condition 'x1' is described both as"):
+        tb.index_conditions([Result(run, 0, "x1", metric, 0.5, "clip_zero", "face", 0.5),
+                             SummaryRow(run, "x1", metric, 0.5, 0.1, 2, "clip_zero", "face", 0.7)])
+
+
 def test_code_version_outside_git(tmp_path):
     assert code_version(tmp_path) == "unknown"
 
@@ -340,13 +396,13 @@ def fabricate_runs(root: Path, metric: str = "macro_f1", extra_metrics=()) -> li
     conditions = (["all_present"] + [f"missing:{m}" for m in RMODS] + [f"random_missing@{r!r}" for r in RATES]
                   + [f"clip_zero:face@{p!r}" for p in CZ_LEVELS])
     metrics = [metric, *extra_metrics]
-    rows = [[r, s, c, m, rvalue(r, s, c) - 0.01 * metrics.index(m)] for r in RUNS for s in RSEEDS
+    rows = [[r, s, c, *tidy(c), m, rvalue(r, s, c) - 0.01 * metrics.index(m)] for r in RUNS for s in RSEEDS
             for c in conditions for m in metrics]
-    write_csv(root / "data/evaluate/fam/ily/results.csv", ["model", "seed", "condition", "metric", "value"], rows)
+    write_csv(root / "data/evaluate/fam/ily/results.csv", RESULTS_HEADER, rows)
     summ = {}
-    for r, s, c, m, v in rows:
-        summ.setdefault((r, c, m), []).append(v)
-    write_csv(root / "data/evaluate/fam/ily/summary.csv", ["model", "condition", "metric", "mean", "std", "n_seeds"],
+    for r, s, c, f, mod, lv, m, v in rows:
+        summ.setdefault((r, c, f, mod, lv, m), []).append(v)
+    write_csv(root / "data/evaluate/fam/ily/summary.csv", SUMMARY_HEADER,
               [[*k, statistics.mean(v), statistics.stdev(v), len(v)] for k, v in summ.items()])
     shutil.rmtree(root / "data/models")
     col = "devel_macro_f1" if metric == "macro_f1" else "devel_ccc_mean"

@@ -195,13 +195,17 @@ N_TEST = N - int(N * 0.8)
 def test_evaluation_writes_its_files(evaluated):
     root, res = evaluated
     results = pl.read_csv(root / "evaluate" / "results.csv")
-    assert results.columns == ["model", "seed", "condition", "metric", "value"]
+    assert results.columns == ["model", "seed", "condition", "family", "modality", "level", "metric", "value"]
     assert results.height == 2 * len(CONDITIONS) * len(METRICS)
     assert sorted(set(results["condition"])) == sorted(CONDITIONS)
     assert results["value"].is_between(0, 1).all()
 
     summary = pl.read_csv(root / "evaluate" / "summary.csv")
-    assert summary.columns == ["model", "condition", "metric", "mean", "std", "n_seeds"]
+    assert summary.columns == ["model", "condition", "family", "modality", "level", "metric", "mean", "std", "n_seeds"]
+    # tidy: each condition's family, modality and level beside its name (none of these has a level)
+    for table in (results, summary):
+        tidy = table.select("condition", "family", "modality", "level").unique().sort("condition").rows()
+        assert tidy == [("all_present", "all_present", "all", None)] + [(f"missing:{m}", "missing", m, None) for m in "abc"]
     assert summary.height == len(CONDITIONS) * len(METRICS) and (summary["n_seeds"] == 2).all()
     row = summary.filter((pl.col("condition") == "missing:a") & (pl.col("metric") == "macro_f1"))
     vals = results.filter((pl.col("condition") == "missing:a") & (pl.col("metric") == "macro_f1"))["value"]
@@ -569,19 +573,43 @@ def test_all_models_grid_gives_each_model_only_strategies_it_can_run():
     assert ("auxformer", "auxformer") in grid and ("crossmodal", "auxformer") in grid
 
 
-def test_curve_tables_group_levels_by_family_modality_and_run():
-    from pipeline.evaluate import curve_tables
+def test_condition_columns_are_the_conditions_own_attributes():
+    from pipeline.evaluate import condition_columns
     from pipeline.missing import parse_conditions
 
-    conditions = parse_conditions(["all_present", "clip_zero:a@0.5", "clip_zero:a@1.0", "random_missing@0.2"], ["a", "b"])
-    table = pl.DataFrame({
-        "condition": ["all_present", "clip_zero:a@0.5", "clip_zero:a@1.0", "random_missing@0.2", "clip_zero:a@0.5"],
-        "model": ["m/standard", "m/standard", "m/standard", "m/standard", "m/clip_zero"],
-        "macro_f1": [0.9, 0.7, 0.5, 0.8, 0.75],
-    })
-    curves = curve_tables(table, conditions, "macro_f1")
-    assert sorted(curves) == ["clip_zero_a", "random_missing_all"]
-    assert curves["clip_zero_a"].rows() == [(0.5, "m/clip_zero", 0.75), (0.5, "m/standard", 0.7), (1.0, "m/standard", 0.5)]
+    entries = ["all_present", "missing:a", "missing:a+b", "clip_zero:a@0.5", "random_missing@0.3", "random_missing:b@0.3"]
+    got = {c.name: condition_columns(c) for c in parse_conditions(entries, ["a", "b", "c"])}
+    assert got == {
+        "all_present": {"family": "all_present", "modality": "all", "level": None},
+        "missing:a": {"family": "missing", "modality": "a", "level": None},
+        "missing:a+b": {"family": "missing", "modality": "a+b", "level": None},
+        "clip_zero:a@0.5": {"family": "clip_zero", "modality": "a", "level": 0.5},
+        "random_missing@0.3": {"family": "random_missing", "modality": "all", "level": 0.3},
+        "random_missing:b@0.3": {"family": "random_missing", "modality": "b", "level": 0.3},
+    }
+
+
+def test_tables_write_the_tidy_columns_and_an_empty_level_cell():
+    from pipeline.evaluate import _tables
+    from pipeline.missing import parse_conditions
+
+    conditions = parse_conditions(["all_present", "missing:a+b", "clip_zero:a@0.5", "random_missing@0.3"], ["a", "b", "c"])
+    rows = [{"model": "m/standard", "seed": s, "condition": c.name, "metric": "macro_f1", "value": 0.1 * s + 0.01 * i}
+            for s in (0, 1) for i, c in enumerate(reversed(conditions))]
+    preds = [pl.DataFrame({"model": ["m/standard"], "seed": [0], "condition": ["all_present"], "clip_id": ["x"],
+                           "true": ["happy"], "pred": ["sad"]})]
+    out = _tables(rows, preds, conditions, ["macro_f1"], ("macro_f1",), "macro_f1")
+    assert out.results.columns == ["model", "seed", "condition", "family", "modality", "level", "metric", "value"]
+    assert out.results.select("condition", "family", "modality", "level").rows()[:4] == [
+        ("random_missing@0.3", "random_missing", "all", 0.3), ("clip_zero:a@0.5", "clip_zero", "a", 0.5),
+        ("missing:a+b", "missing", "a+b", None), ("all_present", "all_present", "all", None)]
+    assert out.summary.select("condition", "family", "modality", "level").rows() == [
+        ("all_present", "all_present", "all", None), ("missing:a+b", "missing", "a+b", None),
+        ("clip_zero:a@0.5", "clip_zero", "a", 0.5), ("random_missing@0.3", "random_missing", "all", 0.3)]
+    assert out.summary["n_seeds"].to_list() == [2] * 4
+    csv_lines = out.summary.write_csv().splitlines()
+    assert csv_lines[0] == "model,condition,family,modality,level,metric,mean,std,n_seeds"
+    assert csv_lines[2].startswith("m/standard,missing:a+b,missing,a+b,,macro_f1,")  # no level: an empty cell
 
 
 def test_saving_the_same_model_twice_gives_the_same_bytes(trained, tmp_path):

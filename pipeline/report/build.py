@@ -53,6 +53,7 @@ FIGURES = "figures"
 class Inputs:
     results: dict[tb.Key, dict[int, float]]
     summary: dict[tb.Key, tb.Stat]
+    conditions: dict[str, tb.ConditionInfo]  # family, modality, level of every condition (tidy columns)
     std_convention: str
     histories: dict[str, dict[int, History]]
     segments: SegmentsMeta
@@ -71,8 +72,10 @@ def load_inputs(root: Path, modality_order: list[str] = ()) -> Inputs:
     order = listed + sorted(set(segments.modalities) - set(listed))
     segments.modalities = {m: segments.modalities[m] for m in order}
     try:
-        results = tb.index_results(read_results(root))
-        summary = tb.index_summary(read_summary(root))
+        result_rows, summary_rows = read_results(root), read_summary(root)
+        results = tb.index_results(result_rows)
+        summary = tb.index_summary(summary_rows)
+        conditions = tb.index_conditions([*result_rows, *summary_rows])
         std_convention = tb.check_summary(summary, results)
     except ReportError as e:
         if str(e).startswith((RESULTS, SUMMARY)):  # the pure checks name the file briefly
@@ -83,7 +86,7 @@ def load_inputs(root: Path, modality_order: list[str] = ()) -> Inputs:
     if rb.main_metric(results) == "ccc_mean":
         first = tb.models(results)[0]
         trace = read_trace(root, first, tb.seeds(results, first)[0], tb.ALL_PRESENT)
-    return Inputs(results, summary, std_convention, histories, segments, corpus, read_importance(root), trace)
+    return Inputs(results, summary, conditions, std_convention, histories, segments, corpus, read_importance(root), trace)
 
 
 def _random_backbones(seg: SegmentsMeta) -> list[str]:
@@ -191,7 +194,7 @@ def compose(inp: Inputs, params: ReportParams, prov: Provenance) -> Document:
     blocks.append(Heading("Figures"))
     # bars only for the whole-modality conditions: the leveled grids have their own curves above
     bar_conditions = [c for c in tb.condition_order({k[1] for k in inp.summary}, mods)
-                      if c == tb.ALL_PRESENT or (c.startswith(tb.MISSING) and "@" not in c)]
+                      if inp.conditions[c].family in (tb.ALL_PRESENT, tb.MISSING_FAMILY)]
     blocks.append(Figure(
         f"{label.lower().replace(' ', '_')}_by_condition.png",
         figs.metric_by_condition(inp.summary, inp.results, models, bar_conditions, main),
@@ -259,7 +262,7 @@ def _robustness_blocks(inp: Inputs, runs: list[str], mods: list[str]) -> list:
         "evidence of no difference."
     ))
 
-    fam_curves = rb.curves(inp.results, runs, mods, main)
+    fam_curves = rb.curves(inp.results, inp.conditions, runs, mods, main)
     if fam_curves:
         out.append(Heading("Robustness curves"))
         out.append(Para(

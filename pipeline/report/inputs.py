@@ -2,28 +2,31 @@
 the file and the stage that writes it, so a user knows what to rerun.
 
 Inputs (relative to the repository root; one folder per run family, written by its own DVC stages):
-    data/evaluate/<model>/<strategy>/results.csv    model, seed, condition, metric, value (one row per seed)
-    data/evaluate/<model>/<strategy>/summary.csv    model, condition, metric, mean, std, n_seeds
+    data/evaluate/<model>/<strategy>/results.csv    model, seed, condition, family, modality, level, metric, value
+                                                    (one row per seed)
+    data/evaluate/<model>/<strategy>/summary.csv    model, condition, family, modality, level, metric, mean, std,
+                                                    n_seeds
     data/evaluate/<model>/<strategy>/predictions.csv
     data/models/<model>/<strategy>/seed_<s>/history.csv  epoch, devel_macro_f1 (+ train_loss, devel_loss, …)
     data/models/<model>/eliminate/importance.json   the importance search behind those runs (optional)
     data/segments/segments.json                     classes, rate_hz, modalities (backbone, pretrained…)
     data/segments/segments.npz                      optional: the partition of every sequence
     data/corpus/manifest.parquet                    corpus name, classes, clips, speakers
-CSV files are read with the csv module: they are small, and it keeps the report free of pandas.
+family, modality and level describe each condition (pipeline.evaluate.condition_columns): the robustness
+curves are drawn from them, condition names are never parsed here. CSV files are read with polars (as the
+pipeline writes them), every cell as text first, so that a bad cell is reported by file, line and column.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Literal
 
 import numpy as np
+import polars as pl
 
 from pipeline.config import EVALUATE_DIR, MANIFEST, MODELS_DIR, SEGMENTS_DIR
 from pipeline.corpus.manifest import read_manifest
@@ -35,6 +38,12 @@ SUMMARY = "summary.csv"
 HISTORY = "history.csv"
 PREDICTIONS = "predictions.csv"
 DEVEL_METRICS = ("devel_macro_f1", "devel_ccc_mean")  # classification, regression (pipeline.train)
+# how read_csv converts a column: 'std' takes an empty cell as NaN (one seed), 'level' as None (no level)
+Kind = Literal["str", "int", "float", "std", "level"]
+RESULT_COLUMNS: dict[str, Kind] = {"model": "str", "seed": "int", "condition": "str", "family": "str",
+                                   "modality": "str", "level": "level", "metric": "str", "value": "float"}
+SUMMARY_COLUMNS: dict[str, Kind] = {"model": "str", "condition": "str", "family": "str", "modality": "str",
+                                    "level": "level", "metric": "str", "mean": "float", "std": "std", "n_seeds": "int"}
 
 
 class ReportError(Exception):
@@ -48,6 +57,10 @@ class Result:
     condition: str
     metric: str
     value: float
+    # the condition's tidy columns: family, modality ('a+b' for several, 'all' for every one), level
+    family: str = ""
+    modality: str = ""
+    level: float | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,9 @@ class SummaryRow:
     mean: float
     std: float
     n_seeds: int
+    family: str = ""
+    modality: str = ""
+    level: float | None = None
 
 
 @dataclass
@@ -108,74 +124,68 @@ def require(path: Path, stage: str) -> Path:
     return path
 
 
-def _float(s: str) -> float:
-    # float() accepts 'nan'/'inf'; an empty cell is an error, not a silent NaN
-    if s is None or not s.strip():
-        raise ValueError("empty")
-    return float(s)
+def _convert(raw: pl.DataFrame, path: Path, col: str, kind: Kind) -> pl.Series:
+    """Column `col` of an all-text table as `kind`; a ReportError naming the first bad cell. Numbers
+    are what float() reads ('nan' and 'inf' included); an empty cell is an error, not a silent NaN,
+    except where `kind` gives it a meaning ('std', 'level')."""
+    if kind == "str":
+        return raw[col].fill_null("")
+    text = raw[col].str.strip_chars()
+    num = text.cast(pl.Float64, strict=False)
+    empty = text.fill_null("") == ""
+    bad = num.is_null() & ~empty if kind in ("std", "level") else num.is_null()
+    if kind == "int":
+        bad = bad | ~num.is_finite().fill_null(False) | (num != num.floor()).fill_null(False)
+    if bad.any():
+        i = bad.arg_true()[0]
+        cell = raw[col][i]
+        raise ReportError(f"{path}: line {i + 2}: column '{col}' holds {cell or ''!r}, not a valid number")
+    if kind == "int":
+        return num.cast(pl.Int64)
+    return num.fill_null(float("nan")) if kind == "std" else num
 
 
-def _int(s: str) -> int:
-    v = _float(s)
-    if not v.is_integer():
-        raise ValueError("not an integer")
-    return int(v)
-
-
-def read_csv(path: Path, stage: str, columns: dict[str, Callable[[str], Any]]) -> list[dict[str, Any]]:
-    """Rows of `path` with `columns` converted; extra columns are kept as strings."""
+def read_csv(path: Path, stage: str, columns: dict[str, Kind]) -> pl.DataFrame:
+    """The table at `path` with `columns` converted (see `Kind`); other columns are kept as text."""
     require(path, stage)
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise ReportError(f"{path}: lacks columns {missing} (has {header}); rerun the `{stage}` stage")
-        rows = []
-        for line, raw in enumerate(reader, start=2):
-            row: dict[str, Any] = dict(raw)
-            for col, conv in columns.items():
-                try:
-                    row[col] = conv(raw[col])
-                except (TypeError, ValueError):
-                    raise ReportError(
-                        f"{path}: line {line}: column '{col}' holds {raw[col]!r}, not a valid number"
-                    ) from None
-            rows.append(row)
-    if not rows:
+    try:
+        raw = pl.read_csv(path, infer_schema=False)
+    except pl.exceptions.NoDataError:  # an empty file: no header at all
+        raw = pl.DataFrame()
+    except pl.exceptions.PolarsError as e:
+        raise ReportError(f"{path}: not a readable CSV ({e}); rerun the `{stage}` stage") from None
+    missing = [c for c in columns if c not in raw.columns]
+    if missing:
+        raise ReportError(f"{path}: lacks columns {missing} (has {raw.columns}); rerun the `{stage}` stage")
+    table = raw.with_columns(_convert(raw, path, col, kind).alias(col) for col, kind in columns.items())
+    if table.height == 0:
         raise ReportError(f"{path}: has a header but no rows; rerun the `{stage}` stage")
-    return rows
+    return table
 
 
 def read_results(root: Path) -> list[Result]:
-    cols = {"model": str, "seed": _int, "condition": str, "metric": str, "value": _float}
-    return [Result(**{k: r[k] for k in cols}) for p in family_files(root, RESULTS) for r in read_csv(p, "evaluate", cols)]
+    return [Result(**{k: r[k] for k in RESULT_COLUMNS}) for p in family_files(root, RESULTS)
+            for r in read_csv(p, "evaluate", RESULT_COLUMNS).iter_rows(named=True)]
 
 
 def read_summary(root: Path) -> list[SummaryRow]:
-    cols = {"model": str, "condition": str, "metric": str, "mean": _float, "std": _std, "n_seeds": _int}
-    return [SummaryRow(**{k: r[k] for k in cols}) for p in family_files(root, SUMMARY) for r in read_csv(p, "evaluate", cols)]
-
-
-def _std(s: str) -> float:
-    # one seed has no spread: evaluate may leave the cell empty
-    return math.nan if s is None or not s.strip() else float(s)
+    return [SummaryRow(**{k: r[k] for k in SUMMARY_COLUMNS}) for p in family_files(root, SUMMARY)
+            for r in read_csv(p, "evaluate", SUMMARY_COLUMNS).iter_rows(named=True)]
 
 
 def read_history(root: Path, model: str, seed: int) -> History:
     path = history_path(root, model, seed)
-    rows = read_csv(path, "train", {"epoch": _int})
-    if not any(c in rows[0] for c in DEVEL_METRICS):
+    table = read_csv(path, "train", {"epoch": "int"})
+    if not any(c in table.columns for c in DEVEL_METRICS):
         raise ReportError(f"{path}: lacks a devel metric column (one of {list(DEVEL_METRICS)}); rerun the `train` stage")
     numeric: dict[str, list[float]] = {}
-    for col in rows[0]:
+    for col in table.columns:
         if col == "epoch":
             continue
-        try:
-            numeric[col] = [_float(r[col]) if isinstance(r[col], str) else float(r[col]) for r in rows]
-        except (TypeError, ValueError):
-            continue  # a non-numeric column (a note, a timestamp) is not plotted
-    return History(epoch=[r["epoch"] for r in rows], columns=numeric)
+        values = table[col].str.strip_chars().cast(pl.Float64, strict=False)
+        if values.null_count() == 0:  # a non-numeric column (a note, a timestamp) or a gap is not plotted
+            numeric[col] = values.to_list()
+    return History(epoch=table["epoch"].to_list(), columns=numeric)
 
 
 def read_segments_meta(root: Path) -> SegmentsMeta:
@@ -251,17 +261,20 @@ def read_trace(root: Path, model: str, seed: int, condition: str) -> Trace | Non
     path = root / EVALUATE_DIR / model / PREDICTIONS
     if not path.is_file():
         return None
-    with path.open(newline="") as f:
-        header = next(csv.reader(f), [])
+    try:
+        header = pl.read_csv(path, n_rows=0, infer_schema=False).columns
+    except pl.exceptions.NoDataError:
+        return None
     if not {"step", "target"} <= set(header):
         return None
-    rows = [r for r in read_csv(path, "evaluate", {"seed": _int, "step": _int, "true": _float, "pred": _float})
-            if r["model"] == model and r["seed"] == seed and r["condition"] == condition]
-    if not rows:
+    table = read_csv(path, "evaluate", {"model": "str", "seed": "int", "condition": "str", "clip_id": "str",
+                                        "step": "int", "target": "str", "true": "float", "pred": "float"})
+    rows = table.filter((pl.col("model") == model) & (pl.col("seed") == seed) & (pl.col("condition") == condition))
+    if rows.height == 0:
         return None
-    clip = min(r["clip_id"] for r in rows)
+    clip = rows["clip_id"].min()
     targets: dict[str, tuple[list[int], list[float], list[float]]] = {}
-    for r in sorted((r for r in rows if r["clip_id"] == clip), key=lambda r: r["step"]):
+    for r in rows.filter(pl.col("clip_id") == clip).sort("step", maintain_order=True).iter_rows(named=True):
         t = targets.setdefault(r["target"], ([], [], []))
         t[0].append(r["step"]), t[1].append(r["true"]), t[2].append(r["pred"])
     return Trace(model, seed, clip, targets)

@@ -1,5 +1,7 @@
 """Pure robustness analysis for the report: the papers' main table with significance markers, curves
 per condition family, AUILC and modality importance. Numbers in, TableData / plain data out; no files.
+Curves group conditions by the family, modality and level columns evaluate writes beside each name
+(`tables.ConditionInfo`); no condition name is parsed here.
 
 Run names are '<model>/<strategy>' (a bare '<model>' has no strategy and so no ‡ comparison).
 Markers (000 §6, Table 2; tests in `pipeline.stats`):
@@ -16,11 +18,12 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from pipeline import stats
-from pipeline.missing import ConditionError, parse_conditions
 from pipeline.report.inputs import ReportError
 from pipeline.report.tables import (
     ALL_PRESENT,
+    EVERY_MODALITY,
     MISSING,
+    ConditionInfo,
     Key,
     Stat,
     TableData,
@@ -56,23 +59,6 @@ def main_metric(results: Results) -> str:
 def split_run(run: str) -> tuple[str, str]:
     model, _, strategy = run.partition("/")
     return model, strategy
-
-
-@dataclass(frozen=True)
-class Parsed:
-    family: str
-    modality: str | None  # None: every modality (random_missing@r) or a multi-modality condition
-    level: float | None
-
-
-def parse(condition: str, modalities: Sequence[str]) -> Parsed | None:
-    """Family, modality and level of a canonical condition name (pipeline.missing); None if unknown."""
-    try:
-        c = parse_conditions([condition], modalities)[0]
-    except ConditionError:
-        return None
-    mod = c.modality if isinstance(c.modality, str) else None
-    return Parsed(c.family, mod, c.level)
 
 
 def _common(a: dict[int, float], b: dict[int, float]) -> tuple[dict[int, float], dict[int, float]] | None:
@@ -154,18 +140,20 @@ class Curve:
     std: list[float]  # NaN where one seed
 
 
-def curves(results: Results, runs: Sequence[str], modalities: Sequence[str], metric: str
-           ) -> dict[str, dict[str, dict[str, Curve]]]:
-    """{family: {modality or ALL: {run: Curve}}} for the leveled families present in `results`."""
+def curves(results: Results, conditions: dict[str, ConditionInfo], runs: Sequence[str], modalities: Sequence[str],
+           metric: str) -> dict[str, dict[str, dict[str, Curve]]]:
+    """{family: {modality or ALL: {run: Curve}}} for the leveled families present in `results`, with
+    each condition's family, modality and level from `conditions` (`tables.index_conditions`);
+    modalities outside `modalities` are left out."""
     points: dict[str, dict[str, dict[str, dict[float, Stat]]]] = {}
     for (run, cond, met), cell in results.items():
-        if met != metric or run not in runs:
+        c = conditions.get(cond)
+        if met != metric or run not in runs or c is None or c.family not in LEVELED or c.level is None:
             continue
-        p = parse(cond, modalities)
-        if p is None or p.family not in LEVELED or p.level is None:
+        mod = ALL if c.modality == EVERY_MODALITY else c.modality
+        if mod != ALL and mod not in modalities:
             continue
-        mod = p.modality or ALL
-        points.setdefault(p.family, {}).setdefault(mod, {}).setdefault(run, {})[p.level] = seed_stat(list(cell.values()))
+        points.setdefault(c.family, {}).setdefault(mod, {}).setdefault(run, {})[c.level] = seed_stat(list(cell.values()))
     out: dict[str, dict[str, dict[str, Curve]]] = {}
     for fam in LEVELED:
         if fam not in points:

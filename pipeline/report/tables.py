@@ -17,6 +17,8 @@ from pipeline.report.inputs import ReportError, Result, SummaryRow
 
 ALL_PRESENT = "all_present"
 MISSING = "missing:"
+MISSING_FAMILY = "missing"  # whole modalities absent: missing:<m>[+<m>…]
+EVERY_MODALITY = "all"  # the modality column of a condition on every modality (pipeline.evaluate.condition_columns)
 MAIN_METRIC = "macro_f1"
 
 # metric name in results.csv -> (column label, meaning); this order is the table's column order
@@ -39,6 +41,16 @@ class Stat:
     mean: float
     std: float
     n: int
+
+
+@dataclass(frozen=True)
+class ConditionInfo:
+    """A condition as evaluate describes it beside its name: family, modality (a name, 'a+b' for several,
+    EVERY_MODALITY for every one) and level (None where the family has none)."""
+
+    family: str
+    modality: str
+    level: float | None
 
 
 @dataclass
@@ -108,6 +120,19 @@ def index_results(results: Iterable[Result]) -> dict[Key, dict[int, float]]:
             )
         cell[r.seed] = r.value
     return dict(out)
+
+
+def index_conditions(rows: Iterable[Result | SummaryRow]) -> dict[str, ConditionInfo]:
+    """condition -> its family, modality and level; a condition described two ways is an error."""
+    out: dict[str, ConditionInfo] = {}
+    for r in rows:
+        info = ConditionInfo(r.family, r.modality, r.level)
+        if out.setdefault(r.condition, info) != info:
+            raise ReportError(
+                f"results.csv and summary.csv: condition {r.condition!r} is described both as {out[r.condition]} "
+                f"and as {info}; rerun the `evaluate` stage"
+            )
+    return out
 
 
 def index_summary(summary: Iterable[SummaryRow]) -> dict[Key, Stat]:
