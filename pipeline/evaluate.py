@@ -49,6 +49,7 @@ from pipeline.runs import (
     Split,
     apply_conditions,
     find_trained,
+    fold_ids,
     load_trained,
     run_task,
     score_conditions,
@@ -107,29 +108,35 @@ def evaluate_all(
     given) under every condition; write results.csv, summary.csv and predictions.csv to `out_dir` and,
     when `headline_path` is given, the run family's headline metrics there (`headline_metrics`)."""
     params = params or EvaluateParams()
-    runs = [r for r in find_trained(models_dir) if only is None or r[0] == only]
-    if not runs:
-        where = models_dir if isinstance(models_dir, (str, Path)) else " or ".join(map(str, models_dir))
-        which = f"'{only}' " if only else ""
-        raise EvaluateError(f"{where}: no trained {which}models (<model>/<strategy>/seed_<s>/{MODEL_FILE}); run the train stage")
-    task, targets, modalities = run_task(runs, segments)
+    where = models_dir if isinstance(models_dir, (str, Path)) else " or ".join(map(str, models_dir))
+    which = f"'{only}' " if only else ""
+    by_fold = {}  # each fold's runs, tested on that fold's test partition (with its statistics)
+    for fold in fold_ids(segments):
+        runs = [r for r in find_trained(models_dir, fold) if only is None or r[0] == only]
+        if not runs:
+            layout = "seed_<s>" if fold is None else f"fold_{fold}/seed_<s>"
+            raise EvaluateError(f"{where}: no trained {which}models (<model>/<strategy>/{layout}/{MODEL_FILE}); run the train stage")
+        by_fold[fold] = runs
+    task, targets, modalities = run_task([r for runs in by_fold.values() for r in runs], segments)
     conditions = parse_conditions(params.conditions, modalities)
-
-    split = task_split(segments, "test", modalities, task, targets or ("arousal", "valence"), who="evaluation")
-    if len(split) == 0:
-        raise EvaluateError("no labelled sequences in the 'test' partition")
-    clip_ids = segments.clip_id[split.idx].astype(str)
-    applied = apply_conditions(conditions, split)
 
     dev = pick_device(device)
     rows: list[dict[str, Any]] = []
     preds: list[pl.DataFrame] = []
-    for name, seed, path in tqdm(runs, desc="evaluate", disable=not progress):
-        model, info = load_trained(path, dev)
-        for cond, (metrics, out) in score_conditions(model, info, split, applied, dev, path).items():
-            rows += [{"model": name, "seed": seed, "condition": cond, "metric": k, "value": v} for k, v in metrics.items()]
-            preds.append(_predictions(task, targets, segments.classes, split, clip_ids, out, name, seed, cond))
-        del model
+    for fold, runs in by_fold.items():
+        view = segments.for_fold(fold or 0)
+        split = task_split(view, "test", modalities, task, targets or ("arousal", "valence"), who="evaluation")
+        if len(split) == 0:
+            raise EvaluateError(f"no labelled sequences in the 'test' partition{'' if fold is None else f' of fold {fold}'}")
+        clip_ids = view.clip_id[split.idx].astype(str)
+        applied = apply_conditions(conditions, split)
+        for name, seed, path in tqdm(runs, desc="evaluate", disable=not progress):
+            model, info = load_trained(path, dev)
+            for cond, (metrics, out) in score_conditions(model, info, split, applied, dev, path).items():
+                rows += [{"model": name, "fold": fold or 0, "seed": seed, "condition": cond, "metric": k, "value": v}
+                         for k, v in metrics.items()]
+                preds.append(_predictions(task, targets, view.classes, split, clip_ids, out, name, seed, cond, fold or 0))
+            del model
 
     metric_order = list(CLASSIFICATION_METRICS) if task == "classification" else regression_metric_names(targets)
     json_metrics = JSON_METRICS if task == "classification" else tuple(metric_order)
@@ -175,18 +182,20 @@ def condition_columns(condition: Condition) -> dict[str, Any]:
 
 def _predictions(
     task: str, targets: list[str], classes: list[str], split: Split, clip_ids: np.ndarray,
-    out: np.ndarray, name: str, seed: int, cond: str,
+    out: np.ndarray, name: str, seed: int, cond: str, fold: int = 0,
 ) -> pl.DataFrame:
     if task == "classification":
         cls = np.asarray(classes)
         return pl.DataFrame(
-            {"model": name, "seed": seed, "condition": cond, "clip_id": clip_ids, "true": cls[split.y], "pred": cls[out.argmax(axis=1)]}
+            {"model": name, "fold": fold, "seed": seed, "condition": cond, "clip_id": clip_ids, "true": cls[split.y],
+             "pred": cls[out.argmax(axis=1)]}
         )
     row, step = np.nonzero(split.y_mask)
     k = len(targets)
     return pl.DataFrame(
         {
             "model": name,
+            "fold": fold,
             "seed": seed,
             "condition": cond,
             "clip_id": np.repeat(clip_ids[row], k),
@@ -209,9 +218,10 @@ def _tables(
     tidy = pl.DataFrame([{"condition": c.name, **condition_columns(c)} for c in conditions],
                         schema={"condition": pl.String, "family": pl.String, "modality": pl.String, "level": pl.Float64})
     results = (
-        pl.DataFrame(rows, schema={"model": pl.String, "seed": pl.Int64, "condition": pl.String, "metric": pl.String, "value": pl.Float64})
+        pl.DataFrame(rows, schema={"model": pl.String, "fold": pl.Int64, "seed": pl.Int64, "condition": pl.String,
+                                   "metric": pl.String, "value": pl.Float64})
         .join(tidy, on="condition", how="left", maintain_order="left")
-        .select("model", "seed", "condition", "family", "modality", "level", "metric", "value")
+        .select("model", "fold", "seed", "condition", "family", "modality", "level", "metric", "value")
     )
     cond_order = {c.name: i for i, c in enumerate(conditions)}
     metric_rank = {m: i for i, m in enumerate(metric_order)}
@@ -220,7 +230,7 @@ def _tables(
         .agg(
             pl.col("value").mean().alias("mean"),
             pl.col("value").std(ddof=1).alias("std"),
-            pl.col("seed").n_unique().alias("n_seeds"),
+            pl.struct("fold", "seed").n_unique().alias("n_seeds"),  # replicates: (fold, seed) pairs
         )
         .with_columns(
             pl.col("condition").replace_strict(cond_order).alias("_c"),

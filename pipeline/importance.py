@@ -38,7 +38,7 @@ from pipeline.device import pick_device
 from pipeline.errors import PipelineError
 from pipeline.missing import AllPresent, MissingModality
 from pipeline.paths import IMPORTANCE_DIR, MODELS_DIR
-from pipeline.runs import STANDARD, apply_conditions, check_fits, find_trained, load_trained, score_conditions, selection_metric, task_split
+from pipeline.runs import REPLICATE, STANDARD, apply_conditions, check_fits, find_trained, fold_ids, load_trained, score_conditions, selection_metric, task_split
 from pipeline.segments import Segments
 from pipeline.stats import holm, paired_ttest
 from pipeline.store import write_json
@@ -123,19 +123,22 @@ def importance_search(
     """The importance entry of every model with `standard` runs under `models_dir` (only model `only`
     when given), see the module doc."""
     params = params or ImportanceParams()
-    runs = [r for r in find_trained(models_dir) if r[0].endswith(f"/{STANDARD}") and (only is None or r[0] == f"{only}/{STANDARD}")]
+    wanted = lambda r: r[0].endswith(f"/{STANDARD}") and (only is None or r[0] == f"{only}/{STANDARD}")  # noqa: E731
+    # with several folds each (fold, seed) is one paired replicate, keyed fold·REPLICATE + seed
+    runs = [(fold, r) for fold in fold_ids(segments) for r in find_trained(models_dir, fold) if wanted(r)]
     if not runs:
         return {}
     dev = pick_device(device)
-    scores: dict[str, dict[str, dict[int, float]]] = {}  # model -> condition -> seed -> score
+    scores: dict[str, dict[str, dict[int, float]]] = {}  # model -> condition -> replicate -> score
     meta: dict[str, tuple[str, list[str]]] = {}
     splits: dict[tuple, Any] = {}
-    for name, seed, path in tqdm(runs, desc="importance", disable=not progress):
+    for fold, (name, seed, path) in tqdm(runs, desc="importance", disable=not progress):
+        view = segments.for_fold(fold or 0)
         model, info = load_trained(path, dev)
-        check_fits(path, info, segments)
-        key = (info["task"], tuple(info["targets"]), tuple(info["modalities"]))
+        check_fits(path, info, view)
+        key = (fold, info["task"], tuple(info["targets"]), tuple(info["modalities"]))
         if key not in splits:
-            split = task_split(segments, "devel", list(info["modalities"]), info["task"], info["targets"] or ("arousal", "valence"), who="importance search")
+            split = task_split(view, "devel", list(info["modalities"]), info["task"], info["targets"] or ("arousal", "valence"), who="importance search")
             if len(split) == 0:
                 raise ImportanceError("no labelled sequences in the 'devel' partition; the importance search needs it")
             conds = [AllPresent()] + [MissingModality(m) for m in info["modalities"]]
@@ -145,8 +148,9 @@ def importance_search(
         model_name = name.rsplit("/", 1)[0]
         if meta.setdefault(model_name, (metric, list(info["modalities"]))) != (metric, list(info["modalities"])):
             raise ImportanceError(f"{path}: the seeds of '{name}' differ in task or modalities; retrain them together")
+        replicate = seed if fold is None else fold * REPLICATE + seed
         for cond, (metrics, _) in score_conditions(model, info, split, applied, dev, path).items():
-            scores.setdefault(model_name, {}).setdefault(cond, {})[seed] = metrics[metric]
+            scores.setdefault(model_name, {}).setdefault(cond, {})[replicate] = metrics[metric]
         del model
 
     out: dict[str, dict[str, Any]] = {}

@@ -147,17 +147,18 @@ def predict_file(
 ) -> Prediction:
     """Predict the emotion (or arousal/valence over time) of one media file with every trained run
     (or those whose name starts with `model`), averaging over runs."""
-    from pipeline.runs import find_trained, load_trained, predict
+    from pipeline.runs import find_trained, fold_ids, load_trained, predict
 
     video = Path(video)
     transcript = check_transcript(transcript)
     info = probe(video)
-    runs = find_trained(models_dirs or [MODELS_DIR])
+    segments: Segments = load_segments(segments_dir)
+    # every fold's runs, each normalised with its own fold's training statistics
+    runs = [(fold, r) for fold in fold_ids(segments) for r in find_trained(models_dirs or [MODELS_DIR], fold)]
     if model:
-        runs = [r for r in runs if r[0] == model or r[0].startswith(f"{model}/")]
+        runs = [(fold, r) for fold, r in runs if r[0] == model or r[0].startswith(f"{model}/")]
     if not runs:
         raise PredictError(f"no trained model{f' named {model}' if model else ''} under data/models: run `dvc repro` first")
-    segments: Segments = load_segments(segments_dir)
     clip = Clip(clip_id=video.stem, speaker="unknown", media_path=str(video.resolve()), duration=info.duration,
                 transcript=transcript)
     modalities = {m: mi.feature for m, mi in segments.modalities.items()}
@@ -165,20 +166,25 @@ def predict_file(
         rows, missing = _features(video, clip, modalities, Path(tmp))
 
     steps = grid_steps(info.duration, segments.rate_hz, segments.t.shape[1])
-    x, mask = {}, {}
-    for m, mi in segments.modalities.items():
-        values, present = align_clip(rows.get(m), steps, segments.rate_hz, mi.dim)
-        values = np.where(present[:, None], (values - segments.mean[m]) / segments.std[m], 0.0)
-        x[m], mask[m] = values[None].astype(np.float32), present[None]
+    aligned = {m: align_clip(rows.get(m), steps, segments.rate_hz, mi.dim) for m, mi in segments.modalities.items()}
+
+    def inputs(fold: int | None) -> tuple[dict, dict]:
+        view = segments if fold is None else segments.for_fold(fold)
+        x, mask = {}, {}
+        for m, (values, present) in aligned.items():
+            values = np.where(present[:, None], (values - view.mean[m]) / view.std[m], 0.0)
+            x[m], mask[m] = values[None].astype(np.float32), present[None]
+        return x, mask
 
     outputs, names, task, targets, infos = [], [], None, [], []
-    for name, seed, path in runs:
+    for fold, (name, seed, path) in runs:
+        x, mask = inputs(fold)
         net, run = load_trained(path)
         infos.append(run)
         task, targets = run["task"], run.get("targets") or []
         used = run["modalities"]
         outputs.append(predict(net, {m: x[m] for m in used}, {m: mask[m] for m in used})[0])
-        names.append(f"{name}/seed_{seed}")
+        names.append(f"{name}/seed_{seed}" if fold is None else f"{name}/fold_{fold}/seed_{seed}")
     t = (np.arange(steps) + 0.5) / segments.rate_hz
     if task == "classification":
         logits = np.stack(outputs)

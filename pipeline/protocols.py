@@ -26,6 +26,9 @@ import numpy as np
 from pipeline.corpus.manifest import PARTITIONS, Clip
 from pipeline.errors import PipelineError
 
+# under several folds, statistics pair replicates (fold, seed), numbered fold·REPLICATE + seed
+REPLICATE = 1000
+
 Protocol = Literal["corpus", "speaker_random", "leave_one_group_out"]
 
 

@@ -27,6 +27,7 @@ from pipeline.errors import PipelineError
 from pipeline.metrics import classification_metrics, regression_metrics
 from pipeline.missing import Condition, condition_seed
 from pipeline.models.registry import ModelError, build_model
+from pipeline.protocols import REPLICATE  # noqa: F401 (re-exported: importance numbers replicates)
 from pipeline.segments import Segments
 from pipeline.store import atomic_path
 from pipeline.train_params import TrainParams
@@ -172,8 +173,10 @@ def run_name(model: str, strategy: str) -> str:
     return f"{model}/{strategy}"
 
 
-def run_dir(out_dir: str | Path, model: str, strategy: str, seed: int) -> Path:
-    return Path(out_dir) / model / strategy / f"seed_{seed}"
+def run_dir(out_dir: str | Path, model: str, strategy: str, seed: int, fold: int | None = None) -> Path:
+    """<out_dir>/<model>/<strategy>/seed_<s>, or …/fold_<k>/seed_<s> under a protocol with several folds."""
+    base = Path(out_dir) / model / strategy
+    return (base if fold is None else base / f"fold_{fold}") / f"seed_{seed}"
 
 
 def save_trained(path: str | Path, payload: dict[str, Any]) -> None:
@@ -234,17 +237,25 @@ def _info(path: str | Path, blob: dict[str, Any]) -> dict[str, Any]:
     return info
 
 
-def find_trained(models_dirs: str | Path | Sequence[str | Path]) -> list[tuple[str, int, Path]]:
+def find_trained(models_dirs: str | Path | Sequence[str | Path], fold: int | None = None) -> list[tuple[str, int, Path]]:
     """(name "<model>/<strategy>", seed, path) of every `<dir>/<model>/<strategy>/seed_<s>/model.pt`
-    under the given folder(s) (missing folders are skipped), sorted by name, seed."""
+    (with `fold`: `…/<strategy>/fold_<k>/seed_<s>/model.pt`) under the given folder(s) (missing folders
+    are skipped), sorted by name, seed."""
     dirs = [models_dirs] if isinstance(models_dirs, (str, Path)) else list(models_dirs)
+    pattern = f"*/*/seed_*/{MODEL_FILE}" if fold is None else f"*/*/fold_{fold}/seed_*/{MODEL_FILE}"
     found = []
     for d in dirs:
-        for path in Path(d).glob(f"*/*/seed_*/{MODEL_FILE}"):
+        for path in Path(d).glob(pattern):
             m = _SEED_DIR.match(path.parent.name)
             if m:
-                found.append((run_name(path.parent.parent.parent.name, path.parent.parent.name), int(m.group(1)), path))
+                strategy_dir = path.parent.parent if fold is None else path.parent.parent.parent
+                found.append((run_name(strategy_dir.parent.name, strategy_dir.name), int(m.group(1)), path))
     return sorted(found, key=lambda r: (r[0], r[1]))
+
+
+def fold_ids(segments: Segments) -> list[int | None]:
+    """The folds runs are stored under: [None] for one fold (no fold level in paths), else 0 … K−1."""
+    return [None] if segments.n_folds == 1 else list(range(segments.n_folds))
 
 
 def run_task(runs: list[tuple[str, int, Path]], segments: Segments) -> tuple[str, list[str], list[str]]:

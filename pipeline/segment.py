@@ -5,8 +5,9 @@
   the step; a word (irregular feature with a span) counts for every step its span overlaps. A step
   with no present row is absent (mask False, value 0).
 - Sequences: one per clip (the categorical task), cut to `max_steps` and padded to the longest.
-- Partitions: the manifest's where the corpus defines them for every clip; otherwise speakers are
-  drawn at random (seeded) into test, devel and train, so no speaker is in two partitions.
+- Partitions: by `partition.protocol` (pipeline/protocols.py): the corpus's own split (or one seeded
+  speaker split), repeated speaker splits, or leave-one-group-out folds; no speaker is in two
+  partitions of a fold. Several folds are stored once, with each fold's statistics (`Segments.for_fold`).
 - Normalisation: z-scores with mean and standard deviation over the present steps of the training
   partition only; dimensions that are constant there keep a scale of 1.
 """
@@ -18,11 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
+from typing import Literal
+
 from pydantic import Field
 
 from pipeline.config import Section
-from pipeline.corpus.manifest import PARTITIONS, Clip, CorpusInfo, read_labels
+from pipeline.corpus.manifest import Clip, CorpusInfo, read_labels
 from pipeline.paths import FEATURES_DIR
+from pipeline.protocols import ProtocolError, assign_folds
 from pipeline.segments import ModalityInfo, Segments
 from pipeline.store import ClipFeatures, StoreError, read_features
 
@@ -30,8 +34,16 @@ MIN_STD = 1e-6
 
 
 class PartitionParams(Section):
-    devel: float = Field(0.2, ge=0, lt=1)
-    test: float = Field(0.2, gt=0, lt=1)
+    """Which clips train, select and test (pipeline/protocols.py)."""
+
+    protocol: Literal["corpus", "speaker_random", "leave_one_group_out"] = Field(
+        "corpus", description="corpus: the corpus's split (else one seeded speaker split); speaker_random: "
+        "`repeats` speaker splits (001 §4.3); leave_one_group_out: a fold per `group` (003)",
+    )
+    devel: float = Field(0.2, ge=0, lt=1, description="share of speakers for devel (of the training groups' under leave_one_group_out)")
+    test: float = Field(0.2, gt=0, lt=1, description="share of speakers for test (speaker splits)")
+    repeats: int = Field(1, ge=1, description="speaker_random: number of fresh splits (001 §4.3: 20)")
+    group: Literal["speaker", "session"] = Field("speaker", description="leave_one_group_out: what a fold holds out")
     seed: int = 0
 
 
@@ -96,27 +108,6 @@ def _ranges(lengths: np.ndarray) -> np.ndarray:
     return np.arange(ends[-1]) - np.repeat(ends - lengths, lengths)
 
 
-def assign_partitions(clips: list[Clip], devel: float, test: float, seed: int) -> np.ndarray:
-    """Partition per clip: the manifest's if every clip has one, else a seeded speaker split."""
-    given = [c.partition for c in clips]
-    if all(p is not None for p in given):
-        return np.array(given, dtype=str)
-    speakers = sorted({c.speaker for c in clips})
-    n = len(speakers)
-    n_test = max(1, int(round(test * n)))
-    n_devel = max(1, int(round(devel * n))) if devel > 0 else 0
-    if n - n_test - n_devel < 1:
-        raise SegmentError(
-            f"{n} speakers cannot be split into train/devel/test with devel={devel}, test={test}: "
-            "need at least one training speaker"
-        )
-    order = np.random.default_rng(seed).permutation(n)
-    part_of = {}
-    for rank, idx in enumerate(order):
-        part_of[speakers[idx]] = "test" if rank < n_test else "devel" if rank < n_test + n_devel else "train"
-    return np.array([part_of[c.speaker] for c in clips], dtype=str)
-
-
 def normalise(x: np.ndarray, mask: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """z-score x [N,T,D] with statistics over present steps of the training sequences."""
     sel = x[train][mask[train]]
@@ -142,15 +133,20 @@ def segment_corpus(
     r = params.rate_hz
     lengths = np.array([grid_steps(c.duration, r, params.max_steps) for c in clips])
     T = int(lengths.max())
-    partition = assign_partitions(clips, params.partition.devel, params.partition.test, params.partition.seed)
+    split = params.partition
+    try:
+        folds = assign_folds(clips, split.protocol, split.devel, split.test, split.repeats, split.group, split.seed)
+    except ProtocolError as e:
+        raise SegmentError(f"segment.partition: {e}") from None
+    for k, fold in enumerate(folds):
+        if not (fold == "train").any():
+            raise SegmentError(f"fold {k}: the training partition is empty")
+    partition = folds[0]
     train = partition == "train"
-    if not train.any():
-        raise SegmentError("the training partition is empty")
-    unknown = set(partition) - set(PARTITIONS)
-    if unknown:
-        raise SegmentError(f"manifest partitions {sorted(unknown)} are not in {PARTITIONS}")
 
     x, mask, mean, std, mods = {}, {}, {}, {}, {}
+    fold_mean: dict[str, np.ndarray] = {}
+    fold_std: dict[str, np.ndarray] = {}
     for modality, feature in params.modalities.items():
         path = Path(features_dir) / f"{feature}.parquet"
         try:
@@ -162,6 +158,10 @@ def segment_corpus(
         for i, clip in enumerate(clips):
             v, p = align_clip(rows.get(clip.clip_id), int(lengths[i]), r, meta.dim, meta.rate_hz)
             xm[i, : lengths[i]], mm[i, : lengths[i]] = v, p
+        if len(folds) > 1:  # each fold's statistics from its own training partition (Segments.for_fold)
+            stats = [normalise(xm, mm, fold == "train")[1:] for fold in folds]
+            fold_mean[modality] = np.stack([m_ for m_, _ in stats])
+            fold_std[modality] = np.stack([s_ for _, s_ in stats])
         x[modality], mean[modality], std[modality] = normalise(xm, mm, train)
         mask[modality] = mm
         mods[modality] = ModalityInfo(
@@ -195,7 +195,10 @@ def segment_corpus(
         arousal=arousal,
         valence=valence,
         label_mask=label_mask,
-        extra={"corpus": info.name, "max_steps": params.max_steps},
+        extra={"corpus": info.name, "max_steps": params.max_steps, "protocol": split.protocol, "folds": len(folds)},
+        folds=folds if len(folds) > 1 else None,
+        fold_mean=fold_mean,
+        fold_std=fold_std,
     )
 
 

@@ -10,6 +10,9 @@
     x__<mod>   float32 [N, T, D]  z-normalised features (train-partition statistics); 0 where absent
     mask__<mod> bool  [N, T]      True where the modality is present at that step
     mean__<mod>, std__<mod> float32 [D]  the normalisation statistics
+    folds      str [K, N]     only with several folds (segment.partition.protocol): fold k's partitions;
+                              `partition` and the z-scores of `x` are fold 0's
+    fold_mean__<mod>, fold_std__<mod> float32 [K, D]  each fold's statistics (`Segments.for_fold`)
     arousal, valence float32 [N, T] and label_mask bool [N, T]  time-continuous targets, if any
 
 `data/segments/segments.json` holds the rest: classes, rate, and per modality its feature table,
@@ -19,7 +22,7 @@ dimension, backbone and whether the backbone's weights are pretrained.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +63,34 @@ class Segments:
     valence: np.ndarray | None = None
     label_mask: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # protocols with several folds (pipeline/protocols.py): partitions [K, N] and each fold's
+    # normalisation statistics [K, D]; `partition`, `x`, `mean`, `std` are fold 0's
+    folds: np.ndarray | None = None
+    fold_mean: dict[str, np.ndarray] = field(default_factory=dict)
+    fold_std: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
         return len(self.clip_id)
+
+    @property
+    def n_folds(self) -> int:
+        return 1 if self.folds is None else len(self.folds)
+
+    def for_fold(self, k: int) -> "Segments":
+        """These sequences as fold k sees them: its partition, its training partition's z-scores."""
+        if k == 0 or self.folds is None:
+            if k != 0:
+                raise IndexError(f"fold {k}: the segments hold one fold")
+            return self
+        x = {}
+        for m, v in self.x.items():
+            raw = v * self.std[m] + self.mean[m]
+            out = ((raw - self.fold_mean[m][k]) / self.fold_std[m][k]).astype(np.float32)
+            out[~self.mask[m]] = 0.0
+            x[m] = out
+        return replace(self, partition=self.folds[k], x=x,
+                       mean={m: self.fold_mean[m][k] for m in self.x}, std={m: self.fold_std[m][k] for m in self.x})
 
     def indices(self, partition: str) -> np.ndarray:
         return np.flatnonzero(self.partition == partition)
@@ -82,6 +109,11 @@ class Segments:
             arrays[f"mask__{m}"] = self.mask[m].astype(bool)
             arrays[f"mean__{m}"] = self.mean[m].astype(np.float32)
             arrays[f"std__{m}"] = self.std[m].astype(np.float32)
+        if self.folds is not None and len(self.folds) > 1:
+            arrays["folds"] = self.folds.astype(str)
+            for m in self.modalities:
+                arrays[f"fold_mean__{m}"] = self.fold_mean[m].astype(np.float32)
+                arrays[f"fold_std__{m}"] = self.fold_std[m].astype(np.float32)
         if self.arousal is not None:
             arrays["arousal"] = self.arousal.astype(np.float32)
             arrays["valence"] = self.valence.astype(np.float32)
@@ -127,4 +159,7 @@ def load_segments(in_dir: str | Path = SEGMENTS_DIR) -> Segments:
         valence=arr.get("valence"),
         label_mask=arr.get("label_mask"),
         extra=meta.get("extra", {}),
+        folds=arr.get("folds"),
+        fold_mean={m: arr[f"fold_mean__{m}"] for m in mods if f"fold_mean__{m}" in arr},
+        fold_std={m: arr[f"fold_std__{m}"] for m in mods if f"fold_std__{m}" in arr},
     )

@@ -70,6 +70,7 @@ from pipeline.runs import (
     require_modalities,
     run_dir,
     run_name,
+    fold_ids,
     save_trained,
     score,
     selection_metric,
@@ -164,9 +165,11 @@ def train_one(
     device: str | torch.device | None = None,
     progress: bool = True,
     importance: dict[str, Any] | None = None,
+    fold: int | None = None,
 ) -> dict[str, Any]:
     """Train one run; write model.pt, history.csv and dvclive/; return its summary
-    {best_epoch, epochs_run, devel_<metric>}. `importance`: the model's importance entry."""
+    {best_epoch, epochs_run, devel_<metric>}. `importance`: the model's importance entry; `fold`: the
+    fold (of a protocol with several) whose partition `segments` holds (`Segments.for_fold`)."""
     params = loop_params(params, model_name)
     task, targets = params.task, list(params.targets)
     # a model of fixed arity (AuxFormer, JMT: two; unimodal: one) takes the first of train.modalities
@@ -187,7 +190,7 @@ def train_one(
     dev = pick_device(device)
     metric = selection_metric(task)
     grad_clip, schedule = params.grad_clip, params.lr_schedule
-    target = run_dir(out_dir, model_name, strategy_name, seed)
+    target = run_dir(out_dir, model_name, strategy_name, seed, fold)
     name = run_name(model_name, strategy_name)
 
     with deterministic(seed):
@@ -257,6 +260,7 @@ def train_one(
             "classes": list(segments.classes),
             "modalities": mods,
             "seed": seed,
+            "fold": fold,
             "devel_metric": metric,
             "importance": importance,
             "weights": {m: segments.modalities[m].weights_statement for m in mods if m in segments.modalities},
@@ -332,18 +336,21 @@ def train_all(
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Train the grid (`resolve_grid`) × `params.seeds` (under `all_models`, models that cannot be built
     for `train.modalities` are skipped with a message); returns {"<model>/<strategy>": {"seed_<s>":
-    summary}}. `importance`: {model: its data/importance/<model>.json entry}."""
+    summary}} (keys "fold_<k>/seed_<s>" under a protocol with several folds, each fold trained on its own
+    partition). `importance`: {model: its data/importance/<model>.json entry}."""
     require_modalities(segments, list(params.modalities), "training")
     pairs = resolve_grid(params, strategies, importance)
-    runs = [(m, s, seed) for m, s in pairs for seed in params.seeds]
+    runs = [(m, s, seed, fold) for m, s in pairs for fold in fold_ids(segments) for seed in params.seeds]
+    views = {fold: segments.for_fold(fold or 0) for fold in fold_ids(segments)}
     out: dict[str, dict[str, dict[str, Any]]] = {}
     unbuildable: set[str] = set()
-    for model, strategy, seed in tqdm(runs, desc="runs", disable=not progress or len(runs) < 2):
+    for model, strategy, seed, fold in tqdm(runs, desc="runs", disable=not progress or len(runs) < 2):
         if model in unbuildable:
             continue
+        key = f"seed_{seed}" if fold is None else f"fold_{fold}/seed_{seed}"
         try:
-            out.setdefault(run_name(model, strategy), {})[f"seed_{seed}"] = train_one(
-                segments, params, model, strategy, seed, out_dir, device, progress, (importance or {}).get(model)
+            out.setdefault(run_name(model, strategy), {})[key] = train_one(
+                views[fold], params, model, strategy, seed, out_dir, device, progress, (importance or {}).get(model), fold
             )
         except ModelBuildError as e:
             if not params.all_models:

@@ -3,7 +3,12 @@ import pytest
 
 from pipeline.corpus.manifest import Clip, CorpusInfo, write_labels
 from pipeline.segment import PartitionParams, SegmentParams
-from pipeline.segment import SegmentError, align_clip, assign_partitions, normalise, segment_corpus
+from pipeline.protocols import ProtocolError, assign_folds
+from pipeline.segment import SegmentError, align_clip, normalise, segment_corpus
+
+
+def assign_partitions(clips, devel, test, seed):
+    return assign_folds(clips, "corpus", devel, test, seed=seed)[0]
 from pipeline.segments import load_segments
 from pipeline.store import ClipFeatures, FeatureMeta, write_features
 
@@ -58,7 +63,7 @@ def test_partitions_from_manifest_win():
 
 
 def test_too_few_speakers_is_a_clear_error():
-    with pytest.raises(SegmentError, match="at least one training speaker"):
+    with pytest.raises(ProtocolError, match="at least one training speaker"):
         assign_partitions(_clips(2, 1), devel=0.2, test=0.2, seed=0)
 
 
@@ -131,3 +136,29 @@ def test_a_feature_slower_than_the_grid_holds_each_sample_over_its_period():
     assert values[:, 0].tolist() == pytest.approx([1, 2, 3, 3, 0, 0, 7, 7, 7, 0])
     fast, _ = align_clip(rows, 10, 5.0, 1, source_rate_hz=10.0)  # faster than the grid: unchanged
     np.testing.assert_array_equal(fast, plain)
+
+
+def test_several_folds_are_stored_once_with_each_folds_statistics(tmp_path):
+    clips = _clips(6, 2)
+    info = CorpusInfo(name="t", classes=["a", "b"])
+    audio = FeatureMeta("aud", "X", "1", 2, 10.0, "audio", "A", True)
+    rng = np.random.default_rng(1)
+    write_features(tmp_path / "aud.parquet", audio, {
+        c.clip_id: ClipFeatures(np.arange(10) / 10 + 0.05, np.ones(10, bool), rng.normal(i, 1 + i, size=(10, 2)))
+        for i, c in enumerate(clips)})
+    params = SegmentParams(modalities={"acoustic": "aud"}, rate_hz=5.0, max_steps=4,
+                           partition=PartitionParams(protocol="leave_one_group_out", devel=0.25))
+    seg = segment_corpus(info, clips, params, features_dir=tmp_path)
+    seg.save(tmp_path / "seg")
+    back = load_segments(tmp_path / "seg")
+    assert back.n_folds == 6 and back.folds.shape == (6, 12)
+    assert back.for_fold(0) is back
+    for k in range(6):
+        fold = back.for_fold(k)
+        assert fold.partition.tolist() == back.folds[k].tolist() and (fold.partition == "test").sum() == 2
+        train = fold.partition == "train"
+        present = fold.x["acoustic"][train][fold.mask["acoustic"][train]]  # z-scored with fold k's own statistics
+        assert np.allclose(present.mean(0), 0, atol=1e-4) and np.allclose(present.std(0), 1, atol=1e-3)
+    with pytest.raises(SegmentError, match="segment.partition: leave_one_group_out by session"):
+        segment_corpus(info, clips, params.model_copy(update={"partition": PartitionParams(protocol="leave_one_group_out", group="session")}),
+                       features_dir=tmp_path)

@@ -195,7 +195,7 @@ N_TEST = N - int(N * 0.8)
 def test_evaluation_writes_its_files(evaluated):
     root, res = evaluated
     results = pl.read_csv(root / "evaluate" / "results.csv")
-    assert results.columns == ["model", "seed", "condition", "family", "modality", "level", "metric", "value"]
+    assert results.columns == ["model", "fold", "seed", "condition", "family", "modality", "level", "metric", "value"]
     assert results.height == 2 * len(CONDITIONS) * len(METRICS)
     assert sorted(set(results["condition"])) == sorted(CONDITIONS)
     assert results["value"].is_between(0, 1).all()
@@ -212,7 +212,7 @@ def test_evaluation_writes_its_files(evaluated):
     assert row["mean"][0] == pytest.approx(vals.mean()) and row["std"][0] == pytest.approx(vals.std(ddof=1))
 
     preds = pl.read_csv(root / "evaluate" / "predictions.csv")
-    assert preds.columns == ["model", "seed", "condition", "clip_id", "true", "pred"]
+    assert preds.columns == ["model", "fold", "seed", "condition", "clip_id", "true", "pred"]
     assert preds.height == 2 * len(CONDITIONS) * N_TEST
     assert set(preds["true"]) <= set(CLASSES) and set(preds["pred"]) <= set(CLASSES)
 
@@ -371,7 +371,7 @@ def test_regression_learns_the_time_continuous_targets(regression, tmp_path):
     ccc_mean = {c: v["ccc_mean"] for c, v in res.metrics[RUN].items()}
     assert ccc_mean["all_present"] > 0.5 and ccc_mean["missing:a"] < 0.2 and ccc_mean["missing:c"] > ccc_mean["all_present"] - 0.1
     preds = pl.read_csv(tmp_path / "e" / "predictions.csv")
-    assert preds.columns == ["model", "seed", "condition", "clip_id", "step", "target", "true", "pred"]
+    assert preds.columns == ["model", "fold", "seed", "condition", "clip_id", "step", "target", "true", "pred"]
     one = preds.filter((pl.col("seed") == 0) & (pl.col("condition") == "all_present") & (pl.col("target") == "arousal"))
     assert ccc(one["true"], one["pred"]) == pytest.approx(
         results.filter((pl.col("seed") == 0) & (pl.col("condition") == "all_present") & (pl.col("metric") == "ccc_arousal"))["value"][0]
@@ -594,12 +594,12 @@ def test_tables_write_the_tidy_columns_and_an_empty_level_cell():
     from pipeline.missing import parse_conditions
 
     conditions = parse_conditions(["all_present", "missing:a+b", "clip_zero:a@0.5", "random_missing@0.3"], ["a", "b", "c"])
-    rows = [{"model": "m/standard", "seed": s, "condition": c.name, "metric": "macro_f1", "value": 0.1 * s + 0.01 * i}
+    rows = [{"model": "m/standard", "fold": 0, "seed": s, "condition": c.name, "metric": "macro_f1", "value": 0.1 * s + 0.01 * i}
             for s in (0, 1) for i, c in enumerate(reversed(conditions))]
     preds = [pl.DataFrame({"model": ["m/standard"], "seed": [0], "condition": ["all_present"], "clip_id": ["x"],
                            "true": ["happy"], "pred": ["sad"]})]
     out = _tables(rows, preds, conditions, ["macro_f1"], ("macro_f1",), "macro_f1")
-    assert out.results.columns == ["model", "seed", "condition", "family", "modality", "level", "metric", "value"]
+    assert out.results.columns == ["model", "fold", "seed", "condition", "family", "modality", "level", "metric", "value"]
     assert out.results.select("condition", "family", "modality", "level").rows()[:4] == [
         ("random_missing@0.3", "random_missing", "all", 0.3), ("clip_zero:a@0.5", "clip_zero", "a", 0.5),
         ("missing:a+b", "missing", "a+b", None), ("all_present", "all_present", "all", None)]

@@ -2,8 +2,9 @@
 the file and the stage that writes it, so a user knows what to rerun.
 
 Inputs (relative to the repository root; one folder per run family, written by its own DVC stages):
-    data/evaluate/<model>/<strategy>/results.csv    model, seed, condition, family, modality, level, metric, value
-                                                    (one row per seed)
+    data/evaluate/<model>/<strategy>/results.csv    model, fold, seed, condition, family, modality, level, metric,
+                                                    value (one row per fold and seed; the replicate of the
+                                                    report's statistics is the (fold, seed) pair)
     data/evaluate/<model>/<strategy>/summary.csv    model, condition, family, modality, level, metric, mean, std,
                                                     n_seeds
     data/evaluate/<model>/<strategy>/predictions.csv
@@ -29,6 +30,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.config import EVALUATE_DIR, MANIFEST, MODELS_DIR, SEGMENTS_DIR
+from pipeline.protocols import REPLICATE
 from pipeline.corpus.manifest import read_manifest
 from pipeline.segments import META, NPZ, ModalityInfo
 from pipeline.store import StoreError
@@ -104,8 +106,23 @@ class SegmentsMeta:
 
 
 def history_path(root: Path, model: str, seed: int) -> Path:
-    """`model` is a run name '<model>/<strategy>'."""
-    return root / MODELS_DIR / model / f"seed_{seed}" / HISTORY
+    """`model` is a run name '<model>/<strategy>'; `seed` a replicate (`replicates`)."""
+    plain = root / MODELS_DIR / model / f"seed_{seed}" / HISTORY
+    if seed < REPLICATE or plain.exists():
+        return plain
+    fold, seed = divmod(seed, REPLICATE)
+    return root / MODELS_DIR / model / f"fold_{fold}" / f"seed_{seed}" / HISTORY
+
+
+def replicates(table: pl.DataFrame) -> pl.DataFrame:
+    """`seed` as the report's replicate: under several folds each (fold, seed) pair is one, numbered
+    fold·REPLICATE + seed (pipeline.runs), so paired statistics pair the same fold and seed."""
+    if "fold" not in table.columns:
+        return table
+    fold = table["fold"].cast(pl.Int64, strict=False)
+    if fold.max() in (None, 0):
+        return table
+    return table.with_columns((fold * REPLICATE + pl.col("seed")).alias("seed"))
 
 
 def family_files(root: Path, name: str) -> list[Path]:
@@ -165,7 +182,7 @@ def read_csv(path: Path, stage: str, columns: dict[str, Kind]) -> pl.DataFrame:
 
 def read_results(root: Path) -> list[Result]:
     return [Result(**{k: r[k] for k in RESULT_COLUMNS}) for p in family_files(root, RESULTS)
-            for r in read_csv(p, "evaluate", RESULT_COLUMNS).iter_rows(named=True)]
+            for r in replicates(read_csv(p, "evaluate", RESULT_COLUMNS)).iter_rows(named=True)]
 
 
 def read_summary(root: Path) -> list[SummaryRow]:
@@ -269,7 +286,7 @@ def read_trace(root: Path, model: str, seed: int, condition: str) -> Trace | Non
         return None
     table = read_csv(path, "evaluate", {"model": "str", "seed": "int", "condition": "str", "clip_id": "str",
                                         "step": "int", "target": "str", "true": "float", "pred": "float"})
-    rows = table.filter((pl.col("model") == model) & (pl.col("seed") == seed) & (pl.col("condition") == condition))
+    rows = replicates(table).filter((pl.col("model") == model) & (pl.col("seed") == seed) & (pl.col("condition") == condition))
     if rows.height == 0:
         return None
     clip = rows["clip_id"].min()
