@@ -139,7 +139,7 @@ def condition_problem(entry: str, modalities: list[str] | None = None) -> str | 
 
 # section name -> "module:Class" of its schema, beside the code it configures
 SCHEMAS: dict[str, str] = {
-    "corpus": "pipeline.corpus.demo.params:CorpusParams",
+    "corpus": "pipeline.corpus.registry:CorpusSection",  # union on `name`: the demo or an adapter
     "faces": "pipeline.extract.faces.params:FacesParams",
     "face_embed": "pipeline.extract.params:FaceEmbedParams",
     "resnet50": "pipeline.extract.params:ResNet50Params",

@@ -18,7 +18,9 @@ Manifest columns:
                           of the frame (x0, y0, x1, y1), e.g. the speaker's half of a dyadic recording
     session      string?  recording session (leave-one-session-out protocols), null if none
 Labels table columns: clip_id string, t float64 (s from the clip's start), arousal float32, valence
-float32 (null where a step is not annotated: a missing label, never a value).
+float32 (null where a step is not annotated: a missing label, never a value; all null where the corpus
+has no such dimension), then any further float32 targets the corpus gives (e.g. `dominance` from
+IEMOCAP / MSP-IMPROV, `sentiment` from MMSA's CMU-MOSI/MOSEI/CH-SIMS), nullable likewise.
 
 Schema metadata (`mer` JSON): corpus name, classes (ordered), label rate, generator params.
 """
@@ -127,8 +129,19 @@ def read_manifest(path: str | Path) -> tuple[CorpusInfo, list[Clip]]:
     return info, clips
 
 
+def labels_schema(columns: list[str]) -> pa.Schema:
+    """LABELS_SCHEMA plus a nullable float32 column for each further target in `columns`."""
+    extra = [c for c in columns if c not in LABELS_SCHEMA.names]
+    return pa.schema(list(LABELS_SCHEMA) + [pa.field(c, pa.float32()) for c in extra])
+
+
 def write_labels(path: str | Path, rows: dict[str, list]) -> None:
-    write_table(path, pa.Table.from_pydict(rows, schema=LABELS_SCHEMA))
+    """Write the labels table: clip_id, t, arousal, valence (all null where `rows` lacks them) and the
+    further float targets of `rows` in their order."""
+    n = len(rows.get("clip_id", []))
+    full = {name: rows[name] if name in rows else [None] * n for name in LABELS_SCHEMA.names} | dict(rows)
+    schema = labels_schema(list(rows))
+    write_table(path, pa.Table.from_pydict({f.name: full[f.name] for f in schema}, schema=schema))
 
 
 def read_labels(path: str | Path) -> pa.Table:

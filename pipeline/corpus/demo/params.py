@@ -8,9 +8,15 @@ from pydantic import Field
 
 from pipeline.config import Section
 
+DEMO_ROOT = "pipeline/corpus/demo"
+
 
 class CorpusParams(Section):
     name: Literal["demo"] = "demo"
+    # the demo's source is its generator: dvc.yaml's corpus stage depends on `${corpus.root}`, which for
+    # the demo is this folder. Not part of the generated corpus's metadata (excluded from dumps), so
+    # the demo's outputs are the same bytes as before the option existed.
+    root: str = Field(DEMO_ROOT, min_length=1, exclude=True, description="the demo's source: its generator's folder")
     seed: int = 0
     speakers: int = Field(8, ge=3, description="speakers; partitions are drawn by speaker")
     clips_per_speaker: int = Field(8, ge=1)
