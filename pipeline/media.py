@@ -4,14 +4,44 @@ and encoding an MP4 (H.264 + AAC) whose bytes depend on its input alone (`write_
 Every failure is a `MediaError` that names the file and the cause (missing file, no such stream,
 corrupt or truncated data, an unwritable target), so a stage can report it per clip instead of dying
 with a traceback.
+
+Windows and crops (the manifest's `start`, `end`, `crop`: `pipeline.corpus.manifest`). `read_audio` and
+`iter_video_frames` take a time window [start, end) of the file, in seconds of the media's
+presentation time (null start: 0, null end: the end of the track); every time they give counts from
+the window's start. `iter_video_frames` also takes a crop (x0, y0, x1, y1 as fractions of the frame)
+cut from every frame: pixel columns round(x0·W) … round(x1·W), rows likewise.
+
+THE WINDOW RULE lives in `clip_audio`, `clip_frames` (and `clip_audio_source`, `clip_video_source`),
+which every extractor uses: the window applies to `media_path`; when the clip has
+a separate `audio_path` the audio is that WHOLE file (IEMOCAP's per-utterance WAVs), otherwise the
+audio is the same window of `media_path`.
+
+Long files: a window deep into a file does not decode the file from its start. Video seeks to the
+keyframe at or before `start` (`container.seek`) and decodes forward from there: the frames are the
+ones a decode from the file start gives (decoding restarts at a keyframe). Audio seeks to
+`AUDIO_PREROLL_S` before `start` when the window starts later than that (the decoder and the
+resampler settle over the pre-roll; MP3's bit reservoir, AAC's overlap); samples are then placed by
+the first decoded frame's timestamp: exact where the container's time base is a sample or finer
+(WAV, MP4); where it is coarser (FLV: 1 ms), the first frame's sample index is snapped to the codec's
+frame grid (MP3: 1152 samples, AAC: 1024), exact for a track of equal-sized frames from its start
+(what those codecs write; tested on CREMA-D's FLV/MP3). A window starting within
+`AUDIO_PREROLL_S` of the file start decodes from the start and is exactly the whole-file signal sliced
+at [round(start·sr), round(end·sr)) (tested). Either way the input is resampled from an input sample
+on the output grid, so the samples are the whole file's own output samples, not an interpolation between
+them.
+
+A window that starts at or after the end of the track, or ends more than `WINDOW_TOLERANCE_S` after
+it, is a `MediaError` naming the file and the window; a window ending within the tolerance after the
+track (a container's tracks end a little apart) is cut at the track's end.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import av
 from av.video.reformatter import VideoReformatter
@@ -19,6 +49,16 @@ import numpy as np
 
 from pipeline.errors import PipelineError
 from pipeline.store import atomic_path
+
+if TYPE_CHECKING:
+    from pipeline.corpus.manifest import Clip
+
+#: audio windows starting later than this into a file seek to this much before their start
+AUDIO_PREROLL_S = 1.0
+#: decoding runs this far past a window's end, so the resampler's flush does not reach the window
+AUDIO_POSTROLL_S = 0.1
+#: a window may end this much after the end of its track (cut there); further is a MediaError
+WINDOW_TOLERANCE_S = 0.25
 
 
 class MediaError(PipelineError):
@@ -72,9 +112,25 @@ def probe(path: str | Path) -> MediaInfo:
         )
 
 
-def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """The whole audio track as mono float32 in [-1, 1] at `sample_rate` (channels averaged)."""
+def window_label(start: float | None, end: float | None) -> str:
+    """'window [0.500, 1.500) s' (null start: 0, null end: 'end')."""
+    e = "end" if end is None else f"{float(end):.3f}"
+    return f"window [{float(start or 0.0):.3f}, {e}) s"
+
+
+def _check_window(path: Path, start: float | None, end: float | None) -> float:
+    s = float(start or 0.0)
+    if not math.isfinite(s) or s < 0 or (end is not None and not (math.isfinite(end) and end > s)):
+        raise MediaError(f"{path}: {window_label(start, end)} is empty or negative")
+    return s
+
+
+def read_audio(path: str | Path, sample_rate: int, start: float | None = None, end: float | None = None) -> np.ndarray:
+    """The audio track as mono float32 in [-1, 1] at `sample_rate` (channels averaged): the whole
+    track, or the window [start, end) seconds of it (module docstring)."""
     path = Path(path)
+    if start is not None or end is not None:
+        return _read_audio_window(path, sample_rate, start, end)
     with _open(path) as c:
         if not c.streams.audio:
             raise MediaError(f"{path}: no audio track")
@@ -97,49 +153,295 @@ def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     return signal
 
 
+def _audio_frames(container: av.container.InputContainer, stream: av.AudioStream, path: Path) -> Iterator[av.AudioFrame]:
+    try:
+        yield from container.decode(stream)
+    except av.error.FFmpegError as e:
+        raise MediaError(f"{path}: audio track is corrupt or truncated ({e})") from None
+
+
+def _drop_samples(frame: av.AudioFrame, n: int) -> av.AudioFrame | None:
+    """`frame` without its first n samples (None when nothing is left)."""
+    if n <= 0:
+        return frame
+    if n >= frame.samples:
+        return None
+    data = frame.to_ndarray()
+    cut = data[:, n:] if frame.format.is_planar else data[:, n * len(frame.layout.channels) :]
+    out = av.AudioFrame.from_ndarray(np.ascontiguousarray(cut), format=frame.format.name, layout=frame.layout.name)
+    out.sample_rate = frame.sample_rate
+    return out
+
+
+def _start_audio(path: Path, s: float) -> tuple[av.container.InputContainer, Iterator[av.AudioFrame], av.AudioFrame, float, int]:
+    """Open `path` for decoding audio from `AUDIO_PREROLL_S` before `s` (from the file start when `s`
+    is closer to it, the file is not seekable or the seek lands after `s`): (container, frames, the
+    first frame, origin, n_first): input sample n_first of the track (counted from its first sample,
+    at media time `origin`) is the first frame's first sample."""
+    if s > AUDIO_PREROLL_S:
+        c = _open(path)
+        try:
+            if not c.streams.audio:
+                raise MediaError(f"{path}: no audio track")
+            stream = c.streams.audio[0]
+            c.seek(int((s - AUDIO_PREROLL_S) / stream.time_base), stream=stream, backward=True)
+            frames = _audio_frames(c, stream, path)
+            first = next(frames, None)
+            if first is not None and first.time is not None and float(first.time) <= s:
+                origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+                n_first = (float(first.time) - origin) * first.sample_rate
+                if stream.time_base > Fraction(1, first.sample_rate):
+                    # a timestamp coarser than a sample (FLV: 1 ms): the frame starts on the codec's
+                    # frame grid (MP3: 1152 samples, AAC: 1024) of a track of equal frames from 0
+                    n_first = round(n_first / first.samples) * first.samples
+                return c, frames, first, origin, int(round(n_first))
+        except av.error.FFmpegError:
+            pass
+        except BaseException:
+            c.close()
+            raise
+        c.close()
+    c = _open(path)
+    try:
+        if not c.streams.audio:
+            raise MediaError(f"{path}: no audio track")
+        frames = _audio_frames(c, c.streams.audio[0], path)
+        first = next(frames, None)
+        if first is None:
+            raise MediaError(f"{path}: audio track holds no samples")
+    except BaseException:
+        c.close()
+        raise
+    return c, frames, first, (float(first.time) if first.time is not None else 0.0), 0
+
+
+def _read_audio_window(path: Path, sample_rate: int, start: float | None, end: float | None) -> np.ndarray:
+    s = _check_window(path, start, end)
+    label = window_label(start, end)
+    c, frames, first, origin, n_first = _start_audio(path, s)
+    with c:
+        sr_in = first.sample_rate
+        g = math.gcd(sr_in, sample_rate)
+        # feed the resampler from an input sample on the output grid (every sr_in/g input samples),
+        # so its outputs are the whole-track outputs from there on
+        drop = -n_first % (sr_in // g)
+        out_first = (n_first + drop) // (sr_in // g) * (sample_rate // g)
+        stop = (end if end is not None else math.inf) + AUDIO_POSTROLL_S
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        chunks: list[np.ndarray] = []
+        decoded = n_first  # input samples up to here were decoded
+        frame: av.AudioFrame | None = first
+        try:
+            while frame is not None:
+                kept = _drop_samples(frame, drop)
+                drop = max(0, drop - frame.samples)
+                decoded += frame.samples
+                if kept is not None:
+                    for out in resampler.resample(kept):
+                        chunks.append(out.to_ndarray().reshape(-1))
+                if origin + decoded / sr_in > stop:
+                    break
+                frame = next(frames, None)
+            for out in resampler.resample(None):  # flush
+                chunks.append(out.to_ndarray().reshape(-1))
+        except av.error.FFmpegError as e:
+            raise MediaError(f"{path}: audio track is corrupt or truncated ({e})") from None
+    signal = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+    track_end = origin + (out_first + len(signal)) / sample_rate
+    if s >= track_end:
+        raise MediaError(f"{path}: {label} starts after the end of the audio track ({track_end:.3f} s)")
+    if end is not None and end > track_end + WINDOW_TOLERANCE_S:
+        raise MediaError(f"{path}: {label} ends after the end of the audio track ({track_end:.3f} s)")
+    a = int(round((s - origin) * sample_rate)) - out_first
+    b = len(signal) if end is None else int(round((end - origin) * sample_rate)) - out_first
+    signal = signal[max(a, 0) : b]
+    if signal.size == 0:
+        raise MediaError(f"{path}: {label} holds no audio samples")
+    if not np.all(np.isfinite(signal)):
+        raise MediaError(f"{path}: audio decodes to non-finite samples")
+    return signal
+
+
 def sample_times(duration: float, rate_hz: float) -> np.ndarray:
     """Step centres (k + 0.5) / rate that fall inside [0, duration)."""
     n = int(np.floor(duration * rate_hz + 1e-9))
     return (np.arange(n) + 0.5) / rate_hz
 
 
-def iter_video_frames(path: str | Path, rate_hz: float) -> Iterator[tuple[float, np.ndarray]]:
-    """Yield (t, RGB uint8 H×W×3) at step centres (k + 0.5)/rate_hz: for each step, the last frame
-    whose presentation time is at or before t (the frame on screen at that moment)."""
-    path = Path(path)
-    with _open(path) as c:
+def check_crop(path: str | Path, crop: Sequence[float] | None) -> tuple[float, float, float, float] | None:
+    """`crop` as a tuple of four fractions 0 ≤ x0 < x1 ≤ 1, 0 ≤ y0 < y1 ≤ 1; a MediaError otherwise."""
+    if crop is None:
+        return None
+    try:
+        x0, y0, x1, y1 = (float(v) for v in crop)
+    except (TypeError, ValueError):
+        raise MediaError(f"{path}: crop {crop!r} is not four numbers (x0, y0, x1, y1)") from None
+    if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
+        raise MediaError(f"{path}: crop {list(crop)} is not a region of the frame (fractions 0 ≤ x0 < x1 ≤ 1, 0 ≤ y0 < y1 ≤ 1)")
+    return x0, y0, x1, y1
+
+
+def crop_pixels(crop: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
+    """Pixel bounds (left, top, right, bottom) of a fractional crop of a width × height frame."""
+    x0, y0, x1, y1 = crop
+    return round(x0 * width), round(y0 * height), round(x1 * width), round(y1 * height)
+
+
+def _open_video(path: Path, seek_to: float) -> tuple[av.container.InputContainer, av.VideoStream]:
+    c = _open(path)
+    try:
         if not c.streams.video:
             raise MediaError(f"{path}: no video track")
         stream = c.streams.video[0]
         stream.thread_type = "AUTO"
-        step = 1.0 / rate_hz
-        k = 0
-        target = 0.5 * step
-        on_screen: av.VideoFrame | None = None  # the latest frame decoded so far
-        last_time = 0.0
-        try:
-            for frame in c.decode(stream):
-                if frame.time is None:
-                    continue
-                ft = float(frame.time)
-                # every target before this frame's start shows the previous frame
-                while on_screen is not None and target < ft - 1e-9:
-                    yield target, on_screen.to_ndarray(format="rgb24")
-                    k += 1
-                    target = (k + 0.5) * step
-                on_screen, last_time = frame, ft
-        except av.error.FFmpegError as e:
-            raise MediaError(f"{path}: video track is corrupt or truncated ({e})") from None
-        previous = on_screen
-        if previous is None:
-            raise MediaError(f"{path}: video track holds no decodable frames")
-        fps = float(stream.average_rate) if stream.average_rate else 25.0
-        end = last_time + 1.0 / fps
-        last = previous.to_ndarray(format="rgb24")
-        while target < end - 1e-9:
-            yield target, last
-            k += 1
-            target = (k + 0.5) * step
+        if seek_to > 0:
+            c.seek(int(seek_to / stream.time_base), stream=stream, backward=True)  # the keyframe at or before
+    except av.error.FFmpegError:  # not seekable: decode from the start
+        c.close()
+        return _open_video(path, 0.0)
+    except BaseException:
+        c.close()
+        raise
+    return c, stream
+
+
+def iter_video_frames(
+    path: str | Path,
+    rate_hz: float,
+    start: float | None = None,
+    end: float | None = None,
+    crop: Sequence[float] | None = None,
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield (t, RGB uint8 H×W×3) at step centres t = (k + 0.5)/rate_hz: for each step, the last frame
+    whose presentation time is at or before start + t (the frame on screen at that moment), cut to
+    `crop` when given. With a window [start, end) (module docstring) t counts from `start` and the
+    steps end before `end`; a long file is not decoded from its start (seek to the keyframe at or
+    before `start`)."""
+    path = Path(path)
+    s = _check_window(path, start, end)
+    crop = check_crop(path, crop)
+    limit = math.inf if end is None else float(end) - s  # steps centred before this (window time)
+    step = 1.0 / rate_hz
+    box: tuple[int, int, int, int] | None = None
+
+    def image(frame: av.VideoFrame) -> np.ndarray:
+        nonlocal box
+        rgb = frame.to_ndarray(format="rgb24")
+        if crop is None:
+            return rgb
+        if box is None:
+            box = crop_pixels(crop, rgb.shape[1], rgb.shape[0])
+            if box[2] <= box[0] or box[3] <= box[1]:
+                raise MediaError(f"{path}: crop {list(crop)} holds no pixel of the {rgb.shape[1]}×{rgb.shape[0]} frame")
+        return np.ascontiguousarray(rgb[box[1] : box[3], box[0] : box[2]])
+
+    for seek_to in (s, 0.0) if s > 0 else (0.0,):
+        c, stream = _open_video(path, seek_to)
+        with c:
+            k = 0
+            target = 0.5 * step  # window time of step k
+            on_screen: av.VideoFrame | None = None  # the latest frame decoded so far
+            last_time = 0.0
+            landed_late = False
+            try:
+                for frame in c.decode(stream):
+                    if frame.time is None:
+                        continue
+                    ft = float(frame.time) - s
+                    if on_screen is None and seek_to > 0 and ft > target + 1e-9:
+                        landed_late = True  # the seek passed the first step: decode from the start
+                        break
+                    # every target before this frame's start shows the previous frame
+                    while on_screen is not None and target < ft - 1e-9:
+                        if target >= limit - 1e-9:
+                            return
+                        yield target, image(on_screen)
+                        k += 1
+                        target = (k + 0.5) * step
+                    on_screen, last_time = frame, ft
+            except av.error.FFmpegError as e:
+                raise MediaError(f"{path}: video track is corrupt or truncated ({e})") from None
+            if landed_late:
+                continue
+            previous = on_screen
+            if previous is None:
+                raise MediaError(f"{path}: video track holds no decodable frames")
+            fps = float(stream.average_rate) if stream.average_rate else 25.0
+            track_end = last_time + 1.0 / fps  # window time
+            if start is not None or end is not None:
+                label = window_label(start, end)
+                if track_end <= 0:
+                    raise MediaError(f"{path}: {label} starts after the end of the video track ({s + track_end:.3f} s)")
+                if limit > track_end + WINDOW_TOLERANCE_S:
+                    raise MediaError(f"{path}: {label} ends after the end of the video track ({s + track_end:.3f} s)")
+            last = image(previous)
+            while target < min(track_end, limit) - 1e-9:
+                yield target, last
+                k += 1
+                target = (k + 0.5) * step
+            return
+
+
+# --------------------------------------------------------------------------------------------------
+# The window rule, per clip (every extractor reads a clip's media through these)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    """What a clip's video is: a file, a window [start, end) of it and a crop of its frames."""
+
+    path: Path
+    start: float | None = None
+    end: float | None = None
+    crop: tuple[float, float, float, float] | None = None
+
+    def frames(self, rate_hz: float) -> Iterator[tuple[float, np.ndarray]]:
+        return iter_video_frames(self.path, rate_hz, self.start, self.end, self.crop)
+
+    def window(self) -> tuple[float, float | None]:
+        """(start, end) with start 0 for null."""
+        return float(self.start or 0.0), self.end
+
+    def __str__(self) -> str:
+        parts = [str(self.path)]
+        if self.start is not None or self.end is not None:
+            parts.append(window_label(self.start, self.end))
+        if self.crop is not None:
+            parts.append(f"crop {list(self.crop)}")
+        return " ".join(parts)
+
+
+def clip_video_source(clip: "Clip", root: str | Path = ".") -> VideoSource:
+    """The clip's video: `media_path`, the clip's window of it and its crop."""
+    crop = tuple(float(v) for v in clip.crop) if clip.crop is not None else None
+    return VideoSource(clip.media(root), clip.start, clip.end, crop)  # type: ignore[arg-type]
+
+
+def clip_frames(clip: "Clip", root: str | Path, rate_hz: float) -> Iterator[tuple[float, np.ndarray]]:
+    """The clip's video frames at `rate_hz` (`iter_video_frames` on `clip_video_source`); t from the
+    clip's start."""
+    return clip_video_source(clip, root).frames(rate_hz)
+
+
+def clip_audio_source(clip: "Clip", root: str | Path = ".") -> tuple[Path, float | None, float | None]:
+    """(file, start, end) of the clip's audio: a separate `audio_path` is read WHOLE (the window does
+    not apply to it); without one, the clip's window of `media_path`."""
+    if clip.audio_path:
+        return clip.audio(root), None, None
+    return clip.media(root), clip.start, clip.end
+
+
+def clip_audio_label(clip: "Clip", root: str | Path = ".") -> str:
+    """The clip's audio in words, for error messages: the file, and its window where one applies."""
+    path, start, end = clip_audio_source(clip, root)
+    return str(path) if start is None and end is None else f"{path} {window_label(start, end)}"
+
+
+def clip_audio(clip: "Clip", root: str | Path, sample_rate: int) -> np.ndarray:
+    """The clip's audio (`clip_audio_source`) as `read_audio` gives it; sample 0 is the clip's t = 0."""
+    path, start, end = clip_audio_source(clip, root)
+    return read_audio(path, sample_rate, start, end)
 
 
 def write_mp4(path: str | Path, frames: Iterable[np.ndarray], audio: np.ndarray, fps: int, sample_rate: int) -> None:

@@ -89,13 +89,18 @@ class Extractor(ABC):
 
     def input_fingerprint(self, clip: Clip, root: Path) -> str:
         """Hash of everything this extractor reads for `clip`: part of the per-clip cache key. The
-        default covers the media file(s) by content, the transcript, word timings and duration.
+        default covers the media file(s) by content, the transcript, word timings and duration, and
+        the clip's window and crop where it has one (`clip_window_key`: two windows of one file are
+        two inputs; a whole-file clip keeps the key it had before windows existed).
         Extractors reading other inputs (a detections table, CSV files) override it."""
         h = hashlib.sha256()
         for path in dict.fromkeys([clip.media(root), clip.audio(root)]):
             h.update(str(path.name).encode())
             h.update(file_digest(path).encode())
         h.update(json.dumps([clip.transcript, clip.words, clip.duration], sort_keys=True, default=str).encode())
+        window = clip_window_key(clip)
+        if window is not None:
+            h.update(json.dumps(["window", window]).encode())
         return h.hexdigest()
 
     def config_fingerprint(self) -> str:
@@ -125,6 +130,15 @@ class Extractor(ABC):
             notes=self.notes(),
             learned=self.learned,
         )
+
+
+def clip_window_key(clip: Clip) -> list | None:
+    """[start, end, crop] of a clip for its per-clip cache key, or None for a whole, uncropped file (so
+    a whole-file clip keeps the key it had before windows existed)."""
+    if clip.start is None and clip.end is None and clip.crop is None:
+        return None
+    crop = [float(v) for v in clip.crop] if clip.crop is not None else None
+    return [clip.start, clip.end, crop]
 
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}

@@ -13,7 +13,10 @@ BERT-family encoder (config.json, weights, tokenizer). 003 uses bert-base-uncase
 
 Words: `clip.words` when the corpus gives word timings (row span = the word's start/end), else the
 whitespace-split transcript with the words spread evenly over the utterance [0, clip.duration] (the
-corpus gives no finer timing; word i of n spans [i·d/n, (i+1)·d/n]). t = span centre.
+corpus gives no finer timing; word i of n spans [i·d/n, (i+1)·d/n]). t = span centre. Both count
+from the clip's start, as every row time does (pipeline.corpus.manifest: a clip that is a window of
+its media has word times from the window's start, and duration = end - start); bert reads no media,
+so the window needs nothing more here.
 
 Missing tokens (003 §5.2.1: "the missing tokens are replaced by the unknown token [UNK]"): every word
 has a row. A word the tokenizer turns into no sub-token at all (an empty manifest word, zero-width or

@@ -14,6 +14,12 @@ table schema, one row per CSV row:
   `segment_id`, in file order, read from the first file of the folder when the extractor is built);
 - present = False where any chosen value is empty, NaN or infinite (values zero there).
 
+The files hold one row per sample of the whole recording, and MuSe's clips are whole recordings, so
+rows are read as given. A clip that is a window [start, end) of its recording (the manifest's
+start/end; null start: 0, null end: the last row) keeps the rows with start ≤ t < end and their t
+counted from `start`, the rule every extractor follows; a window holding no row is an ExtractionError
+naming the file and the window. `crop` does not apply (the features are precomputed).
+
 `rate_hz` declares the rows' sampling rate (default 2 Hz, 000 §5.2) or, null, is inferred from the
 first file's median step; every file must then step by whole multiples of that period (5 % tolerance):
 missing rows are allowed (the steps are then absent in `segment`), other steps are an error.
@@ -35,7 +41,7 @@ from pydantic import Field, field_validator
 
 from pipeline.config import ON_ERROR_HELP, ConfigError, OnError, Section
 from pipeline.corpus.manifest import Clip
-from pipeline.extract.base import ExtractionError, Extractor, file_digest
+from pipeline.extract.base import ExtractionError, Extractor, clip_window_key, file_digest
 from pipeline.store import ClipFeatures
 
 SEGMENT_ID = "segment_id"  # MuSe's segment column: never a feature
@@ -112,7 +118,10 @@ class CsvImport(Extractor):
             raise ExtractionError(
                 f"{path}: not found (import.dir '{self.params_.dir}', pattern '{self.params_.pattern}')"
             )
-        return self.read_rows(path)
+        rows = self.read_rows(path)
+        if clip.start is None and clip.end is None:
+            return rows
+        return window_rows(rows, clip.start, clip.end, path)
 
     def read_rows(self, path: Path) -> ClipFeatures:
         table = read_csv(path, self.params_.time_column)
@@ -131,7 +140,11 @@ class CsvImport(Extractor):
 
     def input_fingerprint(self, clip: Clip, root: Path) -> str:
         path = self.path_for(clip, root)
-        return hashlib.sha256(f"{clip.clip_id}\0{path.name}\0{file_digest(path)}".encode()).hexdigest()
+        key = f"{clip.clip_id}\0{path.name}\0{file_digest(path)}"
+        window = clip_window_key(clip)
+        if window is not None:  # whole-file clips keep the key they had before windows existed
+            key += f"\0window\0{[window[0], window[1]]}"
+        return hashlib.sha256(key.encode()).hexdigest()
 
     # ------------------------------------------------------------------------------------------
     def backbone(self) -> tuple[str, bool]:
@@ -156,6 +169,16 @@ class CsvImport(Extractor):
 # ----------------------------------------------------------------------------------------------
 # Reading and checking one file
 # ----------------------------------------------------------------------------------------------
+
+
+def window_rows(rows: ClipFeatures, start: float | None, end: float | None, path: Path) -> ClipFeatures:
+    """The rows with start ≤ t < end, t counted from `start` (null start: 0, null end: no bound)."""
+    s = float(start or 0.0)
+    keep = (rows.t >= s - 1e-9) & (rows.t < (np.inf if end is None else float(end)) - 1e-9)
+    if not keep.any():
+        bound = "end" if end is None else f"{float(end):.3f}"
+        raise ExtractionError(f"{path}: no row in the clip's window [{s:.3f}, {bound}) s")
+    return ClipFeatures(t=rows.t[keep] - s, present=rows.present[keep], values=rows.values[keep])
 
 
 def first_file(folder: Path, pattern: str) -> Path:

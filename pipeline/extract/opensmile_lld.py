@@ -22,9 +22,12 @@ concatenates their columns; the two features are thin subclasses that pick the s
   (the regression flushing its window at the end of input, with no LLD frame of their own); they are
   dropped.
 
-The clip's audio is decoded with PyAV (`read_audio`), so any container or codec works, resampled to
-the section's `sample_rate`, and handed to `Smile.process_signal`; the values equal openSMILE's own
-`process_file` on the same samples (tested).
+The clip's audio is decoded with PyAV (`pipeline.media.clip_audio`: the clip's window of its media, or
+its whole separate audio file — the window rule), so any container or codec works, resampled to the
+section's `sample_rate`, and handed to `Smile.process_signal`; the values equal openSMILE's own
+`process_file` on the same samples (tested: a whole file; a window of a file against the same window
+cut into its own WAV). A whole-file clip decodes exactly as before windows existed. Row times count
+from the clip's start (sample 0 of the window).
 
 Rows: one per LLD frame; t is the frame centre, start + half the nominal frame length that
 opensmile-python's index reports for the set (eGeMAPSv02: 20 ms; ComParE_2016: 60 ms, that of its
@@ -53,7 +56,7 @@ from pydantic import Field
 from pipeline.config import ON_ERROR_HELP, OnError, Section
 from pipeline.corpus.manifest import Clip
 from pipeline.extract.base import ExtractionError, Extractor
-from pipeline.media import read_audio
+from pipeline.media import clip_audio, clip_audio_label
 from pipeline.store import ClipFeatures
 
 TAIL_FRAMES = 3  # openSMILE's flush frames at the end of the input: labels may differ between levels
@@ -138,9 +141,8 @@ class OpenSmileLld(Extractor):
         return ClipFeatures(t=t, present=finite, values=np.where(finite[:, None], values, 0.0))
 
     def process_clip(self, clip: Clip, root: Path) -> ClipFeatures:
-        path = clip.audio(root)
-        signal = read_audio(path, self.params_.sample_rate)
-        return self.process_signal(signal, self.params_.sample_rate, path)
+        signal = clip_audio(clip, root, self.params_.sample_rate)
+        return self.process_signal(signal, self.params_.sample_rate, clip_audio_label(clip, root))
 
     # ------------------------------------------------------------------------------------------
     def backbone(self) -> tuple[str, bool]:

@@ -23,6 +23,8 @@ Rows: frame k of the CNN covers samples [S·k, S·k + R) where S is the product 
 and R the receptive field (320 and 400 for every wav2vec2 config in the wild: 20 ms hop, 25 ms
 window); t = (S·k + R/2) / sample_rate. A clip shorter than one frame is an ExtractionError naming
 the file.
+The clip's audio is `pipeline.media.clip_audio` (the window rule: the clip's window of its media, or
+its whole separate audio file); t counts from the clip's start.
 
 Long media (003 is silent; its utterances are short): a clip of more than `chunk_seconds` runs in
 windows of `chunk_seconds` that start on the frame grid and overlap by 2·`overlap_seconds`; each frame
@@ -53,7 +55,7 @@ from pipeline.extract.base import ExtractionError, Extractor
 from pipeline.extract.chunking import plan_windows
 from pipeline.extract.hf import directory_digest, load_pretrained, model_label, resolve_model_dir
 from pipeline.extract.params import Wav2Vec2Params
-from pipeline.media import read_audio
+from pipeline.media import clip_audio, clip_audio_label
 from pipeline.store import ClipFeatures, FeatureMeta
 
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model  # after pipeline.extract.hf: offline
@@ -245,8 +247,8 @@ class Wav2Vec2Features(Extractor):
         return ClipFeatures(t=t, present=present, values=values)
 
     def process_clip(self, clip: Clip, root: Path) -> ClipFeatures:
-        path = clip.audio(root)
-        return self.process_signal(read_audio(path, self.sample_rate), path)
+        # the clip's window of its media, or its whole separate audio file (pipeline.media's window rule)
+        return self.process_signal(clip_audio(clip, root, self.sample_rate), clip_audio_label(clip, root))
 
     # ------------------------------------------------------------------------------------------
     def describe_output(self) -> str:

@@ -28,6 +28,13 @@ image of the batch: the sums of 8-bit pixels are exact integers, divided in the 
 facenet-pytorch's own (tested). The networks, NMS and box regression are facenet-pytorch's. Frames
 are batched (`batch_size`) across clips of the same frame size, and each clip is decoded once,
 converting to RGB only the frames a step shows.
+
+Windows and crops (the manifest's start/end/crop; `pipeline.media.clip_video_source`): a clip that is
+a window of its video is decoded from the keyframe before its start, and its step times count from
+the clip's start. A clip's `crop` (fractions of the frame) is cut from every frame BEFORE detection:
+MTCNN runs on the cropped region only, the boxes and landmarks are in the cropped frame's pixels
+(frame_width/frame_height are the cropped frame's size), and the face crops are cut from the cropped
+frame (zero-padded beyond its edges, not filled from the rest of the frame).
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ from pipeline.extract.faces.face_track import (
 )
 from pipeline.extract.faces.mtcnn_fast import EmptyCrop, area_downscale, fast_mtcnn_detect, fast_pools
 from pipeline.extract.faces.table import ClipDetections
-from pipeline.media import MediaError, iter_video_frames, probe
+from pipeline.media import MediaError, VideoSource, probe
 
 #: a video whose frames end this much before the duration its container declares is truncated
 TRUNCATION_TOLERANCE_S = 0.5
@@ -67,8 +74,9 @@ class _ClipState:
     (`anchor`) and the undetected steps since the last step queued for detection (`segment`, frames
     kept for their crops)."""
 
-    def __init__(self, key: Any, path: Path, params: FacesParams):
-        self.key, self.path, self.params = key, path, params
+    def __init__(self, key: Any, source: VideoSource, params: FacesParams):
+        self.key, self.source, self.params = key, source, params
+        self.path = source.path
         self.tracker = FaceTracker(params.min_probability, params.selection, params.track)
         self.times: list[float] = []
         self.faces: list[StepFace] = []
@@ -103,7 +111,7 @@ class _ClipState:
     def result(self) -> ClipDetections | MediaError:
         if self.error is None:
             try:
-                _check_not_truncated(self.path, self.times, self.params.rate_hz)
+                _check_not_truncated(self.source, self.times, self.params.rate_hz)
             except MediaError as e:
                 self.error = e
         return self.error or ClipDetections.from_steps(self.times, self.faces, self.crops, self.size)
@@ -175,8 +183,9 @@ class FaceDetector:
             found = [c for f in batch for c in self._detect_batch(f[None])]
         return found if sx == sy == 1.0 else [c.scaled(sx, sy) for c in found]
 
-    def run(self, videos: Iterable[tuple[Any, Path]]) -> Iterator[tuple[Any, ClipDetections | MediaError]]:
-        """(key, detections or the MediaError naming the file) per (key, video path), in order.
+    def run(self, videos: Iterable[tuple[Any, Path | VideoSource]]) -> Iterator[tuple[Any, ClipDetections | MediaError]]:
+        """(key, detections or the MediaError naming the file) per (key, video path or VideoSource: a
+        window and crop of a file), in order.
         Detection steps are batched (params.batch_size) across consecutive clips of one frame size;
         a clip whose media or detection fails does not affect the others."""
         k = self.params.detect_every
@@ -193,7 +202,7 @@ class FaceDetector:
                     try:
                         s.detected(t, f, c, before, self)
                     except DETECT_ERRORS as e:
-                        s.error = MediaError(f"{s.path}: face detection failed near t={t:.3f} s: {e}")
+                        s.error = MediaError(f"{s.source}: face detection failed near t={t:.3f} s: {e}")
             queue.clear()
 
         def done(everything: bool) -> Iterator[tuple[Any, ClipDetections | MediaError]]:
@@ -202,11 +211,12 @@ class FaceDetector:
                 s = states.pop(0)
                 yield s.key, s.result()
 
-        for key, path in videos:
-            state = _ClipState(key, Path(path), self.params)
+        for key, video in videos:
+            source = video if isinstance(video, VideoSource) else VideoSource(Path(video))
+            state = _ClipState(key, source, self.params)
             states.append(state)
             try:
-                for i, ((t, frame), last) in enumerate(_mark_last(iter_video_frames(state.path, self.params.rate_hz))):
+                for i, ((t, frame), last) in enumerate(_mark_last(source.frames(self.params.rate_hz))):
                     state.size = (frame.shape[1], frame.shape[0])
                     if i % k and not last:
                         state.segment.append((t, frame))
@@ -228,26 +238,29 @@ class FaceDetector:
         try:
             return self.detect([frame])[0]
         except DETECT_ERRORS as e:
-            s.error = s.error or MediaError(f"{s.path}: face detection failed on the frame at t={t:.3f} s: {e}")
+            s.error = s.error or MediaError(f"{s.source}: face detection failed on the frame at t={t:.3f} s: {e}")
             return Candidates.none()
 
-    def process_video(self, path: str | Path) -> ClipDetections:
-        """Detections for one video at params.rate_hz. Raises MediaError (naming the file) for
-        unusable or truncated media."""
-        ((_, result),) = list(self.run([(None, Path(path))]))
+    def process_video(self, video: str | Path | VideoSource) -> ClipDetections:
+        """Detections for one video (a file, or a VideoSource: a window and crop of one) at
+        params.rate_hz. Raises MediaError (naming the file) for unusable or truncated media."""
+        ((_, result),) = list(self.run([(None, video if isinstance(video, VideoSource) else Path(video))]))
         if isinstance(result, MediaError):
             raise result
         return result
 
 
-def _check_not_truncated(path: Path, times: list[float], rate_hz: float) -> None:
+def _check_not_truncated(source: VideoSource, times: list[float], rate_hz: float) -> None:
     # FFmpeg stops quietly at the end of a cut-off file; the container's declared duration (probe)
     # tells a truncated video from a short one. A video track may legitimately end a little before
-    # the audio, hence the tolerance.
-    declared = probe(path).duration
+    # the audio, hence the tolerance. For a window, the steps should reach the window's end (or the
+    # declared end, when that comes first); times count from the window's start.
+    declared = probe(source.path).duration
+    start, end = source.window()
+    expected = (min(end, declared) if end is not None and declared > 0 else declared) - start
     covered = (times[-1] + 0.5 / rate_hz) if times else 0.0
-    if declared > 0 and declared - covered > max(TRUNCATION_TOLERANCE_S, 1.0 / rate_hz):
+    if declared > 0 and expected - covered > max(TRUNCATION_TOLERANCE_S, 1.0 / rate_hz):
         raise MediaError(
-            f"{path}: video frames end at {covered:.2f} s but the file declares {declared:.2f} s: "
+            f"{source}: video frames end at {start + covered:.2f} s but the file declares {declared:.2f} s: "
             f"truncated or partly corrupt"
         )

@@ -8,8 +8,13 @@
   at once, so the frame batches are the same as over the whole corpus; `run` streams, keeping only
   the clips whose frames still wait for a batch.
 * Per-clip cache key: `input_fingerprint` = the digest of the clip's video file (the only thing the
-  detector reads), `config_fingerprint` = `cache_key(params)`: detector, its version, STAGE_VERSION
+  detector reads), with the clip's window and crop where it has one (`clip_window_key`; a whole-file
+  clip's key is the file digest alone, as before windows existed), `config_fingerprint` =
+  `cache_key(params)`: detector, its version, STAGE_VERSION
   and the params that change a detection (not batch_size, not on_error).
+* Windows and crops: each clip is read through `pipeline.media.clip_video_source` (its window of
+  `media_path`, its crop); detection runs on the cropped frames and boxes are in the cropped frame's
+  pixels (`pipeline.extract.faces.detector`).
 * Output: `clip_table` / `table_schema` make the rows and schema of the detections table
   (`pipeline.extract.faces.table`); the stage passes `out=FACES`, so the runner writes
   data/faces/detections.parquet and data/errors/faces.csv.
@@ -26,10 +31,11 @@ import pyarrow as pa
 import torch
 
 from pipeline.corpus.manifest import Clip
-from pipeline.extract.base import Extractor, file_digest
+from pipeline.extract.base import Extractor, clip_window_key, file_digest
 from pipeline.extract.cache import config_key
 from pipeline.extract.faces.detector import FaceDetector
 from pipeline.extract.faces.params import FacesParams
+from pipeline.media import clip_video_source
 from pipeline.extract.faces.table import (
     DETECTOR,
     STAGE_VERSION,
@@ -84,15 +90,17 @@ class FacesExtractor(Extractor):
         return cache_key(self.settings)
 
     def input_fingerprint(self, clip: Clip, root: Path) -> str:
-        return file_digest(clip.media(root))
+        digest = file_digest(clip.media(root))
+        window = clip_window_key(clip)
+        return digest if window is None else config_key(digest, "window", window)
 
     # -- computing -------------------------------------------------------------------------------
 
     def process_clip(self, clip: Clip, root: Path) -> ClipDetections:
-        return self.detector.process_video(clip.media(root))
+        return self.detector.process_video(clip_video_source(clip, root))
 
     def process_clips(self, clips: Iterable[Clip], root: Path) -> Iterator[tuple[Clip, ClipDetections | Exception]]:
-        yield from self.detector.run((clip, clip.media(root)) for clip in clips)
+        yield from self.detector.run((clip, clip_video_source(clip, root)) for clip in clips)
 
     # -- the detections table --------------------------------------------------------------------
 

@@ -7,6 +7,11 @@ One row per detection step of each clip, sorted by clip then t:
     landmarks fixed_size_list<float32>[10]? (x, y of left eye, right eye, nose, mouth left, mouth right),
     crop binary? (JPEG), frame_width int32, frame_height int32
 
+t counts from the clip's start (a clip that is a window of its video: from the window's start). For
+a clip with a `crop` (the manifest's face region), detection ran on the cropped frame: box and
+landmarks are in the CROPPED frame's pixels, frame_width/frame_height are the cropped frame's size, and
+the face crop was cut from the cropped frame.
+
 A step without a face is present=false with a null crop; box, landmarks and probability then hold the
 most probable sub-threshold candidate MTCNN returned, or null when it returned none.
 
