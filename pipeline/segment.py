@@ -203,11 +203,18 @@ def segment_corpus(
 
 
 def _continuous_labels(path: Path, clips: list[Clip], t: np.ndarray, lengths: np.ndarray):
-    """Arousal/valence interpolated linearly at the step centres inside each clip's labelled span."""
+    """Arousal/valence at the step centres, interpolated linearly between ANNOTATED samples only.
+
+    A null label is "not annotated" (Aff-Wild2's -5 frames, MuSe's unlabelled test samples): a step
+    counts (label_mask) only where both targets have annotated samples on either side that are at most
+    1.5 label periods apart (the median spacing of the clip's samples), so no value is invented across
+    a gap. A clip with a single label row (utterance-level A/V/D, e.g. IEMOCAP) holds it over the clip.
+    (None, None, None) when the table has no annotated arousal/valence at all."""
     table = read_labels(path).sort_by([("clip_id", "ascending"), ("t", "ascending")])
+    if table.num_rows == 0 or all(table.column(c).null_count == table.num_rows for c in ("arousal", "valence")):
+        return None, None, None
     n, T = t.shape
-    arousal = np.zeros((n, T), np.float32)
-    valence = np.zeros((n, T), np.float32)
+    out = {"arousal": np.zeros((n, T), np.float32), "valence": np.zeros((n, T), np.float32)}
     label_mask = np.zeros((n, T), bool)
     index = {c.clip_id: i for i, c in enumerate(clips)}
     for clip_id in pc.unique(table.column("clip_id")).to_pylist():
@@ -217,8 +224,24 @@ def _continuous_labels(path: Path, clips: list[Clip], t: np.ndarray, lengths: np
         rows = table.filter(pc.equal(table.column("clip_id"), clip_id))
         lt = rows.column("t").to_numpy()
         steps = t[i, : lengths[i]]
-        inside = (steps >= lt.min()) & (steps <= lt.max())
-        for name, out in (("arousal", arousal), ("valence", valence)):
-            out[i, : lengths[i]] = np.interp(steps, lt, rows.column(name).to_numpy(zero_copy_only=False))
-        label_mask[i, : lengths[i]] = inside
-    return arousal, valence, label_mask
+        valid = np.ones(len(steps), bool)
+        for name, arr in out.items():
+            v = rows.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+            ok = np.isfinite(v)
+            if not ok.any():
+                valid[:] = False
+                continue
+            lt_ok, v_ok = lt[ok], v[ok]
+            if len(lt) == 1:
+                arr[i, : lengths[i]] = v_ok[0]
+                continue
+            arr[i, : lengths[i]] = np.interp(steps, lt_ok, v_ok)
+            gap = 1.5 * float(np.median(np.diff(lt))) if len(lt) > 1 else 0.0
+            after = np.searchsorted(lt_ok, steps, side="left")  # first annotated sample at or after the step
+            before = np.clip(after - 1, 0, len(lt_ok) - 1)
+            after_c = np.clip(after, 0, len(lt_ok) - 1)
+            exact = np.isclose(lt_ok[after_c], steps)
+            bracketed = (after > 0) & (after < len(lt_ok)) & (lt_ok[after_c] - lt_ok[before] <= gap + 1e-9)
+            valid &= (exact | bracketed) & (steps >= lt_ok.min()) & (steps <= lt_ok.max())
+        label_mask[i, : lengths[i]] = valid
+    return out["arousal"], out["valence"], label_mask

@@ -15,7 +15,7 @@ is. The demo's stale-media cleanup touches data/corpus/media only.
 import csv
 import io
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pipeline.config import load_section
 from pipeline.corpus.adapter import LayoutError, Problem
@@ -87,6 +87,28 @@ def check_root(root: Path) -> None:
                           "corpus where it is kept")
 
 
+def portable(clips: list, params) -> None:
+    """Write every path under the corpus root through `corpus.root` as params.yaml gives it (adapters
+    make paths absolute): with a root that is the same on every machine — a relative path such as a
+    symlink `corpora/crema_d` in the project, or one mount point — every machine writes the same
+    manifest, so `dvc pull` of the features and the lock agree across a lab."""
+    given = PurePosixPath(Path(params.root).as_posix())
+    roots = {Path(os.path.abspath(params.root_path())), params.root_path().resolve()}
+    for c in clips:
+        for attr in ("media_path", "audio_path"):
+            value = getattr(c, attr)
+            if not value:
+                continue
+            for root in roots:
+                for candidate in (Path(os.path.abspath(value)), Path(value).resolve()):
+                    if _inside(candidate, root):
+                        setattr(c, attr, str(given / candidate.relative_to(root).as_posix()))
+                        break
+                else:
+                    continue
+                break
+
+
 def run_adapter(params) -> None:
     check_root(params.root_path())
     read = adapter(params.name).read(params)
@@ -100,6 +122,8 @@ def run_adapter(params) -> None:
             f"(listed in {ERRORS}; `corpus.on_error: skip` leaves those clips out):\n{lines}"
         )
     clips, labels, left_out = split(read, problems)
+    portable(clips, params)
+    read.info.params = {**read.info.params, "root": params.root}  # as given, never this machine's absolute path
     if not clips:
         write_errors(ERRORS, problems)
         raise CorpusError(f"corpus '{params.name}' ({params.root}): no usable clip of {n_listed} listed "
@@ -111,10 +135,8 @@ def run_adapter(params) -> None:
             if (CORPUS_DIR / folder).is_dir():
                 remove_stale_media(CORPUS_DIR / folder, set())
         (CORPUS_DIR / "media").mkdir(parents=True, exist_ok=True)
-        if labels and labels.get("clip_id"):
-            write_labels(LABELS, labels)
-        elif LABELS.exists():
-            LABELS.unlink()
+        # always a labels table (no rows when the corpus has no continuous labels): segment depends on it
+        write_labels(LABELS, labels if labels and labels.get("clip_id") else {"clip_id": [], "t": [], "arousal": [], "valence": []})
         write_manifest(MANIFEST, read.info, clips)
     except OSError as e:
         raise CorpusError(f"{e.filename or CORPUS_DIR}: cannot write ({e.strerror or e})") from None

@@ -162,3 +162,25 @@ def test_several_folds_are_stored_once_with_each_folds_statistics(tmp_path):
     with pytest.raises(SegmentError, match="segment.partition: leave_one_group_out by session"):
         segment_corpus(info, clips, params.model_copy(update={"partition": PartitionParams(protocol="leave_one_group_out", group="session")}),
                        features_dir=tmp_path)
+
+
+def test_continuous_labels_never_bridge_unannotated_samples(tmp_path):
+    from pipeline.segment import _continuous_labels
+
+    clips = _clips(2, 1)
+    # 10 Hz labels over 1 s; samples 0.4–0.6 s not annotated (null) in the first clip; the second has one row
+    t = np.arange(10) / 10
+    arousal = [0.1 * k for k in range(10)]
+    for k in (4, 5, 6):
+        arousal[k] = None
+    write_labels(tmp_path / "l.parquet", {
+        "clip_id": [clips[0].clip_id] * 10 + [clips[1].clip_id], "t": list(t) + [0.0],
+        "arousal": arousal + [0.5], "valence": [0.0] * 10 + [-0.5]})
+    steps = np.tile((np.arange(10) + 0.5) / 10, (2, 1))
+    a, v, mask = _continuous_labels(tmp_path / "l.parquet", clips, steps, np.array([9, 9]))
+    # steps at 0.05 … 0.85: those between annotated samples 0.3 and 0.7 (0.35 … 0.65) are not labels
+    assert mask[0, :9].tolist() == [True, True, True, False, False, False, False, True, True]
+    assert a[0, 1] == pytest.approx(0.15) and np.isfinite(a).all()
+    assert mask[1, :9].all() and a[1, 0] == pytest.approx(0.5) and v[1, 3] == pytest.approx(-0.5)
+    write_labels(tmp_path / "none.parquet", {"clip_id": [], "t": [], "arousal": [], "valence": []})
+    assert _continuous_labels(tmp_path / "none.parquet", clips, steps, np.array([9, 9])) == (None, None, None)
