@@ -16,6 +16,7 @@ from pipeline.models.blocks import (
     MultiHeadAttention,
     SinusoidalPositionalEncoding,
     TransformerEncoder,
+    causal_mask,
     masked_mean,
     masked_softmax,
     sinusoidal_positions,
@@ -107,6 +108,23 @@ def test_cross_attention_block_with_absent_context_is_its_feedforward_residual()
     x, ctx = torch.randn(2, 5, 8), torch.randn(2, 3, 8)
     none = torch.zeros(2, 3, dtype=torch.bool)
     assert torch.allclose(blk(x, ctx, none), x + blk.ff(blk.norm_ff(x)), atol=1e-6)
+
+
+def test_cross_attention_block_attention_mask_limits_what_each_query_sees():
+    torch.manual_seed(0)
+    blk = CrossAttentionBlock(8, 2, dropout=0.0).eval()
+    x, ctx = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    causal = causal_mask(5, x.device)
+    out = blk(x, ctx, attn_mask=causal)
+    later = ctx.clone()
+    later[:, 3:] = torch.randn(2, 2, 8)  # context after step 2 changes: steps 0-2 must not
+    assert torch.equal(blk(x, later, attn_mask=causal)[:, :3], out[:, :3])
+    assert not torch.allclose(blk(x, later, attn_mask=causal)[:, 3:], out[:, 3:])
+    # the mask is ANDed with the key mask; an all-True mask is no mask
+    keys = torch.rand(2, 5) < 0.6
+    keys[:, 0] = True
+    full = torch.ones(5, 5, dtype=torch.bool)
+    assert torch.equal(blk(x, ctx, keys, full), blk(x, ctx, keys))
 
 
 def test_masked_mean_and_positional_encodings():

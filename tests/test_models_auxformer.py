@@ -10,6 +10,7 @@ from torch.nn import functional as F
 
 from pipeline.models import auxformer as AF
 from pipeline.models import mult as MT
+from pipeline.models.blocks import last_present
 from pipeline.models.registry import ModelEntry, MODELS, build_model, count_parameters, ModelError
 
 B, T = 3, 8
@@ -127,7 +128,7 @@ def test_registry_defaults_and_d_model_rounding(registered):
 def test_last_present():
     h = torch.arange(12, dtype=torch.float32).view(2, 3, 2)
     mask = torch.tensor([[True, True, False], [False, False, False]])
-    assert torch.equal(MT.last_present(h, mask), torch.tensor([[2.0, 3.0], [0.0, 0.0]]))
+    assert torch.equal(last_present(h, mask), torch.tensor([[2.0, 3.0], [0.0, 0.0]]))
 
 
 # ---- forward/backward, missing modalities -----------------------------------------------------------

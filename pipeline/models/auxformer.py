@@ -11,7 +11,7 @@ and of the concatenation in Eq. 5; the architecture is symmetric). Main network 
    silent), the other is kept intact (paper) unless `project_all` (authors' code: audio 130→130 too).
    Sinusoidal positions are added (Eq. 1; Vaswani et al.), embedding dropout 0.25 (§4.3).
 2. §3.2 Fusion attention: two 5-layer crossmodal transformers (audio→visual: visual queries attend to
-   audio; visual→audio), Eq. 2–4, built from MulT's `CrossModalEncoder` (pre-LN: Eq. 3 and the
+   audio; visual→audio), Eq. 2–4: blocks.py's `CrossModalEncoder`, MulT's (pre-LN: Eq. 3 and the
    authors' code; the extra outer LayerNorm of Eq. 4 is not applied — the code has none and Table 5's
    counts exclude it).
 3. §3.3 Self-attention with learnable scalars: a 5-layer pre-LN self-attention stack per stream in
@@ -48,6 +48,10 @@ auxformer 7,040,448 (Table 5: 7,054,748), auxformer_noaux 4,762,694 (4,776,994) 
 single projection; with `project_all` 7,057,348 / 4,779,594. The authors' code (both projections)
 reproduces Table 5 exactly; the remaining +2,600 is blocks.py's CrossAttentionBlock having its own
 LayerNorm for keys/values (2·130 per fusion layer × 10). unimodal: see `UnimodalAuxFormer`.
+
+This module holds AuxFormer's Params, builders, models and the layers only it uses (`ScaledEncoderLayer`,
+`AuxiliaryNetworks`); the layers it shares with MulT (`InputEmbedding`, `CrossModalEncoder`,
+`ResidualHead`, `PresenceMasks`, `readout`, `complete_inputs`, `causal_mask`) live in blocks.py.
 """
 
 from __future__ import annotations
@@ -58,14 +62,16 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from pipeline.models.blocks import TransformerEncoder, TransformerEncoderLayer
-from pipeline.models.mult import (
+from pipeline.models.blocks import (
     CrossModalEncoder,
     InputEmbedding,
+    PresenceMasks,
     ResidualHead,
+    TransformerEncoder,
+    TransformerEncoderLayer,
     causal_mask,
     complete_inputs,
-    last_present,
+    readout,
 )
 
 
@@ -151,25 +157,6 @@ def resolve_d_model(dims: dict[str, int], p: NoAuxParams) -> int:
     return -(-min(dims.values()) // p.heads) * p.heads
 
 
-class _Missing:
-    """How presence masks are used: key masks for attention and the masks tokens are read at."""
-
-    def __init__(self, mode: str, masks: dict[str, Tensor]) -> None:
-        self.use_mask = mode == "mask"
-        self.masks = masks
-        self.any = torch.stack(list(masks.values())).any(dim=0)
-
-    def keys(self, m: str) -> Tensor | None:
-        return self.masks[m] if self.use_mask else None
-
-    def read(self, m: str) -> Tensor:
-        return self.masks[m] if self.use_mask else self.any
-
-
-def _readout(h: Tensor, read: Tensor, per_step: bool) -> Tensor:
-    return h * read.unsqueeze(-1) if per_step else last_present(h, read)
-
-
 class AuxiliaryNetworks(nn.Module):
     """§3.5: one self-attention encoder per modality (applied `repeats` times) + a shared residual MLP
     and classifier. forward(embedded, missing, attn_mask, per_step) -> {mod: output}."""
@@ -182,13 +169,13 @@ class AuxiliaryNetworks(nn.Module):
         )
         self.head = ResidualHead(d, p.aux_hidden, n_outputs, p.out_dropout)
 
-    def forward(self, e: dict[str, Tensor], miss: _Missing, attn: Tensor | None, per_step: bool) -> dict[str, Tensor]:
+    def forward(self, e: dict[str, Tensor], miss: PresenceMasks, attn: Tensor | None, per_step: bool) -> dict[str, Tensor]:
         out = {}
         for m, enc in self.encoders.items():
             h = e[m]
             for _ in range(self.repeats):
                 h = enc(h, key_mask=miss.keys(m), attn_mask=attn)
-            out[m] = self.head(_readout(h, miss.read(m), per_step))
+            out[m] = self.head(readout(h, miss.read(m), per_step))
         return out
 
 
@@ -231,7 +218,7 @@ class AuxFormer(nn.Module):
 
     def _run(self, x: dict[str, Tensor], mask: dict[str, Tensor], auxiliary: bool) -> tuple[Tensor, dict[str, Tensor]]:
         xs, ms = complete_inputs(self.modalities, x, mask, self.dims)
-        miss = _Missing(self.p.missing, ms)
+        miss = PresenceMasks(self.p.missing, ms)
         t = xs[self.modalities[0]].shape[1]
         attn = causal_mask(t, ms[self.modalities[0]].device) if self.p.causal else None
         e = {m: self.embed[m](xs[m], ms[m]) for m in self.modalities}
@@ -240,7 +227,7 @@ class AuxFormer(nn.Module):
             s = self.source[m]
             h = self.fusion[m](e[m], e[s], miss.keys(s), attn)
             h = self.self_attn[m](h, key_mask=miss.keys(m), attn_mask=attn)
-            tokens.append(_readout(h, miss.read(m), self.per_step))
+            tokens.append(readout(h, miss.read(m), self.per_step))
         main = self.head(torch.cat(tokens, dim=-1))
         aux = self.aux(e, miss, attn, self.per_step) if auxiliary and self.aux is not None else {}
         return main, aux
@@ -286,11 +273,11 @@ class UnimodalAuxFormer(nn.Module):
     def _run(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         xs, ms = complete_inputs(self.modalities, x, mask, self.dims)
         (m,) = self.modalities
-        miss = _Missing(self.p.missing, ms)
+        miss = PresenceMasks(self.p.missing, ms)
         attn = causal_mask(xs[m].shape[1], xs[m].device) if self.p.causal else None
         e = self.embed(xs[m], ms[m])
         h = self.self_attn(e, key_mask=miss.keys(m), attn_mask=attn)
-        main = self.head(_readout(h, miss.read(m), self.per_step))
+        main = self.head(readout(h, miss.read(m), self.per_step))
         return main, self.aux({m: e}, miss, attn, self.per_step)[m]
 
     def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> Tensor:

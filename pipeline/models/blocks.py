@@ -1,4 +1,19 @@
-"""The one attention-block library every model shares.
+"""The one attention-block library every model shares: every layer that more than one model uses.
+
+What lives where in pipeline/models/:
+- blocks.py (this file): attention and the layers built from it — `MultiHeadAttention`, `FeedForward`,
+  `TransformerEncoderLayer`/`TransformerEncoder` (post- or pre-LN self-attention), `CrossAttentionBlock`
+  and `CrossModalEncoder` (MulT's crossmodal transformer, a stack of them; MulT and AuxFormer),
+  positions (`sinusoidal_positions`, `SinusoidalPositionalEncoding`, `LearnedPositionalEncoding`),
+  `InputEmbedding` and `ResidualHead` (MulT's input and output blocks; AuxFormer reuses both), `mlp`
+  (the two-layer FC head), and the mask helpers `masked_softmax`, `masked_mean`, `last_present`,
+  `readout`, `PresenceMasks`, `causal_mask`, `check_inputs`, `complete_inputs`.
+- pooling.py (attention pooling), tcn.py (temporal convolutional network), cnn1d.py (JMT's
+  physiological backbone): other reusable layers, one kind per file.
+- one module per paper (crossmodal, mct_hfr, mmte, late_fusion, auxformer, mult, jmt): its Params,
+  builder, model and only the layers no other model uses; registry.py: the models by name.
+A variant that a caller needs (a key mask, an attention mask, an option) is an argument of the block
+here, never a copy of the block in a model module.
 
 Mask convention everywhere: a boolean tensor that is True where a step is VALID (present), the same
 convention as `Segments.mask`. (torch's `key_padding_mask` is the opposite; nothing here uses it.)
@@ -66,19 +81,33 @@ class MultiHeadAttention(nn.Module):
         b, tq, _ = query.shape
         tk = key.shape[1]
         q, k, v = self._split(self.q_proj(query)), self._split(self.k_proj(key)), self._split(self.v_proj(value))
-        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)  # [B,H,Tq,Tk]
         allowed = torch.ones(b, 1, tq, tk, dtype=torch.bool, device=query.device)
         if key_mask is not None:
             allowed = allowed & key_mask[:, None, None, :]
         if attn_mask is not None:
             allowed = allowed & (attn_mask[None, None] if attn_mask.dim() == 2 else attn_mask[:, None])
+        return self.attend_heads(q, k, v, allowed, keep_weights)
+
+    def attend_heads(self, q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, keep_weights: bool = False) -> Tensor:
+        """The attention itself on projected, head-split q [B,H,Tq,dh], k/v [B,H,Tk,dh]; `allowed` bool,
+        broadcastable to [B,H,Tq,Tk] with a singleton head dim -> output-projected [B,Tq,d], exactly zero
+        for a query row with no allowed key. For callers that project keys/values themselves (MCT-HFR)."""
+        b, _, tq, _ = q.shape
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)  # [B,H,Tq,Tk]
         weights = masked_softmax(scores, allowed)
         if keep_weights:
             self.last_weights = weights.detach()
         out = (self.dropout(weights) @ v).transpose(1, 2).reshape(b, tq, self.d_model)
         out = self.out_proj(out)
-        has_key = allowed.any(dim=-1).any(dim=1)  # [B,Tq]
+        has_key = allowed.any(dim=-1).any(dim=1)  # [B,Tq] (or [B,1] for a per-sample mask)
         return out * has_key.unsqueeze(-1)
+
+
+def mlp(d_in: int, hidden: int, d_out: int, dropout: float = 0.0, activation: str = "relu") -> nn.Sequential:
+    """Linear → activation → dropout → Linear (weights at indices 0 and 3): `FeedForward`'s net and the
+    two-layer FC heads of JMT, MCT-HFR, MMTE (its ERN) and the late-fusion LSTM."""
+    act = {"relu": nn.ReLU, "gelu": nn.GELU}[activation]()
+    return nn.Sequential(nn.Linear(d_in, hidden), act, nn.Dropout(dropout), nn.Linear(hidden, d_out))
 
 
 class FeedForward(nn.Module):
@@ -86,12 +115,7 @@ class FeedForward(nn.Module):
 
     def __init__(self, d_model: int, ff_dim: int, dropout: float = 0.0, activation: str = "relu") -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(d_model, ff_dim),
-            {"relu": nn.ReLU, "gelu": nn.GELU}[activation](),
-            nn.Dropout(dropout),
-            nn.Linear(ff_dim, d_model),
-        )
+        self.net = mlp(d_model, ff_dim, d_model, dropout, activation)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -158,7 +182,8 @@ class TransformerEncoder(nn.Module):
 class CrossAttentionBlock(nn.Module):
     """Queries from one sequence attend to another (pre-LN, MulT-style), then a feed-forward block.
 
-    forward(x [B,Tq,d], context [B,Tk,d], context_mask [B,Tk] True=valid) -> [B,Tq,d]:
+    forward(x [B,Tq,d], context [B,Tk,d], context_mask [B,Tk] True=valid, attn_mask [Tq,Tk] or
+    [B,Tq,Tk] True=allowed, e.g. `causal_mask`) -> [B,Tq,d]:
         x = x + Attn(LN(x), LN(context)); x = x + FF(LN(x)).
     Where a sample's context is entirely invalid the attention term is zero (the block reduces to
     its feed-forward residual). Models that need the bare attention term (002's cross-modal layer
@@ -172,9 +197,30 @@ class CrossAttentionBlock(nn.Module):
         self.norm_q, self.norm_kv, self.norm_ff = nn.LayerNorm(d_model), nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, context: Tensor, context_mask: Tensor | None = None) -> Tensor:
-        x = x + self.drop(self.attn(self.norm_q(x), self.norm_kv(context), key_mask=context_mask))
+    def forward(
+        self, x: Tensor, context: Tensor, context_mask: Tensor | None = None, attn_mask: Tensor | None = None
+    ) -> Tensor:
+        att = self.attn(self.norm_q(x), self.norm_kv(context), key_mask=context_mask, attn_mask=attn_mask)
+        x = x + self.drop(att)
         return x + self.drop(self.ff(self.norm_ff(x)))
+
+
+class CrossModalEncoder(nn.Module):
+    """MulT's crossmodal transformer (Tsai et al. 2019; AuxFormer's fusion attention, 001 §3.2): `layers`
+    pre-LN `CrossAttentionBlock`s with a 4·d feed-forward + a final LayerNorm.
+    forward(x [B,T,d] queries, context [B,Tk,d], context_mask [B,Tk], attn_mask) -> [B,T,d]."""
+
+    def __init__(self, d_model: int, heads: int, layers: int, dropout: float) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(CrossAttentionBlock(d_model, heads, 4 * d_model, dropout) for _ in range(layers))
+        self.final_norm = nn.LayerNorm(d_model)
+
+    def forward(
+        self, x: Tensor, context: Tensor, context_mask: Tensor | None = None, attn_mask: Tensor | None = None
+    ) -> Tensor:
+        for layer in self.layers:
+            x = layer(x, context, context_mask, attn_mask)
+        return self.final_norm(x)
 
 
 def sinusoidal_positions(length: int, d_model: int, device: torch.device | None = None) -> Tensor:
@@ -212,6 +258,82 @@ class LearnedPositionalEncoding(nn.Module):
         return x + self.embedding.weight[:t].to(x.dtype)
 
 
+class InputEmbedding(nn.Module):
+    """MulT's input block (AuxFormer's §3.1 too): zero-fill absent steps → optional bias-free kernel-1
+    Conv1d D→d → optional ×√d → + sinusoidal positions (Vaswani et al. 2017) → dropout.
+    forward(x [B,T,D], mask [B,T]) -> [B,T,d]."""
+
+    def __init__(self, in_dim: int, d_model: int, project: bool, scale: bool, dropout: float) -> None:
+        super().__init__()
+        if not project and in_dim != d_model:
+            raise ValueError(f"input width {in_dim} needs a projection to d_model {d_model}")
+        self.proj = nn.Conv1d(in_dim, d_model, kernel_size=1, bias=False) if project else None
+        self.scale = math.sqrt(d_model) if scale else 1.0
+        self.pos = SinusoidalPositionalEncoding(d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        # absent values are never used; fill them so a stray NaN/inf cannot leak through 0·x
+        x = x.masked_fill(~mask.unsqueeze(-1), 0.0)
+        if self.proj is not None:
+            x = self.proj(x.transpose(1, 2)).transpose(1, 2)
+        return self.drop(self.pos(x * self.scale))
+
+
+class ResidualHead(nn.Module):
+    """MulT's output block: h + Linear(ReLU/dropout stack(h)) → Linear(·, n_outputs). hidden=(260,) is
+    MulT's proj1/proj2 when 260 = width; AuxFormer's auxiliary MLP uses hidden=(512, 256)."""
+
+    def __init__(self, width: int, hidden: tuple[int, ...], n_outputs: int, dropout: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = width
+        for h in hidden:
+            layers += [nn.Linear(prev, h), nn.ReLU(), nn.Dropout(dropout)]
+            prev = h
+        layers.append(nn.Linear(prev, width))
+        self.mlp = nn.Sequential(*layers)
+        self.out = nn.Linear(width, n_outputs)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.out(h + self.mlp(h))
+
+
+def causal_mask(t: int, device: torch.device) -> Tensor:
+    """[t, t] bool attention mask: step i may attend to steps <= i."""
+    return torch.tril(torch.ones(t, t, dtype=torch.bool, device=device))
+
+
+def last_present(h: Tensor, mask: Tensor) -> Tensor:
+    """h [B,T,d] at the last step where mask [B,T] is True -> [B,d]; zeros where no step is."""
+    t = h.shape[1]
+    idx = torch.where(mask, torch.arange(t, device=h.device), -1).max(dim=1).values  # [B]
+    token = h[torch.arange(h.shape[0], device=h.device), idx.clamp(min=0)]
+    return token * (idx >= 0).unsqueeze(-1).to(h.dtype)
+
+
+def readout(h: Tensor, read: Tensor, per_step: bool) -> Tensor:
+    """h [B,T,d] zeroed where read [B,T] is False (per_step) or at its last present step [B,d]."""
+    return h * read.unsqueeze(-1) if per_step else last_present(h, read)
+
+
+class PresenceMasks:
+    """How MulT and AuxFormer use presence masks [B,T] in their `missing` mode: "mask" gives each
+    modality's mask to attention (`keys`) and reads it at its own mask (`read`); "zero" gives no key
+    mask and reads every modality where ANY modality is present."""
+
+    def __init__(self, mode: str, masks: dict[str, Tensor]) -> None:
+        self.use_mask = mode == "mask"
+        self.masks = masks
+        self.any = torch.stack(list(masks.values())).any(dim=0)
+
+    def keys(self, m: str) -> Tensor | None:
+        return self.masks[m] if self.use_mask else None
+
+    def read(self, m: str) -> Tensor:
+        return self.masks[m] if self.use_mask else self.any
+
+
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean of x [B,T,d] over the steps where mask [B,T] is True -> [B,d]; zeros where none is."""
     m = mask.unsqueeze(-1).to(x.dtype)
@@ -220,11 +342,16 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
 
 
 def check_inputs(
-    x: dict[str, Tensor], mask: dict[str, Tensor], modalities: list[str], same_length: bool = True
+    x: dict[str, Tensor],
+    mask: dict[str, Tensor],
+    modalities: list[str],
+    same_length: bool = True,
+    ignored: set[str] | frozenset[str] = frozenset(),
 ) -> list[str]:
     """The model's modalities present in `x` (in model order); clear errors for bad input dicts.
-    `same_length`: every input and mask must share [B, T] (models on one time grid)."""
-    unknown = sorted(set(x) - set(modalities))
+    `same_length`: every input and mask of those must share [B, T] (models on one time grid).
+    `ignored`: modalities accepted in `x` and not read (neither checked nor returned)."""
+    unknown = sorted(set(x) - set(modalities) - set(ignored))
     if unknown:
         raise ValueError(f"unknown modalities {unknown}; this model knows {modalities}")
     present = [m for m in modalities if m in x]
@@ -237,3 +364,16 @@ def check_inputs(
     if same_length and len({s for pair in shapes.values() for s in pair}) != 1:
         raise ValueError(f"inputs/masks disagree on [B,T]: {shapes}")
     return present
+
+
+def complete_inputs(
+    modalities: list[str], x: dict[str, Tensor], mask: dict[str, Tensor], dims: dict[str, int]
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Check the inputs and materialise a modality left out of the dict as zeros with an all-False mask
+    (so dropped == fully masked)."""
+    given = check_inputs(x, mask, modalities)
+    ref = x[given[0]]
+    b, t = ref.shape[:2]
+    xs = {m: x[m] if m in x else ref.new_zeros(b, t, dims[m]) for m in modalities}
+    ms = {m: mask[m].bool() if m in x else torch.zeros(b, t, dtype=torch.bool, device=ref.device) for m in modalities}
+    return xs, ms

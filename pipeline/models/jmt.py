@@ -59,11 +59,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from pipeline.models.blocks import (
+    check_inputs,
     CrossAttentionBlock,
     MultiHeadAttention,
     SinusoidalPositionalEncoding,
     TransformerEncoder,
     masked_mean,
+    mlp,
 )
 
 # (query, context) of the six cross blocks, in the authors' stacking order (their last token = B←J)
@@ -191,28 +193,16 @@ class JointMultimodalTransformer(nn.Module):
         self.final = TransformerEncoder(d_model, heads, layers, ff, dropout)  # §3.2 self-attention over six tokens
         self.final_attn = MultiHeadAttention(d_model, heads, dropout) if readout == "last" else None
         head_in = len(CROSS_ORDER) * d_model if readout == "concat" else d_model
-        self.head = nn.Sequential(
-            nn.Linear(head_in, head_hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(head_hidden, n_outputs)
-        )
+        self.head = mlp(head_in, head_hidden, n_outputs, dropout)
 
     def _inputs(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Projected, zero-filled features and masks of A and B (a dropped modality = fully masked)."""
-        unknown = sorted(set(x) - set(self.modalities) - self.ignored)
-        if unknown:
-            raise ValueError(f"unknown modalities {unknown}; JMT fuses {self.modalities}")
-        given = [m for m in self.modalities if m in x]
-        if not given:
-            raise ValueError(f"no input modality given; JMT fuses {self.modalities}")
-        lacking = [m for m in given if m not in mask]
-        if lacking:
-            raise ValueError(f"no mask given for modalities {lacking}")
+        given = check_inputs(x, mask, self.modalities, ignored=self.ignored)
         ref = x[given[0]]
         b, t = ref.shape[:2]
         feats, valid = {}, {}
         for key, m in zip("AB", self.modalities):
             if m in x:
-                if x[m].shape[:2] != (b, t) or mask[m].shape != (b, t):
-                    raise ValueError(f"modality '{m}': x {tuple(x[m].shape)} / mask {tuple(mask[m].shape)} not on [{b}, {t}]")
                 v = mask[m].bool()
                 xm = F.normalize(x[m], dim=-1) if self.l2_normalize else x[m]
                 # absent steps: zero input (no NaN/inf can leak through 0·x) and zero feature (joint FC)

@@ -31,8 +31,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from pipeline.models.blocks import masked_mean, masked_softmax
-from pipeline.models.mmte import check_inputs
+from pipeline.models.blocks import check_inputs, masked_mean, masked_softmax, mlp
 
 
 class Params(BaseModel):
@@ -57,9 +56,7 @@ class UnimodalLSTM(nn.Module):
             dropout=p.rnn_dropout if p.rnn_layers > 1 else 0.0,
         )
         d_out = p.d_rnn * (2 if p.bidirectional else 1)
-        self.out = nn.Sequential(
-            nn.Linear(d_out, p.d_fc_out), nn.ReLU(), nn.Dropout(p.linear_dropout), nn.Linear(p.d_fc_out, n_outputs)
-        )
+        self.out = mlp(d_out, p.d_fc_out, n_outputs, p.linear_dropout)
         nn.init.zeros_(self.out[-1].bias)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:

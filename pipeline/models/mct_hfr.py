@@ -73,7 +73,7 @@ from pipeline.models.blocks import (
     MultiHeadAttention,
     SinusoidalPositionalEncoding,
     TransformerEncoderLayer,
-    masked_softmax,
+    mlp,
 )
 from pipeline.models.pooling import AttentionPooling
 
@@ -148,14 +148,8 @@ class HyperModalityAttention(MultiHeadAttention):
         return k, self._split(self.v_proj(h))
 
     def attend(self, h: Tensor, k_c: Tensor, v_c: Tensor, key_mask: Tensor, keep_weights: bool = False) -> Tensor:
-        b, tq, _ = h.shape
-        q = self._split(self.q_proj(h))
-        scores = q @ k_c.transpose(-2, -1) / math.sqrt(self.d_head)  # [B,H,Tq,ΣT]
-        weights = masked_softmax(scores, key_mask[:, None, None, :])
-        if keep_weights:
-            self.last_weights = weights.detach()
-        out = self.out_proj((self.dropout(weights) @ v_c).transpose(1, 2).reshape(b, tq, self.d_model))
-        return out * key_mask.any(dim=1)[:, None, None]  # no valid key at all: exact zero (blocks.py convention)
+        # blocks.py's attention on [B,H,Tq,ΣT]; no valid key at all: exact zero
+        return self.attend_heads(self._split(self.q_proj(h)), k_c, v_c, key_mask[:, None, None, :], keep_weights)
 
 
 class MRAU(nn.Module):
@@ -240,9 +234,7 @@ class MCTHFR(nn.Module):
         self.final_norm = nn.ModuleDict({m: nn.LayerNorm(d) for m in self.modalities}) if p.outer_residual else None
         self.pool = nn.ModuleDict({m: AttentionPooling(d) for m in self.modalities})  # §4.2, [40]
         width = d * len(self.modalities)
-        self.head = nn.Sequential(  # Eq. 11 "FC"
-            nn.Linear(width, p.classifier_hidden), nn.ReLU(), nn.Dropout(p.classifier_dropout), nn.Linear(p.classifier_hidden, n_outputs)
-        )
+        self.head = mlp(width, p.classifier_hidden, n_outputs, p.classifier_dropout)  # Eq. 11 "FC"
         # training-only reconstruction branch (§4.3); never called by forward()
         self.lfi = nn.ModuleDict({m: LFIDecoder(d, p.heads, ff_dim, p.dropout, p.lfi_layers, dim) for m, dim in dims.items()})
         self.gfa_predictor = nn.Sequential(

@@ -58,6 +58,7 @@ from pipeline.models.blocks import (
     MultiHeadAttention,
     TransformerEncoder,
     masked_mean,
+    mlp,
 )
 from pipeline.models.tcn import TCN
 
@@ -201,7 +202,7 @@ class AMMTD(nn.Module):
 
 def ern(d_model: int, hidden: int, n_outputs: int, dropout: float) -> nn.Sequential:
     """Emotion Regression Network (000 §3.2, §5.3): FC with one ReLU hidden layer, per step."""
-    return nn.Sequential(nn.Linear(d_model, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_outputs))
+    return mlp(d_model, hidden, n_outputs, dropout)
 
 
 class MMTEModel(nn.Module):

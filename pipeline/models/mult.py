@@ -15,6 +15,11 @@ classes this gives 358,984 parameters; 001 Table 5 reports 358,384 for baseline 
 the separate LayerNorm for keys/values in blocks.py's `CrossAttentionBlock` (MulT shares one LayerNorm
 for queries and keys/values): 2·30 per crossmodal layer × 10 layers.
 
+This module holds MulT's Params, builder and model only. Its layers are shared with AuxFormer (001
+builds on MulT's crossmodal transformer) and live in blocks.py: `InputEmbedding`, `CrossModalEncoder`
+(stacked `CrossAttentionBlock`s; the causal option is their `attn_mask`), `ResidualHead`, and the
+helpers `PresenceMasks` (the `missing` modes), `readout`, `complete_inputs`, `causal_mask`.
+
 Choices where MulT/001 are silent or differ:
 - MulT's code uses a causal attention mask by default; neither paper mentions it: `causal=False`
   (default, the papers' text), `True` = MulT's code.
@@ -31,14 +36,22 @@ Choices where MulT/001 are silent or differ:
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from pipeline.models.blocks import check_inputs, CrossAttentionBlock, SinusoidalPositionalEncoding, TransformerEncoder
+from pipeline.models.blocks import (
+    CrossModalEncoder,
+    InputEmbedding,
+    PresenceMasks,
+    ResidualHead,
+    TransformerEncoder,
+    causal_mask,
+    complete_inputs,
+    readout,
+)
 
 Missing = Literal["mask", "zero"]
 
@@ -60,100 +73,6 @@ class Params(BaseModel):
 
 def build(dims: dict[str, int], n_outputs: int, task: str, params: Params) -> "MulT":
     return MulT(dims, n_outputs, params, per_step=task == "regression")
-
-
-# ---- pieces shared with AuxFormer (001 builds on MulT's crossmodal transformer) ---------------------
-
-
-class InputEmbedding(nn.Module):
-    """Zero-fill absent steps → optional bias-free kernel-1 Conv1d D→d → optional ×√d → + sinusoidal
-    positions (Vaswani et al. 2017) → dropout. [B,T,D], mask [B,T] -> [B,T,d]."""
-
-    def __init__(self, in_dim: int, d_model: int, project: bool, scale: bool, dropout: float) -> None:
-        super().__init__()
-        if not project and in_dim != d_model:
-            raise ValueError(f"input width {in_dim} needs a projection to d_model {d_model}")
-        self.proj = nn.Conv1d(in_dim, d_model, kernel_size=1, bias=False) if project else None
-        self.scale = math.sqrt(d_model) if scale else 1.0
-        self.pos = SinusoidalPositionalEncoding(d_model)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        # absent values are never used; fill them so a stray NaN/inf cannot leak through 0·x
-        x = x.masked_fill(~mask.unsqueeze(-1), 0.0)
-        if self.proj is not None:
-            x = self.proj(x.transpose(1, 2)).transpose(1, 2)
-        return self.drop(self.pos(x * self.scale))
-
-
-class _CrossBlock(CrossAttentionBlock):
-    """blocks.CrossAttentionBlock plus an optional [Tq,Tk] attention mask (for the causal option)."""
-
-    def forward(self, x: Tensor, context: Tensor, context_mask: Tensor | None = None, attn_mask: Tensor | None = None) -> Tensor:
-        if attn_mask is None:
-            return super().forward(x, context, context_mask)
-        att = self.attn(self.norm_q(x), self.norm_kv(context), key_mask=context_mask, attn_mask=attn_mask)
-        x = x + self.drop(att)
-        return x + self.drop(self.ff(self.norm_ff(x)))
-
-
-class CrossModalEncoder(nn.Module):
-    """MulT's crossmodal transformer: `layers` pre-LN cross-attention blocks + a final LayerNorm.
-    forward(x [B,T,d] queries, context [B,Tk,d], context_mask [B,Tk], attn_mask) -> [B,T,d]."""
-
-    def __init__(self, d_model: int, heads: int, layers: int, dropout: float) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(_CrossBlock(d_model, heads, 4 * d_model, dropout) for _ in range(layers))
-        self.final_norm = nn.LayerNorm(d_model)
-
-    def forward(self, x: Tensor, context: Tensor, context_mask: Tensor | None = None, attn_mask: Tensor | None = None) -> Tensor:
-        for layer in self.layers:
-            x = layer(x, context, context_mask, attn_mask)
-        return self.final_norm(x)
-
-
-class ResidualHead(nn.Module):
-    """MulT's output block: h + Linear(ReLU/dropout stack(h)) → Linear(·, n_outputs). hidden=(260,) is
-    MulT's proj1/proj2 when 260 = width; AuxFormer's auxiliary MLP uses hidden=(512, 256)."""
-
-    def __init__(self, width: int, hidden: tuple[int, ...], n_outputs: int, dropout: float) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        prev = width
-        for h in hidden:
-            layers += [nn.Linear(prev, h), nn.ReLU(), nn.Dropout(dropout)]
-            prev = h
-        layers.append(nn.Linear(prev, width))
-        self.mlp = nn.Sequential(*layers)
-        self.out = nn.Linear(width, n_outputs)
-
-    def forward(self, h: Tensor) -> Tensor:
-        return self.out(h + self.mlp(h))
-
-
-def last_present(h: Tensor, mask: Tensor) -> Tensor:
-    """h [B,T,d] at the last step where mask [B,T] is True -> [B,d]; zeros where no step is."""
-    t = h.shape[1]
-    idx = torch.where(mask, torch.arange(t, device=h.device), -1).max(dim=1).values  # [B]
-    token = h[torch.arange(h.shape[0], device=h.device), idx.clamp(min=0)]
-    return token * (idx >= 0).unsqueeze(-1).to(h.dtype)
-
-
-def complete_inputs(
-    modalities: list[str], x: dict[str, Tensor], mask: dict[str, Tensor], dims: dict[str, int]
-) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Check the inputs and materialise a modality left out of the dict as zeros with an all-False mask
-    (so dropped == fully masked)."""
-    given = check_inputs(x, mask, modalities)
-    ref = x[given[0]]
-    b, t = ref.shape[:2]
-    xs = {m: x[m] if m in x else ref.new_zeros(b, t, dims[m]) for m in modalities}
-    ms = {m: mask[m].bool() if m in x else torch.zeros(b, t, dtype=torch.bool, device=ref.device) for m in modalities}
-    return xs, ms
-
-
-def causal_mask(t: int, device: torch.device) -> Tensor:
-    return torch.tril(torch.ones(t, t, dtype=torch.bool, device=device))
 
 
 # ---- the model ---------------------------------------------------------------------------------------
@@ -189,17 +108,14 @@ class MulT(nn.Module):
     def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> Tensor:
         xs, ms = complete_inputs(self.modalities, x, mask, self.dims)
         t = next(iter(xs.values())).shape[1]
-        use_mask = self.p.missing == "mask"
-        key = ms if use_mask else {k: None for k in ms}
+        miss = PresenceMasks(self.p.missing, ms)
         attn = causal_mask(t, xs[self.modalities[0]].device) if self.p.causal else None
         e = {k: self.embed[k](xs[k], ms[k]) for k in self.modalities}
-        any_present = torch.stack(list(ms.values())).any(dim=0)
         parts = []
         for i in self.modalities:
             h = torch.cat(
-                [self.cross[f"{j}__to__{i}"](e[i], e[j], key[j], attn) for j in self.modalities if j != i], dim=-1
+                [self.cross[f"{j}__to__{i}"](e[i], e[j], miss.keys(j), attn) for j in self.modalities if j != i], dim=-1
             )
-            h = self.self_attn[i](self.self_embed[i](h, torch.ones_like(ms[i])), key_mask=key[i], attn_mask=attn)
-            read = ms[i] if use_mask else any_present
-            parts.append(h * read.unsqueeze(-1) if self.per_step else last_present(h, read))
+            h = self.self_attn[i](self.self_embed[i](h, torch.ones_like(ms[i])), key_mask=miss.keys(i), attn_mask=attn)
+            parts.append(readout(h, miss.read(i), self.per_step))
         return self.head(torch.cat(parts, dim=-1))
