@@ -178,8 +178,8 @@ def test_provenance_and_corpus(built):
     assert rows["classes (clips)"] == ["neutral (2), happy (2), angry (2), sad (2)"]
     assert rows["seeds"] == [f"{MODEL}: 0, 1"]
     assert re.fullmatch(r"[0-9a-f]{16}", rows["params.yaml sha256"][0])
-    assert rows["code version (git)"] == ["unknown"]  # tmp root is not a git checkout
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", rows["generated"][0])
+    assert rows["code (sha256 of pipeline/ and stages/)"] == ["unknown"]  # the tmp root holds no code
+    assert "generated" not in rows  # no clock in a DVC output: SOURCE_DATE_EPOCH unset
     assert rows["face"][:5] == ["vggface", "vggface", "8", "5", "NO (random)"]
     assert rows["text"][3:5] == ["irregular", "yes"]
     assert "epochs: 4" in page and "- each_missing" in page  # train/evaluate sections shown
@@ -353,6 +353,21 @@ def test_curves_come_from_the_tidy_columns_not_the_names():
 
 def test_code_version_outside_git(tmp_path):
     assert code_version(tmp_path) == "unknown"
+
+
+def test_provenance_names_code_by_content_and_time_only_when_asked(tmp_path, monkeypatch):
+    from pipeline.report.provenance import code_hash, generated_at
+
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "a.py").write_text("x = 1\n")
+    first = code_hash(tmp_path)
+    assert re.fullmatch(r"[0-9a-f]{16}", first) and code_hash(tmp_path) == first
+    (tmp_path / "pipeline" / "a.py").write_text("x = 2\n")
+    assert code_hash(tmp_path) != first
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    assert generated_at() == ""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "86400")
+    assert generated_at() == "1970-01-02 00:00:00 UTC"
 
 
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="no /usr/bin/chromium")

@@ -223,8 +223,8 @@ def compose(inp: Inputs, params: ReportParams, prov: Provenance) -> Document:
         ["params.yaml sha256", prov.params_sha256],
         *[[f"params section '{n}' hash", h] for n, h in prov.section_hashes.items()],
         ["seeds", seeds],
-        ["code version (git)", prov.code_version],
-        ["generated", prov.generated_utc],
+        ["code (sha256 of pipeline/ and stages/)", prov.code_version],
+        *([["generated", prov.generated_utc]] if prov.generated_utc else []),
     ]), numeric=False))
     blocks.append(Table(
         tb.TableData(

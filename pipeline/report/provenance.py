@@ -1,9 +1,17 @@
 """What a report was built from: the params file's hash, the params sections it shows (validated, with
-defaults) and their hashes, the code version (git) and when it was generated."""
+defaults) and their hashes, and the code.
+
+The report is a DVC output, so it is a function of its inputs only: the code is named by a hash of
+its content (every .py file of pipeline/ and stages/, the files the stages' deps hash), not by the
+git commit or the clock, which differ between two runs of the same inputs (a clone that reproduces the
+pipeline would otherwise change dvc.lock and the committed report hash). The time is shown only when
+`SOURCE_DATE_EPOCH` is set (the reproducible-builds convention).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,6 +30,23 @@ class Provenance:
     section_hashes: dict[str, str]
     code_version: str
     generated_utc: str
+
+
+def code_hash(root: Path) -> str:
+    """sha256 (16 hex digits) of pipeline/**/*.py and stages/*.py by path and content; 'unknown' if none."""
+    h = hashlib.sha256()
+    files = sorted(p for d in ("pipeline", "stages") for p in (root / d).rglob("*.py") if "__pycache__" not in p.parts)
+    for p in files:
+        h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16] if files else "unknown"
+
+
+def generated_at() -> str:
+    """SOURCE_DATE_EPOCH as a UTC time, or '' (the report shows no time: it would differ run to run)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not epoch.isdigit():
+        return ""
+    return datetime.fromtimestamp(int(epoch), timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def code_version(root: Path) -> str:
@@ -53,6 +78,6 @@ def provenance(root: Path) -> Provenance:
         params_sha256=hashlib.sha256(path.read_bytes()).hexdigest()[:16],
         sections={n: s.model_dump(mode="json") for n, s in sections.items()},
         section_hashes={n: section_hash(s) for n, s in sections.items()},
-        code_version=code_version(root),
-        generated_utc=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        code_version=code_hash(root),
+        generated_utc=generated_at(),
     )
