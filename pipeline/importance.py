@@ -38,7 +38,8 @@ from pipeline.device import pick_device
 from pipeline.errors import PipelineError
 from pipeline.missing import AllPresent, MissingModality
 from pipeline.paths import IMPORTANCE_DIR, MODELS_DIR
-from pipeline.runs import REPLICATE, STANDARD, apply_conditions, check_fits, find_trained, fold_ids, load_trained, score_conditions, selection_metric, task_split
+from pipeline.protocols import replicate
+from pipeline.runs import STANDARD, apply_conditions, check_fits, find_trained, fold_ids, load_trained, score_conditions, selection_metric, task_split
 from pipeline.segments import Segments
 from pipeline.stats import holm, paired_ttest
 from pipeline.store import write_json
@@ -124,7 +125,7 @@ def importance_search(
     when given), see the module doc."""
     params = params or ImportanceParams()
     wanted = lambda r: r[0].endswith(f"/{STANDARD}") and (only is None or r[0] == f"{only}/{STANDARD}")  # noqa: E731
-    # with several folds each (fold, seed) is one paired replicate, keyed fold·REPLICATE + seed
+    # with several folds each (fold, seed) is one paired replicate (pipeline.protocols.replicate)
     runs = [(fold, r) for fold in fold_ids(segments) for r in find_trained(models_dir, fold) if wanted(r)]
     if not runs:
         return {}
@@ -148,9 +149,9 @@ def importance_search(
         model_name = name.rsplit("/", 1)[0]
         if meta.setdefault(model_name, (metric, list(info["modalities"]))) != (metric, list(info["modalities"])):
             raise ImportanceError(f"{path}: the seeds of '{name}' differ in task or modalities; retrain them together")
-        replicate = seed if fold is None else fold * REPLICATE + seed
+        unit = replicate(fold, seed)
         for cond, (metrics, _) in score_conditions(model, info, split, applied, dev, path).items():
-            scores.setdefault(model_name, {}).setdefault(cond, {})[replicate] = metrics[metric]
+            scores.setdefault(model_name, {}).setdefault(cond, {})[unit] = metrics[metric]
         del model
 
     out: dict[str, dict[str, Any]] = {}

@@ -26,8 +26,14 @@ import numpy as np
 from pipeline.corpus.manifest import PARTITIONS, Clip
 from pipeline.errors import PipelineError
 
-# under several folds, statistics pair replicates (fold, seed), numbered fold·REPLICATE + seed
+# under several folds, statistics pair replicates (fold, seed), numbered (fold + 1)·REPLICATE + seed
+# (`replicate`), so a replicate number never equals a plain seed
 REPLICATE = 1000
+
+
+def replicate(fold: int | None, seed: int) -> int:
+    """The replicate number of a run: its seed with one fold, (fold + 1)·REPLICATE + seed with several."""
+    return seed if fold is None else (fold + 1) * REPLICATE + seed
 
 Protocol = Literal["corpus", "speaker_random", "leave_one_group_out"]
 

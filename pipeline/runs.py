@@ -27,7 +27,6 @@ from pipeline.errors import PipelineError
 from pipeline.metrics import classification_metrics, regression_metrics
 from pipeline.missing import Condition, condition_seed
 from pipeline.models.registry import ModelError, build_model
-from pipeline.protocols import REPLICATE  # noqa: F401 (re-exported: importance numbers replicates)
 from pipeline.segments import Segments
 from pipeline.store import atomic_path
 from pipeline.train_params import TrainParams

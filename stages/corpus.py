@@ -134,7 +134,8 @@ def run_adapter(params) -> None:
         for folder in ("media", "biosignals"):  # a demo run's generated files, never the corpus's own
             if (CORPUS_DIR / folder).is_dir():
                 remove_stale_media(CORPUS_DIR / folder, set())
-        (CORPUS_DIR / "media").mkdir(parents=True, exist_ok=True)
+        for folder in ("media", "biosignals"):  # empty, but there: later stages depend on them (demo layout)
+            (CORPUS_DIR / folder).mkdir(parents=True, exist_ok=True)
         # always a labels table (no rows when the corpus has no continuous labels): segment depends on it
         write_labels(LABELS, labels if labels and labels.get("clip_id") else {"clip_id": [], "t": [], "arousal": [], "valence": []})
         write_manifest(MANIFEST, read.info, clips)

@@ -196,7 +196,7 @@ def test_clean_corpus_writes_a_header_only_errors_file(project, tmp_path):
     project({"name": "manifest", "root": str(root)})
     stage.main()
     assert Path("data/errors/corpus.csv").read_text() == "file,row,clip_id,problem\n"
-    assert not Path("data/corpus/labels.parquet").exists()
+    assert read_labels("data/corpus/labels.parquet").num_rows == 0  # always a table (segment depends on it)
     assert read_manifest("data/corpus/manifest.parquet")[0].classes == ["calm"]
 
 
@@ -256,7 +256,7 @@ def test_crema_d_through_the_stage(project, tmp_path, crema_d_dir, read_only):
     stage.main()
     info, clips = read_manifest("data/corpus/manifest.parquet")
     assert info.name == "crema_d" and sorted(c.clip_id for c in clips) == STEMS
-    assert not Path("data/corpus/labels.parquet").exists() and errors_rows() == []
+    assert read_labels("data/corpus/labels.parquet").num_rows == 0 and errors_rows() == []
     assert snapshot(root) == before
 
 
@@ -281,7 +281,8 @@ def test_a_demo_run_leaves_nothing_behind_for_a_real_corpus(project, tmp_path):
         (work / stale).parent.mkdir(parents=True, exist_ok=True)
         (work / stale).write_text("demo")
     stage.main()
-    assert sorted(p.name for p in (work / "data" / "corpus").rglob("*") if p.is_file()) == ["manifest.parquet"]
+    assert sorted(p.name for p in (work / "data" / "corpus").rglob("*") if p.is_file()) == ["labels.parquet", "manifest.parquet"]
+    assert read_labels(work / "data/corpus/labels.parquet").num_rows == 0  # the demo's labels are gone
     assert (root / "a.wav").exists()
 
 

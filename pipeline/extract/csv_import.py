@@ -181,6 +181,12 @@ def window_rows(rows: ClipFeatures, start: float | None, end: float | None, path
     return ClipFeatures(t=rows.t[keep] - s, present=rows.present[keep], values=rows.values[keep])
 
 
+def no_feature_files(params: ImportParams, root: str | Path = ".") -> bool:
+    """True when import.dir holds no file matching import.pattern (a corpus without precomputed features)."""
+    folder = Path(root) / params.dir
+    return not folder.is_dir() or not any(p.is_file() for p in folder.glob(params.pattern.format(clip_id="*", speaker="*")))
+
+
 def first_file(folder: Path, pattern: str) -> Path:
     found = sorted(p for p in folder.glob(pattern.format(clip_id="*", speaker="*")) if p.is_file())
     if not found:

@@ -4,8 +4,8 @@ data/features/<feature>.parquet (+ data/errors/<feature>.csv), through the one r
 from __future__ import annotations
 
 
-def extract_stage(feature: str) -> None:
-    """Extract `feature` for the corpus (see the module docstring) and print a summary."""
+def extract_stage(feature: str, clips: list | None = None) -> None:
+    """Extract `feature` for the corpus's clips (or `clips`, e.g. none) and print a summary."""
     from pipeline.config import load_section
     from pipeline.corpus.manifest import read_manifest
     from pipeline.extract.registry import EXTRACTORS, build_extractor
@@ -13,7 +13,8 @@ def extract_stage(feature: str) -> None:
     from pipeline.paths import CACHE_DIR, MANIFEST
 
     on_error = load_section(EXTRACTORS[feature].section).on_error
-    _, clips = read_manifest(MANIFEST)  # before the model loads: a missing manifest fails fast
+    if clips is None:
+        _, clips = read_manifest(MANIFEST)  # before the model loads: a missing manifest fails fast
     extractor = build_extractor(feature)
     stats = RunStats()
     out = extract_corpus(extractor, clips, on_error=on_error, cache_dir=CACHE_DIR, stats=stats)

@@ -111,18 +111,18 @@ def history_path(root: Path, model: str, seed: int) -> Path:
     if seed < REPLICATE or plain.exists():
         return plain
     fold, seed = divmod(seed, REPLICATE)
-    return root / MODELS_DIR / model / f"fold_{fold}" / f"seed_{seed}" / HISTORY
+    return root / MODELS_DIR / model / f"fold_{fold - 1}" / f"seed_{seed}" / HISTORY
 
 
 def replicates(table: pl.DataFrame) -> pl.DataFrame:
     """`seed` as the report's replicate: under several folds each (fold, seed) pair is one, numbered
-    fold·REPLICATE + seed (pipeline.runs), so paired statistics pair the same fold and seed."""
+    (fold + 1)·REPLICATE + seed (pipeline.protocols.replicate), so paired statistics pair the same fold and seed."""
     if "fold" not in table.columns:
         return table
     fold = table["fold"].cast(pl.Int64, strict=False)
     if fold.max() in (None, 0):
         return table
-    return table.with_columns((fold * REPLICATE + pl.col("seed")).alias("seed"))
+    return table.with_columns(((fold + 1) * REPLICATE + pl.col("seed")).alias("seed"))
 
 
 def family_files(root: Path, name: str) -> list[Path]:
