@@ -61,26 +61,27 @@ def test_weights_folders_are_dependencies_of_the_stages_that_load_them():
         assert all(folder not in s.get("deps", []) for name, s in stages.items() if name != stage)
 
 
-@pytest.mark.parametrize("key, value", [
-    (("strategy", "clip_zero", "p_clip"), 0.3),
-    (("train", "epochs"), 5),
-    (("model", "crossmodal", "params", "d_model"), 64),
-    (("faces", "downscale"), 240),
+@pytest.mark.parametrize("override", [
+    "strategy.clip_zero.p_clip=0.3",
+    "train.epochs=5",
+    "model.crossmodal.params.d_model=64",
+    "faces.downscale=240",
+    "segment.partition.protocol=leave_one_group_out",
+    "corpus.seed=3",
 ])
-def test_dvc_yaml_round_trip_changes_one_line(tmp_path, key, value):
-    from dvc.utils.serialize import modify_yaml
+def test_dvc_exp_run_set_param_changes_one_line(tmp_path, override):
+    """`dvc exp run -S` writes params.yaml through dvc.utils.hydra.apply_overrides: flow lists and
+    blank lines after a section's last list would be rewritten, so params.yaml has neither."""
+    from dvc.utils.hydra import apply_overrides
 
     path = tmp_path / "params.yaml"
     shutil.copy(REPO / "params.yaml", path)
-    with modify_yaml(path) as data:
-        node = data
-        for k in key[:-1]:
-            node = node[k]
-        node[key[-1]] = value
+    apply_overrides(str(path), [override])
     before, after = (REPO / "params.yaml").read_text().splitlines(), path.read_text().splitlines()
     assert len(before) == len(after)
     changed = [i for i, (a, b) in enumerate(zip(before, after)) if a != b]
     assert len(changed) == 1, [(before[i], after[i]) for i in changed]
+    assert override.rsplit("=", 1)[1] in after[changed[0]].split("#")[0]
 
 
 def test_a_stage_pins_its_threads(monkeypatch):
