@@ -12,7 +12,8 @@ import opensmile
 import pytest
 import soundfile as sf
 
-import pipeline.media as media
+import pipeline.media.decode as media  # the decoding internals (seek points)
+from pipeline.media import VideoSource
 from pipeline.corpus.manifest import Clip
 from pipeline.extract.base import clip_window_key, file_digest
 from pipeline.extract.faces import FaceDetector, FacesExtractor
@@ -194,14 +195,14 @@ def test_faces_on_a_crop_containing_the_face(detector, flv):
     assert (d.box[:, [1, 3]] >= -5).all() and (d.box[:, [1, 3]] <= 360 + 5).all()
     # the same face as on the whole frame, moved by the crop's left edge (48 px); MTCNN sees another
     # image (another pyramid), so the boxes agree to IoU > 0.8, not to the pixel (here ≤ 10 px apart)
-    full = detector.process_video(media.VideoSource(flv, 0.5, 1.5))
+    full = detector.process_video(VideoSource(flv, 0.5, 1.5))
     assert full.present.all() and (full.frame_width, full.frame_height) == (480, 360)
     for a, b in zip(d.box + np.float32([48, 0, 48, 0]), full.box):
         assert iou(a, b)[0] > 0.8
 
 
 def test_faces_on_a_crop_without_the_face(detector, flv):
-    d = detector.process_video(media.VideoSource(flv, 0.5, 1.5, (0.0, 0.0, 0.2, 0.2)))
+    d = detector.process_video(VideoSource(flv, 0.5, 1.5, (0.0, 0.0, 0.2, 0.2)))
     assert (d.frame_width, d.frame_height) == (96, 72)
     assert len(d) == 5 and not d.present.any()
 
@@ -270,7 +271,7 @@ def test_window_beyond_the_end_is_a_media_error_naming_the_file(lld, flv, detect
     with pytest.raises(MediaError, match=rf"{name}: window \[5\.000, 6\.000\) s"):
         lld.process_clip(clip(flv, start=5.0, end=6.0), Path("."))
     with pytest.raises(MediaError, match=rf"{name}: window \[5\.000, 6\.000\) s"):
-        detector.process_video(media.VideoSource(flv, 5.0, 6.0))
+        detector.process_video(VideoSource(flv, 5.0, 6.0))
     # a window ending within WINDOW_TOLERANCE_S after the track is cut at its end
     whole = read_audio(flv, SR)
     end = len(whole) / SR + 0.1

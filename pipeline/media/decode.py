@@ -1,39 +1,5 @@
-"""Media files with PyAV (FFmpeg): decoding video frames and audio, whatever the container and codec,
-and encoding an MP4 (H.264 + AAC) whose bytes depend on its input alone (`write_mp4`).
-
-Every failure is a `MediaError` that names the file and the cause (missing file, no such stream,
-corrupt or truncated data, an unwritable target), so a stage can report it per clip instead of dying
-with a traceback.
-
-Windows and crops (the manifest's `start`, `end`, `crop`: `pipeline.corpus.manifest`). `read_audio` and
-`iter_video_frames` take a time window [start, end) of the file, in seconds of the media's
-presentation time (null start: 0, null end: the end of the track); every time they give counts from
-the window's start. `iter_video_frames` also takes a crop (x0, y0, x1, y1 as fractions of the frame)
-cut from every frame: pixel columns round(x0·W) … round(x1·W), rows likewise.
-
-THE WINDOW RULE lives in `clip_audio`, `clip_frames` (and `clip_audio_source`, `clip_video_source`),
-which every extractor uses: the window applies to `media_path`; when the clip has
-a separate `audio_path` the audio is that WHOLE file (IEMOCAP's per-utterance WAVs), otherwise the
-audio is the same window of `media_path`.
-
-Long files: a window deep into a file does not decode the file from its start. Video seeks to the
-keyframe at or before `start` (`container.seek`) and decodes forward from there: the frames are the
-ones a decode from the file start gives (decoding restarts at a keyframe). Audio seeks to
-`AUDIO_PREROLL_S` before `start` when the window starts later than that (the decoder and the
-resampler settle over the pre-roll; MP3's bit reservoir, AAC's overlap); samples are then placed by
-the first decoded frame's timestamp: exact where the container's time base is a sample or finer
-(WAV, MP4); where it is coarser (FLV: 1 ms), the first frame's sample index is snapped to the codec's
-frame grid (MP3: 1152 samples, AAC: 1024), exact for a track of equal-sized frames from its start
-(what those codecs write; tested on CREMA-D's FLV/MP3). A window starting within
-`AUDIO_PREROLL_S` of the file start decodes from the start and is exactly the whole-file signal sliced
-at [round(start·sr), round(end·sr)) (tested). Either way the input is resampled from an input sample
-on the output grid, so the samples are the whole file's own output samples, not an interpolation between
-them.
-
-A window that starts at or after the end of the track, or ends more than `WINDOW_TOLERANCE_S` after
-it, is a `MediaError` naming the file and the window; a window ending within the tolerance after the
-track (a container's tracks end a little apart) is cut at the track's end.
-"""
+"""Decoding: probing a file, its audio and its video frames, for a window of it and a crop of its frames
+(see the package docstring for the window rules and how long files are read)."""
 
 from __future__ import annotations
 
@@ -41,17 +7,13 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import av
-from av.video.reformatter import VideoReformatter
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.store import atomic_path
 
-if TYPE_CHECKING:
-    from pipeline.corpus.manifest import Clip
 
 #: audio windows starting later than this into a file seek to this much before their start
 AUDIO_PREROLL_S = 1.0
@@ -380,108 +342,3 @@ def iter_video_frames(
                 k += 1
                 target = (k + 0.5) * step
             return
-
-
-# --------------------------------------------------------------------------------------------------
-# The window rule, per clip (every extractor reads a clip's media through these)
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VideoSource:
-    """What a clip's video is: a file, a window [start, end) of it and a crop of its frames."""
-
-    path: Path
-    start: float | None = None
-    end: float | None = None
-    crop: tuple[float, float, float, float] | None = None
-
-    def frames(self, rate_hz: float) -> Iterator[tuple[float, np.ndarray]]:
-        return iter_video_frames(self.path, rate_hz, self.start, self.end, self.crop)
-
-    def window(self) -> tuple[float, float | None]:
-        """(start, end) with start 0 for null."""
-        return float(self.start or 0.0), self.end
-
-    def __str__(self) -> str:
-        parts = [str(self.path)]
-        if self.start is not None or self.end is not None:
-            parts.append(window_label(self.start, self.end))
-        if self.crop is not None:
-            parts.append(f"crop {list(self.crop)}")
-        return " ".join(parts)
-
-
-def clip_video_source(clip: "Clip", root: str | Path = ".") -> VideoSource:
-    """The clip's video: `media_path`, the clip's window of it and its crop."""
-    crop = tuple(float(v) for v in clip.crop) if clip.crop is not None else None
-    return VideoSource(clip.media(root), clip.start, clip.end, crop)  # type: ignore[arg-type]
-
-
-def clip_frames(clip: "Clip", root: str | Path, rate_hz: float) -> Iterator[tuple[float, np.ndarray]]:
-    """The clip's video frames at `rate_hz` (`iter_video_frames` on `clip_video_source`); t from the
-    clip's start."""
-    return clip_video_source(clip, root).frames(rate_hz)
-
-
-def clip_audio_source(clip: "Clip", root: str | Path = ".") -> tuple[Path, float | None, float | None]:
-    """(file, start, end) of the clip's audio: a separate `audio_path` is read WHOLE (the window does
-    not apply to it); without one, the clip's window of `media_path`."""
-    if clip.audio_path:
-        return clip.audio(root), None, None
-    return clip.media(root), clip.start, clip.end
-
-
-def clip_audio_label(clip: "Clip", root: str | Path = ".") -> str:
-    """The clip's audio in words, for error messages: the file, and its window where one applies."""
-    path, start, end = clip_audio_source(clip, root)
-    return str(path) if start is None and end is None else f"{path} {window_label(start, end)}"
-
-
-def clip_audio(clip: "Clip", root: str | Path, sample_rate: int) -> np.ndarray:
-    """The clip's audio (`clip_audio_source`) as `read_audio` gives it; sample 0 is the clip's t = 0."""
-    path, start, end = clip_audio_source(clip, root)
-    return read_audio(path, sample_rate, start, end)
-
-
-def write_mp4(path: str | Path, frames: Iterable[np.ndarray], audio: np.ndarray, fps: int, sample_rate: int) -> None:
-    """H.264 (yuv420p) + AAC (mono) in MP4, written atomically.
-
-    The bytes are a function of the input alone (checked by the tests): single-threaded x264,
-    bit-exact muxing, and no B-frames / macroblock tree. With B-frames and mbtree on, the libx264 in
-    PyAV's wheel gave different bitstreams for the same frames from run to run, even with one thread
-    (not with asm=0, so presumably an assembly routine reads uninitialised memory); so they are off."""
-    x264 = {
-        "crf": "20", "preset": "veryfast", "threads": "1", "flags": "+bitexact",
-        "x264-params": "bframes=0:no-mbtree=1",
-    }
-    try:
-        with atomic_path(path, suffix=".mp4") as tmp:
-            with av.open(str(tmp), mode="w", format="mp4", container_options={"fflags": "+bitexact"}) as out:
-                v = out.add_stream("libx264", rate=fps, options=x264)
-                v.pix_fmt = "yuv420p"
-                to_yuv = VideoReformatter()  # one converter for all frames (a new one per frame is slow)
-                a = out.add_stream("aac", rate=sample_rate, options={"flags": "+bitexact"})
-                a.layout = "mono"
-                a.bit_rate = 64000
-                first = True
-                for i, img in enumerate(frames):
-                    if first:
-                        v.height, v.width = img.shape[:2]
-                        first = False
-                    frame = to_yuv.reformat(av.VideoFrame.from_ndarray(img, format="rgb24"), format="yuv420p")
-                    frame.pts = i
-                    frame.time_base = Fraction(1, fps)
-                    out.mux(v.encode(frame))
-                out.mux(v.encode())
-                hop = a.codec_context.frame_size or 1024
-                for i in range(0, len(audio), hop):
-                    chunk = np.ascontiguousarray(audio[None, i : i + hop], dtype=np.float32)
-                    frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
-                    frame.sample_rate = sample_rate
-                    frame.pts = i
-                    frame.time_base = Fraction(1, sample_rate)
-                    out.mux(a.encode(frame))
-                out.mux(a.encode())
-    except (OSError, av.error.FFmpegError) as e:
-        raise MediaError(f"{path}: cannot write the clip ({e})") from None
