@@ -1,5 +1,5 @@
 """Integration: `dvc repro` to the report on a CREMA-D tree in the corpus's published layout, built from
-the three real clips (renamed to five actors, so speaker-independent splits exist), first with
+the three real clips (renamed to four actors, so speaker-independent splits exist), first with
 speaker_random repeats, then, after an edit of the protocol alone, with leave-one-speaker-out folds —
 which reruns `segment` and what follows, never the corpus or the extraction."""
 
@@ -15,7 +15,7 @@ from test_pipeline_dvc import COPY, GIT, REPO, _dvc, _ran, _run
 
 pytestmark = pytest.mark.integration
 
-ACTORS = ["1001", "1002", "1003", "1004", "1005"]
+ACTORS = ["1001", "1002", "1003", "1004"]
 EMOTIONS = {"ANG": "A", "HAP": "H", "SAD": "S"}
 EXTRACTION = {"corpus", "faces", "face_embed", "resnet50", "lld", "compare", "wav2vec2", "bert", "import"}
 
@@ -49,6 +49,9 @@ def crema_project(tmp_path_factory, crema_d_dir):
     root.mkdir()
     for name in COPY:
         src, dst = REPO / name, root / name
+        if not src.exists():  # metrics/ holds only committed results: absent before the first run
+            dst.mkdir(parents=True, exist_ok=True)
+            continue
         if src.is_dir():
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.json") if name == "metrics" else shutil.ignore_patterns("__pycache__"))
         else:
@@ -57,9 +60,9 @@ def crema_project(tmp_path_factory, crema_d_dir):
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["corpus"] = {"name": "crema_d", "root": str(corpus)}
     params["faces"]["batch_size"] = 8
-    params["segment"]["partition"] = {"protocol": "speaker_random", "repeats": 2, "devel": 0.2, "test": 0.2, "seed": 0}
+    params["segment"]["partition"] = {"protocol": "speaker_random", "repeats": 2, "devel": 0.25, "test": 0.25, "seed": 0}
     params["grid"] = {"models": ["crossmodal"], "strategies": ["standard"], "eliminate": []}
-    params["train"].update({"seeds": [0, 1], "epochs": 2, "batch_size": 4, "patience": 2})
+    params["train"].update({"seeds": [0], "epochs": 2, "batch_size": 4, "patience": 2})
     params["model"]["crossmodal"] = {"params": {"d_model": 32, "layers": 1, "heads": 2}}
     params["evaluate"]["conditions"] = ["all_present", "each_missing", "random_missing_grid"]
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))  # the style does not matter here
@@ -82,7 +85,7 @@ def test_crema_d_runs_to_the_report_with_speaker_random_repeats(crema_project):
     assert info["extra"]["protocol"] == "speaker_random" and info["extra"]["folds"] == 2
     results = (root / "data/evaluate/crossmodal/standard/results.csv").read_text().splitlines()
     assert results[0].startswith("model,fold,seed,") and {r.split(",")[1] for r in results[1:]} == {"0", "1"}
-    assert (root / "data/models/crossmodal/standard/fold_1/seed_1/model.pt").is_file()
+    assert (root / "data/models/crossmodal/standard/fold_1/seed_0/model.pt").is_file()
     html = (root / "data/report/index.html").read_text()
     assert "crema_d" in html and "crossmodal/standard" in html
     assert _listing(corpus) == before  # nothing written into or deleted from the corpus
@@ -91,12 +94,12 @@ def test_crema_d_runs_to_the_report_with_speaker_random_repeats(crema_project):
 def test_changing_only_the_protocol_reruns_from_segment(crema_project):
     root, _, _, _ = crema_project
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["segment"]["partition"] = {"protocol": "leave_one_group_out", "group": "speaker", "devel": 0.25, "seed": 0}
+    params["segment"]["partition"] = {"protocol": "leave_one_group_out", "group": "speaker", "devel": 0.34, "seed": 0}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert set(json.loads(_dvc(["status", "--json"], root).stdout)) == {"segment"}
     ran = _ran(_dvc(["repro"], root))
     assert ran[0] == "segment" and not set(ran) & EXTRACTION and "report" in ran
     info = json.loads((root / "data/segments/segments.json").read_text())
-    assert info["extra"]["protocol"] == "leave_one_group_out" and info["extra"]["folds"] == 5
-    assert (root / "data/models/crossmodal/standard/fold_4/seed_0/model.pt").is_file()
+    assert info["extra"]["protocol"] == "leave_one_group_out" and info["extra"]["folds"] == 4
+    assert (root / "data/models/crossmodal/standard/fold_3/seed_0/model.pt").is_file()
     assert "Report:" in _run([sys.executable, "stages/report.py"], root).stdout
