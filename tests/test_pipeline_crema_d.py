@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from test_pipeline_dvc import COPY, GIT, REPO, _dvc, _ran, _run
+from test_pipeline_dvc import GIT, _dvc, _ran, _run, copy_project
 
 pytestmark = pytest.mark.integration
 
@@ -45,18 +45,7 @@ def _listing(root):
 def crema_project(tmp_path_factory, crema_d_dir):
     base = tmp_path_factory.mktemp("crema")
     corpus = crema_d_tree(crema_d_dir, base / "CREMA-D")
-    root = base / "project"
-    root.mkdir()
-    for name in COPY:
-        src, dst = REPO / name, root / name
-        if not src.exists():  # metrics/ holds only committed results: absent before the first run
-            dst.mkdir(parents=True, exist_ok=True)
-            continue
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.json") if name == "metrics" else shutil.ignore_patterns("__pycache__"))
-        else:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
+    root = copy_project(base / "project")
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["corpus"] = {"name": "crema_d", "root": str(corpus)}
     params["faces"]["batch_size"] = 8

@@ -84,22 +84,29 @@ def _clone(src: Path, dst: Path, remote: Path) -> Path:
     return dst
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    """Clone A: the project as a user has it (a git repository), run once, committed, pushed."""
-    base = tmp_path_factory.mktemp("lab")
-    root, remote = base / "a", base / "remote"
-    root.mkdir()
+def copy_project(root: Path) -> Path:
+    """The project's files a user's clone holds (no data/, no .venv) copied to `root`."""
+    root.mkdir(parents=True)
     for name in COPY:
         src, dst = REPO / name, root / name
         if not src.exists():  # metrics/ holds only committed results: absent before the first run
             dst.mkdir(parents=True, exist_ok=True)
             continue
         if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.json") if name == "metrics" else shutil.ignore_patterns("__pycache__"))
+            ignore = ("__pycache__", "*.json") if name == "metrics" else ("__pycache__",)
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*ignore))
         else:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
+    return root
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """Clone A: the project as a user has it (a git repository), run once, committed, pushed."""
+    base = tmp_path_factory.mktemp("lab")
+    root, remote = base / "a", base / "remote"
+    copy_project(root)
     set_params(root / "params.yaml", TINY)
     _run(["git", "init", "-q"], root)
     _run(["git", "add", "-A"], root)
