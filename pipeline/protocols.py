@@ -80,6 +80,10 @@ def assign_folds(
             unknown = sorted(set(given) - set(PARTITIONS))
             if unknown:
                 raise ProtocolError(f"manifest partitions {unknown} are not in {PARTITIONS}")
+            lacking = [p for p in ("train", "test") if p not in given]
+            if lacking:  # e.g. Aff-Wild2's official split: train and validation, the test labels are not public
+                raise ProtocolError(f"the corpus's own split has no {' and no '.join(lacking)} partition "
+                                    f"(it has {sorted(set(given))}); use protocol speaker_random or leave_one_group_out")
             return np.array([given], dtype=str)
         if any(p is not None for p in given):
             n = sum(p is None for p in given)

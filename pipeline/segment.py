@@ -158,6 +158,13 @@ def segment_corpus(
         for i, clip in enumerate(clips):
             v, p = align_clip(rows.get(clip.clip_id), int(lengths[i]), r, meta.dim, meta.rate_hz)
             xm[i, : lengths[i]], mm[i, : lengths[i]] = v, p
+        for k, fold in enumerate(folds):
+            if not mm[fold == "train"].any():
+                where = "the corpus" if not mm.any() else "the training partition" + (f" of fold {k}" if len(folds) > 1 else "")
+                raise SegmentError(
+                    f"modality '{modality}' ({path}): no step of {where} has it (a corpus without transcripts, "
+                    f"faces or audio?); remove '{modality}' from segment.modalities and train.modalities"
+                )
         if len(folds) > 1:  # each fold's statistics from its own training partition (Segments.for_fold)
             stats = [normalise(xm, mm, fold == "train")[1:] for fold in folds]
             fold_mean[modality] = np.stack([m_ for m_, _ in stats])

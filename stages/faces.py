@@ -14,7 +14,10 @@ from pipeline.store import read_table
 
 def main() -> None:
     params = load_section("faces")
-    _, clips = read_manifest(MANIFEST)
+    info, clips = read_manifest(MANIFEST)
+    if info.params.get("feature_only"):  # e.g. Ulm-TSST without its videos: nothing to detect faces in
+        print(f"faces: the corpus '{info.name}' has no media (feature-only): the table has no rows")
+        clips = []
     stats = RunStats()
     out = extract_corpus(FacesExtractor(params), clips, out=FACES, on_error=params.on_error, cache_dir=CACHE_DIR, stats=stats)
     present = read_table(out, columns=["present"]).column("present")

@@ -143,3 +143,21 @@ def test_mer_features_tells_fixed_sets_pretrained_and_random_weights_apart(tmp_p
     out = CliRunner().invoke(app, ["features", "--directory", str(tmp_path)], env={"COLUMNS": "200"}).output
     lines = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 3}
     assert "fixed set" in lines["fixed"] and "pretrained" in lines["learned"] and "RANDOM" in lines["random"]
+
+
+def test_a_feature_only_corpus_gives_media_extractors_empty_tables(tmp_path, monkeypatch, capsys):
+    """Ulm-TSST without its videos: the media stages write tables without rows and say why, instead of
+    trying to decode the feature CSVs the manifest points at."""
+    from pipeline.corpus.manifest import Clip, CorpusInfo, write_manifest
+    from pipeline.extract.stage import extract_stage
+    from pipeline.store import read_features
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("lld: {}\n")
+    (tmp_path / "feat.csv").write_text("timestamp,ECG\n0,1\n")
+    write_manifest("data/corpus/manifest.parquet", CorpusInfo("ulm_tsst", [], params={"feature_only": True}),
+                   [Clip("1", "1", str(tmp_path / "feat.csv"), 1.0)])
+    extract_stage("egemaps")
+    assert "has no media (feature-only" in capsys.readouterr().out
+    meta, rows = read_features("data/features/egemaps.parquet")
+    assert rows == {} and meta.dim == 25

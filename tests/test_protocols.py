@@ -69,3 +69,10 @@ def test_leave_one_speaker_out_and_its_errors():
     shared[0].session = "S1"  # spk0 recorded in two sessions
     with pytest.raises(ProtocolError, match="appear in"):
         assign_folds(shared, "leave_one_group_out", group="session")
+
+
+def test_a_corpus_split_without_test_is_an_error_naming_the_fix():
+    cs = clips(partition="train")
+    cs[0].partition = "devel"  # Aff-Wild2's official split: train and validation only
+    with pytest.raises(ProtocolError, match="no test partition.*speaker_random"):
+        assign_folds(cs)

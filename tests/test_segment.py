@@ -184,3 +184,14 @@ def test_continuous_labels_never_bridge_unannotated_samples(tmp_path):
     assert mask[1, :9].all() and a[1, 0] == pytest.approx(0.5) and v[1, 3] == pytest.approx(-0.5)
     write_labels(tmp_path / "none.parquet", {"clip_id": [], "t": [], "arousal": [], "valence": []})
     assert _continuous_labels(tmp_path / "none.parquet", clips, steps, np.array([9, 9])) == (None, None, None)
+
+
+def test_a_modality_absent_throughout_is_an_error_naming_it(tmp_path):
+    clips = _clips(5, 2)
+    info = CorpusInfo(name="t", classes=["a", "b"])
+    write_features(tmp_path / "aud.parquet", FeatureMeta("aud", "X", "1", 2, 10.0, "audio", "A", True),
+                   {c.clip_id: ClipFeatures(np.arange(10) / 10 + 0.05, np.ones(10, bool), np.ones((10, 2))) for c in clips})
+    write_features(tmp_path / "txt.parquet", FeatureMeta("txt", "X", "1", 1, None, "text", "T", False), {})  # no transcripts
+    params = SegmentParams(modalities={"acoustic": "aud", "text": "txt"}, rate_hz=5.0, max_steps=4)
+    with pytest.raises(SegmentError, match=r"modality 'text' .*no step of the corpus has it.*remove 'text' from segment.modalities"):
+        segment_corpus(info, clips, params, features_dir=tmp_path)

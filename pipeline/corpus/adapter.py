@@ -79,6 +79,15 @@ class CorpusRead:
     origin: dict[str, tuple[str, int | None]] = field(default_factory=dict)
 
 
+def utterance_labels(clips: list[Clip], values: dict[str, dict[str, float | None]]) -> dict[str, list[Any]]:
+    """The labels table of utterance-level dimensions (IEMOCAP's, MSP-IMPROV's arousal/valence/dominance):
+    one row per clip at t = 0, which segment holds over the clip."""
+    names = ["arousal", "valence", "dominance"]
+    rows: dict[str, list[Any]] = {"clip_id": [c.clip_id for c in clips], "t": [0.0] * len(clips)}
+    rows.update({n: [values[c.clip_id].get(n) for c in clips] for n in names})
+    return rows
+
+
 def require_path(path: Path, what: str) -> Path:
     """`path` if it exists, else a LayoutError naming it and what the layout puts there."""
     if not path.exists():

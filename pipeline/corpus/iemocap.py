@@ -52,11 +52,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from pipeline.corpus.adapter import CorpusOptions, CorpusRead, LayoutError, Problem
+from pipeline.corpus.adapter import CorpusOptions, CorpusRead, LayoutError, Problem, utterance_labels
 from pipeline.corpus.manifest import Clip, CorpusInfo
 from pipeline.media import MediaError, probe
 
@@ -149,7 +149,7 @@ def read(params: Params) -> CorpusRead:
     clips: list[Clip] = []
     problems: list[Problem] = []
     origin: dict[str, tuple[str, int | None]] = {}
-    dims: dict[str, tuple[float, float, float]] = {}
+    dims: dict[str, dict[str, float]] = {}
     left_out: Counter[str] = Counter()
     no_transcript = 0
     seen: dict[str, tuple[str, int]] = {}
@@ -249,16 +249,9 @@ def read(params: Params) -> CorpusRead:
                     )
                 )
                 origin[utt] = (where, row)
-                dims[utt] = (val, act, dom)
+                dims[utt] = {"arousal": act, "valence": val, "dominance": dom}
 
-    labels: dict[str, list[Any]] = {"clip_id": [], "t": [], "arousal": [], "valence": [], "dominance": []}
-    for c in clips:
-        val, act, dom = dims[c.clip_id]
-        labels["clip_id"].append(c.clip_id)
-        labels["t"].append(0.0)
-        labels["arousal"].append(act)
-        labels["valence"].append(val)
-        labels["dominance"].append(dom)
+    labels = utterance_labels(clips, dims)
 
     info = CorpusInfo(
         name=NAME,

@@ -41,11 +41,11 @@ import math
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from pipeline.corpus.adapter import CorpusOptions, CorpusRead, LayoutError, Problem
+from pipeline.corpus.adapter import CorpusOptions, CorpusRead, LayoutError, Problem, utterance_labels
 from pipeline.corpus.manifest import Clip, CorpusInfo
 from pipeline.media import MediaError, probe
 
@@ -131,7 +131,7 @@ def read(params: Params) -> CorpusRead:
     clips: list[Clip] = []
     problems: list[Problem] = []
     origin: dict[str, tuple[str, int | None]] = {}
-    dims: dict[str, tuple[float | None, float | None, float | None]] = {}
+    dims: dict[str, dict[str, float | None]] = {}
     left_out: Counter[str] = Counter()
     seen: dict[str, int] = {}
 
@@ -208,16 +208,9 @@ def read(params: Params) -> CorpusRead:
             )
         )
         origin[clip_id] = (where, row)
-        dims[clip_id] = (value(m.group(3)), value(m.group(4)), value(m.group(5)))
+        dims[clip_id] = {"arousal": value(m.group(3)), "valence": value(m.group(4)), "dominance": value(m.group(5))}
 
-    labels: dict[str, list[Any]] = {"clip_id": [], "t": [], "arousal": [], "valence": [], "dominance": []}
-    for c in clips:
-        act, val, dom = dims[c.clip_id]
-        labels["clip_id"].append(c.clip_id)
-        labels["t"].append(0.0)
-        labels["arousal"].append(act)
-        labels["valence"].append(val)
-        labels["dominance"].append(dom)
+    labels = utterance_labels(clips, dims)
 
     info = CorpusInfo(
         name=NAME,

@@ -14,7 +14,11 @@ def extract_stage(feature: str, clips: list | None = None) -> None:
 
     on_error = load_section(EXTRACTORS[feature].section).on_error
     if clips is None:
-        _, clips = read_manifest(MANIFEST)  # before the model loads: a missing manifest fails fast
+        info, clips = read_manifest(MANIFEST)  # before the model loads: a missing manifest fails fast
+        if feature != "import" and info.params.get("feature_only"):
+            print(f"{feature}: the corpus '{info.name}' has no media (feature-only: its features come through the "
+                  "`import` stage): the table has no rows")
+            clips = []
     extractor = build_extractor(feature)
     stats = RunStats()
     out = extract_corpus(extractor, clips, on_error=on_error, cache_dir=CACHE_DIR, stats=stats)
