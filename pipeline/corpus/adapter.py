@@ -88,6 +88,16 @@ def utterance_labels(clips: list[Clip], values: dict[str, dict[str, float | None
     return rows
 
 
+def read_lines(path: Path) -> list[str]:
+    """A label or transcript file's lines: UTF-8, else Latin-1 (older corpus releases ship both)."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    return text.splitlines()
+
+
 def require_path(path: Path, what: str) -> Path:
     """`path` if it exists, else a LayoutError naming it and what the layout puts there."""
     if not path.exists():

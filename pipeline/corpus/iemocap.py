@@ -56,7 +56,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipeline.corpus.adapter import CorpusOptions, CorpusRead, LayoutError, Problem, utterance_labels
+from pipeline.corpus.adapter import CorpusOptions, CorpusRead, LayoutError, Problem, read_lines, utterance_labels
 from pipeline.corpus.manifest import Clip, CorpusInfo
 from pipeline.media import MediaError, probe
 
@@ -102,15 +102,6 @@ class Params(CorpusOptions):
     crop: Literal["auto", "none"] = Field(
         "auto", description="auto: the speaker's half of the dyadic frame; none: the whole frame"
     )
-
-
-def read_lines(path: Path) -> list[str]:
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
-    return text.splitlines()
 
 
 def clean_transcript(text: str) -> str | None:

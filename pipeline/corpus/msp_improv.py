@@ -45,7 +45,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipeline.corpus.adapter import CorpusOptions, CorpusRead, LayoutError, Problem, utterance_labels
+from pipeline.corpus.adapter import CorpusOptions, CorpusRead, LayoutError, Problem, read_lines, utterance_labels
 from pipeline.corpus.manifest import Clip, CorpusInfo
 from pipeline.media import MediaError, probe
 
@@ -71,15 +71,6 @@ class Params(CorpusOptions):
     selection: Literal["all", "improvised_other"] = Field(
         "all", description="all: every recording type; improvised_other: 003 §5.1, type S turns of at least 1 s"
     )
-
-
-def read_lines(path: Path) -> list[str]:
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
-    return text.splitlines()
 
 
 def evaluation_file(root: Path) -> Path:
