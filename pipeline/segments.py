@@ -14,6 +14,16 @@
                               `partition` and the z-scores of `x` are fold 0's
     fold_mean__<mod>, fold_std__<mod> float32 [K, D]  each fold's statistics (`Segments.for_fold`)
     arousal, valence float32 [N, T] and label_mask bool [N, T]  time-continuous targets, if any
+    length__<mod> int64 [N]  only under layout `native`: the modality's own true length (steps of its
+                              own rate; x__<mod> is then [N, T_mod, D] with its own T_mod)
+    origin     int64 [N]      only under layout `windows`/`frames` over long recordings: the first step
+                              of the sequence within its clip (clip_id repeats, one row per window)
+
+Layouts (`segment.layout`, segments.json "layout"): `aligned` (every modality on one grid, one sequence
+per clip), `windows` (the grid cut into windows of `win` steps with hop `hop`), `frames` (a fixed number
+of frames at one modality's rate, faster modalities stacked onto each frame), `native` (each modality at
+its own rate and maximum length, unaligned). `Segments.valid(m)` [N, T_m] marks the steps within each
+sequence's true length for modality m (padding False), whatever the layout; `mask[m]` ⊆ `valid(m)`.
 
 `data/segments/segments.json` holds the rest: classes, rate, and per modality its feature table,
 dimension, backbone and whether the backbone's weights are pretrained.
@@ -68,6 +78,19 @@ class Segments:
     folds: np.ndarray | None = None
     fold_mean: dict[str, np.ndarray] = field(default_factory=dict)
     fold_std: dict[str, np.ndarray] = field(default_factory=dict)
+    layout: str = "aligned"
+    # layout `native`: {modality: true length [N]} in the modality's own steps; otherwise empty (= `length`)
+    lengths: dict[str, np.ndarray] = field(default_factory=dict)
+    origin: np.ndarray | None = None  # windows/frames: first step of each sequence within its clip
+
+    def modality_length(self, m: str) -> np.ndarray:
+        """[N] true length of each sequence in modality m's steps."""
+        return self.lengths.get(m, self.length)
+
+    def valid(self, m: str) -> np.ndarray:
+        """[N, T_m] bool: the steps within each sequence's true length (False on padding)."""
+        steps = np.arange(self.x[m].shape[1])
+        return steps[None, :] < self.modality_length(m)[:, None]
 
     @property
     def n(self) -> int:
@@ -114,6 +137,10 @@ class Segments:
             for m in self.modalities:
                 arrays[f"fold_mean__{m}"] = self.fold_mean[m].astype(np.float32)
                 arrays[f"fold_std__{m}"] = self.fold_std[m].astype(np.float32)
+        for m, v in self.lengths.items():
+            arrays[f"length__{m}"] = v.astype(np.int64)
+        if self.origin is not None:
+            arrays["origin"] = self.origin.astype(np.int64)
         if self.arousal is not None:
             arrays["arousal"] = self.arousal.astype(np.float32)
             arrays["valence"] = self.valence.astype(np.float32)
@@ -126,6 +153,7 @@ class Segments:
             {
                 "classes": self.classes,
                 "rate_hz": self.rate_hz,
+                "layout": self.layout,
                 "modalities": {m: info.__dict__ for m, info in self.modalities.items()},
                 "extra": self.extra,
             },
@@ -162,4 +190,7 @@ def load_segments(in_dir: str | Path = SEGMENTS_DIR) -> Segments:
         folds=arr.get("folds"),
         fold_mean={m: arr[f"fold_mean__{m}"] for m in mods if f"fold_mean__{m}" in arr},
         fold_std={m: arr[f"fold_std__{m}"] for m in mods if f"fold_std__{m}" in arr},
+        layout=meta.get("layout", "aligned"),
+        lengths={m: arr[f"length__{m}"] for m in mods if f"length__{m}" in arr},
+        origin=arr.get("origin"),
     )
