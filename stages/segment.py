@@ -13,7 +13,20 @@ def main() -> None:
     segments = segment_corpus(info, clips, params, labels_path=LABELS)
     segments.save(SEGMENTS_DIR)
     counts = {p: int((segments.partition == p).sum()) for p in ("train", "devel", "test")}
-    print(f"segment: {segments.n} sequences of {segments.t.shape[1]} steps at {params.rate_hz} Hz; {counts}")
+    if params.layout == "aligned":
+        shape = f"{segments.n} sequences of {segments.t.shape[1]} steps at {params.rate_hz} Hz"
+    elif params.layout == "native":
+        steps = ", ".join(f"{m} {v.shape[1]}" for m, v in segments.x.items())
+        shape = f"{segments.n} sequences, each modality at its own rate (steps: {steps})"
+    else:
+        what = "windows" if params.layout == "windows" else "samples"
+        stacked = "".join(f"; {m} stacks {k} rows per frame" for m, k in segments.extra.get("stack", {}).items())
+        shape = (f"{segments.n} {what} of {segments.t.shape[1]} steps at {params.rate_hz} Hz from "
+                 f"{len(set(segments.clip_id.tolist()))} clips{stacked}")
+    layout = "" if params.layout == "aligned" else f"layout {params.layout}: "
+    print(f"segment: {layout}{shape}; {counts}")
+    if "continuous_labels" in segments.extra:
+        print(f"segment: the corpus's arousal/valence are {segments.extra['continuous_labels']}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,97 @@
+"""The pure pieces of the sequence layouts other than `aligned` (pipeline/segment.py puts them together).
+
+- `windows` (000 §5.3): each clip on the grid over its whole duration, cut into windows of `win` steps
+  starting every `hop` steps; the last window ends at the clip's end; a clip shorter than `win` is
+  one padded window (`window_starts`).
+- `frames` (002 §3.3): the grid is the frame rate; a clip is cut into consecutive samples of `frames`
+  frames (the last one padded, `sample_starts`); a modality listed in `segment.stack` has its
+  k = round(source rate / frame rate) rows within each frame stacked into k·D dims (`stack_factor`,
+  `stack_frames`) instead of averaged.
+- `native` (003 §5.3): each modality at its own rate, one step per row of its table in time order
+  (words: one per word), cut to its maximum length (`native_rows`).
+
+Every layout's normalisation statistics are taken once per step of the training clips (`statistics`),
+never once per overlapping window.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.store import ClipFeatures
+
+MIN_STD = 1e-6
+
+
+def statistics(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean, std) float64 [D] over the rows of `sel` [n, D]; a dimension constant there keeps a
+    scale of 1. None when there is no row."""
+    if len(sel) == 0:
+        return None
+    mean = sel.mean(axis=0, dtype=np.float64)
+    std = sel.std(axis=0, dtype=np.float64)
+    return mean, np.where(std < MIN_STD, 1.0, std)
+
+
+def window_starts(n_steps: int, win: int, hop: int) -> np.ndarray:
+    """First step of each window of `win` steps every `hop` steps over a clip of `n_steps` steps;
+    the last window ends at the clip's end (it may overlap its predecessor by more than win − hop);
+    a clip of at most `win` steps is one window from step 0 (padded)."""
+    if n_steps <= win:
+        return np.zeros(1, np.int64)
+    starts = np.arange(0, n_steps - win + 1, hop, dtype=np.int64)
+    if starts[-1] + win < n_steps:
+        starts = np.append(starts, n_steps - win)
+    return starts
+
+
+def sample_starts(n_steps: int, frames: int) -> np.ndarray:
+    """First frame of each consecutive sample of `frames` frames (hop = frames; the last one padded)."""
+    return np.arange(0, max(1, n_steps), frames, dtype=np.int64)
+
+
+def stack_factor(source_rate_hz: float | None, frame_rate_hz: float) -> int:
+    """k = round(source rate / frame rate): the rows of a faster modality that fall in one frame.
+    ValueError (the caller names the key) when the modality is irregular or not faster than the frames."""
+    if source_rate_hz is None:
+        raise ValueError("has no regular rate (one row per word?); only a regular table faster than the frame rate can be stacked")
+    k = int(round(source_rate_hz / frame_rate_hz))
+    if source_rate_hz <= frame_rate_hz or k < 2:
+        raise ValueError(
+            f"its rate ({source_rate_hz:g} Hz) is not faster than the frame rate segment.rate_hz ({frame_rate_hz:g} Hz): "
+            f"round({source_rate_hz:g} / {frame_rate_hz:g}) = {k} row per frame, nothing to stack"
+        )
+    return k
+
+
+def stack_frames(values: np.ndarray, present: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-steps [n·k, D] on a grid k times finer than the frames → frames [n, k·D]: sub-step j of
+    frame f (covering [(f + j/k)/r, (f + (j+1)/k)/r)) fills dims j·D … (j+1)·D − 1; an absent sub-step
+    stays zero; a frame is present if any of its sub-steps is."""
+    n = len(present) // k
+    return values.reshape(n, k * values.shape[1]), present.reshape(n, k).any(axis=1)
+
+
+def native_rows(rows: ClipFeatures | None, max_steps: int, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(values [L, D], present [L], t [L], L) of one clip: one step per row in time order, cut to
+    `max_steps`. Absent rows stay steps (mask False, value 0: MCT-HFR's zero vectors for frames without
+    a face, 003 §5.2.3). A clip without rows gets one absent step, so no sequence is empty (L ≥ 1)."""
+    if rows is None or len(rows.t) == 0:
+        return np.zeros((1, dim), np.float32), np.zeros(1, bool), np.zeros(1), 1
+    order = np.argsort(rows.t, kind="stable")[:max_steps]
+    present = rows.present[order]
+    values = np.where(present[:, None], rows.values[order], 0.0).astype(np.float32)
+    return values, present, rows.t[order], len(order)
+
+
+def cut(values: list[np.ndarray], present: list[np.ndarray], pieces: list[tuple[int, int]], steps: int):
+    """[P, steps, D] values and [P, steps] presence of each piece (clip i, first step s) of the
+    per-clip arrays (zeros past a clip's end), and each piece's length [P]."""
+    dim = values[0].shape[1] if values else 0
+    x = np.zeros((len(pieces), steps, dim), np.float32)
+    mask = np.zeros((len(pieces), steps), bool)
+    length = np.zeros(len(pieces), np.int64)
+    for w, (i, s) in enumerate(pieces):
+        n = min(steps, len(present[i]) - s)
+        x[w, :n], mask[w, :n], length[w] = values[i][s : s + n], present[i][s : s + n], n
+    return x, mask, length
