@@ -4,6 +4,7 @@ weights formats, the Caffe layout, and the face-crop embedder's batching and cac
 from __future__ import annotations
 
 import copy
+import json
 import pickle
 from pathlib import Path
 
@@ -15,12 +16,13 @@ import torchvision
 
 from pipeline.config import ConfigError
 from pipeline.corpus.manifest import Clip
-from pipeline.device import bf16_supported
 from pipeline.extract.base import ExtractionError
 from pipeline.extract.face_embed import preprocess
 from pipeline.extract.faces import FacesExtractor, detections_table, read_detections
 from pipeline.extract.faces.params import FacesParams
+from pipeline.extract import precision as precision_chooser
 from pipeline.extract.params import ResNet50Params
+from pipeline.extract.precision import MIN_COSINE, PRECISION_CACHE_ENV
 from pipeline.extract.resnet50 import MEAN_RGB, ResNet50Extractor, ResNet50Face, build_network, dag_names
 from pipeline.extract.runner import RunStats, extract_corpus
 from pipeline.media import probe
@@ -332,14 +334,52 @@ def test_a_bad_crop_fails_its_clip_only(clips, detections, tmp_path):
         np.testing.assert_array_equal(results[c].values, ex.process_clip(next(x for x in clips if x.clip_id == c), Path(".")).values)
 
 
-@pytest.mark.skipif(not bf16_supported("cpu"), reason="CPU without native bf16 (AMX / AVX512-BF16)")
-def test_bf16_agrees_with_fp32(detections, crops):
-    ex = ResNet50Extractor(ResNet50Params(), **_faces(detections), device="cpu")
+def test_forced_bf16_agrees_with_fp32(detections, crops):
+    ex = ResNet50Extractor(ResNet50Params(bf16=True), **_faces(detections), device="cpu")
     assert ex.precision == "bf16" and next(ex.fast_net.parameters()).dtype == torch.bfloat16
     assert next(ex.net.parameters()).dtype == torch.float32  # the reference network stays fp32
     with torch.inference_mode():
         fp32 = ex.net(ex.preprocess(crops)).numpy()
     bf16 = ex.embed(crops)
-    assert (_cos(fp32, bf16) >= 0.999).all(), _cos(fp32, bf16)
+    assert (_cos(fp32, bf16) >= MIN_COSINE).all(), _cos(fp32, bf16)
     assert not np.array_equal(fp32, bf16)  # it did run in bf16
     assert copy.deepcopy(ex.meta()).params["precision"] == "bf16"
+    assert "forced by resnet50.bf16: true" in ex.meta().notes
+
+
+def test_auto_precision_is_measured_once_and_left_out_of_the_cache_key(detections, crops, tmp_path, monkeypatch):
+    """bf16: auto times both paths on the real network once per machine, keeps the faster one that
+    agrees with fp32, records it in the table's metadata; the next extractor reads the decision; the
+    per-clip cache key does not depend on which precision was chosen, the forced settings' keys do."""
+    path = tmp_path / "precision.json"
+    monkeypatch.setenv(PRECISION_CACHE_ENV, str(path))
+    ex = ResNet50Extractor(ResNet50Params(), **_faces(detections), device="cpu")
+    key = ex.config_fingerprint()
+    assert not path.exists() and ex._precision is None  # the key alone measures nothing
+    d = ex.precision_decision if ex.precision else None
+    assert d.measured and d.fp32_s > 0 and d.bf16_s > 0 and d.min_cosine >= MIN_COSINE
+    assert ex.precision == ("bf16" if d.bf16_s < d.fp32_s else "fp32")
+    assert next(ex.fast_net.parameters()).dtype == (torch.bfloat16 if ex.precision == "bf16" else torch.float32)
+    with torch.inference_mode():
+        fp32 = ex.net(ex.preprocess(crops)).numpy()
+    assert (_cos(fp32, ex.embed(crops)) >= MIN_COSINE).all()
+    meta = ex.meta()
+    assert meta.params["precision"] == ex.precision and meta.params["bf16"] == "auto"
+    assert f"{ex.precision}, chosen by measurement" in meta.notes and "ms" not in meta.notes  # no timings: stable bytes
+    [entry] = json.loads(path.read_text()).values()
+    assert entry["precision"] == ex.precision and entry["identity"]["model"]["class"].endswith("ResNet50Face")
+    assert entry["identity"]["machine"]["torch"] == torch.__version__
+
+    monkeypatch.setattr(precision_chooser, "measure", lambda *a, **k: pytest.fail("measured twice"))
+    again = ResNet50Extractor(ResNet50Params(batch_size=4), **_faces(detections), device="cpu")
+    assert again.precision == ex.precision and not again.precision_decision.measured
+    # the other precision chosen (another machine): the same clips in the cache stay valid
+    other = {"fp32": "bf16", "bf16": "fp32"}[ex.precision]
+    data = json.loads(path.read_text())
+    for e in data.values():
+        e["precision"] = other
+    path.write_text(json.dumps(data))
+    flipped = ResNet50Extractor(ResNet50Params(), **_faces(detections), device="cpu")
+    assert flipped.precision == other and flipped.config_fingerprint() == key == again.config_fingerprint()
+    forced = {b: ResNet50Extractor(ResNet50Params(bf16=b), **_faces(detections), device="cpu").config_fingerprint() for b in (True, False)}
+    assert len({key, *forced.values()}) == 3

@@ -18,9 +18,19 @@ all of it; a subclass only builds its network and says what it is.
 * Speed: the runner hands `batch_clips` uncached clips at once and their crops go through the network
   in forward passes of `batch_size`, whatever clip they come from. The network runs as an inference
   copy: batch norms folded into the convolutions (`torch.nn.utils.fusion`), channels-last memory
-  layout (oneDNN's native one) and, where `precision()` says bf16 (CUDA, or CPUs with AMX /
-  AVX512-BF16), bf16 weights under bf16 autocast. `net` stays the plain fp32 network (reference
-  and benchmark baseline).
+  layout (oneDNN's native one) and, in bf16, bf16 weights under bf16 autocast. `net` stays the plain
+  fp32 network (reference and benchmark baseline).
+* Precision (`bf16` in params): `auto` (default) measures both on this machine at first use and keeps
+  the faster one that agrees with fp32 (min cosine ≥ 0.999; pipeline.extract.precision, decision
+  cached per machine and model); `true` / `false` force bf16 / fp32. The precision is resolved
+  lazily, on the first forward pass or `meta()`, so a fully cached run costs at most a read of the
+  decision file. The table's metadata records it (`params.precision`, and the notes say whether it
+  was measured or forced).
+* Precision and the per-clip cache key: under `auto` the key leaves the precision out. Both paths
+  agree within the tested tolerance, so a clip cached by either is valid, and the choice (which
+  depends on the machine, even on torch's thread count) does not re-extract a corpus; a table can
+  then hold clips of both precisions if the decision changed between runs (its metadata names the
+  precision of this run). Forced `true` / `false` are params like any other and part of the key.
 * Weights: a local file named in params (its sha256 goes into params, so a file replaced under the
   same path invalidates the cache) or `random`: seeded random weights, and the FeatureMeta says so.
 """
@@ -29,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import sys
 from abc import abstractmethod
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
@@ -40,7 +51,8 @@ from torch import nn
 
 from pipeline.config import ConfigError
 from pipeline.corpus.manifest import Clip
-from pipeline.device import autocast_context, pick_device, precision
+from pipeline.device import pick_device
+from pipeline.extract import precision as precision_chooser
 from pipeline.extract.base import ExtractionError, Extractor, file_digest
 from pipeline.extract.cache import config_key
 from pipeline.extract.faces.table import ClipDetections
@@ -48,6 +60,8 @@ from pipeline.extract.runner import batched
 from pipeline.store import ClipFeatures, FeatureMeta
 
 INPUT_SIZE = 224
+#: crops in the batch the precision chooser times (a few seconds for VGG-Face on one thread)
+PROBE_CROPS = 2
 #: params that change no output value (left out of the cache key)
 NOT_IN_KEY = ("batch_size", "on_error")
 
@@ -156,11 +170,13 @@ class FaceCropEmbedder(Extractor):
         self._lookup = detections.get if isinstance(detections, Mapping) else detections
         self.rate_hz = float(self.faces_meta["rate_hz"])
         self.device = pick_device(device)
-        self.precision = precision(self.device, params.bf16)
         self.net = self.build_network().eval().to(self.device)
         self.dim = self.embedding_dim()
         self.weights_sha256 = None if self.settings.weights == "random" else file_digest(Path(self.settings.weights))
-        self.fast_net = self._inference_copy()
+        self._precision: str | None = None
+        self._fast_net: nn.Module | None = None
+        #: how the precision was chosen (a Decision when measured or read from the decision file)
+        self.precision_decision: precision_chooser.Decision | None = None
 
     # -- what a subclass provides ----------------------------------------------------------------
 
@@ -196,28 +212,43 @@ class FaceCropEmbedder(Extractor):
         return {
             **self.settings.model_dump(mode="json"),
             "layer": self.layer(),
-            "precision": self.precision,
+            "precision": self.precision,  # resolves an `auto` setting (measures, or reads the decision)
             "weights_sha256": self.weights_sha256,
             "faces": {k: self.faces_meta.get(k) for k in ("detector", "version", "stage_version", "params", "selection", "track", "detect_every", "downscale", "crop")},
         }
 
     def meta(self) -> FeatureMeta:
         meta = super().meta()
+        how = self.precision_note()
         if self.pretrained:
-            meta.notes = f"{self.family} {self.layer()} from {Path(self.settings.weights).name} on MTCNN face crops ({self.precision})"
+            meta.notes = f"{self.family} {self.layer()} from {Path(self.settings.weights).name} on MTCNN face crops ({how})"
         else:
             meta.notes = (
                 f"RANDOM {self.family} weights (seed {self.settings.seed}, {self.random_init}), not the pretrained "
-                f"{self.family}: {self.layer()} of an untrained network; for testing the pipeline only"
+                f"{self.family}: {self.layer()} of an untrained network; for testing the pipeline only ({how})"
             )
         return meta
 
+    def precision_note(self) -> str:
+        """The precision and how it was chosen, without timings (they vary from run to run and
+        would make the table's bytes differ where its values do not)."""
+        if self.settings.bf16 != "auto":
+            return f"{self.precision}, forced by {self.section}.bf16: {str(self.settings.bf16).lower()}"
+        d = self.precision_decision
+        if d is not None and d.reason.startswith("measured"):
+            return f"{self.precision}, chosen by measurement: faster on this machine, min cosine to fp32 ≥ {precision_chooser.MIN_COSINE}"
+        return f"{self.precision}, chosen by measurement: {d.reason if d else 'fp32'}"
+
     def config_fingerprint(self) -> str:
         """The base key without the faces stage's provenance (the crops themselves are in the input
-        key) and without params that change no output (NOT_IN_KEY)."""
-        m = self.meta()
-        params = {k: v for k, v in m.params.items() if k != "faces" and k not in NOT_IN_KEY}
-        return config_key(type(self).__name__, m.name, m.version, m.dim, m.rate_hz, m.backbone, m.pretrained, params)
+        key), without params that change no output (NOT_IN_KEY), and, under `bf16: auto`, without the
+        precision (see the module docstring); computing it never measures anything."""
+        backbone, pretrained = self.backbone()
+        params = {**self.settings.model_dump(mode="json"), "layer": self.layer(), "weights_sha256": self.weights_sha256}
+        if self.settings.bf16 != "auto":
+            params["precision"] = self.precision
+        params = {k: v for k, v in params.items() if k not in NOT_IN_KEY}
+        return config_key(type(self).__name__, self.name, self.version, self.dim, self.rate_hz, backbone, pretrained, params)
 
     def input_fingerprint(self, clip: Clip, root: Path) -> str:
         """Hash of the clip's detection rows (t, present, crop bytes), or of its skip reason."""
@@ -238,11 +269,53 @@ class FaceCropEmbedder(Extractor):
         """(N, H, W, 3) uint8 RGB crops → the fp32 network input (N, 3, 224, 224)."""
         return preprocess(crops, self.mean_rgb)
 
-    def _inference_copy(self) -> nn.Module:
-        if self.precision == "fp32" and type(self).fold is FaceCropEmbedder.fold:
+    #: the params.yaml section (notes, logs)
+    section: ClassVar[str]
+
+    @property
+    def precision(self) -> str:
+        """'bf16' or 'fp32': forced by params.bf16, or under `auto` measured on this machine at
+        first use (pipeline.extract.precision; the decision is cached per machine and model)."""
+        if self._precision is None:
+            self._resolve_precision()
+        return self._precision
+
+    @property
+    def fast_net(self) -> nn.Module:
+        """The inference copy of `net` in the chosen precision."""
+        if self._fast_net is None:
+            self._fast_net = self._inference_copy(self.precision)
+        return self._fast_net
+
+    def _resolve_precision(self) -> None:
+        setting = self.settings.bf16
+        if setting != "auto":
+            self._precision = "bf16" if setting else "fp32"
+            return
+        copies: dict[str, nn.Module] = {}
+        probe = self.preprocess(np.random.default_rng(0).integers(0, 256, (PROBE_CROPS, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8))
+
+        def run(p: str) -> np.ndarray:
+            if p not in copies:
+                copies[p] = self._inference_copy(p)
+            return self._run(copies[p], p, probe)
+
+        weights = self.weights_sha256 or f"random:{self.settings.seed}"
+        identity = {
+            "machine": precision_chooser.machine_identity(self.device),
+            "model": precision_chooser.model_identity(self.net, layer=self.layer(), weights=weights, probe=PROBE_CROPS),
+        }
+        decision = precision_chooser.choose_precision(
+            run, identity, log=lambda line: print(f"{self.name}: precision {line}", file=sys.stderr, flush=True)
+        )
+        self.precision_decision, self._precision = decision, decision.precision
+        self._fast_net = copies.get(decision.precision)  # reuse the copy that was timed, if any
+
+    def _inference_copy(self, precision: str) -> nn.Module:
+        if precision == "fp32" and type(self).fold is FaceCropEmbedder.fold:
             return self.net.to(memory_format=torch.channels_last)  # nothing would change: share it
         net = self.fold(copy.deepcopy(self.net)).to(memory_format=torch.channels_last)
-        return net.to(torch.bfloat16) if self.precision == "bf16" else net
+        return net.to(torch.bfloat16) if precision == "bf16" else net
 
     def embed(self, crops: np.ndarray | list[np.ndarray]) -> np.ndarray:
         """(N, H, W, 3) uint8 RGB crops → (N, dim) float32 embeddings, in forward passes of
@@ -253,10 +326,14 @@ class FaceCropEmbedder(Extractor):
         return out
 
     def _forward(self, crops: np.ndarray | list[np.ndarray]) -> np.ndarray:
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        with torch.inference_mode(), autocast_context(self.device, self.settings.bf16):
-            x = self.preprocess(crops).to(self.device, dtype, memory_format=torch.channels_last)
-            return self.fast_net(x).float().cpu().numpy()
+        return self._run(self.fast_net, self.precision, self.preprocess(crops))
+
+    def _run(self, net: nn.Module, precision: str, x: torch.Tensor) -> np.ndarray:
+        """`net` (an inference copy in `precision`) on preprocessed crops `x` → float32 numpy."""
+        bf16 = precision == "bf16"
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            x = x.to(self.device, torch.bfloat16 if bf16 else torch.float32, memory_format=torch.channels_last)
+            return net(x).float().cpu().numpy()
 
     def process_clip(self, clip: Clip, root: Path) -> ClipFeatures:
         [(_, result)] = list(self.process_clips([clip], root))

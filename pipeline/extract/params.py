@@ -20,6 +20,16 @@ from pydantic import Field
 from pipeline.config import ON_ERROR_HELP, OnError, Section
 
 
+#: `bf16` of the face embedders. The papers are silent on precision (they name no numeric format); auto
+#: keeps fp32 unless bf16 is measured faster on this machine and agrees with fp32 (min cosine 0.999).
+Bf16 = Literal["auto"] | bool
+BF16_HELP = (
+    "auto: time fp32 and bf16 on this machine at first use and keep the faster one that agrees with fp32 "
+    "(min cosine >= 0.999; the decision is cached per machine in data/cache/precision.json); true / false: "
+    "force bf16 / fp32"
+)
+
+
 class FaceEmbedParams(Section):
     on_error: OnError = Field("fail", description=ON_ERROR_HELP)
     backbone: Literal["vggface"] = "vggface"
@@ -29,7 +39,7 @@ class FaceEmbedParams(Section):
     )
     seed: int = 0
     batch_size: int = Field(32, ge=1)
-    bf16: bool = Field(True, description="bf16 autocast on CPUs with native bf16 (AMX / AVX512-BF16) and on CUDA")
+    bf16: Bf16 = Field("auto", description=BF16_HELP)
 
 
 class ResNet50Params(Section):
@@ -48,7 +58,7 @@ class ResNet50Params(Section):
     )
     seed: int = 0
     batch_size: int = Field(32, ge=1)
-    bf16: bool = Field(True, description="bf16 autocast on CPUs with native bf16 (AMX / AVX512-BF16) and on CUDA")
+    bf16: Bf16 = Field("auto", description=BF16_HELP)
 
 
 class Wav2Vec2Params(Section):

@@ -238,6 +238,7 @@ class ResNet50Extractor(FaceCropEmbedder):
     """Global-average-pooled ResNet-50 (VGGFace2) features for every step of the faces table."""
 
     name = "resnet50"
+    section = SECTION
     version = "1"
     mean_rgb = MEAN_RGB
     family = "ResNet-50 (VGGFace2)"

@@ -19,9 +19,10 @@ pipeline runs where the real weights cannot be had; the feature table then says 
 FeatureMeta (pretrained=False, notes) and in every output that repeats its weights statement.
 
 Reading the faces table, batching crops across clips, the cache key and precision are shared with
-`resnet50` (pipeline.extract.face_embed.FaceCropEmbedder). bf16 (`face_embed.bf16`) where the
-hardware runs it natively; measured on real CREMA-D crops: cosine(bf16, fp32) >= 0.999 (random
-weights; tests/test_vggface.py).
+`resnet50` (pipeline.extract.face_embed.FaceCropEmbedder). Precision (`face_embed.bf16`): `auto`
+times fp32 and bf16 on this machine once and keeps the faster one that agrees with fp32 (min cosine
+0.999; bf16 ran 0.65x fp32 on an AVX512-BF16 Xeon without AMX, 3-4x with AMX); measured on real
+CREMA-D crops: cosine(bf16, fp32) >= 0.999 (random weights; tests/test_vggface.py).
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ class VggFaceExtractor(FaceCropEmbedder):
     """fc6 of VGG-Face for every step of the faces table (FaceCropEmbedder does the rest)."""
 
     name = "vggface"
+    section = SECTION
     version = "2"  # 2: bf16 runs with bf16 weights (was: fp32 weights under autocast); crops batched across clips
     mean_rgb = MEAN_RGB
     family = "VGG-Face"
