@@ -5,8 +5,10 @@
     clip_id    str   [N]
     partition  str   [N]          'train' | 'devel' | 'test'
     label      int64 [N]          index into `classes`, -1 where the clip has none
-    length     int64 [N]          number of grid steps the clip covers (the rest is padding)
-    t          float64 [N, T]     seconds from the clip start, step centre
+    length     int64 [N]          number of grid steps the clip covers (the rest is padding); windows/frames:
+                                  the steps of the window within its clip; native: the longest modality's
+    t          float64 [N, T]     seconds from the clip start, step centre (windows/frames: origin included);
+                                  native: the row times of the modality with the most steps, 0 past them
     x__<mod>   float32 [N, T, D]  z-normalised features (train-partition statistics); 0 where absent
     mask__<mod> bool  [N, T]      True where the modality is present at that step
     mean__<mod>, std__<mod> float32 [D]  the normalisation statistics
@@ -26,7 +28,12 @@ its own rate and maximum length, unaligned). `Segments.valid(m)` [N, T_m] marks 
 sequence's true length for modality m (padding False), whatever the layout; `mask[m]` ⊆ `valid(m)`.
 
 `data/segments/segments.json` holds the rest: classes, rate, and per modality its feature table,
-dimension, backbone and whether the backbone's weights are pretrained.
+dimension, backbone and whether the backbone's weights are pretrained. Its "extra" names the corpus,
+protocol and number of folds, and per layout: windows `win`/`hop`; frames `frames` and `stack`
+({modality: k rows stacked per frame}; that modality's dim is k·D); native `native_max_steps` ({modality:
+maximum length}) and, where the corpus has arousal/valence, `continuous_labels` saying they were not
+written. Under `native`, `rate_hz` is segment.rate_hz only (no common grid; ModalityInfo.rate_hz is each
+modality's own, None for words).
 """
 
 from __future__ import annotations
