@@ -191,7 +191,7 @@ def segment_corpus(
     for k, fold in enumerate(folds):
         if not (fold == "train").any():
             raise SegmentError(f"fold {k}: the training partition is empty")
-    tables = {m: _read(m, f, features_dir) for m, f in params.modalities.items()}
+    tables = _Tables(params.modalities, Path(features_dir))
     build = {"aligned": _aligned, "windows": _pieces, "frames": _pieces, "native": _native}[params.layout]
     seg = build(clips, params, folds, tables, labels_path)  # its `label` holds each sequence's clip index
     seg.label = np.array([info.classes.index(c.label) if c.label is not None else -1 for c in clips], np.int64)[seg.label]
@@ -200,13 +200,23 @@ def segment_corpus(
     return seg
 
 
-def _read(modality: str, feature: str, features_dir: Path) -> tuple[Path, FeatureMeta, dict[str, ClipFeatures]]:
-    path = Path(features_dir) / f"{feature}.parquet"
-    try:
-        meta, rows = read_features(path)
-    except StoreError as e:
-        raise SegmentError(f"modality '{modality}': {e}") from None
-    return path, meta, rows
+class _Tables:
+    """{modality: (path, meta, rows)} read one table at a time as it is iterated (one in memory at once)."""
+
+    def __init__(self, modalities: dict[str, str], features_dir: Path) -> None:
+        self.modalities, self.features_dir = modalities, features_dir
+
+    def __iter__(self):
+        return iter(self.modalities)
+
+    def items(self):
+        for modality, feature in self.modalities.items():
+            path = self.features_dir / f"{feature}.parquet"
+            try:
+                meta, rows = read_features(path)
+            except StoreError as e:
+                raise SegmentError(f"modality '{modality}': {e}") from None
+            yield modality, (path, meta, rows)
 
 
 def _check_present(modality: str, path: Path, has: np.ndarray, folds: np.ndarray) -> None:
