@@ -542,3 +542,142 @@ def test_conditions_are_reproducible_and_independent_of_other_modalities():
         xn, mn = _apply(c, x, mask)
         xt2, mt2 = _apply(c, xt, mt)
         assert all(np.array_equal(mn[k], mt2[k].numpy()) and np.array_equal(xn[k], xt2[k].numpy()) for k in x)
+
+
+# ---- mechanisms beyond MCAR (imbalanced, mnar, burst, one_present) ---------------------------------
+
+from pipeline.missing import (  # noqa: E402
+    IMBALANCE_FACTOR,
+    MECHANISM_LEVELS,
+    Burst,
+    ConditionContext,
+    Imbalanced,
+    OnePresent,
+    WeakestMissing,
+)
+
+
+def _padded(b=40, t=30, seed=1):
+    """Three modalities with ragged true lengths (mask ⊆ valid, padding absent and zero) and a few
+    absent steps inside the valid part."""
+    rng = np.random.default_rng(seed)
+    length = rng.integers(10, t + 1, size=b)
+    valid = np.arange(t)[None, :] < length[:, None]
+    x, mask = {}, {}
+    for m, d in (("a", 3), ("b", 5), ("c", 2)):
+        mask[m] = valid & (rng.random((b, t)) < 0.9)
+        x[m] = np.where(mask[m][..., None], rng.normal(size=(b, t, d)), 0).astype(np.float32)
+    return x, mask, {m: valid for m in x}
+
+
+def _ctx(x, valid, mean=None, std=None):
+    return ConditionContext(valid=valid, mean=mean or {m: np.zeros(v.shape[-1], np.float32) for m, v in x.items()},
+                            std=std or {m: np.ones(v.shape[-1], np.float32) for m, v in x.items()})
+
+
+def _run(cond, x, mask, ctx):
+    return cond.apply_with(x, mask, np.random.default_rng(condition_seed(cond.name)), ctx)
+
+
+def _expected_drop(mask, rate):
+    n = mask.sum(axis=1)
+    return np.floor(rate * n + 0.5 + 1e-9).astype(int)
+
+
+def test_mechanism_grids_and_names():
+    names = [c.name for c in parse_conditions(["imbalanced_grid", "mnar_grid", "burst_grid", "one_present_grid"], ["a", "b"])]
+    assert names == ([f"imbalanced:{m}@{lv}" for m in "ab" for lv in MECHANISM_LEVELS] + [f"mnar@{lv}" for lv in MECHANISM_LEVELS]
+                     + [f"burst@{lv}" for lv in MECHANISM_LEVELS] + [f"one_present:{m}@{lv}" for m in "ab" for lv in MECHANISM_LEVELS])
+    c = parse_conditions(["burst:a@0.50", "mnar:b@.2"], ["a", "b"], burst_mean=3)
+    assert [(x.name, x.family, x.modality, x.level) for x in c] == [("burst:a@0.5", "burst", "a", 0.5), ("mnar:b@0.2", "mnar", "b", 0.2)]
+    assert c[0].mean_len == 3.0
+    assert parse_conditions(["imbalanced_grid", "all_present"], ["a"])[0].name == "all_present"  # one modality: nothing to imbalance
+    with pytest.raises(ConditionError, match="needs a modality"):
+        parse_conditions(["one_present@0.5"], ["a", "b"])
+    with pytest.raises(ConditionError, match="not in"):
+        parse_conditions(["burst@1.5"], ["a", "b"])
+
+
+def test_imbalanced_hits_its_rates_exactly_and_never_makes_padding_present():
+    x, mask, valid = _padded()
+    x2, m2 = _run(Imbalanced("a", 0.6), x, mask, _ctx(x, valid))
+    for m, rate in (("a", 0.6), ("b", 0.6 * IMBALANCE_FACTOR), ("c", 0.6 * IMBALANCE_FACTOR)):
+        assert np.array_equal((mask[m] & ~m2[m]).sum(axis=1), _expected_drop(mask[m], rate)), m
+        assert np.all(m2[m] <= mask[m]) and not (m2[m] & ~valid[m]).any() and np.all(x2[m][~m2[m]] == 0)
+    # 0.6 of 'a' but 0.15 of the others, on the whole batch
+    assert (mask["a"] & ~m2["a"]).sum() / mask["a"].sum() == pytest.approx(0.6, abs=0.01)
+    assert (mask["b"] & ~m2["b"]).sum() / mask["b"].sum() == pytest.approx(0.15, abs=0.01)
+
+
+def test_one_present_never_touches_the_fixed_modality():
+    x, mask, valid = _padded()
+    for rate in (0.3, 0.9, 1.0):
+        x2, m2 = _run(OnePresent("b", rate), x, mask, _ctx(x, valid))
+        assert m2["b"] is mask["b"] and x2["b"] is x["b"]
+        for m in "ac":
+            assert np.array_equal((mask[m] & ~m2[m]).sum(axis=1), _expected_drop(mask[m], rate))
+            assert np.all(m2[m] <= mask[m])
+
+
+def test_mnar_drops_the_weakest_steps_of_the_raw_features():
+    x, mask, valid = _padded(b=6, t=12)
+    # raw = z · std + mean: a large mean on one dimension makes the norm follow that dimension
+    mean = {"a": np.array([10.0, 0, 0], np.float32), "b": np.zeros(5, np.float32), "c": np.zeros(2, np.float32)}
+    std = {"a": np.array([1.0, 1e-3, 1e-3], np.float32), "b": np.ones(5, np.float32), "c": np.ones(2, np.float32)}
+    x2, m2 = _run(WeakestMissing("a", 0.5), x, mask, _ctx(x, valid, mean, std))
+    raw = np.abs(x["a"][..., 0] * 1.0 + 10.0)
+    for i in range(6):
+        present = np.flatnonzero(mask["a"][i])
+        k = int(np.floor(0.5 * len(present) + 0.5 + 1e-9))
+        weakest = present[np.argsort(raw[i, present], kind="stable")[:k]]
+        assert sorted(np.flatnonzero(mask["a"][i] & ~m2["a"][i])) == sorted(weakest)
+    assert m2["b"] is mask["b"]
+    # every modality on its own signal; deterministic; needs the statistics
+    _, m3 = _run(WeakestMissing(None, 0.3), x, mask, _ctx(x, valid))
+    for m in x:
+        assert np.array_equal((mask[m] & ~m3[m]).sum(axis=1), _expected_drop(mask[m], 0.3))
+        norm = np.linalg.norm(x[m], axis=-1)
+        dropped, kept = mask[m] & ~m3[m], m3[m]
+        for i in range(6):
+            if dropped[i].any() and kept[i].any():
+                assert norm[i][dropped[i]].max() <= norm[i][kept[i]].min()
+    assert all(np.array_equal(m3[m], _run(WeakestMissing(None, 0.3), x, mask, _ctx(x, valid))[1][m]) for m in x)
+    with pytest.raises(ConditionError, match="normalisation statistics"):
+        WeakestMissing("a", 0.3).apply(x, mask, np.random.default_rng(0))
+
+
+def test_bursts_are_contiguous_and_cover_their_rate_of_the_valid_steps():
+    x, mask, valid = _padded(b=200, t=60)
+    x = {"a": x["a"]}
+    mask = {"a": valid["a"].copy()}  # all valid steps present: covered = made absent
+    for rate in (0.3, 0.6):
+        x2, m2 = _run(Burst("a", rate, mean_len=5), x, mask, _ctx(x, valid))
+        hit = mask["a"] & ~m2["a"]
+        assert np.array_equal(hit.sum(axis=1), _expected_drop(valid["a"], rate))  # exact per sequence
+        assert not (m2["a"] & ~valid["a"]).any() and not hit[~valid["a"]].any()
+        # contiguous: runs of missing steps are long (Bernoulli missing at 0.3 has runs of ~1.4 steps)
+        starts = hit & ~np.concatenate([np.zeros((hit.shape[0], 1), bool), hit[:, :-1]], axis=1)
+        mean_run = hit.sum() / starts.sum()
+        # tolerance: spans cut at the sequence end and the last one cut to hit the rate make the
+        # realised runs somewhat shorter than the mean span length 5 (merging makes them longer)
+        assert 3.0 <= mean_run <= 10.0, mean_run
+    # same seed → same mask; another rng → another mask
+    a = _run(Burst("a", 0.3), x, mask, _ctx(x, valid))[1]["a"]
+    assert np.array_equal(a, _run(Burst("a", 0.3), x, mask, _ctx(x, valid))[1]["a"])
+    assert not np.array_equal(a, Burst("a", 0.3).apply_with(x, mask, np.random.default_rng(99), _ctx(x, valid))[1]["a"])
+    # without `valid`, a row's timeline ends at its last present step
+    _, m4 = Burst("a", 0.5).apply(x, mask, np.random.default_rng(0))
+    assert np.array_equal((mask["a"] & ~m4["a"]).sum(axis=1), _expected_drop(valid["a"], 0.5))
+
+
+def test_mechanisms_are_reproducible_and_work_on_torch():
+    x, mask, valid = _padded(b=20, t=15)
+    ctx = _ctx(x, valid)
+    xt, mt = {k: torch.from_numpy(v) for k, v in x.items()}, {k: torch.from_numpy(v) for k, v in mask.items()}
+    for c in parse_conditions(["imbalanced_grid", "mnar_grid", "burst_grid", "one_present_grid"], list(x)):
+        (xa, ma), (xb, mb) = _run(c, x, mask, ctx), _run(c, x, mask, ctx)
+        xc, mc = _run(c, xt, mt, ctx)
+        for k in x:
+            assert np.array_equal(ma[k], mb[k]) and np.array_equal(xa[k], xb[k])
+            assert np.array_equal(ma[k], mc[k].numpy()) and np.array_equal(xa[k], xc[k].numpy())
+            assert np.all(ma[k] <= mask[k])  # only ever removes presence: padding stays absent

@@ -27,6 +27,9 @@ from pipeline.missing.conditions import (
     condition_seed,
     parse_conditions,
 )
+from pipeline.missing.conditions import Burst, ConditionContext, Imbalanced, OnePresent, WeakestMissing
+
+from pipeline.missing.inputs import CONVENTIONS, InputConventionError, MissingInput, full_valid, model_inputs
 from pipeline.missing.ops import (
     AVAILABILITY_SHARES,
     CLIP_ZERO_LEVELS,
@@ -39,6 +42,16 @@ from pipeline.missing.ops import (
     drop_modalities,
     frame_repeat,
     frame_zero,
+)
+from pipeline.missing.ops import (
+    BURST_MEAN_STEPS,
+    IMBALANCE_FACTOR,
+    MECHANISM_LEVELS,
+    bursts,
+    exact_missing,
+    imbalanced_missing,
+    one_present,
+    weakest_missing,
 )
 from pipeline.missing.strategies import (
     STRATEGIES,
@@ -57,6 +70,11 @@ from pipeline.missing.strategies import (
 )
 
 __all__ = [
+    "CONVENTIONS",
+    "InputConventionError",
+    "MissingInput",
+    "full_valid",
+    "model_inputs",
     "ACCEPTED_FORMS",
     "AVAILABILITY_SHARES",
     "CLIP_ZERO_LEVELS",
@@ -92,4 +110,19 @@ __all__ = [
     "parse_conditions",
     "strategy_names",
     "validate_strategy_params",
+]
+__all__ += [
+    "BURST_MEAN_STEPS",
+    "IMBALANCE_FACTOR",
+    "MECHANISM_LEVELS",
+    "Burst",
+    "ConditionContext",
+    "Imbalanced",
+    "OnePresent",
+    "WeakestMissing",
+    "bursts",
+    "exact_missing",
+    "imbalanced_missing",
+    "one_present",
+    "weakest_missing",
 ]

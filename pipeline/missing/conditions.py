@@ -17,10 +17,24 @@ params.yaml; `parse_conditions(entries, modalities)`).
     frame_repeat_grid               frame_repeat likewise
     random_missing_grid             rates 0.0, 0.1, …, 0.9 (003 §5.5), all modalities and each modality
     availability_grid               shares 0.1, 0.2, …, 0.9 (001 §5.2.2), each modality
+  mechanisms beyond MCAR (docs/robustness.md; levels of the grids: 0.3, 0.6, 0.9, the clean score at 0
+  coming from all_present):
+    imbalanced:<mod>@<rate>         <mod> loses exactly a share rate of each sequence's present steps, every
+                                    other modality rate/4 (`ops.IMBALANCE_FACTOR`)
+    mnar@<share>, mnar:<mod>@<share>  missing not at random: each sequence's weakest share of present steps
+                                    (lowest L2 norm of the de-normalised features) absent, per modality
+    burst@<rate>, burst:<mod>@<rate>  contiguous spans (mean `evaluate.burst_mean_steps` steps) covering
+                                    exactly a share rate of each sequence's valid steps
+    one_present:<mod>@<rate>        every modality but <mod> loses exactly a share rate of its present steps
+    imbalanced_grid, one_present_grid   each modality × 0.3, 0.6, 0.9
+    mnar_grid, burst_grid           every modality at once × 0.3, 0.6, 0.9
 Every condition has `name` (canonical: levels written as Python floats, e.g. `frame_zero:face@0.9`),
 `family`, `modality` (a name, a tuple of names, or None = every modality) and `level` (p, rate or
 share; None where there is none), so a report can draw a curve per family and modality. A condition
 applied with a generator seeded by `condition_seed(name)` gives every model the same missing data.
+`apply_with(x, mask, rng, context)` passes what some mechanisms need beyond the arrays
+(`ConditionContext`: the valid steps of each modality and the normalisation statistics); no condition
+ever marks a step present, so padding (mask ⊆ valid) stays absent.
 """
 
 from __future__ import annotations
@@ -30,27 +44,45 @@ import math
 import re
 import zlib
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from pipeline.missing.ops import (
     AVAILABILITY_SHARES,
+    BURST_MEAN_STEPS,
     CLIP_ZERO_LEVELS,
     FRAME_LEVELS,
+    MECHANISM_LEVELS,
     RANDOM_MISSING_RATES,
     Arrays,
     ConditionError,
     availability,
+    bursts,
     clip_zero,
     drop_modalities,
     frame_repeat,
     frame_zero,
+    imbalanced_missing,
+    one_present,
+    weakest_missing,
 )
 
 
 def _fmt(level: float) -> str:
     return repr(round(float(level), 6))
+
+
+@dataclass(frozen=True)
+class ConditionContext:
+    """What a condition may need beyond the arrays: `valid` {modality: [B,T] bool} the steps within each
+    sequence's true length (`Segments.valid`, padding False), and the normalisation statistics
+    `mean`, `std` {modality: [D]} that turn the z-scored features back into raw values."""
+
+    valid: dict[str, np.ndarray] | None = None
+    mean: dict[str, np.ndarray] | None = None
+    std: dict[str, np.ndarray] | None = None
 
 
 class Condition(ABC):
@@ -63,6 +95,10 @@ class Condition(ABC):
 
     @abstractmethod
     def apply(self, x: Arrays, mask: Arrays, rng: np.random.Generator) -> tuple[Arrays, Arrays]: ...
+
+    def apply_with(self, x: Arrays, mask: Arrays, rng: np.random.Generator, context: ConditionContext | None = None) -> tuple[Arrays, Arrays]:
+        """`apply`, given the context some mechanisms need (the others ignore it)."""
+        return self.apply(x, mask, rng)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -139,6 +175,67 @@ class Availability(_Leveled):
     family, _op = "availability", availability
 
 
+class _Mechanism(_Leveled):
+    """A missingness mechanism beyond MCAR (docs/robustness.md): like `_Leveled`, and `apply_with`
+    takes the `ConditionContext`."""
+
+    needs_modality: ClassVar[bool] = False
+
+    def apply(self, x: Arrays, mask: Arrays, rng: np.random.Generator) -> tuple[Arrays, Arrays]:
+        return self.apply_with(x, mask, rng, None)
+
+
+class Imbalanced(_Mechanism):
+    """Per-modality imbalanced missingness: `modality` loses exactly a share `level` of each sequence's
+    present steps, every other modality `IMBALANCE_FACTOR` · level (r and r/4)."""
+
+    family, needs_modality = "imbalanced", True
+
+    def apply_with(self, x, mask, rng, context=None):
+        return imbalanced_missing(x, mask, self.modality, self.level, rng, zero_fill=self.zero_fill)
+
+
+class OnePresent(_Mechanism):
+    """One modality always present: every modality but `modality` loses exactly a share `level` of each
+    sequence's present steps; `modality` is never touched."""
+
+    family, needs_modality = "one_present", True
+
+    def apply_with(self, x, mask, rng, context=None):
+        return one_present(x, mask, self.modality, self.level, rng, zero_fill=self.zero_fill)
+
+
+class WeakestMissing(_Mechanism):
+    """Missing not at random: the share `level` of each sequence's present steps with the weakest signal
+    (lowest L2 norm of the de-normalised features) absent, per modality (modality None: each modality
+    on its own signal). Needs `context.mean` and `context.std`; deterministic."""
+
+    family = "mnar"
+
+    def apply_with(self, x, mask, rng, context=None):
+        if context is None or context.mean is None or context.std is None:
+            raise ConditionError(f"condition '{self.name}' needs the features' normalisation statistics "
+                                 "(apply_with(…, ConditionContext(mean=…, std=…)))")
+        mods = list(x) if self.modality is None else [self.modality]
+        return weakest_missing(x, mask, mods, self.level, context.mean, context.std, zero_fill=self.zero_fill)
+
+
+class Burst(_Mechanism):
+    """Contiguous bursts: spans of mean length `mean_len` steps covering exactly a share `level` of
+    each sequence's valid steps, per modality (modality None: each modality, independently)."""
+
+    family = "burst"
+
+    def __init__(self, modality: str | None, level: float, zero_fill: bool = True, mean_len: float = BURST_MEAN_STEPS) -> None:
+        super().__init__(modality, level, zero_fill)
+        self.mean_len = float(mean_len)
+
+    def apply_with(self, x, mask, rng, context=None):
+        mods = list(x) if self.modality is None else [self.modality]
+        valid = None if context is None else context.valid
+        return bursts(x, mask, mods, self.level, rng, valid=valid, mean_len=self.mean_len, zero_fill=self.zero_fill)
+
+
 def condition_seed(name: str, base_seed: int = 0) -> int:
     """Stable seed for a condition's generator (same across processes and models)."""
     return (zlib.crc32(name.encode()) + base_seed) % 2**32
@@ -152,16 +249,25 @@ _GRIDS: dict[str, tuple[type[_Leveled], tuple[float, ...]]] = {
     "random_missing_grid": (RandomMissing, RANDOM_MISSING_RATES),
     "availability_grid": (Availability, AVAILABILITY_SHARES),
 }
+_MECHANISMS: dict[str, type[_Mechanism]] = {c.family: c for c in (Imbalanced, OnePresent, WeakestMissing, Burst)}
+# mechanism grids: per modality (each one heavy / kept) or every modality at once (modality None)
+_MECHANISM_GRIDS: dict[str, type[_Mechanism]] = {
+    "imbalanced_grid": Imbalanced,
+    "one_present_grid": OnePresent,
+    "mnar_grid": WeakestMissing,
+    "burst_grid": Burst,
+}
 ACCEPTED_FORMS = (
     "all_present, each_missing, each_pair_missing, missing:<modality>[+<modality>…], "
     "clip_zero:<modality>@<p>, frame_zero:<modality>@<p>, frame_repeat:<modality>@<p>, "
     "random_missing@<rate>, random_missing:<modality>@<rate>, availability:<modality>@<share> "
-    "(levels in [0, 1]), " + ", ".join(_GRIDS)
+    "imbalanced:<modality>@<rate>, one_present:<modality>@<rate>, mnar[:<modality>]@<share>, burst[:<modality>]@<rate> "
+    "(levels in [0, 1]), " + ", ".join([*_GRIDS, *_MECHANISM_GRIDS])
 )
 _LEVELED_RE = re.compile(r"^(?P<family>[a-z_]+)(?::(?P<mod>[^@]+))?@(?P<level>[^@]+)$")
 
 
-def _expand(entry: str, modalities: Sequence[str]) -> list[Condition]:
+def _expand(entry: str, modalities: Sequence[str], burst_mean: float = BURST_MEAN_STEPS) -> list[Condition]:
     def known(mod: str) -> str:
         if mod not in modalities:
             raise ConditionError(f"condition '{entry}': modality '{mod}' is not one the models were trained on {list(modalities)}")
@@ -185,11 +291,20 @@ def _expand(entry: str, modalities: Sequence[str]) -> list[Condition]:
         cls, levels = _GRIDS[entry]
         mods: list[str | None] = ([None] if cls is RandomMissing else []) + list(modalities)
         return [cls(m, lv) for m in mods for lv in levels]
+    def make(cls: type[_Leveled], mod: str | None, level: float) -> Condition:
+        return cls(mod, level, mean_len=burst_mean) if cls is Burst else cls(mod, level)
+
+    if entry in _MECHANISM_GRIDS:
+        cls = _MECHANISM_GRIDS[entry]
+        if cls.needs_modality and len(modalities) < 2:
+            return []  # one modality: nothing to be imbalanced against, nothing besides the kept one
+        return [make(cls, m, lv) for m in (list(modalities) if cls.needs_modality else [None]) for lv in MECHANISM_LEVELS]
     match = _LEVELED_RE.match(entry)
-    if match and match["family"] in _LEVELED:
-        cls = _LEVELED[match["family"]]
+    if match and (match["family"] in _LEVELED or match["family"] in _MECHANISMS):
+        cls = _LEVELED.get(match["family"]) or _MECHANISMS[match["family"]]
         mod = match["mod"]
-        if mod is None and cls is not RandomMissing:
+        optional = cls is RandomMissing or (cls in _MECHANISMS.values() and not cls.needs_modality)
+        if mod is None and not optional:
             raise ConditionError(f"condition '{entry}': {cls.family} needs a modality: {cls.family}:<modality>@<level>")
         try:
             level = float(match["level"])
@@ -197,16 +312,17 @@ def _expand(entry: str, modalities: Sequence[str]) -> list[Condition]:
             raise ConditionError(f"condition '{entry}': level '{match['level']}' is not a number") from None
         if not (math.isfinite(level) and 0.0 <= level <= 1.0):
             raise ConditionError(f"condition '{entry}': level {match['level']} is not in [0, 1]")
-        return [cls(None if mod is None else known(mod.strip()), level)]
+        return [make(cls, None if mod is None else known(mod.strip()), level)]
     raise ConditionError(f"unknown condition '{entry}'; accepted forms: {ACCEPTED_FORMS}")
 
 
-def parse_conditions(entries: Sequence[str], modalities: Sequence[str]) -> list[Condition]:
+def parse_conditions(entries: Sequence[str], modalities: Sequence[str], burst_mean: float = BURST_MEAN_STEPS) -> list[Condition]:
     """Conditions for `evaluate.conditions` entries, given the trained modalities; grids and `each_*`
-    expand; duplicates (same canonical name) dropped, first occurrence kept."""
+    expand; duplicates (same canonical name) dropped, first occurrence kept. `burst_mean`: the mean
+    span length (steps) of the `burst` conditions."""
     out: dict[str, Condition] = {}
     for entry in entries:
-        for c in _expand(entry.strip(), modalities):
+        for c in _expand(entry.strip(), modalities, burst_mean):
             out.setdefault(c.name, c)
     if not out:
         raise ConditionError(f"evaluate.conditions is empty (or expands to nothing for modalities {list(modalities)})")

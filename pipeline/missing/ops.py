@@ -202,3 +202,124 @@ def availability(x: Arrays, mask: Arrays, modalities: Sequence[str], share: floa
         rank = np.argsort(np.argsort(keys, axis=1, kind="stable"), axis=1, kind="stable")
         x[m], mask[m] = _mask_steps(x[m], mask[m], rank < n_drop[:, None], zero_fill)
     return x, mask
+
+
+# --------------------------------------------------------------------------------------------------
+# missingness mechanisms beyond MCAR (evaluation only; docs/robustness.md)
+
+# levels of the mechanism grids (missing rate, or share of weakest steps): three points, plus the clean
+# score (all_present) at 0, span the same range as 003's 0.0–0.9 grid at a quarter of its cost
+MECHANISM_LEVELS = (0.3, 0.6, 0.9)
+# imbalanced: the other modalities go missing at this fraction of the heavy modality's rate (r and r/4;
+# no paper fixes it — chosen so the heavy modality clearly dominates while the others are not spared)
+IMBALANCE_FACTOR = 0.25
+# bursts: mean span length in grid steps (geometric lengths; no paper fixes it — a few steps is a short
+# dropout of a sensor or a face tracker at the demo's step rate)
+BURST_MEAN_STEPS = 5.0
+
+
+def _present(m: Any) -> np.ndarray:
+    return (m.detach().cpu().numpy() if _is_torch(m) else np.asarray(m)).astype(bool)
+
+
+def _exact_drop(present: np.ndarray, rate: float, g: np.random.Generator) -> np.ndarray:
+    """[B,T] bool: exactly round(rate · n_present) of each row's present steps, chosen at random."""
+    n_drop = np.floor(rate * present.sum(axis=1) + 0.5 + 1e-9).astype(int)
+    keys = np.where(present, g.random(present.shape), np.inf)
+    rank = np.argsort(np.argsort(keys, axis=1, kind="stable"), axis=1, kind="stable")
+    return rank < n_drop[:, None]
+
+
+def exact_missing(x: Arrays, mask: Arrays, rates: dict[str, float], rng: np.random.Generator, zero_fill: bool = True) -> tuple[Arrays, Arrays]:
+    """Per modality m, exactly round(rates[m] · n_present) of each sequence's PRESENT steps made absent,
+    chosen at random (availability's draw with share 1 − rate). Steps already absent (padding
+    included) stay absent and are not counted, so padding never becomes present and the rate is
+    the share of present steps lost. One generator per modality (`_modality_rngs`)."""
+    _check_known(x, mask, list(rates))
+    x, mask = dict(x), dict(mask)
+    for m, g in _modality_rngs(rng, list(rates)).items():
+        steps = _exact_drop(_present(mask[m]), float(rates[m]), g)
+        x[m], mask[m] = _mask_steps(x[m], mask[m], steps, zero_fill)
+    return x, mask
+
+
+def imbalanced_missing(x: Arrays, mask: Arrays, heavy: str, rate: float, rng: np.random.Generator,
+                       factor: float = IMBALANCE_FACTOR, zero_fill: bool = True) -> tuple[Arrays, Arrays]:
+    """Per-modality imbalanced missingness: `heavy` loses exactly a share `rate` of each sequence's
+    present steps, every other modality a share `factor · rate` (`exact_missing`)."""
+    return exact_missing(x, mask, {m: rate if m == heavy else factor * rate for m in x}, rng, zero_fill)
+
+
+def one_present(x: Arrays, mask: Arrays, keep: str, rate: float, rng: np.random.Generator, zero_fill: bool = True) -> tuple[Arrays, Arrays]:
+    """"One modality always present": every modality but `keep` loses exactly a share `rate` of each
+    sequence's present steps (`exact_missing`); `keep` is returned as the same objects, untouched."""
+    _check_known(x, mask, [keep])
+    return exact_missing(x, mask, {m: rate for m in x if m != keep}, rng, zero_fill)
+
+
+def weakest_missing(x: Arrays, mask: Arrays, modalities: Sequence[str], share: float,
+                    mean: dict[str, Any], std: dict[str, Any], zero_fill: bool = True) -> tuple[Arrays, Arrays]:
+    """Missing not at random, driven by the data: in each sequence, the round(share · n_present) present
+    steps of each modality with the WEAKEST signal are made absent, weakness being the L2 norm of the
+    de-normalised features ‖x·std + mean‖₂ (the raw feature vector; `mean`, `std` [D] are the
+    normalisation statistics of the segments). Ties go to the earlier step (stable sort). No
+    randomness: the same data gives the same mask."""
+    _check_known(x, mask, modalities)
+    x, mask = dict(x), dict(mask)
+    for m in modalities:
+        if m not in mean or m not in std:
+            raise ConditionError(f"missing-not-at-random on '{m}' needs its normalisation statistics (mean, std)")
+        present = _present(mask[m])
+        xv = x[m].detach().cpu().numpy() if _is_torch(x[m]) else np.asarray(x[m])
+        raw = xv.astype(np.float64) * np.asarray(std[m], np.float64) + np.asarray(mean[m], np.float64)
+        norm = np.where(present, np.linalg.norm(raw, axis=-1), np.inf)
+        n_drop = np.floor(share * present.sum(axis=1) + 0.5 + 1e-9).astype(int)
+        rank = np.argsort(np.argsort(norm, axis=1, kind="stable"), axis=1, kind="stable")
+        x[m], mask[m] = _mask_steps(x[m], mask[m], rank < n_drop[:, None], zero_fill)
+    return x, mask
+
+
+def burst_steps(valid: np.ndarray, rate: float, mean_len: float, g: np.random.Generator) -> np.ndarray:
+    """[B,T] bool: contiguous spans covering exactly round(rate · L) of each row's valid steps (L = its
+    valid steps, a prefix of the row). Spans have geometric lengths of mean `mean_len` (≥ 1) and
+    uniform random starts within the valid prefix; they are added until the target is reached, the
+    last one cut short so the covered count is exact. Realised runs of missing steps differ from
+    `mean_len`: spans cut at the sequence end and the last one cut short make them shorter,
+    overlapping spans merge into longer ones (tests: within [0.6, 2]·mean_len at rates 0.3–0.6)."""
+    if mean_len < 1:
+        raise ConditionError(f"burst mean length {mean_len} must be at least 1 step")
+    valid = np.asarray(valid, bool)
+    out = np.zeros_like(valid)
+    lengths = valid.sum(axis=1)
+    for b, L in enumerate(lengths):
+        target = int(np.floor(rate * L + 0.5 + 1e-9))
+        covered = 0
+        while covered < target:
+            start = int(g.integers(0, L))
+            span = int(g.geometric(1.0 / mean_len))
+            for t in range(start, min(start + span, L)):
+                if not out[b, t]:
+                    out[b, t] = True
+                    covered += 1
+                    if covered == target:
+                        break
+    return out
+
+
+def bursts(x: Arrays, mask: Arrays, modalities: Sequence[str], rate: float, rng: np.random.Generator,
+           valid: dict[str, Any] | None = None, mean_len: float = BURST_MEAN_STEPS, zero_fill: bool = True) -> tuple[Arrays, Arrays]:
+    """Contiguous bursts: for each modality, spans (`burst_steps`) covering exactly round(rate · L) of
+    each sequence's L valid steps are made absent. `valid[m]` [B,T] marks the steps within the true
+    length (padding False); without it a row's valid steps are those up to its last present one.
+    Only mask values go False, so padding never becomes present."""
+    _check_known(x, mask, modalities)
+    x, mask = dict(x), dict(mask)
+    for m, g in _modality_rngs(rng, modalities).items():
+        present = _present(mask[m])
+        if valid is not None and m in valid:
+            v = np.asarray(valid[m], bool)
+        else:
+            last = np.where(present.any(axis=1), present.shape[1] - np.argmax(present[:, ::-1], axis=1), 0)
+            v = np.arange(present.shape[1])[None, :] < last[:, None]
+        x[m], mask[m] = _mask_steps(x[m], mask[m], burst_steps(v, rate, mean_len, g), zero_fill)
+    return x, mask
