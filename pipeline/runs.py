@@ -26,14 +26,18 @@ from torch import nn
 from pipeline.errors import PipelineError
 from pipeline.metrics import classification_metrics, regression_metrics
 from pipeline.missing import Condition, condition_seed
-from pipeline.models.registry import ModelError, build_model
+from pipeline.missing.inputs import model_inputs
+from pipeline.models.registry import ModelError, build_model, check_layout, takes_valid
 from pipeline.segments import Segments
 from pipeline.store import atomic_path
 from pipeline.train_params import TrainParams
 
 MODEL_FILE = "model.pt"
 HISTORY_FILE = "history.csv"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: models carry an input convention (`missing_input`); see `load_trained`
+# the input convention each model followed before format 3 (when it was not yet a param): MCT-HFR
+# attended zero-filled missing steps, every other model masked them
+LEGACY_MISSING_INPUT = {"mct_hfr": "zero"}
 EVAL_BATCH_SIZE = 64
 STANDARD, ELIMINATE = "standard", "eliminate"
 REGRESSION_TARGETS = ("arousal", "valence")  # the per-step target arrays `Segments` can hold
@@ -61,6 +65,7 @@ class Split:
     mask: dict[str, np.ndarray]
     y: np.ndarray  # [N] int64 labels, or [N,T,K] float32 targets
     y_mask: np.ndarray | None  # [N,T] bool (regression)
+    valid: dict[str, np.ndarray] | None = None  # {mod: [N,T_m] bool} within the true length (None: no padding)
 
     def __len__(self) -> int:
         return len(self.idx)
@@ -113,6 +118,7 @@ def task_split(
         {m: segments.mask[m][idx].astype(bool) for m in modalities},
         y,
         y_mask,
+        {m: segments.valid(m)[idx] for m in modalities},
     )
 
 
@@ -133,6 +139,27 @@ def to_tensors(
     )
 
 
+def valid_tensors(
+    valid: dict[str, np.ndarray] | None, mask: dict[str, np.ndarray], rows: np.ndarray, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The padding masks of `rows` as tensors (every step valid where `valid` is None)."""
+    if valid is None:
+        return {m: torch.ones(len(rows), np.shape(v)[1], dtype=torch.bool, device=device) for m, v in mask.items()}
+    return {m: torch.from_numpy(np.ascontiguousarray(valid[m][rows], dtype=bool)).to(device) for m in mask}
+
+
+def forward(
+    model: nn.Module, x: dict[str, torch.Tensor], mask: dict[str, torch.Tensor], valid: dict[str, torch.Tensor] | None = None
+) -> torch.Tensor:
+    """THE forward pass of a registered model, in training and evaluation alike: the model's input
+    convention (`missing_input`, pipeline/missing/inputs.py) applied to the presence masks `mask` and
+    the padding masks `valid`, and `valid` passed to a model whose forward takes it."""
+    xs, ms = model_inputs(getattr(model, "missing_input", "mask"), x, mask, valid)
+    if takes_valid(model):
+        return model(xs, ms, valid=valid)
+    return model(xs, ms)
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module,
@@ -140,16 +167,20 @@ def predict(
     mask: dict[str, np.ndarray],
     device: torch.device | str = "cpu",
     batch_size: int = EVAL_BATCH_SIZE,
+    valid: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Outputs in eval mode: logits [N, C] or per-step predictions [N, T, K] (mode restored after)."""
+    """Outputs in eval mode: logits [N, C] or per-step predictions [N, T, K] (mode restored after).
+    `valid`: {mod: [N,T_m] bool} the steps within each sequence's true length (None: no padding)."""
     was_training = model.training
     model.eval()
     n = len(next(iter(mask.values())))
     out = []
+    dev = torch.device(device)
     try:
         for start in range(0, n, batch_size):
-            xb, mb = to_tensors(x, mask, np.arange(start, min(start + batch_size, n)), torch.device(device))
-            out.append(model(xb, mb).float().cpu().numpy())
+            rows = np.arange(start, min(start + batch_size, n))
+            xb, mb = to_tensors(x, mask, rows, dev)
+            out.append(forward(model, xb, mb, valid_tensors(valid, mask, rows, dev)).float().cpu().numpy())
     finally:
         model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
@@ -194,8 +225,12 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     blob = _read(path)
     info = _info(path, blob)
     params = info["params"]
+    overrides = dict(params.model_params.get(info["model"]) or {})
+    if blob.get("format", 1) < 3 and "missing_input" not in overrides and "missing" not in overrides:
+        # written before models had an input convention: evaluate it with the one it was trained under
+        overrides["missing_input"] = LEGACY_MISSING_INPUT.get(info["model"], "mask")
     try:
-        model = build_model(info["model"], info["dims"], info["n_outputs"], info["task"], params.model_params.get(info["model"]))
+        model = build_model(info["model"], info["dims"], info["n_outputs"], info["task"], overrides)
         model.load_state_dict(blob["state_dict"])
     except (ModelError, RuntimeError) as e:
         raise TrainError(f"{path}: cannot rebuild the model with this version: {e}") from None
@@ -273,7 +308,20 @@ def run_task(runs: list[tuple[str, int, Path]], segments: Segments) -> tuple[str
     return task, list(targets), modalities
 
 
+def check_model_layout(model: str, layout: str, task: str) -> None:
+    """ModelBuildError (one line naming model, layout and the accepted ones) unless the model takes the
+    segments' layout (`segment.layout`) for this task."""
+    try:
+        check_layout(model, layout, task)
+    except ModelError as e:
+        raise ModelBuildError(f"{e} (segment.layout)") from None
+
+
 def check_fits(path: Path, info: dict[str, Any], segments: Segments) -> None:
+    try:
+        check_layout(info["model"], segments.layout, info["task"])
+    except ModelError as e:
+        raise EvaluateError(f"{path}: {e}; the segments were re-made with another segment.layout: retrain") from None
     lacking = [m for m in info["modalities"] if m not in segments.x]
     if lacking:
         raise EvaluateError(f"{path}: trained on modalities {lacking} that the segments lack ({list(segments.x)})")
@@ -295,7 +343,7 @@ def score_conditions(
     """{condition: (metrics, outputs)} of one run on `split` under each already-applied condition."""
     mods, out = info["modalities"], {}
     for name, (xc, mc) in applied.items():
-        pred = predict(model, {m: xc[m] for m in mods}, {m: mc[m] for m in mods}, device)
+        pred = predict(model, {m: xc[m] for m in mods}, {m: mc[m] for m in mods}, device, valid=split.valid)
         if not np.all(np.isfinite(pred)):
             raise EvaluateError(f"{path}: non-finite outputs under condition '{name}'")
         out[name] = (score(info["task"], split, pred, info["targets"]), pred)

@@ -18,7 +18,8 @@ B, T = 3, 8
 TINY = {"d_model": 16, "heads": 2, "ff_dim": 32, "head_hidden": 16}
 VARIANTS = [
     {},  # the paper's text
-    {"cross_block": "attention", "shared_cross": True, "readout": "last", "l2_normalize": True},  # authors' code
+    {"cross_block": "attention", "shared_cross": True, "shared_qkv": False, "readout": "last", "l2_normalize": True},  # authors' code
+    {"shared_qkv": False},  # independent Q/K/V per block
     {"positions": "sinusoidal", "layers": 2, "dropout": 0.1},
 ]
 
@@ -49,22 +50,35 @@ def _out_shape(task: str, n_out: int) -> tuple[int, ...]:
 
 def test_defaults_follow_004_and_parameter_count_for_affwild2_dims():
     p = Params()
-    assert (p.d_model, p.layers, p.heads, p.readout, p.cross_block, p.shared_cross) == (512, 1, 1, "concat", "transformer", False)
+    assert (p.d_model, p.layers, p.heads, p.readout, p.cross_block, p.shared_cross, p.shared_qkv) == (
+        512, 1, 1, "concat", "transformer", False, True)
+    assert p.missing_input == "zero"
     # §4.2: visual and audio backbones both give 512-d features; valence + arousal per step
     model = build({"visual": 512, "audio": 512}, 2, "regression", p)
     d = 512
-    mha, ff, ln = 4 * (d * d + d), 2 * (d * d + d), 2 * d
-    expected = (
+    lin = d * d + d
+    mha, ff, ln = 4 * lin, 2 * lin, 2 * d
+    common = (
         (2 * d * d + d)  # joint FC 1,024 → 512 (§4.2); 512-d inputs need no projection
         + 3 * (mha + ff + 2 * ln)  # three post-LN encoders, one layer each
-        + 6 * (mha + ff + 3 * ln)  # six cross-attention transformer blocks
         + (mha + ff + 2 * ln)  # final self-attention block over the six tokens
         + (6 * d * 128 + 128) + (128 * 2 + 2)  # FC head on the concatenated tokens
     )
-    assert count_parameters(model) == expected == 16_704_386
+    # §3: per source (A, B, J) one pre-attention LayerNorm and W_Q, W_K, W_V shared by the six blocks;
+    # each block its own output projection, feed-forward and FF LayerNorm
+    shared = common + 3 * (3 * lin + ln) + 6 * (lin + ff + ln)
+    assert count_parameters(model) == shared == 14_331_266
+    independent = build({"visual": 512, "audio": 512}, 2, "regression", Params(shared_qkv=False))
+    assert count_parameters(independent) == common + 6 * (mha + ff + 3 * ln) == 16_704_386
     assert len(model.cross) == 6 and isinstance(model.proj["A"], torch.nn.Identity)
-    code = build({"visual": 512, "audio": 512}, 2, "regression", Params(shared_cross=True))
-    assert len(code.cross) == 3 and count_parameters(model) - count_parameters(code) == 3 * (mha + ff + 3 * ln)
+    # the blocks really share: A←B and A←J use one W_Q; B←A and J←A one W_K, W_V
+    assert model.cross["AB"].attn.q_proj is model.cross["AJ"].attn.q_proj is model.qkv["A"].q
+    assert model.cross["BA"].attn.k_proj is model.cross["JA"].attn.k_proj is model.qkv["A"].k
+    assert model.cross["AB"].attn.out_proj is not model.cross["AJ"].attn.out_proj
+    code = build({"visual": 512, "audio": 512}, 2, "regression", Params(shared_cross=True, shared_qkv=False))
+    assert len(code.cross) == 3 and count_parameters(independent) - count_parameters(code) == 3 * (mha + ff + 3 * ln)
+    with pytest.raises(ValueError, match="exclude each other"):
+        build({"visual": 512, "audio": 512}, 2, "regression", Params(shared_cross=True))
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])

@@ -3,33 +3,23 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pipeline.missing.inputs import model_inputs
 from pipeline.models import registry
 from pipeline.models.mct_hfr import MCTHFR, Params, build, cmd, rescale_factors
 from pipeline.models.pooling import AttentionPooling
 from pipeline.models.registry import ModelEntry
+from pipeline.train import TrainBatch as Batch
 
 DIMS = {"audio": 6, "video": 10, "text": 5}
 B, T = 3, 8
 TINY = dict(d_model=16, heads=2, layers=2, lfi_layers=1, classifier_hidden=8, dropout=0.1, attn_dropout=0.1, embed_dropout=0.1)
 TASKS = {"classification": 4, "regression": 2}
-
-
-@dataclass
-class Batch:  # stand-in for pipeline.train.TrainBatch (same fields)
-    x: dict[str, Tensor]
-    mask: dict[str, Tensor]
-    x_full: dict[str, Tensor]
-    mask_full: dict[str, Tensor]
-    y: Tensor
-    y_mask: Tensor | None
-    epoch: int
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -66,7 +56,7 @@ def _batch(task: str, epoch: int = 1, seed: int = 0) -> Batch:
     x, mask = _inputs(seed)
     xi, mi = _drop_strategy(x, mask)
     y = torch.tensor([0, 1, 3]) if task == "classification" else torch.randn(B, T, 2)
-    return Batch(xi, mi, x, mask, y, None if task == "classification" else torch.ones(B, T, dtype=torch.bool), epoch)
+    return Batch(xi, mi, x, mask, y, None if task == "classification" else torch.ones(B, T, dtype=torch.bool), epoch, None, "zero")
 
 
 # ---- defaults and the paper's size ---------------------------------------------------------------
@@ -75,7 +65,7 @@ def _batch(task: str, epoch: int = 1, seed: int = 0) -> Batch:
 def test_defaults_follow_the_paper_and_parameter_count_matches_table4_layer():
     p = Params()
     assert (p.d_model, p.heads, p.layers, p.kernel_sizes, p.alpha, p.beta) == (128, 4, 4, (3, 3, 1), 0.4, 0.6)
-    assert p.missing == "zero"
+    assert p.missing_input == "zero"
     m = build({"audio": 512, "vision": 512, "text": 768}, 4, "classification", p)
     assert m.kernel == {"audio": 3, "vision": 3, "text": 1}  # paper order (a, v, l), by position
     layer = m.mrau[0]
@@ -124,7 +114,7 @@ def test_rescale_factors_are_eq6():
 
 def test_mrau_attention_weights_match_a_hand_computation():
     torch.manual_seed(0)
-    model = build({"a": 3, "b": 4}, 2, "classification", Params(d_model=8, heads=2, layers=1, missing="mask", max_len={"a": 10, "b": 6})).eval()
+    model = build({"a": 3, "b": 4}, 2, "classification", Params(d_model=8, heads=2, layers=1, max_len={"a": 10, "b": 6})).eval()
     x = {"a": torch.randn(2, 5, 3), "b": torch.randn(2, 4, 4)}  # unequal lengths: concatenation over time
     mask = {"a": torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).bool(), "b": torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]]).bool()}
     enc = model._encode(x, mask, keep_weights=True)
@@ -144,11 +134,12 @@ def test_mrau_attention_weights_match_a_hand_computation():
     assert torch.all(att["a"].last_weights[1, :, :, 5:] == 0)  # b is absent in sample 1
 
 
-def test_zero_mode_attends_zero_filled_steps_mask_mode_does_not():
+def test_zero_convention_attends_zero_filled_steps_mask_convention_does_not():
     x, mask = _inputs()
-    for missing, attends in (("zero", True), ("mask", False)):
-        model = _model(missing=missing).eval()
-        model._encode(x, mask, keep_weights=True)
+    model = _model().eval()
+    for convention, attends in (("zero", True), ("mask", False)):
+        xs, ms = model_inputs(convention, x, mask)
+        model._encode(xs, ms, keep_weights=True)
         w = model.mrau[0].attn["audio"].last_weights  # keys: audio first
         absent = ~mask["audio"]
         got = w[:, :, :, :T].sum(dim=2)[absent.unsqueeze(1).expand(-1, w.shape[1], -1)]
@@ -180,7 +171,7 @@ def test_attention_pooling_is_softmax_of_u_over_valid_steps():
 @pytest.mark.parametrize("task", list(TASKS))
 @pytest.mark.parametrize("missing", ["zero", "mask"])
 def test_forward_backward_with_each_modality_missing(task, missing):
-    model = _model(task, missing=missing)
+    model = _model(task)
     x, mask = _inputs()
     shape = (B, TASKS[task]) if task == "classification" else (B, T, TASKS[task])
     out = model(x, mask)
@@ -193,8 +184,8 @@ def test_forward_backward_with_each_modality_missing(task, missing):
         masked[m][:] = False
         dropped_x = {k: v for k, v in x.items() if k != m}
         dropped_m = {k: v for k, v in mask.items() if k != m}
-        with torch.no_grad():
-            a, b = model(x, masked), model(dropped_x, dropped_m)
+        with torch.no_grad():  # through the input convention, as pipeline.runs.forward does
+            a, b = model(*model_inputs(missing, x, masked)), model(*model_inputs(missing, dropped_x, dropped_m))
         assert a.shape == b.shape == shape and torch.isfinite(a).all() and torch.isfinite(b).all()
         if missing == "mask":  # the architecture implies masked == dropped
             assert torch.allclose(a, b, atol=1e-5)
@@ -255,15 +246,15 @@ def test_lfi_counts_only_missing_positions_and_aux_losses_wait_for_their_epoch()
     # change the complete view only where the incomplete view kept the step: LFI target untouched
     kept = {m: batch.mask[m] for m in DIMS}
     x_full2 = {m: torch.where(kept[m].unsqueeze(-1), batch.x_full[m] + 3.0, batch.x_full[m]) for m in DIMS}
-    other = model.training_loss(Batch(batch.x, batch.mask, x_full2, batch.mask_full, batch.y, None, 1), loss)
+    other = model.training_loss(Batch(batch.x, batch.mask, x_full2, batch.mask_full, batch.y, None, 1, None, "zero"), loss)
     assert torch.allclose(other["lfi"], base["lfi"]) and not torch.allclose(other["gfa"], base["gfa"])
     # change it at a missing step: LFI changes
     missing = {m: batch.mask_full[m] & ~batch.mask[m] for m in DIMS}
     x_full3 = {m: torch.where(missing[m].unsqueeze(-1), batch.x_full[m] + 3.0, batch.x_full[m]) for m in DIMS}
-    third = model.training_loss(Batch(batch.x, batch.mask, x_full3, batch.mask_full, batch.y, None, 1), loss)
+    third = model.training_loss(Batch(batch.x, batch.mask, x_full3, batch.mask_full, batch.y, None, 1, None, "zero"), loss)
     assert third["lfi"] > base["lfi"]
     # nothing dropped: no LFI term; the complete view equals the incomplete one, so CMD(P(h), h) remains
-    same = model.training_loss(Batch(batch.x_full, batch.mask_full, batch.x_full, batch.mask_full, batch.y, None, 1), loss)
+    same = model.training_loss(Batch(batch.x_full, batch.mask_full, batch.x_full, batch.mask_full, batch.y, None, 1, None, "zero"), loss)
     assert same["lfi"] == 0 and torch.allclose(same["gfa_task"], same["task"])
     # authors' code: auxiliary losses from the second epoch
     late = _model(aux_start_epoch=2).eval()
@@ -325,7 +316,7 @@ def test_learns_a_time_continuous_target():
     x = {m: torch.randn(n, t, d) for m, d in dims.items()}
     target = (torch.tanh(x["audio"][..., 0] + x["video"][..., 1]))[..., None]  # [n,t,1]
     mask = {m: torch.ones(n, t, dtype=torch.bool) for m in dims}
-    model = build(dims, 1, "regression", Params(**LEARN, missing="mask"))
+    model = build(dims, 1, "regression", Params(**LEARN, missing_input="mask"))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     tr, te = slice(0, 48), slice(48, n)
     loss = lambda p: 1 - _ccc(target[tr], p)  # noqa: E731

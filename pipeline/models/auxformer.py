@@ -32,11 +32,14 @@ Choices where 001 is silent or where the code differs (all documented options):
 - "Last time step" for masked, variable-length sequences = the LAST PRESENT step of each stream's
   query modality (mask mode) — the authors read index −1 of zero-padded sequences. A stream whose
   query modality is absent for the whole sample gives a zero token.
-- `missing`: "mask" (default; the project contract) puts the presence masks into every attention;
-  "zero" is 001's own handling (§3.6, §4.2): absent inputs zero-filled and every step attended (the
-  code has no padding masks), tokens read at the last step where any modality is present.
-  Either way a modality left out of the input dict is treated as fully absent, so fully masked ==
-  dropped. Training with 001's §3.6 procedure is the `auxformer` strategy in pipeline/missing/strategies.py.
+- Input convention `missing_input` (pipeline/missing/inputs.py): "zero" (default) is 001's own
+  handling (§3.6, §5.2: ablated features replaced by zeros; the authors' code has no masks): missing
+  steps are zeros the model is not told about, and only padding is masked; "mask" masks missing steps
+  out of every attention too. Either way the model masks what its mask calls absent out of every
+  attention and reads each stream at its last unmasked step, and a modality left out of the input dict
+  is treated as fully absent, so fully masked == dropped.
+- Layouts: 001's streams have their own lengths N_v, N_a (§3.1), so each modality may come with its own
+  T (`native`) for classification; per-step regression and `causal` need one grid. Training with 001's §3.6 procedure is the `auxformer` strategy in pipeline/missing/strategies.py.
 - `causal`: the authors' code uses a causal attention mask by default; the paper does not mention
   one: off by default.
 - Regression: 001 is classification only. For time-continuous targets the MLP head is applied at
@@ -59,13 +62,12 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from pipeline.models.blocks import (
     CrossModalEncoder,
     InputEmbedding,
-    PresenceMasks,
     ResidualHead,
     TransformerEncoder,
     TransformerEncoderLayer,
@@ -73,12 +75,12 @@ from pipeline.models.blocks import (
     complete_inputs,
     readout,
 )
+from pipeline.models.registry import ModelParams
 
 
-class NoAuxParams(BaseModel):
+class NoAuxParams(ModelParams):
     """F_av hyper-parameters (baseline 1, §4.5.1: "the same settings as the proposed model")."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     d_model: int | None = Field(
         None, ge=1, description="§3.1: None = smallest input width (audio, 130) rounded up to a multiple of heads"
     )
@@ -90,7 +92,9 @@ class NoAuxParams(BaseModel):
     mlp_hidden: int = Field(260, ge=1, description="§4.3: MLP hidden units 260")
     project_all: bool = Field(False, description="authors' code: Conv1d on every stream (paper: video only)")
     causal: bool = Field(False, description="authors' code: causal attention mask (paper silent: off)")
-    missing: Literal["mask", "zero"] = Field("mask", description="'mask' (contract) or 'zero' (001 §3.6 zero-fill)")
+    missing_input: Literal["mask", "zero"] = Field(
+        "zero", description="001 §3.6, §5.2: missing features replaced by zeros, the model is not told"
+    )
 
 
 class _AuxFields(NoAuxParams):
@@ -169,14 +173,22 @@ class AuxiliaryNetworks(nn.Module):
         )
         self.head = ResidualHead(d, p.aux_hidden, n_outputs, p.out_dropout)
 
-    def forward(self, e: dict[str, Tensor], miss: PresenceMasks, attn: Tensor | None, per_step: bool) -> dict[str, Tensor]:
+    def forward(self, e: dict[str, Tensor], masks: dict[str, Tensor], attn: Tensor | None, per_step: bool) -> dict[str, Tensor]:
         out = {}
         for m, enc in self.encoders.items():
             h = e[m]
             for _ in range(self.repeats):
-                h = enc(h, key_mask=miss.keys(m), attn_mask=attn)
-            out[m] = self.head(readout(h, miss.read(m), per_step))
+                h = enc(h, key_mask=masks[m], attn_mask=attn)
+            out[m] = self.head(readout(h, masks[m], per_step))
         return out
+
+
+def _causal(causal: bool, masks: dict[str, Tensor]) -> Tensor | None:
+    """The authors' causal attention mask [T,T] (one grid: checked by complete_inputs), or None."""
+    if not causal:
+        return None
+    ref = next(iter(masks.values()))
+    return causal_mask(ref.shape[1], ref.device)
 
 
 def _weighted(task_loss, preds: list[Tensor], weights: tuple[float, ...], names: list[str]) -> dict[str, Tensor]:
@@ -217,19 +229,17 @@ class AuxFormer(nn.Module):
         self.aux = AuxiliaryNetworks(self.modalities, d, n_outputs, p) if auxiliary else None
 
     def _run(self, x: dict[str, Tensor], mask: dict[str, Tensor], auxiliary: bool) -> tuple[Tensor, dict[str, Tensor]]:
-        xs, ms = complete_inputs(self.modalities, x, mask, self.dims)
-        miss = PresenceMasks(self.p.missing, ms)
-        t = xs[self.modalities[0]].shape[1]
-        attn = causal_mask(t, ms[self.modalities[0]].device) if self.p.causal else None
+        xs, ms = complete_inputs(self.modalities, x, mask, self.dims, same_length=self.per_step or self.p.causal)
+        attn = _causal(self.p.causal, ms)
         e = {m: self.embed[m](xs[m], ms[m]) for m in self.modalities}
         tokens = []
         for m in self.modalities:
             s = self.source[m]
-            h = self.fusion[m](e[m], e[s], miss.keys(s), attn)
-            h = self.self_attn[m](h, key_mask=miss.keys(m), attn_mask=attn)
-            tokens.append(readout(h, miss.read(m), self.per_step))
+            h = self.fusion[m](e[m], e[s], ms[s], attn)
+            h = self.self_attn[m](h, key_mask=ms[m], attn_mask=attn)
+            tokens.append(readout(h, ms[m], self.per_step))
         main = self.head(torch.cat(tokens, dim=-1))
-        aux = self.aux(e, miss, attn, self.per_step) if auxiliary and self.aux is not None else {}
+        aux = self.aux(e, ms, attn, self.per_step) if auxiliary and self.aux is not None else {}
         return main, aux
 
     def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> Tensor:
@@ -241,7 +251,7 @@ class AuxFormer(nn.Module):
 
     def training_loss(self, batch, task_loss) -> dict[str, Tensor]:
         """Eq. 6 on the (strategy-altered) batch: 'total', 'main', 'aux_<mod>'."""
-        main, aux = self._run(batch.x, batch.mask, auxiliary=True)
+        main, aux = self._run(*batch.inputs(), auxiliary=True)
         if not aux:
             return {"total": task_loss(main)}
         names = ["main"] + [f"aux_{m}" for m in self.modalities]
@@ -273,17 +283,16 @@ class UnimodalAuxFormer(nn.Module):
     def _run(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         xs, ms = complete_inputs(self.modalities, x, mask, self.dims)
         (m,) = self.modalities
-        miss = PresenceMasks(self.p.missing, ms)
-        attn = causal_mask(xs[m].shape[1], xs[m].device) if self.p.causal else None
+        attn = _causal(self.p.causal, ms)
         e = self.embed(xs[m], ms[m])
-        h = self.self_attn(e, key_mask=miss.keys(m), attn_mask=attn)
-        main = self.head(readout(h, miss.read(m), self.per_step))
-        return main, self.aux({m: e}, miss, attn, self.per_step)[m]
+        h = self.self_attn(e, key_mask=ms[m], attn_mask=attn)
+        main = self.head(readout(h, ms[m], self.per_step))
+        return main, self.aux({m: e}, ms, attn, self.per_step)[m]
 
     def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> Tensor:
         main, aux = self._run(x, mask)
         return (main + aux) / 2
 
     def training_loss(self, batch, task_loss) -> dict[str, Tensor]:
-        main, aux = self._run(batch.x, batch.mask)
+        main, aux = self._run(*batch.inputs())
         return _weighted(task_loss, [main, aux], self.p.loss_weights, ["main", f"aux_{self.modalities[0]}"])

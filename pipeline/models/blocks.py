@@ -5,9 +5,10 @@ What lives where in pipeline/models/:
   `TransformerEncoderLayer`/`TransformerEncoder` (post- or pre-LN self-attention), `CrossAttentionBlock`
   and `CrossModalEncoder` (MulT's crossmodal transformer, a stack of them; MulT and AuxFormer),
   positions (`sinusoidal_positions`, `SinusoidalPositionalEncoding`, `LearnedPositionalEncoding`),
+  `SourceProjections`/`share_qkv` (Q/K/V shared across cross blocks, JMT),
   `InputEmbedding` and `ResidualHead` (MulT's input and output blocks; AuxFormer reuses both), `mlp`
   (the two-layer FC head), and the mask helpers `masked_softmax`, `masked_mean`, `last_present`,
-  `readout`, `PresenceMasks`, `causal_mask`, `check_inputs`, `complete_inputs`.
+  `readout`, `causal_mask`, `check_inputs`, `complete_inputs`.
 - pooling.py (attention pooling), tcn.py (temporal convolutional network), cnn1d.py (JMT's
   physiological backbone): other reusable layers, one kind per file.
 - one module per paper (crossmodal, mct_hfr, mmte, late_fusion, auxformer, mult, jmt): its Params,
@@ -205,6 +206,28 @@ class CrossAttentionBlock(nn.Module):
         return x + self.drop(self.ff(self.norm_ff(x)))
 
 
+class SourceProjections(nn.Module):
+    """One source's LayerNorm and W_Q, W_K, W_V, to be shared by every cross block the source enters
+    (`share_qkv`; JMT, 004 §3: "the K, V and Q matrices are shared among the six transformer blocks")."""
+
+    def __init__(self, d_model: int, norm: bool = True, bias: bool = True) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model) if norm else nn.Identity()
+        self.q = nn.Linear(d_model, d_model, bias=bias)
+        self.k = nn.Linear(d_model, d_model, bias=bias)
+        self.v = nn.Linear(d_model, d_model, bias=bias)
+
+
+def share_qkv(block: nn.Module, query: SourceProjections, context: SourceProjections) -> None:
+    """Tie a `CrossAttentionBlock` (or any module with an `attn: MultiHeadAttention`) to shared
+    projections: its queries from `query`'s W_Q (and LayerNorm), its keys/values from `context`'s W_K,
+    W_V (and LayerNorm). The block keeps its own output projection, feed-forward and FF LayerNorm."""
+    block.attn.q_proj = query.q
+    block.attn.k_proj, block.attn.v_proj = context.k, context.v
+    if isinstance(block, CrossAttentionBlock):
+        block.norm_q, block.norm_kv = query.norm, context.norm
+
+
 class CrossModalEncoder(nn.Module):
     """MulT's crossmodal transformer (Tsai et al. 2019; AuxFormer's fusion attention, 001 §3.2): `layers`
     pre-LN `CrossAttentionBlock`s with a 4·d feed-forward + a final LayerNorm.
@@ -317,23 +340,6 @@ def readout(h: Tensor, read: Tensor, per_step: bool) -> Tensor:
     return h * read.unsqueeze(-1) if per_step else last_present(h, read)
 
 
-class PresenceMasks:
-    """How MulT and AuxFormer use presence masks [B,T] in their `missing` mode: "mask" gives each
-    modality's mask to attention (`keys`) and reads it at its own mask (`read`); "zero" gives no key
-    mask and reads every modality where ANY modality is present."""
-
-    def __init__(self, mode: str, masks: dict[str, Tensor]) -> None:
-        self.use_mask = mode == "mask"
-        self.masks = masks
-        self.any = torch.stack(list(masks.values())).any(dim=0)
-
-    def keys(self, m: str) -> Tensor | None:
-        return self.masks[m] if self.use_mask else None
-
-    def read(self, m: str) -> Tensor:
-        return self.masks[m] if self.use_mask else self.any
-
-
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean of x [B,T,d] over the steps where mask [B,T] is True -> [B,d]; zeros where none is."""
     m = mask.unsqueeze(-1).to(x.dtype)
@@ -367,11 +373,12 @@ def check_inputs(
 
 
 def complete_inputs(
-    modalities: list[str], x: dict[str, Tensor], mask: dict[str, Tensor], dims: dict[str, int]
+    modalities: list[str], x: dict[str, Tensor], mask: dict[str, Tensor], dims: dict[str, int], same_length: bool = True
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Check the inputs and materialise a modality left out of the dict as zeros with an all-False mask
-    (so dropped == fully masked)."""
-    given = check_inputs(x, mask, modalities)
+    (so dropped == fully masked). `same_length=False`: the given modalities may each have their own T
+    (a left-out one gets the first given one's)."""
+    given = check_inputs(x, mask, modalities, same_length=same_length)
     ref = x[given[0]]
     b, t = ref.shape[:2]
     xs = {m: x[m] if m in x else ref.new_zeros(b, t, dims[m]) for m in modalities}

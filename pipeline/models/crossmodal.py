@@ -18,25 +18,33 @@ Defaults from 002 §3.3: 2 self-attention layers per branch, 512 nodes, 4 heads 
   per-step representation is averaged over the steps where ANY modality is present (masked mean)
   before the dense layer. The paper has no pooling step.
 
-Missing modalities: masks (True = present) go into every attention, so absent steps are never
-attended to, and each modality's component is zeroed where that modality is absent. A modality whose
+Missing modalities: the model masks what its mask says is absent (True = present) out of every
+attention, so those steps are never attended to, and each modality's component is zeroed where that modality is absent. A modality whose
 mask is all False for a sample therefore contributes exactly nothing, and a modality left out of the
-input dict gives the same output as one that is fully masked.
+input dict gives the same output as one that is fully masked. Which steps the mask calls absent is the
+input convention (`missing_input`, pipeline/missing/inputs.py): 002 zeroes ablated frames and does not
+tell the model (§2.2, §3.1), so the default is "zero" (mask = padding only); "mask" masks them out.
+Layouts: one grid (the fused representation is a per-step sum).
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from pipeline.models.blocks import check_inputs, MultiHeadAttention, SinusoidalPositionalEncoding, TransformerEncoder, masked_mean
+from pipeline.models.registry import ModelParams
 
 
-class Params(BaseModel):
+class Params(ModelParams):
     """Hyper-parameters; defaults from 002 §3.3 where it gives them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    missing_input: Literal["mask", "zero"] = Field(
+        "zero", description="002 §2.2, §3.1: ablated clips/frames are zeroed, the model is not told"
+    )
     d_model: int = Field(512, ge=8, description="002 §3.3: 512 nodes")
     layers: int = Field(2, ge=1, description="002 §3.3: 2 self-attention layers per branch")
     heads: int = Field(4, ge=1, description="002 §3.3: 4 heads")

@@ -14,6 +14,13 @@ prediction". Each six-vector sequence belongs to one time step (one 512-d vector
 
 What we follow (default = the paper's text; `Params` offers the authors' code where cheap, see
 /work/shared/seeds/IMPLEMENTATION_NOTES.md and the repository's models/mm_multi_transformers.py):
+- Q/K/V sharing: `shared_qkv=True` (default; §3: "the K (key matrix), V (value matrix), and Q (query
+  matrix) vectors are shared among the six transformer blocks"; §3.2: "the query matrix Q is shared
+  with the key K and value V matrix of the other source"): each source s ∈ {A, B, J} has ONE W_Q^s,
+  W_K^s, W_V^s (and one pre-attention LayerNorm) used by every cross block it enters — as query in its
+  two blocks s←·, as keys/values in the two blocks ·←s (blocks.py `SourceProjections`, `share_qkv`).
+  Each block keeps its own output projection, feed-forward and FF LayerNorm (what makes it one of
+  "six transformer blocks"). `shared_qkv=False`: independent projections per block (the earlier reading).
 - cross blocks: `cross_block="transformer"` (default; §3 "six transformer blocks": blocks.py's
   `CrossAttentionBlock`, attention + feed-forward with residuals) or "attention" (code: a bare
   multi-head attention, no residual); `shared_cross=False` (default: six blocks) or True (code: three
@@ -39,7 +46,12 @@ pipeline/train.py) and pain estimation (BioVid, accuracy). 'regression' returns 
 'classification' (paper silent on how a sequence is pooled) averages each step's fused representation
 over the steps where A or B is present, then applies the head.
 
-Missing modalities: an absent step of A or B is zero-filled after its input projection, so the joint
+Input convention (`missing_input`, pipeline/missing/inputs.py): "zero" (default): 004 §4.1 replaces
+missing visual frames by black frames and the authors' code has no masks, so the model is not told;
+its masks then only exclude padding. "mask" masks missing steps too. Layouts: one grid (the joint FC
+concatenates A and B per step).
+
+Missing modalities (what the mask calls absent): an absent step of A or B is zero-filled after its input projection, so the joint
 FC sees [0; f_A] where B is absent (the FC's bias remains); the joint step is present where A OR B is.
 Masks go into every attention (encoders, cross blocks, final block), so absent steps are never keys; a
 cross token q←k counts as present at a step where q is present and k has any present step, and absent
@@ -55,7 +67,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from pipeline.models.blocks import (
@@ -65,17 +77,23 @@ from pipeline.models.blocks import (
     SinusoidalPositionalEncoding,
     TransformerEncoder,
     masked_mean,
+    SourceProjections,
     mlp,
+    share_qkv,
 )
+from pipeline.models.registry import ModelParams
 
 # (query, context) of the six cross blocks, in the authors' stacking order (their last token = B←J)
 CROSS_ORDER: tuple[tuple[str, str], ...] = (("A", "B"), ("B", "A"), ("J", "A"), ("A", "J"), ("J", "B"), ("B", "J"))
 
 
-class Params(BaseModel):
+class Params(ModelParams):
     """Hyper-parameters; defaults from 004 §3/§4.2 where given, else the authors' code (see module doc)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    missing_input: Literal["mask", "zero"] = Field(
+        "zero", description="004 §4.1: missing frames become black frames; authors' code: no masks"
+    )
+    shared_qkv: bool = Field(True, description="004 §3: Q, K, V shared among the six blocks; False = independent")
     d_model: int = Field(512, ge=8, description="004 §4.2: 512-d features, joint FC 1,024 → 512, cross outputs 512")
     layers: int = Field(1, ge=1, description="paper silent; authors' config num_layers=1")
     heads: int = Field(1, ge=1, description="paper silent; authors' config num_heads=1")
@@ -120,6 +138,7 @@ def build(dims: dict[str, int], n_outputs: int, task: str, params: Params) -> "J
         head_hidden=params.head_hidden,
         cross_block=params.cross_block,
         shared_cross=params.shared_cross,
+        shared_qkv=params.shared_qkv,
         readout=params.readout,
         positions=params.positions,
         l2_normalize=params.l2_normalize,
@@ -158,6 +177,7 @@ class JointMultimodalTransformer(nn.Module):
         head_hidden: int = 128,  # paper silent; authors' regressor
         cross_block: str = "transformer",  # §3 "six transformer blocks"
         shared_cross: bool = False,  # §3.2 six blocks
+        shared_qkv: bool = True,  # §3: Q, K, V shared among the six blocks
         readout: str = "concat",  # Fig. 2
         positions: str = "none",  # paper silent; authors' code
         l2_normalize: bool = False,  # paper silent
@@ -169,6 +189,11 @@ class JointMultimodalTransformer(nn.Module):
             raise ValueError(f"JMT fuses exactly two modalities, got {list(dims)}")
         if cross_block not in ("transformer", "attention") or readout not in ("concat", "last"):
             raise ValueError(f"unknown cross_block {cross_block!r} or readout {readout!r}")
+        if shared_qkv and shared_cross:
+            raise ValueError(
+                "shared_cross (the authors' three blocks, each used with two contexts) and shared_qkv (one K/V per "
+                "context source) exclude each other; set model.jmt.params.shared_qkv: false with shared_cross"
+            )
         self.modalities = list(dims)  # [A, B]
         self.dims = dict(dims)
         self.ignored = set(ignored or [])
@@ -190,6 +215,12 @@ class JointMultimodalTransformer(nn.Module):
 
         names = sorted({q for q, _ in CROSS_ORDER}) if shared_cross else [q + k for q, k in CROSS_ORDER]
         self.cross = nn.ModuleDict({n: cross() for n in names})
+        # §3: one W_Q, W_K, W_V (and pre-attention LayerNorm) per source, shared by the six blocks
+        self.qkv = None
+        if shared_qkv:
+            self.qkv = nn.ModuleDict({s: SourceProjections(d_model, norm=cross_block == "transformer") for s in "ABJ"})
+            for q, k in CROSS_ORDER:
+                share_qkv(self.cross[q if shared_cross else q + k], self.qkv[q], self.qkv[k])
         self.final = TransformerEncoder(d_model, heads, layers, ff, dropout)  # §3.2 self-attention over six tokens
         self.final_attn = MultiHeadAttention(d_model, heads, dropout) if readout == "last" else None
         head_in = len(CROSS_ORDER) * d_model if readout == "concat" else d_model

@@ -27,15 +27,20 @@ modalities present anywhere in the sample.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from pipeline.models.blocks import check_inputs, masked_mean, masked_softmax, mlp
+from pipeline.models.registry import ModelParams
 
 
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Params(ModelParams):
+    missing_input: Literal["mask", "zero"] = Field(
+        "mask", description="000 §6.1 / MuSe 2022 silent (no gaps in its data); our fusion leaves a missing branch out"
+    )
     d_rnn: int = Field(64, ge=1, description="MuSe 2022 main.py default (stress scripts: 16-128 per feature)")
     rnn_layers: int = Field(2, ge=1, description="MuSe 2022 stress scripts: 2 or 4 per feature")
     bidirectional: bool = Field(False, description="MuSe 2022: off except for biosignals")
@@ -79,11 +84,13 @@ class LateFusionLSTM(nn.Module):
         self.fusion_logits = nn.Parameter(torch.zeros(len(dims)))  # equal weights at start
 
     def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> Tensor:
-        present = check_inputs(x, mask, self.modalities)
+        # per-step fusion needs one grid; per-clip classification takes each modality at its own length
+        present = check_inputs(x, mask, self.modalities, same_length=self.per_step)
         preds = torch.stack([self.branches[m](x[m], mask[m].bool()) for m in present], dim=-1)  # [...,K,M]
-        valid = torch.stack([mask[m].bool() for m in present], dim=-1)  # [B,T,M]
-        if not self.per_step:
-            valid = valid.any(dim=1)  # [B,M]: present anywhere in the clip
+        if self.per_step:
+            valid = torch.stack([mask[m].bool() for m in present], dim=-1)  # [B,T,M]
+        else:  # [B,M]: present anywhere in the clip
+            valid = torch.stack([mask[m].bool().any(dim=1) for m in present], dim=-1)
         logits = self.fusion_logits[[self.modalities.index(m) for m in present]]
         w = masked_softmax(logits.expand(valid.shape), valid)  # zeros where nothing is present
         return (preds * w.unsqueeze(-2)).sum(dim=-1)

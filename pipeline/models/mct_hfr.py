@@ -6,7 +6,8 @@ Main path (003 §4.1–4.2; the only path at inference):
 - N = 4 stacked MRAUs (Eqs. 6–10). Each modality m has its own W_Q^m, W_K^m, W_V^m (and output
   projection), computed ONCE per layer and shared by all M reinforcements of that layer (§4.1.2). Keys
   are re-scaled per sample, Eq. 6: K'_m = γ_b·γ_e·K_m with γ_b = 1/√T_m (T_m = the modality's
-  non-padded tokens) and γ_e = log_{ΣT_max} ΣT; the hyper-modality is the time-wise concatenation of
+  non-padded tokens: the sample's true length, `valid[m].sum()`, never the padded length) and
+  γ_e = log_{ΣT_max} ΣT; the hyper-modality is the time-wise concatenation of
   all given modalities' K'_m / V_m (Eqs. 7–8); every modality's queries attend to it, then post-LN
   residual + FFN (Eqs. 9–10).
 - Attention-based pooling ([40], `pooling.AttentionPooling`) per modality, concatenation h (fixed
@@ -41,19 +42,23 @@ Where the paper is silent we choose, and say so (IMPLEMENTATION_NOTES = the auth
 - Auxiliary losses from epoch `aux_start_epoch` (default 1: Eq. 18 from the start; the authors' code
   starts them at epoch 2, set 2 for that). Before it, only the task loss.
 - T_max (γ_e's base): `max_len[m]` where given (003 §5.3 uses 400/40/50 for audio/vision/text at their
-  native rates), else the input's sequence length. Summed over ALL the model's modalities, so a modality
-  dropped from the input dict and one fully masked give the same γ_e (mask mode).
+  native rates), else the modality's padded input length T_m (a property of the segments, the same for
+  every batch). Summed over ALL the model's modalities (a modality dropped from the input dict counts
+  its T_max too). With `max_len` set, padding a sample changes nothing (tests check this).
 - Regression (time-continuous, not in the paper): all given modalities must share T (the common grid);
   the prediction at step t is the FC head on the concatenation of every modality's MRAU output E_m[t]
   (zero for a modality absent at t in mask mode, or not given). LFI/GFA still apply (CMD on the pooled
   vectors, the complete view's task loss = its CCC loss).
 
-Missing tokens (`missing`): the paper zero-fills missing features ([UNK] tokens for text, zero vectors
-for audio/vision, §5.2) and still attends to them (IMPLEMENTATION_NOTES), so default `missing="zero"`:
-absent steps are zero-filled and count as tokens (T_m = T). `missing="mask"` excludes absent steps from
-every attention and the pooling (T_m = number of present steps); then a fully masked modality gives
-exactly the output of that modality dropped from the dict. In zero mode it does not (zeros are tokens);
-a fully masked modality still gives finite outputs.
+Inputs and padding: forward(x, mask, valid=None). `valid[m]` [B,T_m] marks the steps within each
+sample's true length (padding False; None = the mask); T_m of Eq. 6 is its count, and padding is never
+a key nor pooled. Each modality may have its own T_m (unaligned, 003 §3.1: layout `native`).
+Missing tokens are the input convention `missing_input` (pipeline/missing/inputs.py): the paper
+zero-fills missing features ([UNK] tokens for text, zero vectors for audio/vision, §5.2) and still
+attends to them (IMPLEMENTATION_NOTES), so the default is "zero": missing steps are zero tokens the
+model is not told about (its mask = valid). "mask" excludes them from every attention and the pooling
+(T_m still counts the true length). Called without `valid` (T_m = the mask's count), a fully masked
+modality gives exactly the output of that modality dropped from the dict.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from pipeline.models.blocks import (
@@ -76,12 +81,12 @@ from pipeline.models.blocks import (
     mlp,
 )
 from pipeline.models.pooling import AttentionPooling
+from pipeline.models.registry import ModelParams
 
 
-class Params(BaseModel):
+class Params(ModelParams):
     """Hyper-parameters; defaults from 003 §5.3 / §6.2.4 where given."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     d_model: int = Field(128, ge=4, description="003 §5.3: Conv1D output channels d = 128 (= 4 heads × 32)")
     heads: int = Field(4, ge=1, description="003 §5.3: 4 heads of d_k = 32")
     layers: int = Field(4, ge=1, description="003 §5.3: N = 4 stacked MRAUs")
@@ -96,7 +101,9 @@ class Params(BaseModel):
     )
     gamma_b: bool = Field(True, description="003 Eq. 6 balance factor 1/√T_m (False = Table 5 ablation)")
     gamma_e: bool = Field(True, description="003 Eq. 6 extrapolation factor log_{ΣT_max} ΣT (False = ablation)")
-    missing: Literal["zero", "mask"] = Field("zero", description="003 §5.2: missing features zero-filled and attended")
+    missing_input: Literal["zero", "mask"] = Field(
+        "zero", description="003 §5.2: missing features zero-filled and attended (authors' code: zeroed, attended)"
+    )
     ff_mult: int = Field(4, ge=1, description="paper silent; code: 4·d FFN")
     dropout: float = Field(0.1, ge=0, lt=1, description="paper silent; code: residual/ReLU dropout 0.1")
     attn_dropout: float = Field(0.1, ge=0, lt=1, description="paper silent; code: 0.1")
@@ -253,30 +260,35 @@ class MCTHFR(nn.Module):
         present = check_inputs(x, mask, self.modalities, same_length=self.per_step)
         return present
 
-    def _encode(self, x: dict[str, Tensor], mask: dict[str, Tensor], keep_weights: bool = False) -> dict[str, dict[str, Tensor]]:
+    def _encode(
+        self, x: dict[str, Tensor], mask: dict[str, Tensor], valid: dict[str, Tensor] | None = None, keep_weights: bool = False
+    ) -> dict[str, dict[str, Tensor]]:
         """{'h': embedded inputs H_m, 'e': MRAU outputs E_m, 'valid': token masks} for the given modalities."""
         present = self._check(x, mask)
-        h, valid = {}, {}
+        h, keys, counts = {}, {}, {}
         for m in present:
-            present_steps = mask[m].bool()
-            # zero-fill absent steps (003 §5.2; also stops a stray NaN/inf from leaking via 0·x)
-            xm = x[m].masked_fill(~present_steps.unsqueeze(-1), 0.0)
+            keys[m] = mask[m].bool()
+            if valid is not None and tuple(valid[m].shape) != tuple(keys[m].shape):
+                raise ValueError(f"modality '{m}': valid {tuple(valid[m].shape)} and mask {tuple(keys[m].shape)} differ")
+            # zero-fill what is not attended (003 §5.2; also stops a stray NaN/inf from leaking via 0·x)
+            xm = x[m].masked_fill(~keys[m].unsqueeze(-1), 0.0)
             hm = self.conv[m](xm.transpose(1, 2)).transpose(1, 2)  # Eq. 3
             if self.p.scale_embedding:
                 hm = hm * math.sqrt(self.p.d_model)
             h[m] = self.embed_drop(self.pos(hm))  # Eq. 4
-            valid[m] = present_steps if self.p.missing == "mask" else torch.ones_like(present_steps)
-        counts = {m: valid[m].sum(dim=1).to(h[m].dtype) for m in present}
-        t_in = max(x[m].shape[1] for m in present)
-        sum_tmax = float(sum(self.p.max_len.get(m, t_in) for m in self.modalities))
+            # T_m of Eq. 6: the sample's true length (non-padded tokens), not the padded T
+            counts[m] = (keys[m] if valid is None else valid[m].bool()).sum(dim=1).to(h[m].dtype)
+        t_pad = {m: x[m].shape[1] for m in present}
+        t_default = max(t_pad.values())
+        sum_tmax = float(sum(self.p.max_len.get(m, t_pad.get(m, t_default)) for m in self.modalities))
         scale = rescale_factors(counts, sum_tmax, self.p.gamma_b, self.p.gamma_e)
         e = h
         for layer in self.mrau:
-            out = layer(e, valid, scale, keep_weights)
+            out = layer(e, keys, scale, keep_weights)
             e = {m: out[m] + e[m] for m in out} if self.p.outer_residual else out
         if self.final_norm is not None:
             e = {m: self.final_norm[m](e[m]) for m in e}
-        return {"h": h, "e": e, "valid": valid}
+        return {"h": h, "e": e, "valid": keys}
 
     def _global(self, enc: dict[str, dict[str, Tensor]], like: Tensor) -> Tensor:
         """h of Eq. 11: pooled vectors of all model modalities concatenated (zeros for one not given)."""
@@ -299,13 +311,15 @@ class MCTHFR(nn.Module):
         ]
         return self.head(torch.cat(steps, dim=-1))
 
-    def _run(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, dict[str, Tensor]]]:
-        enc = self._encode(x, mask)
+    def _run(
+        self, x: dict[str, Tensor], mask: dict[str, Tensor], valid: dict[str, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor, dict[str, dict[str, Tensor]]]:
+        enc = self._encode(x, mask, valid)
         g = self._global(enc, next(iter(enc["e"].values())))
         return self._predict(enc, g), g, enc
 
-    def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> Tensor:
-        return self._run(x, mask)[0]
+    def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor], valid: dict[str, Tensor] | None = None) -> Tensor:
+        return self._run(x, mask, valid)[0]
 
     # ---- training-only branch (003 §4.3–4.4) ----------------------------------------------------
 
@@ -334,11 +348,11 @@ class MCTHFR(nn.Module):
 
     def training_loss(self, batch, task_loss) -> dict[str, Tensor]:
         """L = CE + α·L_GFA + β·L_LFI (003 Eq. 18); only the task loss before `aux_start_epoch`."""
-        pred, g, enc = self._run(batch.x, batch.mask)
+        pred, g, enc = self._run(*batch.inputs(), batch.valid)
         task = task_loss(pred)
         if batch.epoch < self.p.aux_start_epoch or (self.p.alpha == 0 and self.p.beta == 0):
             return {"total": task, "task": task}
-        pred_full, g_full, _ = self._run(batch.x_full, batch.mask_full)  # complete view, shared encoder
+        pred_full, g_full, _ = self._run(*batch.inputs_full(), batch.valid)  # complete view, shared encoder
         gfa_task = task_loss(pred_full)
         gfa_cmd = self._gfa_cmd(g, g_full)
         gfa = gfa_task + gfa_cmd  # Eq. 17

@@ -26,7 +26,8 @@ hidden 32) → linear (№3). "For both … the input is the concatenation of al
 [r_t^1 ‖ … ‖ r_t^M] over the model's fixed modality list, with zeros in the slot of a modality absent
 at t (or dropped from the input dict) — a fixed-width concatenation has no other way to say "absent".
 
-Missing modalities: absent steps are never attended to (encoder key mask, decoder cross-attention key
+Missing modalities (input convention `missing_input`, pipeline/missing/inputs.py; 000 §4: "mask"):
+absent steps are never attended to (encoder key mask, decoder cross-attention key
 mask); a fully masked modality gives the same output as the modality dropped from the dict, for all
 three models. A step where no modality is present still gets a prediction (the decoder's recurrence
 runs through it with an empty cross-attention; the baselines see all-zero inputs there).
@@ -48,7 +49,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from pipeline.models.blocks import (
@@ -60,14 +61,17 @@ from pipeline.models.blocks import (
     masked_mean,
     mlp,
 )
+from pipeline.models.registry import ModelParams
 from pipeline.models.tcn import TCN
 
 
-class EncoderParams(BaseModel):
+class EncoderParams(ModelParams):
     """MMTE hyper-parameters (000 §5.3). lr 1e-4 (Adam β=(0.9, 0.999), halved after 5 epochs without
     improvement), batch 64, ≤ 100 epochs, early stop after 15 — those are TrainParams, not here."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    missing_input: Literal["mask", "zero"] = Field(
+        "mask", description="000 §2.2, §4: the attention simply does not attend to a missing modality"
+    )
     d_model: int = Field(64, ge=2, description="000 §5.3: d_model = 64")
     tcn_layers: int = Field(6, ge=1, description="000 §5.3: TCN with 6 layers")
     tcn_kernel: int = Field(9, ge=1, description="000 §5.3: kernel size 9 (ReLU)")

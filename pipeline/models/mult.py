@@ -18,15 +18,18 @@ for queries and keys/values): 2·30 per crossmodal layer × 10 layers.
 This module holds MulT's Params, builder and model only. Its layers are shared with AuxFormer (001
 builds on MulT's crossmodal transformer) and live in blocks.py: `InputEmbedding`, `CrossModalEncoder`
 (stacked `CrossAttentionBlock`s; the causal option is their `attn_mask`), `ResidualHead`, and the
-helpers `PresenceMasks` (the `missing` modes), `readout`, `complete_inputs`, `causal_mask`.
+helpers `readout`, `complete_inputs`, `causal_mask`.
 
 Choices where MulT/001 are silent or differ:
 - MulT's code uses a causal attention mask by default; neither paper mentions it: `causal=False`
   (default, the papers' text), `True` = MulT's code.
-- Missing modalities (`missing`): "mask" (default) puts the presence masks into every attention, reads
-  each target at its LAST PRESENT step, and zeroes a target's per-step outputs where it is absent;
-  "zero" zero-fills absent inputs and attends to every step (no padding masks, as MulT's code and 001's
-  zero-filling training of §3.6), reading the last step where any modality is present.
+- Missing modalities: the model puts its masks into every attention, reads each target at its LAST
+  unmasked step, and zeroes a target's per-step outputs where it is masked. Which steps are masked is
+  the input convention `missing_input` (pipeline/missing/inputs.py): "zero" (default; MulT's code has
+  no masks and 001 trains and tests its baselines on zeroed features, §3.6, §5.2) masks padding only,
+  "mask" masks missing steps too.
+- Layouts: MulT is built for unaligned sequences, so each modality may have its own T (`native`) for
+  classification; per-step regression and `causal` need one grid.
   A modality that is fully absent in a sample gives a zero token (and, in mask mode, adds nothing
   through attention); a modality left out of the input dict is treated as fully absent, so fully
   masked == dropped.
@@ -39,27 +42,26 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from pipeline.models.blocks import (
     CrossModalEncoder,
     InputEmbedding,
-    PresenceMasks,
     ResidualHead,
     TransformerEncoder,
     causal_mask,
     complete_inputs,
     readout,
 )
+from pipeline.models.registry import ModelParams
 
 Missing = Literal["mask", "zero"]
 
 
-class Params(BaseModel):
+class Params(ModelParams):
     """MulT hyper-parameters; 001 §4.5.2 gives none, so MulT's published (code) defaults."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     d_model: int = Field(30, ge=1, description="MulT: d_l = d_a = d_v = 30 (width per modality)")
     heads: int = Field(5, ge=1, description="MulT: num_heads 5")
     layers: int = Field(5, ge=1, description="MulT: nlevels 5 crossmodal layers")
@@ -68,7 +70,9 @@ class Params(BaseModel):
     embed_dropout: float = Field(0.25, ge=0, lt=1, description="MulT: embedding dropout 0.25")
     out_dropout: float = Field(0.0, ge=0, lt=1, description="MulT: output dropout 0.0")
     causal: bool = Field(False, description="MulT's code: causal attention mask (papers silent: off)")
-    missing: Missing = Field("mask", description="'mask': masks into attention; 'zero': zero-fill, attend all")
+    missing_input: Missing = Field(
+        "zero", description="001 §3.6, §5.2: zeroed features (MulT's code: no masks); 'mask' masks them out"
+    )
 
 
 def build(dims: dict[str, int], n_outputs: int, task: str, params: Params) -> "MulT":
@@ -106,16 +110,15 @@ class MulT(nn.Module):
         self.head = ResidualHead(m * width, (m * width,), n_outputs, p.out_dropout)
 
     def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> Tensor:
-        xs, ms = complete_inputs(self.modalities, x, mask, self.dims)
+        xs, ms = complete_inputs(self.modalities, x, mask, self.dims, same_length=self.per_step or self.p.causal)
         t = next(iter(xs.values())).shape[1]
-        miss = PresenceMasks(self.p.missing, ms)
         attn = causal_mask(t, xs[self.modalities[0]].device) if self.p.causal else None
         e = {k: self.embed[k](xs[k], ms[k]) for k in self.modalities}
         parts = []
         for i in self.modalities:
             h = torch.cat(
-                [self.cross[f"{j}__to__{i}"](e[i], e[j], miss.keys(j), attn) for j in self.modalities if j != i], dim=-1
+                [self.cross[f"{j}__to__{i}"](e[i], e[j], ms[j], attn) for j in self.modalities if j != i], dim=-1
             )
-            h = self.self_attn[i](self.self_embed[i](h, torch.ones_like(ms[i])), key_mask=miss.keys(i), attn_mask=attn)
-            parts.append(readout(h, miss.read(i), self.per_step))
+            h = self.self_attn[i](self.self_embed[i](h, torch.ones_like(ms[i])), key_mask=ms[i], attn_mask=attn)
+            parts.append(readout(h, ms[i], self.per_step))
         return self.head(torch.cat(parts, dim=-1))

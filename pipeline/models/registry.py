@@ -5,7 +5,15 @@ its section) and a builder `(dims, n_outputs, task, params: Params) -> nn.Module
 registry name to that module's builder and Params. Modules are imported only when used.
 
 Every model takes `forward(x: {mod: [B,T,D]}, mask: {mod: bool [B,T]})` and returns logits [B, n_outputs]
-for task 'classification' or predictions [B, T, n_outputs] for task 'regression'. A model may also
+for task 'classification' or predictions [B, T, n_outputs] for task 'regression'. A model may also take
+`valid: {mod: bool [B,T_m]}` (the steps within each sequence's true length; MCT-HFR's Eq. 6 counts them).
+Callers never call a model directly: `pipeline.runs.forward` applies the model's input convention
+(`missing_input`, the field every Params has through `ModelParams`; `pipeline.missing.inputs`) and passes
+`valid` to models whose forward takes it, identically in training and evaluation.
+
+`ModelEntry.layouts`: the segment layouts (`segment.layout`, pipeline/segments.py) a model takes;
+`check_layout` fails with one line otherwise. `native` (each modality its own T_m) is for per-sequence
+classification only: per-step regression needs one time grid. A model may also
 define `training_loss(batch, task_loss) -> dict[str, Tensor]` (key 'total' plus named parts) when its
 paper trains with more than the task loss (auxiliary heads, reconstruction); see pipeline/train.py.
 """
@@ -13,15 +21,39 @@ paper trains with more than the task loss (auxiliary heads, reconstruction); see
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import nn
 
 from pipeline.errors import PipelineError
 
 TASKS = ("classification", "regression")
+LAYOUTS = ("aligned", "windows", "frames", "native")
+GRID = ("aligned", "windows", "frames")  # one common T for every modality
+ANY_LAYOUT = LAYOUTS  # also `native`: each modality its own T_m (classification only)
+
+
+class ModelParams(BaseModel):
+    """Base of every model's Params: the input convention (pipeline/missing/inputs.py).
+
+    `missing_input`: "mask" = missing and padded steps are masked out of attention/pooling; "zero" =
+    missing values are zeros the model is not told about (its mask = the padding mask only). Each model
+    overrides the default with its paper's. A `missing` key (this field's name in model.pt files and
+    params written before it existed) is read as `missing_input`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    missing_input: Literal["mask", "zero"] = Field("mask", description="input convention for missing steps")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_missing(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "missing" in data and "missing_input" not in data:
+            data = {**data, "missing_input": data["missing"]}
+            data.pop("missing")
+        return data
 
 
 @dataclass(frozen=True)
@@ -31,20 +63,24 @@ class ModelEntry:
     params: str = "Params"  # pydantic class in it with the paper's defaults
     paper: str = ""
     arity: tuple[int, int] = (1, 99)  # how many modalities it takes (min, max)
+    layouts: tuple[str, ...] = GRID  # the segment layouts it takes
 
 
+# layouts: a model whose fusion is per step (a sum, concatenation or joint FC per time step, a band mask
+# over step indices) needs one grid; a model that fuses by attention between whole sequences and pools
+# each (002's sum of per-step components is per step) also takes `native`.
 MODELS: dict[str, ModelEntry] = {
-    "crossmodal": ModelEntry("crossmodal", "build", "Params", "002 §2.1"),
-    "mct_hfr": ModelEntry("mct_hfr", "build", "Params", "003 §4"),
-    "mmte_ammtd": ModelEntry("mmte", "build", "Params", "000 §3, §5.3"),
-    "mmte_fc": ModelEntry("mmte", "build_fc", "FCParams", "000 §6.1"),
-    "mmte_lstm": ModelEntry("mmte", "build_lstm", "LSTMParams", "000 §6.1"),
-    "late_fusion_lstm": ModelEntry("late_fusion", "build", "Params", "000 §6.1 (MuSe 2022)"),
-    "auxformer": ModelEntry("auxformer", "build", "Params", "001 §3", arity=(2, 2)),
-    "auxformer_noaux": ModelEntry("auxformer", "build_noaux", "NoAuxParams", "001 §4.5.1", arity=(2, 2)),
-    "unimodal": ModelEntry("auxformer", "build_unimodal", "UnimodalParams", "001 §4.5.4", arity=(1, 1)),
-    "mult": ModelEntry("mult", "build", "Params", "001 §4.5.2 (Tsai et al. 2019)", arity=(2, 3)),
-    "jmt": ModelEntry("jmt", "build", "Params", "004 §3", arity=(2, 2)),
+    "crossmodal": ModelEntry("crossmodal", "build", "Params", "002 §2.1", layouts=GRID),
+    "mct_hfr": ModelEntry("mct_hfr", "build", "Params", "003 §4", layouts=ANY_LAYOUT),
+    "mmte_ammtd": ModelEntry("mmte", "build", "Params", "000 §3, §5.3", layouts=GRID),
+    "mmte_fc": ModelEntry("mmte", "build_fc", "FCParams", "000 §6.1", layouts=GRID),
+    "mmte_lstm": ModelEntry("mmte", "build_lstm", "LSTMParams", "000 §6.1", layouts=GRID),
+    "late_fusion_lstm": ModelEntry("late_fusion", "build", "Params", "000 §6.1 (MuSe 2022)", layouts=ANY_LAYOUT),
+    "auxformer": ModelEntry("auxformer", "build", "Params", "001 §3", arity=(2, 2), layouts=ANY_LAYOUT),
+    "auxformer_noaux": ModelEntry("auxformer", "build_noaux", "NoAuxParams", "001 §4.5.1", arity=(2, 2), layouts=ANY_LAYOUT),
+    "unimodal": ModelEntry("auxformer", "build_unimodal", "UnimodalParams", "001 §4.5.4", arity=(1, 1), layouts=ANY_LAYOUT),
+    "mult": ModelEntry("mult", "build", "Params", "001 §4.5.2 (Tsai et al. 2019)", arity=(2, 3), layouts=ANY_LAYOUT),
+    "jmt": ModelEntry("jmt", "build", "Params", "004 §3", arity=(2, 2), layouts=GRID),
 }
 
 
@@ -86,9 +122,29 @@ def build_model(
     params = model_params(name, overrides)
     builder = getattr(importlib.import_module(f"pipeline.models.{entry.module}"), entry.builder)
     try:
-        return builder(dict(dims), n_outputs, task, params)
+        model = builder(dict(dims), n_outputs, task, params)
     except ValueError as e:
         raise ModelError(f"model '{name}': {e}") from None
+    # the input convention `pipeline.runs.forward` applies (pipeline/missing/inputs.py)
+    model.missing_input = params.missing_input
+    return model
+
+
+def takes_valid(model: nn.Module) -> bool:
+    """Whether the model's forward takes `valid` (the padding mask) besides x and mask."""
+    return "valid" in inspect.signature(model.forward).parameters
+
+
+def check_layout(name: str, layout: str, task: str = "classification") -> None:
+    """ModelError (one line) unless model `name` takes segment layout `layout` for `task`."""
+    accepted = _entry(name).layouts
+    if layout not in accepted:
+        raise ModelError(f"model '{name}' does not take segment layout '{layout}'; it takes {', '.join(accepted)}")
+    if layout == "native" and task == "regression":
+        raise ModelError(
+            f"model '{name}': segment layout 'native' (each modality its own length) cannot be used for per-step "
+            f"regression, which needs one time grid; use {', '.join(g for g in GRID if g in accepted)}"
+        )
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
