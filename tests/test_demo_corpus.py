@@ -27,12 +27,14 @@ from pipeline.corpus.demo import (
     generate_demo,
     label_times,
     plan_corpus,
+    session_of,
     speaker_look,
     write_biosignals,
 )
 from pipeline.corpus.demo.synth_face import FaceRenderer, FaceState
 from pipeline.corpus.manifest import read_labels, read_manifest, write_labels, write_manifest
 from pipeline.media import read_audio
+from pipeline.protocols import assign_folds
 
 REPO = Path(__file__).resolve().parents[1]
 # every speaker says all four emotions once: within-speaker comparisons are possible
@@ -92,12 +94,26 @@ def test_manifest_and_labels(corpus):
     assert [c.clip_id for c in clips2] == [f"spk{s:02d}_clip{c:03d}" for s in range(4) for c in range(4)]
     assert all(c.partition is None and c.duration == 2.0 for c in clips2)
     assert all(c.speaker == c.clip_id[:5] for c in clips2)
+    # sessions as IEMOCAP's, two speakers each: spk00/spk01 → Ses01, spk02/spk03 → Ses02
+    assert [c.session for c in clips2] == ["Ses01"] * 8 + ["Ses02"] * 8
+    # so 003's leave-one-session-out runs on it: each fold tests one session, devel from the other's speakers
+    folds = assign_folds(clips2, "leave_one_group_out", devel=0.5, group="session")
+    assert folds.shape == (2, 16)
+    for k, held in enumerate(["Ses01", "Ses02"]):
+        assert {c.session for c, p in zip(clips2, folds[k]) if p == "test"} == {held}
+        assert {p for c, p in zip(clips2, folds[k]) if c.session != held} == {"train", "devel"}
     table = read_labels(root / "labels.parquet")
     assert table.num_rows == 16 * 5
     assert table.column("t").to_pylist()[:5] == [0.0, 0.5, 1.0, 1.5, 2.0] == label_times(MEASURE).tolist()
     for key in ("arousal", "valence"):
         x = table.column(key).to_numpy()
         assert np.all(np.abs(x) <= 1) and np.std(x) > 0.1
+
+
+def test_sessions_pair_consecutive_speakers():
+    assert [session_of(s) for s in range(12)] == [f"Ses{k:02d}" for k in range(1, 7) for _ in range(2)]
+    plans = plan_corpus(CorpusParams(speakers=5, clips_per_speaker=2))  # an odd last speaker is alone
+    assert [p.session for p in plans] == ["Ses01"] * 4 + ["Ses02"] * 4 + ["Ses03"] * 2
 
 
 def test_labels_follow_the_emotions_and_are_balanced():
@@ -345,6 +361,7 @@ def test_stage_writes_the_corpus_and_removes_stale_media(tmp_path):
     assert r.returncode == 0, r.stderr
     info, clips = read_manifest(tmp_path / "data/corpus/manifest.parquet")
     assert [c.media_path for c in clips] == [f"data/corpus/media/spk{s:02d}_clip000.mp4" for s in range(3)]
+    assert [c.session for c in clips] == ["Ses01", "Ses01", "Ses02"]
     left = sorted(p.name for p in (tmp_path / "data/corpus/media").iterdir())
     assert left == [Path(c.media_path).name for c in clips]
     assert read_labels(tmp_path / "data/corpus/labels.parquet").num_rows == 3 * 3

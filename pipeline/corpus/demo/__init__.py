@@ -37,6 +37,11 @@ read-outs on the decoded frames; text: emotion-word counts) and a logistic regre
 speaker-independent folds, 16 speakers x 8 clips, seeds 2 and 3: unweighted accuracy voice 0.62 /
 0.53, face 0.77 / 0.72, text 0.54 / 0.59, all three 0.84 / 0.86.
 
+Sessions: as IEMOCAP's (five sessions of one female and one male actor each, 003 §5.1), two
+consecutive speakers share a session, speakers 0–1 → "Ses01", 2–3 → "Ses02", … (a low and a high
+voice each; an odd last speaker is alone in the last one), so leave-one-session-out (003's protocol)
+runs on the demo. Partitions are not fixed: `segment` draws them (`partition` stays None).
+
 Where things live: `plan` draws everything random (speakers, emotions, curves, cue strengths, wording,
 spans) from the seed without rendering anything; `render` turns each plan into an MP4 (encoded by
 `pipeline.media.write_mp4`), label rows and a biosignal CSV, in parallel worker processes;
@@ -50,6 +55,7 @@ from pipeline.corpus.demo.plan import (
     CorpusError,
     label_times,
     plan_corpus,
+    session_of,
     speaker_look,
     speaker_voice,
 )
@@ -76,6 +82,7 @@ __all__ = [
     "media_path_for",
     "plan_corpus",
     "render_clip",
+    "session_of",
     "speaker_look",
     "speaker_voice",
     "write_biosignals",

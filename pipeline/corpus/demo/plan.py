@@ -22,6 +22,10 @@ NO_TRANSCRIPT_SHARE = 0.10
 OUT_OF_FRAME_SHARE = 0.25
 OCCLUDED_SHARE = 0.15
 LONG_PAUSE_SHARE = 0.25
+# IEMOCAP-style sessions: each of IEMOCAP's 5 sessions is one female and one male actor (003 §5.1), so
+# the demo puts two consecutive speakers (a low, even-numbered voice and a high, odd-numbered one) in
+# a session; leave-one-session-out (segment.partition: leave_one_group_out, group session) runs on it
+SPEAKERS_PER_SESSION = 2
 
 # Sentences: the words that carry the emotion come early, so a clip cut short keeps them.
 SENTENCES: dict[str, list[str]] = {
@@ -136,10 +140,19 @@ class ClipPlan:
     long_pause: tuple[float, float] | None = None
     entropy: tuple[int, ...] = ()
 
+    @property
+    def session(self) -> str:
+        return session_of(self.speaker_index)
+
     def rng(self, stream: int) -> np.random.Generator:
         """Independent generators per use (0: speech, 1: head and light, 2: voice nuisance,
         3: face nuisance), so changing how one is used leaves the others as they were."""
         return np.random.default_rng(list(self.entropy) + [stream])
+
+
+def session_of(speaker_index: int) -> str:
+    """The session of a speaker: speakers 0–1 → 'Ses01', 2–3 → 'Ses02', … (an odd last speaker alone)."""
+    return f"Ses{speaker_index // SPEAKERS_PER_SESSION + 1:02d}"
 
 
 def n_frames(params: CorpusParams) -> int:

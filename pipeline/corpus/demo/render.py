@@ -177,6 +177,7 @@ def render_clip(plan: ClipPlan, params: CorpusParams, out_dir: Path) -> Rendered
             transcript=" ".join(w["word"] for w in utt.words) if has_text else None,
             words=[dict(w) for w in utt.words] if has_text else None,
             label=plan.emotion,
+            session=plan.session,  # two speakers per session, as IEMOCAP's (plan.session_of)
         ),
         {
             "clip_id": [plan.clip_id] * len(t),
