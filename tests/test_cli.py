@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from pipeline import cli
 from pipeline.config import SECTIONS, ConfigError, check_params, load_section
 from pipeline.predict import NO_TRANSCRIPT, PredictError, check_transcript, random_weights, read_transcript_file
+from pipeline.train_params import LOOP_FIELDS
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -158,8 +159,8 @@ def test_misspelled_per_name_keys(project):
         f"{_at('model_params', 'crossmdal')}: unknown model 'crossmdal' (did you mean 'crossmodal'?); known models: {_known('models')}",
         f"{_at('model_params', 'crossmodal', 'd_modl')}: unknown parameter (did you mean 'd_model'?); "
         "crossmodal's parameters: d_model, layers, heads, dropout",
-        f"{_at('model_train', 'auxformer', 'lrr')}: unknown parameter (did you mean 'lr'?); loop settings: epochs, "
-        "batch_size, lr, weight_decay, patience, grad_clip, lr_schedule, lr_patience, lr_factor",
+        f"{_at('model_train', 'auxformer', 'lrr')}: unknown parameter (did you mean 'lr'?); loop settings: "
+        + ", ".join(LOOP_FIELDS),
         f"{_at('strategy_params', 'clip_zero', 'p_clipp')}: unknown parameter (did you mean 'p_clip'?); "
         f"clip_zero's parameters: {clip_zero_keys}",
         f"{_at('strategy_params', 'frame_zro')}: unknown strategy 'frame_zro' (did you mean 'frame_zero'?); "
@@ -172,7 +173,7 @@ def test_per_name_values_are_validated(project):
     lines = check_params()
     assert len(lines) == 2, lines
     assert lines[0] == f"params.yaml: {_at('model_params', 'crossmodal', 'heads')}: Input should be greater than or equal to 1"
-    assert lines[1] == f"params.yaml: {_at('model_train', 'auxformer', 'lr_schedule')}: Input should be 'none' or 'plateau'"
+    assert lines[1] == f"params.yaml: {_at('model_train', 'auxformer', 'lr_schedule')}: Input should be 'none', 'step' or 'plateau'"
 
 
 def test_section_loading_stays_light(project):
@@ -238,10 +239,10 @@ def test_models_use_model_params_and_train_modalities(project):
         # unimodal takes the first of train.modalities, as training does
         "unimodal": count_parameters(build_model("unimodal", {"acoustic": dims["acoustic"]}, 4, "classification")),
     }
-    paper = json.loads(runner.invoke(cli.app, ["models", "crossmodal", "--json", "--paper"]).output)
-    assert paper["crossmodal"] == count_parameters(
+    defaults = json.loads(runner.invoke(cli.app, ["models", "crossmodal", "--json", "--defaults"]).output)
+    assert defaults["crossmodal"] == count_parameters(
         build_model("crossmodal", {"acoustic": dims["acoustic"], "face": dims["face"]}, 4, "classification"))
-    assert paper["crossmodal"] > counts["crossmodal"]
+    assert defaults["crossmodal"] > counts["crossmodal"]
 
 
 # ---- mer predict -----------------------------------------------------------------------------------

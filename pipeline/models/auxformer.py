@@ -50,7 +50,8 @@ Parameter counts with the defaults for 001's dims (video 4,096, audio 130) and 4
 auxformer 7,040,448 (Table 5: 7,054,748), auxformer_noaux 4,762,694 (4,776,994) with the paper's
 single projection; with `project_all` 7,057,348 / 4,779,594. The authors' code (both projections)
 reproduces Table 5 exactly; the remaining +2,600 is blocks.py's CrossAttentionBlock having its own
-LayerNorm for keys/values (2·130 per fusion layer × 10). unimodal: see `UnimodalAuxFormer`.
+LayerNorm for keys/values (2·130 per fusion layer × 10): `shared_kv_norm=True` (the code's one LayerNorm)
+with `project_all=True` gives exactly 7,054,748 / 4,776,994 (registry.PAPER_SETTINGS, `mer models --paper`). unimodal: see `UnimodalAuxFormer`.
 
 This module holds AuxFormer's Params, builders, models and the layers only it uses (`ScaledEncoderLayer`,
 `AuxiliaryNetworks`); the layers it shares with MulT (`InputEmbedding`, `CrossModalEncoder`,
@@ -92,6 +93,10 @@ class NoAuxParams(ModelParams):
     mlp_hidden: int = Field(260, ge=1, description="§4.3: MLP hidden units 260")
     project_all: bool = Field(False, description="authors' code: Conv1d on every stream (paper: video only)")
     causal: bool = Field(False, description="authors' code: causal attention mask (paper silent: off)")
+    shared_kv_norm: bool = Field(
+        False, description="authors' code (MulT's layers): one LayerNorm for queries and keys/values in the fusion "
+        "layers; paper Eq. 3 silent. True with project_all reproduces 001 Table 5 exactly"
+    )
     missing_input: Literal["mask", "zero"] = Field(
         "zero", description="001 §3.6, §5.2: missing features replaced by zeros, the model is not told"
     )
@@ -223,7 +228,7 @@ class AuxFormer(nn.Module):
         a, v = self.modalities
         # keyed by the query (target) modality: "v" holds z_{A→V} (visual queries attend to audio)
         self.source = {a: v, v: a}
-        self.fusion = nn.ModuleDict({m: CrossModalEncoder(d, p.heads, p.layers, p.dropout) for m in dims})
+        self.fusion = nn.ModuleDict({m: CrossModalEncoder(d, p.heads, p.layers, p.dropout, p.shared_kv_norm) for m in dims})
         self.self_attn = nn.ModuleDict({m: scaled_encoder(d, p.heads, p.layers, p.dropout) for m in dims})
         self.head = ResidualHead(2 * d, (p.mlp_hidden,), n_outputs, p.out_dropout)
         self.aux = AuxiliaryNetworks(self.modalities, d, n_outputs, p) if auxiliary else None

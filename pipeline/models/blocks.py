@@ -189,13 +189,18 @@ class CrossAttentionBlock(nn.Module):
     Where a sample's context is entirely invalid the attention term is zero (the block reduces to
     its feed-forward residual). Models that need the bare attention term (002's cross-modal layer
     adds it back with a learnable scalar) use `MultiHeadAttention` directly.
+    `shared_norm=True`: one LayerNorm for queries and keys/values (MulT's code applies its first
+    LayerNorm to both), so `norm_kv` is `norm_q`.
     """
 
-    def __init__(self, d_model: int, heads: int, ff_dim: int | None = None, dropout: float = 0.1) -> None:
+    def __init__(
+        self, d_model: int, heads: int, ff_dim: int | None = None, dropout: float = 0.1, shared_norm: bool = False
+    ) -> None:
         super().__init__()
         self.attn = MultiHeadAttention(d_model, heads, dropout)
         self.ff = FeedForward(d_model, ff_dim or 4 * d_model, dropout)
-        self.norm_q, self.norm_kv, self.norm_ff = nn.LayerNorm(d_model), nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.norm_q, self.norm_ff = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.norm_kv = self.norm_q if shared_norm else nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
 
     def forward(
@@ -231,11 +236,14 @@ def share_qkv(block: nn.Module, query: SourceProjections, context: SourceProject
 class CrossModalEncoder(nn.Module):
     """MulT's crossmodal transformer (Tsai et al. 2019; AuxFormer's fusion attention, 001 §3.2): `layers`
     pre-LN `CrossAttentionBlock`s with a 4·d feed-forward + a final LayerNorm.
-    forward(x [B,T,d] queries, context [B,Tk,d], context_mask [B,Tk], attn_mask) -> [B,T,d]."""
+    forward(x [B,T,d] queries, context [B,Tk,d], context_mask [B,Tk], attn_mask) -> [B,T,d].
+    `shared_norm`: one LayerNorm for queries and keys/values per layer (MulT's code)."""
 
-    def __init__(self, d_model: int, heads: int, layers: int, dropout: float) -> None:
+    def __init__(self, d_model: int, heads: int, layers: int, dropout: float, shared_norm: bool = False) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(CrossAttentionBlock(d_model, heads, 4 * d_model, dropout) for _ in range(layers))
+        self.layers = nn.ModuleList(
+            CrossAttentionBlock(d_model, heads, 4 * d_model, dropout, shared_norm) for _ in range(layers)
+        )
         self.final_norm = nn.LayerNorm(d_model)
 
     def forward(

@@ -13,7 +13,8 @@ projections, inputs scaled by √d before the positions are added (done again at
 self-attention transformers, as MulT's encoders do). With 001's dims (4,096 video, 130 audio) and 4
 classes this gives 358,984 parameters; 001 Table 5 reports 358,384 for baseline 2 — the 600 more are
 the separate LayerNorm for keys/values in blocks.py's `CrossAttentionBlock` (MulT shares one LayerNorm
-for queries and keys/values): 2·30 per crossmodal layer × 10 layers.
+for queries and keys/values): 2·30 per crossmodal layer × 10 layers; `shared_kv_norm=True` (MulT's code)
+gives exactly 358,384. It is off by default so that model files written before it load unchanged.
 
 This module holds MulT's Params, builder and model only. Its layers are shared with AuxFormer (001
 builds on MulT's crossmodal transformer) and live in blocks.py: `InputEmbedding`, `CrossModalEncoder`
@@ -70,6 +71,9 @@ class Params(ModelParams):
     embed_dropout: float = Field(0.25, ge=0, lt=1, description="MulT: embedding dropout 0.25")
     out_dropout: float = Field(0.0, ge=0, lt=1, description="MulT: output dropout 0.0")
     causal: bool = Field(False, description="MulT's code: causal attention mask (papers silent: off)")
+    shared_kv_norm: bool = Field(
+        False, description="MulT's code: one LayerNorm for queries and keys/values (True reproduces 001 Table 5)"
+    )
     missing_input: Missing = Field(
         "zero", description="001 §3.6, §5.2: zeroed features (MulT's code: no masks); 'mask' masks them out"
     )
@@ -98,7 +102,8 @@ class MulT(nn.Module):
             {k: InputEmbedding(dk, d, project=dk != d, scale=True, dropout=p.embed_dropout) for k, dk in dims.items()}
         )
         self.cross = nn.ModuleDict(
-            {f"{j}__to__{i}": CrossModalEncoder(d, p.heads, p.layers, p.dropout) for i in dims for j in dims if i != j}
+            {f"{j}__to__{i}": CrossModalEncoder(d, p.heads, p.layers, p.dropout, p.shared_kv_norm)
+             for i in dims for j in dims if i != j}
         )
         self.self_embed = nn.ModuleDict(
             {i: InputEmbedding(width, width, project=False, scale=True, dropout=p.embed_dropout) for i in dims}
