@@ -1,7 +1,7 @@
 """DVC stage `report`: render data/report/{index.html, report.md, figures/} from the evaluation results.
 
-Run from the repository root: `python stages/report.py`. The last line printed is
-`Report: <absolute path of index.html>`.
+Run from the repository root: `python stages/report.py`. It prints one line per step (`report: …`)
+and, last, `Report: <absolute path of index.html>`.
 """
 
 import sys
@@ -17,7 +17,7 @@ from pipeline.store import StoreError
 def main() -> int:
     try:
         params: ReportParams = load_section("report")
-        index = build_report(Path.cwd(), REPORT_DIR, params)
+        index = build_report(Path.cwd(), REPORT_DIR, params, log=lambda line: print(line, flush=True))
     except (ReportError, ConfigError, StoreError) as e:
         print(f"report: {e}", file=sys.stderr)
         return 1

@@ -109,7 +109,7 @@ def fabricate(root: Path, modalities=MODALITIES) -> None:
 
 def table_rows(page: str) -> list[list[str]]:
     rows = re.findall(r"<tr>(.*?)</tr>", page, flags=re.S)
-    return [[htmlmod.unescape(c) for c in re.findall(r"<t[dh]>(.*?)</t[dh]>", r, flags=re.S)] for r in rows]
+    return [[htmlmod.unescape(c) for c in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", r, flags=re.S)] for r in rows]
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +124,8 @@ def test_index_is_self_contained(built):
     root, index = built
     assert index == root / "data/report/index.html" and index.is_file()
     page = index.read_text()
-    # bars by condition, training curves, modality-importance bars
-    assert page.count('src="data:image/png;base64,') == 3
+    # training curves (per run, in its <details>), modality-importance bars; no curves without levels
+    assert page.count('src="data:image/png;base64,') == 2
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, flags=re.I)
     assert not re.search(r"<script|<link|@import|url\(", page, flags=re.I)
     assert "<title>Test report</title>" in page
@@ -190,8 +190,7 @@ def test_markdown_references_existing_figures(built):
     md_path = root / "data/report/report.md"
     md = md_path.read_text()
     refs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert sorted(refs) == ["figures/modality_importance.png", "figures/training_curves.png",
-                            "figures/uf1_by_condition.png"]
+    assert sorted(refs) == ["figures/modality_importance.png", f"figures/training_{MODEL}.png"]
     for ref in refs:
         png = (md_path.parent / ref).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
@@ -222,7 +221,8 @@ def test_second_model_with_one_seed(tmp_path):
     assert base[1][:4] == ["all modalities present"] + [f"{value(0, 'all_present', m) - 0.1:.3f}"
                                                          for m in ("balanced_accuracy", "accuracy", "macro_f1")]
     assert base[1][-1] == "1"
-    assert "<h3>Model: baseline</h3>" in page and "<h3>Model: crossmodal</h3>" in page
+    assert "<summary>baseline — inputs: inputs unknown (no model.pt); 1 replicate(s)</summary>" in page
+    assert "<summary>crossmodal — inputs: inputs unknown (no model.pt); 2 replicate(s)</summary>" in page
     assert ["seeds", f"baseline: 3; {MODEL}: 0, 1"] in rows
 
 
@@ -390,8 +390,14 @@ CZ_LEVELS = [1.0, 0.7, 0.5, 0.3, 0.0]
 NOISE = {0: 0.0, 1: 0.013, 2: -0.008}
 
 
+AUX = "auxformer/standard"  # a model without the text input: its text conditions are its all-present score
+AUX_INPUTS = ["face", "acoustic"]
+
+
 def rvalue(run: str, seed: int, cond: str) -> float:
     """clip_zero clearly above standard (a non-constant gain); text missing ≈ all present; face missing far lower."""
+    if run == AUX:
+        return round(rvalue(RUNS[0], seed, "all_present" if cond == "missing:text" else cond) - 0.05, 6)
     base = 0.55 + NOISE[seed]
     if run.endswith("clip_zero"):
         base += 0.10 + 0.004 * seed
@@ -406,12 +412,14 @@ def rvalue(run: str, seed: int, cond: str) -> float:
     return round(base, 6)
 
 
-def fabricate_runs(root: Path, metric: str = "macro_f1", extra_metrics=()) -> list[str]:
+def fabricate_runs(root: Path, metric: str = "macro_f1", extra_metrics=(), aux: bool = False) -> list[str]:
+    """RUNS (and, with `aux`, AUX) over the conditions; with `aux` also each run's model.pt (its inputs)."""
     fabricate(root)
     conditions = (["all_present"] + [f"missing:{m}" for m in RMODS] + [f"random_missing@{r!r}" for r in RATES]
                   + [f"clip_zero:face@{p!r}" for p in CZ_LEVELS])
     metrics = [metric, *extra_metrics]
-    rows = [[r, s, c, *tidy(c), m, rvalue(r, s, c) - 0.01 * metrics.index(m)] for r in RUNS for s in RSEEDS
+    runs = RUNS + [AUX] if aux else RUNS
+    rows = [[r, s, c, *tidy(c), m, rvalue(r, s, c) - 0.01 * metrics.index(m)] for r in runs for s in RSEEDS
             for c in conditions for m in metrics]
     write_csv(root / "data/evaluate/fam/ily/results.csv", RESULTS_HEADER, rows)
     summ = {}
@@ -421,7 +429,13 @@ def fabricate_runs(root: Path, metric: str = "macro_f1", extra_metrics=()) -> li
               [[*k, statistics.mean(v), statistics.stdev(v), len(v)] for k, v in summ.items()])
     shutil.rmtree(root / "data/models")
     col = "devel_macro_f1" if metric == "macro_f1" else "devel_ccc_mean"
-    for r in RUNS:
+    for r in runs:
+        if aux:
+            import torch
+
+            path = root / f"data/models/{r}/seed_{RSEEDS[0]}/model.pt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"modalities": AUX_INPUTS if r == AUX else RMODS}, path)
         for s in RSEEDS:
             write_csv(root / f"data/models/{r}/seed_{s}/history.csv", ["epoch", "train_loss", "devel_loss", col],
                       [[e, 1.0 / e, 1.1 / e, 0.2 + 0.1 * e] for e in range(1, 4)])
@@ -435,20 +449,59 @@ def fabricate_runs(root: Path, metric: str = "macro_f1", extra_metrics=()) -> li
     return conditions
 
 
+PUBLISHED = [
+    {"model": "auxformer", "condition": "all_present", "metric": "macro_f1", "value": 0.655, "source": "001 Table 3"},
+    {"model": "auxformer", "condition": "missing:face", "metric": "accuracy", "value": 0.5, "source": "001 Table 3"},
+    {"model": "auxformer", "strategy": "standard", "condition": "frame_zero", "metric": "macro_f1", "value": 0.4,
+     "source": "001 Fig. 4"},
+]
+# (clip_id, origin) -> true class; the windows layout repeats a clip id, one row per window
+CLIPS = {("c0", 0): "happy", ("c0", 1): "happy", ("c1", 0): "sad", ("c1", 1): "angry", ("c2", 0): "neutral"}
+
+
+def aux_prediction(seed: int, cond: str, clip: tuple[str, int]) -> str:
+    """Seed 0: face missing turns (c0, 1) wrong and (c1, 0) right (it is wrong with all present);
+    acoustic missing changes nothing. Seed 1 changes everything (it must not show)."""
+    true = CLIPS[clip]
+    if seed != 0:
+        return "neutral" if true != "neutral" else "sad"
+    if clip == ("c1", 0):
+        return true if cond == "missing:face" else "happy"
+    if cond == "missing:face" and clip == ("c0", 1):
+        return "angry"
+    return true
+
+
 @pytest.fixture(scope="module")
 def built_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    fabricate_runs(root)
-    return build_report(root, REPORT_DIR, ReportParams()).read_text()
+    fabricate_runs(root, aux=True)
+    conds = ["all_present", "missing:face", "missing:acoustic", "missing:text"]
+    write_csv(root / f"data/evaluate/{AUX}/predictions.csv",
+              ["model", "fold", "seed", "condition", "clip_id", "origin", "true", "pred"],
+              [[AUX, 0, s, c, clip, origin, CLIPS[(clip, origin)], aux_prediction(s, c, (clip, origin))]
+               for s in RSEEDS for c in conds for clip, origin in CLIPS])
+    write_json(root / "metrics/auxformer-standard.json", {"macro_f1": {
+        "all_present": 0.5, "no_face": 0.4, "auilc": 0.3, "relative_robustness": 0.81, "matrix": {"0.1": {"0.2": 0.7}}}})
+    index = build_report(root, REPORT_DIR, ReportParams(published=PUBLISHED))
+    return index.read_text()
+
+
+def main_table(page: str) -> tuple[list[str], dict[str, dict[str, str]]]:
+    rows = table_rows(page)
+    header = next(r for r in rows if r[:1] == ["Run"])
+    body = rows[rows.index(header) + 1:]
+    body = body[:next((i for i, r in enumerate(body) if len(r) != len(header)), len(body))]
+    return header, {r[0]: dict(zip(header[1:], r[1:])) for r in body}
 
 
 def test_main_table_markers_match_scipy(built_runs):
     from scipy import stats as sps
 
-    rows = table_rows(built_runs)
-    header = next(r for r in rows if r[:1] == ["Run"])
-    assert header == ["Run", "all present", "face missing", "acoustic missing", "text missing"]
-    table = {r[0]: dict(zip(header[1:], r[1:])) for r in rows[rows.index(header) + 1:rows.index(header) + 3]}
+    header, table = main_table(built_runs)
+    assert header == ["Run", "all present", "face missing", "acoustic missing", "text missing", "AUILC"]
+    # the first screen's only table of runs: rows in run order, the published row after its model's runs
+    assert list(table) == [AUX, "paper: auxformer (001 Table 3)", "crossmodal/clip_zero", "crossmodal/standard"]
     conds = {"all present": "all_present", **{f"{m} missing": f"missing:{m}" for m in RMODS}}
     for run in RUNS:
         for label, cond in conds.items():
@@ -466,19 +519,97 @@ def test_main_table_markers_match_scipy(built_runs):
     assert "✓" in table["crossmodal/standard"]["text missing"] and "✓" not in table["crossmodal/standard"]["face missing"]
 
 
+def test_a_modality_a_model_does_not_take_is_not_a_result(built_runs):
+    """AuxFormer never sees text: its 'text missing' is its all-present score again, never shown as one."""
+    _, table = main_table(built_runs)
+    assert table[AUX]["text missing"] == "n/a — not an input of auxformer"
+    v = [rvalue(AUX, s, "missing:face") for s in RSEEDS]
+    assert table[AUX]["face missing"].startswith(f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}")
+    page = htmlmod.unescape(built_runs)
+    aux_detail = page.split("<summary>auxformer/standard")[1].split("</details>")[0]
+    assert "+0.000" not in aux_detail and "n/a — not an input of auxformer" in aux_detail  # the change table too
+    rows = table_rows(built_runs)
+    aux_text = [r for r in rows if r[:1] == ["text missing"] and "n/a — not an input of auxformer" in r]
+    assert len(aux_text) == 2 and all(c == "n/a — not an input of auxformer" for r in aux_text for c in r[1:-1])
+    assert "<summary>auxformer/standard — inputs: face, acoustic; 3 replicate(s)</summary>" in built_runs
+    # the importance bars leave it out; the instance view does not list text missing for AuxFormer
+    from pipeline.report import robust as rb
+
+    results = {(AUX, c, "macro_f1"): {s: rvalue(AUX, s, c) for s in RSEEDS} for c in CONDITIONS}
+    assert set(rb.drops(results, AUX, RMODS, "macro_f1", AUX_INPUTS)) == {"face", "acoustic"}
+    assert "text missing: " not in page.split('id="instances"')[1].split('id="runs"')[0]
+
+
 def test_auilc_and_curves(built_runs):
+    _, table = main_table(built_runs)
+    for run in RUNS + [AUX]:  # main table: mean ± sd of the per-replicate AUILC
+        per_seed = [sum((rvalue(run, s, f"random_missing@{RATES[i]!r}") + rvalue(run, s, f"random_missing@{RATES[i + 1]!r}"))
+                        / 2 * 0.1 for i in range(9)) for s in RSEEDS]
+        assert table[run]["AUILC"].startswith(f"{statistics.mean(per_seed):.3f} ± {statistics.stdev(per_seed):.3f}")
     rows = table_rows(built_runs)
     header = next(r for r in rows if r[:1] == ["Run"] and r[1].startswith("AUILC"))
     assert header == ["Run", "AUILC (all modalities)"]
-    got = {r[0]: r[1] for r in rows[rows.index(header) + 1:rows.index(header) + 3]}
+    got = {r[0]: r[1] for r in rows[rows.index(header) + 1:rows.index(header) + 4]}
     for run in RUNS:
         means = [statistics.mean(rvalue(run, s, f"random_missing@{r!r}") for s in RSEEDS) for r in RATES]
         area = sum((means[i] + means[i + 1]) / 2 * 0.1 for i in range(9))  # hand trapezoids, 0.0..0.9
         assert got[run] == f"{area:.3f}"
     assert "curves_random_missing.png" not in built_runs  # html embeds, names only in markdown
-    # figures: bars, training, 2 families of curves, importance bars
-    assert built_runs.count('src="data:image/png;base64,') == 5
+    # figures: 2 families of curves, importance bars, per run: training (3), confusion (AUX only)
+    assert built_runs.count('src="data:image/png;base64,') == 7
     assert "0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9" in built_runs
+
+
+def test_published_numbers_beside_ours(built_runs):
+    _, table = main_table(built_runs)
+    assert list(table["paper: auxformer (001 Table 3)"].values()) == ["0.655", "0.500 (WA)", "", "", ""]
+    assert ("Published numbers under conditions without a column here: auxformer/standard, frame_zero, UF1: "
+            "0.400 (001 Fig. 4).") in htmlmod.unescape(built_runs)
+    with pytest.raises(ValueError, match="source"):
+        ReportParams(published=[{"model": "m", "condition": "all_present", "metric": "macro_f1", "value": 1}])
+
+
+def test_instance_view_lists_changed_clips_by_clip_and_window(built_runs):
+    page = built_runs.split('id="instances"')[1].split('id="runs"')[0]
+    assert "auxformer/standard, seed 0" in page
+    rows = table_rows(page)
+    assert rows[0] == ["clip", "origin", "true", "predicted, all present", "predicted, face missing", "masked"]
+    assert rows[1:] == [["c0", "1", "happy", "happy", "angry", "every step of face (100 %)"],
+                        ["c1", "0", "sad", "happy", "sad", "every step of face (100 %)"]]
+    text = htmlmod.unescape(page)
+    assert "face missing: 2 of 5 clips change prediction (1 right → wrong, 1 wrong → right)" in text
+    assert "acoustic missing: 0 of 5 clips change prediction (0 right → wrong, 0 wrong → right)." in text
+
+
+def test_scorecard_shows_headline_keys_beyond_the_main_table(built_runs):
+    page = built_runs.split('id="scorecard"')[1]
+    rows = table_rows(page)
+    assert rows[0] == ["run family", "matrix.0.1.0.2", "relative_robustness"]
+    assert rows[1] == ["auxformer-standard", "0.700", "0.810"]
+
+
+def test_page_opens_with_what_was_run_then_the_main_table_then_contents(built_runs):
+    page = htmlmod.unescape(built_runs)
+    order = [page.index(x) for x in ("<td>models (inputs)</td>", 'role="alert"', 'id="main-table"', 'class="toc"',
+                                    'id="curves"', 'id="instances"', 'id="runs"', 'id="provenance"')]
+    assert order == sorted(order)
+    assert "<td>auxformer (face, acoustic); crossmodal (face, acoustic, text)</td>" in page
+    assert "<td>3 (seed 0; seed 1; seed 2) per run</td>" in page
+    toc = re.findall(r'<a href="#([a-z-]+)">', page)
+    assert toc == ["main-table", "curves", "importance", "scorecard", "instances", "runs", "provenance"]
+    assert all(f'id="{a}"' in page for a in toc)
+    assert page.count("<details>") == 4  # 3 runs + the params
+
+
+def test_training_panels_are_titled_by_what_they_plot():
+    from pipeline.report.figures import training_titles
+    from pipeline.report.inputs import History
+
+    h = History([1, 2], {"train_loss": [1.0, 0.9], "devel_loss": [1.1, 1.0], "devel_macro_f1": [0.3, 0.4]})
+    assert training_titles("m/s", {0: h}) == ("m/s: devel UF1 (devel_macro_f1) per epoch; dot = best epoch",
+                                              "m/s: loss per epoch (dashed: train_loss, solid: devel_loss)")
+    h = History([1], {"devel_ccc_mean": [0.3]})
+    assert training_titles("m/s", {0: h}) == ("m/s: devel CCC (devel_ccc_mean) per epoch; dot = best epoch", None)
 
 
 def test_importance_table(built_runs):
@@ -497,7 +628,7 @@ def test_regression_report_renders(tmp_path):
                for c in ("c1", "c0") for k in range(4) for t in ("arousal", "valence")])
     page = build_report(tmp_path, REPORT_DIR, ReportParams()).read_text()
     md = (tmp_path / "data/report/report.md").read_text()
-    assert "figures/regression_trace.png" in md and "figures/ccc_by_condition.png" in md
+    assert "figures/regression_trace.png" in md and "figures/curves_random_missing.png" in md
     assert "test clip c0: run crossmodal/clip_zero, seed 0" in htmlmod.unescape(page)
-    assert "With all modalities present, crossmodal/clip_zero reaches CCC" in page
+    assert "CCC (ccc_mean) on the test partition" in page  # the main table's metric
     assert page.count('src="data:image/png;base64,') == 6

@@ -13,10 +13,14 @@ previous report (or none), never a half one. What the report was built from: `pr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
+import polars as pl
 import yaml
+from sklearn.metrics import confusion_matrix
 
 from pipeline import stats
 
@@ -31,17 +35,22 @@ from pipeline.report.inputs import (
     History,
     ReportError,
     SegmentsMeta,
-    read_corpus,
     Trace,
+    read_corpus,
+    read_headlines,
     read_history,
     read_importance,
+    read_predictions,
     read_results,
-    read_trace,
+    read_run_inputs,
     read_segments_meta,
     read_summary,
+    read_trace,
 )
 from pipeline.report.provenance import Provenance, provenance
-from pipeline.report.render import Callout, Code, Document, Figure, Heading, Para, Table, to_html, to_markdown
+from pipeline.protocols import REPLICATE
+from pipeline.report.render import (Callout, Code, Details, Document, Figure, Heading, Para, Table, Toc, to_html,
+                                    to_markdown)
 from pipeline.store import publish_dir
 
 INDEX = "index.html"
@@ -60,6 +69,9 @@ class Inputs:
     corpus: CorpusSummary
     importance: dict
     trace: Trace | None  # regression only: one test clip's curves
+    inputs: dict[str, list[str] | None] = field(default_factory=dict)  # run -> the modalities it takes
+    predictions: dict[str, pl.DataFrame | None] = field(default_factory=dict)  # run -> classification predictions
+    headlines: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # metrics/*.json
 
 
 def load_inputs(root: Path, modality_order: list[str] = ()) -> Inputs:
@@ -81,214 +93,178 @@ def load_inputs(root: Path, modality_order: list[str] = ()) -> Inputs:
         if str(e).startswith((RESULTS, SUMMARY)):  # the pure checks name the file briefly
             raise ReportError(f"{root / EVALUATE_DIR}/{e}") from None
         raise
-    histories = {m: {s: read_history(root, m, s) for s in tb.seeds(results, m)} for m in tb.models(results)}
+    runs = tb.models(results)
+    histories = {m: {s: read_history(root, m, s) for s in tb.seeds(results, m)} for m in runs}
     trace = None
     if rb.main_metric(results) == "ccc_mean":
-        first = tb.models(results)[0]
-        trace = read_trace(root, first, tb.seeds(results, first)[0], tb.ALL_PRESENT)
-    return Inputs(results, summary, conditions, std_convention, histories, segments, corpus, read_importance(root), trace)
+        trace = read_trace(root, runs[0], tb.seeds(results, runs[0])[0], tb.ALL_PRESENT)
+    return Inputs(results, summary, conditions, std_convention, histories, segments, corpus, read_importance(root),
+                  trace, inputs={r: read_run_inputs(root, r, tb.seeds(results, r)[0]) for r in runs},
+                  predictions={r: read_predictions(root, r) for r in runs}, headlines=read_headlines(root))
 
 
 def _random_backbones(seg: SegmentsMeta) -> list[str]:
     return [f"{m} ({info.feature}): {info.weights_statement}" for m, info in seg.modalities.items() if not info.pretrained]
 
 
-def _summary_text(inp: Inputs, conditions: dict[str, list[str]]) -> str:
-    c = inp.corpus
-    mods = list(inp.segments.modalities)
-    models = tb.models(inp.results)
-    n_seeds = sorted({len(tb.seeds(inp.results, m)) for m in models})
-    text = (
-        f"This report evaluates {', '.join(models)} on the '{c.name}' corpus ({c.n_clips} clips from "
-        f"{c.n_speakers} speakers; classes: {', '.join(inp.segments.classes)}) with the modalities "
-        f"{', '.join(mods)}, over {'/'.join(map(str, n_seeds))} training seed(s) per model, and measures "
-        "how each model holds up when one modality is missing at test time."
-    )
-    main = rb.main_metric(inp.results)
-    label = tb.metric_label(main)
-    for m in models:
-        full = inp.summary.get((m, tb.ALL_PRESENT, main))
-        if full is None:
-            continue
-        text += f" With all modalities present, {m} reaches {label} {tb.fmt_stat(full)}."
-        changes = {cond: tb.paired_change(inp.results, m, cond, main) for cond in conditions[m] if cond != tb.ALL_PRESENT}
-        changes = {k: v for k, v in changes.items() if v is not None}
-        if changes:
-            worst = min(changes, key=lambda k: changes[k].mean)
-            best = max(changes, key=lambda k: changes[k].mean)
-            text += f" Its {label} changes most with {tb.condition_label(worst)} ({tb.fmt_stat(changes[worst], signed=True)})"
-            text += (f" and least with {tb.condition_label(best)} ({tb.fmt_stat(changes[best], signed=True)})."
-                     if best != worst else ".")
+def replicate_label(r: int) -> str:
+    """A replicate as the reader knows it: 'seed 2', or 'fold 1, seed 0' under several folds."""
+    if r < REPLICATE:
+        return f"seed {r}"
+    fold, seed = divmod(r, REPLICATE)
+    return f"fold {fold - 1}, seed {seed}"
+
+
+def _replicates_text(inp: Inputs, runs: list[str]) -> str:
+    per = {tuple(tb.seeds(inp.results, r)) for r in runs}
+    texts = sorted({f"{len(reps)} ({'; '.join(replicate_label(x) for x in reps)})" for reps in per})
+    return " / ".join(texts) + " per run" + ("" if len(per) == 1 else " (runs differ)")
+
+
+def _inputs_text(run_inputs: list[str] | None) -> str:
+    return "inputs unknown (no model.pt)" if run_inputs is None else ", ".join(run_inputs)
+
+
+def _opening(inp: Inputs, runs: list[str], main: str) -> str:
+    text = (f"{len(runs)} run(s) evaluated on the test partition of '{inp.corpus.name}' under "
+            f"{len(inp.conditions)} missing-modality conditions; headline metric "
+            f"{tb.metric_label(main)} ({main}), mean ± sd over replicates.")
     if _random_backbones(inp.segments):
         text += " Some backbones ran on RANDOM weights (see the warning below): these results test the pipeline only."
     return text
 
 
-def compose(inp: Inputs, params: ReportParams, prov: Provenance) -> Document:
-    mods = list(inp.segments.modalities)
-    models = tb.models(inp.results)
-    conditions, metrics = {}, {}
-    for m in models:
-        cs, ms = tb.cells_of(inp.results, m)
-        conditions[m], metrics[m] = tb.condition_order(cs, mods), tb.metric_order(ms)
-    blocks: list = [Para(_summary_text(inp, conditions))]
+def _glance(inp: Inputs, runs: list[str], main: str) -> tb.TableData:
+    """What was run, in one small table: the first thing on the page."""
+    c, extra = inp.corpus, inp.segments.extra
+    models: dict[str, list[str] | None] = {}
+    for r in runs:
+        models.setdefault(rb.split_run(r)[0], inp.inputs.get(r))
+    strategies = sorted({rb.split_run(r)[1] for r in runs if rb.split_run(r)[1]})
+    families = sorted({i.family for i in inp.conditions.values()})
+    protocol = str(extra.get("protocol", "corpus"))
+    folds = extra.get("folds")
+    rows = [
+        ["corpus", f"{c.name}: {c.n_clips} clips, {c.n_speakers} speakers; classes {', '.join(inp.segments.classes)}"],
+        ["protocol", protocol + (f", {folds} fold(s)" if folds else "")],
+        ["models (inputs)", "; ".join(f"{m} ({_inputs_text(i)})" for m, i in models.items())],
+        ["strategies", ", ".join(strategies) or "–"],
+        ["replicates", _replicates_text(inp, runs)],
+        ["conditions", f"{len(inp.conditions)} in {len(families)} families: {', '.join(families)}"],
+    ]
+    return tb.TableData(["", ""], rows)
 
+
+def _weights_callout(inp: Inputs) -> Callout:
     random = _random_backbones(inp.segments)
     if random:
-        blocks.append(Callout(
+        return Callout(
             "Warning: backbones with RANDOM weights",
             "These feature extractors ran on random, untrained weights. Their features carry no learned "
             "knowledge, so every number in this report only tests that the pipeline runs end to end; it "
             "says nothing about how well the method recognises emotions. Point the stage at real "
             "pretrained weights (params.yaml) before drawing any conclusion.",
             random,
-        ))
-    else:
-        blocks.append(Callout(
-            "All backbones pretrained",
-            "Every feature extractor ran on pretrained weights:",
-            [f"{m} ({i.feature}): {i.weights_statement}" for m, i in inp.segments.modalities.items()],
-            alarm=False,
-        ))
+        )
+    return Callout(
+        "All backbones pretrained",
+        "Every feature extractor ran on pretrained weights:",
+        [f"{m} ({i.feature}): {i.weights_statement}" for m, i in inp.segments.modalities.items()],
+        alarm=False,
+    )
 
-    c = inp.corpus
-    blocks.append(Heading("Corpus"))
-    rows = [
-        ["name", c.name],
-        ["clips", str(c.n_clips)],
-        ["speakers", str(c.n_speakers)],
-        ["classes (clips)", ", ".join(f"{k} ({n})" for k, n in c.class_counts.items())],
-    ]
-    if c.partition_counts:
-        rows.append([f"partitions (from {c.partition_source})",
-                     ", ".join(f"{p} {n}" for p, n in c.partition_counts.items())])
-    if inp.segments.classes != c.classes:
-        rows.append(["classes modelled (segments)", ", ".join(inp.segments.classes)])
-    blocks.append(Table(tb.TableData(["", ""], rows), numeric=False))
 
-    blocks.append(Heading("Results"))
-    blocks.append(Para(
-        "Test-partition scores per condition. 'all modalities present' uses every modality; '<m> missing' "
-        "removes modality <m> at test time. Cells are mean ± "
-        f"{inp.std_convention} over training seeds. "
-        + " ".join(f"{lab} = {desc}." for k, (lab, desc) in tb.METRICS.items() if any(x[2] == k for x in inp.summary))
-    ))
-    for m in models:
-        blocks.append(Heading(f"Model: {m}", 3))
-        blocks.append(Table(tb.results_table(inp.summary, m, conditions[m], metrics[m]),
-                            f"{m}: scores per condition (mean ± std over seeds)"))
-        if tb.ALL_PRESENT in conditions[m]:
-            if len(conditions[m]) > 1:
-                blocks.append(Table(
-                    tb.change_table(inp.results, m, conditions[m], metrics[m]),
-                    f"{m}: change against all modalities present, paired by seed (condition − all present; "
-                    "negative = worse)",
-                ))
-        else:
-            blocks.append(Para(f"{m} was not evaluated with all modalities present, so no change is shown."))
-
-    blocks += _robustness_blocks(inp, models, mods)
-
-    main = rb.main_metric(inp.results)
+def _paper_blocks(inp: Inputs, params: ReportParams, runs: list[str], mods: list[str], main: str) -> list:
     label = tb.metric_label(main)
-    blocks.append(Heading("Figures"))
-    # bars only for the whole-modality conditions: the leveled grids have their own curves above
-    bar_conditions = [c for c in tb.condition_order({k[1] for k in inp.summary}, mods)
-                      if inp.conditions[c].family in (tb.ALL_PRESENT, tb.MISSING_FAMILY)]
-    blocks.append(Figure(
-        f"{label.lower().replace(' ', '_')}_by_condition.png",
-        figs.metric_by_condition(inp.summary, inp.results, models, bar_conditions, main),
-        f"{label} ({main}) on the test partition with all modalities present and with whole modalities "
-        "missing: bars are means over seeds, error bars one standard deviation, dots the individual seeds.",
+    table, notes = rb.paper_table(inp.summary, inp.results, inp.conditions, runs, rb.main_conditions(inp.results, mods),
+                                  main, inp.inputs, params.published)
+    out: list = [Heading("Main table", 2, "main-table"), Table(
+        table, f"{label} ({main}) on the test partition: mean ± {inp.std_convention} over replicates. AUILC: area "
+               "under the curve over random missing rates 0.0–0.9 of all modalities (003 Eq. 19), per replicate."
+               + (" 'paper:' rows: published numbers (params report.published), other corpus and features: for "
+                  "orientation, not comparison." if params.published else ""))]
+    out.append(Para(
+        f"{rb.BETTER} = significantly better than the model's '{rb.STANDARD}' run (one-sided paired t-test, Holm "
+        f"across the model's runs); {rb.SAME} = not significantly different from the run's own all-present score "
+        f"(two-sided paired t-test); α = {stats.ALPHA}, 000 §6 Table 2. No marker with fewer than two shared "
+        "replicates; with few replicates a missing marker is not evidence of no difference."
     ))
-    blocks.append(Figure(
-        "training_curves.png",
-        figs.training_curves(inp.histories),
-        "Training: the devel-partition selection metric per epoch (one line per seed; dot: the best epoch) "
-        "and the losses.",
-    ))
-    if inp.trace is not None:
-        t = inp.trace
-        blocks.append(Figure(
-            "regression_trace.png",
-            figs.regression_trace(t),
-            f"Predicted (dashed) and true (solid) {', '.join(t.targets)} over time for test clip {t.clip_id}: "
-            f"run {t.model}, seed {t.seed}, all modalities present.",
-        ))
+    if notes:
+        out.append(Para("Published numbers under conditions without a column here: " + "; ".join(notes) + "."))
+    return out
 
-    blocks.append(Heading("Provenance"))
-    seeds = "; ".join(f"{m}: {', '.join(map(str, tb.seeds(inp.results, m)))}" for m in models)
-    blocks.append(Table(tb.TableData(["", ""], [
-        ["corpus", f"{c.name} ({c.n_clips} clips, {c.n_speakers} speakers)"],
-        ["params.yaml sha256", prov.params_sha256],
-        *[[f"params section '{n}' hash", h] for n, h in prov.section_hashes.items()],
-        ["seeds", seeds],
-        ["code (sha256 of pipeline/ and stages/)", prov.code_version],
-        *([["generated", prov.generated_utc]] if prov.generated_utc else []),
-    ]), numeric=False))
-    blocks.append(Table(
-        tb.TableData(
-            ["modality", "feature table", "backbone", "dim", "rate (Hz)", "pretrained", "weights"],
-            [[m, i.feature, i.backbone, str(i.dim), "irregular" if i.rate_hz is None else f"{i.rate_hz:g}",
-              "yes" if i.pretrained else "NO (random)", i.weights_statement]
-             for m, i in inp.segments.modalities.items()],
-        ),
-        f"Feature tables, aligned by `segment` to a common {inp.segments.rate_hz:g} Hz grid",
-        numeric=False,
-    ))
-    if c.params:
-        blocks.append(Code(yaml.safe_dump(c.params, sort_keys=True), "Corpus generator parameters:"))
-    for name, values in prov.sections.items():
-        blocks.append(Code(yaml.safe_dump({name: values}, sort_keys=False), f"params.yaml section '{name}' (with defaults):"))
+
+def compose(inp: Inputs, params: ReportParams, prov: Provenance) -> Document:
+    mods = list(inp.segments.modalities)
+    runs = tb.models(inp.results)
+    main = rb.main_metric(inp.results)
+    blocks: list = [Para(_opening(inp, runs, main)), Table(_glance(inp, runs, main), numeric=False),
+                    _weights_callout(inp)]
+    blocks += _paper_blocks(inp, params, runs, mods, main)
+    blocks.append(Toc())
+    blocks += _robustness_blocks(inp, runs, mods)
+    blocks += _importance_blocks(inp, runs, mods)
+    blocks += scorecard_blocks(inp.headlines, runs, mods)
+    blocks += _instance_blocks(inp, params, runs, mods)
+    blocks += _run_blocks(inp, runs, mods)
+    blocks += _provenance_blocks(inp, prov, runs)
     return Document(params.title, blocks)
 
 
 def _robustness_blocks(inp: Inputs, runs: list[str], mods: list[str]) -> list:
-    """Main table with markers, robustness curves + AUILC, modality importance."""
+    """One figure per condition family that has levels (a new family is a new figure), panels per
+    affected modality, runs as lines; then the per-modality AUILC."""
     main = rb.main_metric(inp.results)
     label = tb.metric_label(main)
-    out: list = [Heading("Main table")]
-    conds = rb.main_conditions(inp.results, mods)
-    out.append(Table(
-        rb.main_table(inp.summary, inp.results, runs, conds, main),
-        f"{label} ({main}) per run and condition: mean ± {inp.std_convention} over seeds",
-    ))
-    out.append(Para(
-        f"Markers (000 §6, Table 2; α = {stats.ALPHA}): {rb.BETTER} = the run is significantly better than "
-        f"its model's '{rb.STANDARD}' run under that condition (one-sided paired t-test across seeds, Holm-"
-        f"corrected across the model's other runs); {rb.SAME} = the score is not significantly different "
-        "from the run's own all-present score (two-sided paired t-test). No marker is given where fewer "
-        "than two seeds are shared. With few seeds these tests have little power: a missing ‡ is not "
-        "evidence of no difference."
-    ))
-
-    fam_curves = rb.curves(inp.results, inp.conditions, runs, mods, main)
-    if fam_curves:
-        out.append(Heading("Robustness curves"))
-        out.append(Para(
-            "Each condition family applied at several levels (pipeline/missing.py): lines are seed means, "
-            f"bands ± one standard deviation over seeds. 'all modalities' = every modality affected at once."
+    fam_curves = rb.curves(inp.results, inp.conditions, runs, mods, main, inp.inputs)
+    if not fam_curves:
+        return []
+    out: list = [Heading("Robustness curves", 2, "curves"), Para(
+        f"One figure per condition family (pipeline/missing/): {label} against the family's level, one panel per "
+        "affected modality ('all modalities' = every modality at once), one line per run in the same colour "
+        f"everywhere; lines are means over replicates, bands ± one {inp.std_convention}. A run that does not "
+        "take a panel's modality has no line there (the panel names it).")]
+    for fam, by_mod in fam_curves.items():
+        blind = _blind_by_modality(inp, runs, list(by_mod))
+        out.append(Figure(f"curves_{fam}.png",
+                          figs.robustness_curves(fam, by_mod, runs, main, rb.level_label(fam), blind),
+                          f"{fam}: {label} against {rb.level_label(fam)}."))
+    if "random_missing" in fam_curves:
+        grid = ", ".join(f"{r:.1f}" for r in stats.AUILC_RATES)
+        out.append(Table(
+            rb.auilc_table(fam_curves["random_missing"], runs, inp.inputs),
+            f"AUILC (003 Eq. 19): trapezoidal area under the {label} curve over the replicate means at missing "
+            f"rates {grid}, per affected modality; 'n/a (incomplete grid)' where a run was not evaluated at "
+            "exactly these rates.",
         ))
-        for fam, by_mod in fam_curves.items():
-            out.append(Figure(f"curves_{fam}.png",
-                              figs.robustness_curves(fam, by_mod, runs, main, rb.LEVELED[fam]),
-                              f"{fam}: {label} against {rb.LEVELED[fam]}, per affected modality, one line per run."))
-        if "random_missing" in fam_curves:
-            grid = ", ".join(f"{r:.1f}" for r in stats.AUILC_RATES)
-            out.append(Table(
-                rb.auilc_table(fam_curves["random_missing"], runs),
-                f"AUILC (003 Eq. 19): trapezoidal area under the {label} curve over the seed means at missing "
-                f"rates {grid}; 'n/a (incomplete grid)' where a run was not evaluated at exactly these rates.",
-            ))
+    return out
 
-    drops = {r: rb.drops(inp.results, r, mods, main) for r in runs}
+
+def _blind_by_modality(inp: Inputs, runs: list[str], panels: list[str]) -> dict[str, list[str]]:
+    """{panel modality: [runs that do not take it]} from the runs' inputs (model.pt), so a panel names
+    the runs it leaves out whether or not evaluate scored them there."""
+    out: dict[str, list[str]] = {}
+    for mod in panels:
+        if mod == rb.ALL:
+            continue
+        unseen = [r for r in runs if rb.blind(tb.ConditionInfo("", mod, None), inp.inputs.get(r))]
+        if unseen:
+            out[mod] = unseen
+    return out
+
+
+def _importance_blocks(inp: Inputs, runs: list[str], mods: list[str]) -> list:
+    main = rb.main_metric(inp.results)
+    label = tb.metric_label(main)
+    drops = {r: rb.drops(inp.results, r, mods, main, inp.inputs.get(r)) for r in runs}
     drops = {r: d for r, d in drops.items() if d}
-    if drops or inp.importance:
-        out.append(Heading("Modality importance"))
+    if not (drops or inp.importance):
+        return []
+    out: list = [Heading("Modality importance", 2, "importance")]
     if drops:
         out.append(Figure("modality_importance.png", figs.importance_bars(drops, mods, main),
-                          f"Drop in {label} when one modality is missing (all present − missing, paired by seed): "
-                          "larger = the run relies more on that modality."))
+                          f"Drop in {label} when one modality is missing (all present − missing, paired by replicate): "
+                          "larger = the run relies more on that modality; no bar where the modality is not an input."))
     if inp.importance:
         out.append(Para(
             "The `importance` stage's search for the `eliminate` strategy (000 §4): a modality is important "
@@ -300,17 +276,219 @@ def _robustness_blocks(inp: Inputs, runs: list[str], mods: list[str]) -> list:
     return out
 
 
-def build_report(root: Path, out_dir: Path, params: ReportParams) -> Path:
+# headline keys every run family has (pipeline.evaluate.headline_metrics): shown in the main table already
+_BASE_HEADLINES = ("all_present", "auilc")
+
+
+def scorecard_blocks(headlines: dict[str, dict[str, dict[str, float]]], runs: list[str], mods: list[str]) -> list:
+    """SCORECARD SECTION — the place for headline metrics beyond the main table's.
+
+    Renders every key of metrics/<model>-<strategy>.json that is not all_present, auilc or no_<modality>
+    (relative/effective robustness, MNAR/burst/imbalanced conditions, a train-rate × test-rate matrix…):
+    one table per metric, rows = run families, columns = those keys (nested keys dotted). Nothing here
+    knows their meaning; a key evaluate adds shows up without a change to this function."""
+    tables: dict[str, dict[str, dict[str, float]]] = {}
+    for family, by_metric in headlines.items():
+        for metric, keys in by_metric.items():
+            extra = {k: v for k, v in keys.items()
+                     if k not in _BASE_HEADLINES and not (k.startswith("no_") and "." not in k)}
+            if extra:
+                tables.setdefault(metric, {})[family] = extra
+    if not tables:
+        return []
+    out: list = [Heading("Scorecard", 2, "scorecard"), Para(
+        "Headline metrics beyond the main table, as the evaluate stages wrote them (metrics/<model>-<strategy>.json).")]
+    for metric, by_family in tables.items():
+        cols = sorted({k for keys in by_family.values() for k in keys})
+        rows = [[fam] + [tb.fmt_number(keys[k]) if k in keys else "–" for k in cols] for fam, keys in sorted(by_family.items())]
+        out.append(Table(tb.TableData(["run family"] + cols, rows), f"{tb.metric_label(metric)} ({metric})"))
+    return out
+
+
+def _masked_text(info: tb.ConditionInfo) -> str:
+    """What a condition masks, as far as its columns say (evaluate does not write per-clip masks)."""
+    mod = "every modality" if info.modality == tb.EVERY_MODALITY else info.modality
+    if info.family == tb.MISSING_FAMILY:
+        return f"every step of {mod} (100 %)"
+    if info.level is None:
+        return f"{info.family} on {mod}"
+    if info.family == "availability":
+        return f"{1 - info.level:.0%} of {mod} steps (the condition's share)"
+    if info.family in ("random_missing", "frame_zero", "frame_repeat"):
+        return f"{info.level:.0%} of {mod} steps (the condition's share)"
+    if info.family == "clip_zero":
+        return f"all of {mod} in {info.level:.0%} of clips"
+    return f"{info.family} on {mod} at {info.level:g}"
+
+
+def _instance_blocks(inp: Inputs, params: ReportParams, runs: list[str], mods: list[str]) -> list:
+    """The test clips whose prediction changes when a modality goes missing, for one run and replicate."""
+    ip = params.instances
+    run = ip.run or runs[0]
+    if run not in runs:
+        raise ReportError(f"params.yaml: report.instances.run {run!r} is not an evaluated run (evaluated: {', '.join(runs)})")
+    preds = inp.predictions.get(run)
+    out: list = [Heading("Instances", 2, "instances")]
+    if preds is None:
+        return out + [Para(f"{run} has no classification predictions (data/evaluate/{run}/predictions.csv absent or "
+                           "a regression run): no instance view.")]
+    reps = tb.seeds(inp.results, run)
+    rep = reps[0] if ip.seed is None else ip.seed
+    if rep not in reps:
+        raise ReportError(f"params.yaml: report.instances.seed {rep} is not a replicate of {run} (it has {reps})")
+    conds = list(ip.conditions) or [f"{tb.MISSING}{m}" for m in mods if f"{tb.MISSING}{m}" in inp.conditions
+                                    and not rb.blind(inp.conditions[f"{tb.MISSING}{m}"], inp.inputs.get(run))]
+    unknown = [c for c in conds if c not in inp.conditions]
+    if unknown:
+        raise ReportError(f"params.yaml: report.instances.conditions {unknown} were not evaluated "
+                          f"(e.g. {', '.join(sorted(inp.conditions)[:4])})")
+    key = ["clip_id", "origin"] if "origin" in preds.columns else ["clip_id"]
+    mine = preds.filter(pl.col("seed") == rep)
+    base = mine.filter(pl.col("condition") == tb.ALL_PRESENT).select(*key, "true", pl.col("pred").alias("with"))
+    out.append(Para(
+        f"{run}, {replicate_label(rep)} (params report.instances): test clips whose predicted class changes "
+        "from all modalities present to the condition. 'masked' is the condition's share: evaluate does not "
+        "write which frames each clip had masked."))
+    for cond in conds:
+        info = inp.conditions[cond]
+        header = ["clip"] + (["origin"] if "origin" in key else []) + [
+            "true", "predicted, all present", f"predicted, {tb.condition_label(cond)}", "masked"]
+        other = mine.filter(pl.col("condition") == cond).select(*key, pl.col("pred").alias("without"))
+        changed = base.join(other, on=key, how="inner").filter(pl.col("with") != pl.col("without")).sort(key)
+        fixed = changed.filter(pl.col("without") == pl.col("true")).height
+        broke = changed.filter(pl.col("with") == pl.col("true")).height
+        rows = [[*(str(r[k]) for k in key), r["true"], r["with"], r["without"], _masked_text(info)]
+                for r in changed.head(ip.limit).iter_rows(named=True)]
+        caption = (f"{tb.condition_label(cond)}: {changed.height} of {base.height} clips change prediction "
+                   f"({broke} right → wrong, {fixed} wrong → right)"
+                   + (f"; first {ip.limit} shown" if changed.height > ip.limit else ""))
+        out.append(Table(tb.TableData(header, rows), caption, numeric=False) if rows else Para(caption + "."))
+    return out
+
+
+def _run_tables(inp: Inputs, run: str, mods: list[str]) -> list:
+    conds, metrics = tb.cells_of(inp.results, run)
+    conds, metrics = tb.condition_order(conds, mods), tb.metric_order(metrics)
+    inputs = inp.inputs.get(run)
+    na = {c for c in conds if rb.blind(inp.conditions.get(c), inputs)}
+    scores = tb.results_table(inp.summary, run, conds, metrics)
+    for row, c in zip(scores.rows, conds):
+        if c in na:
+            row[1:-1] = [rb.not_an_input(run)] * (len(row) - 2)
+    out = [Table(scores, f"{run}: every condition (mean ± std over replicates)")]
+    if tb.ALL_PRESENT in conds and len(conds) > 1:
+        others = [c for c in conds if c != tb.ALL_PRESENT]
+        change = tb.change_table(inp.results, run, conds, metrics)
+        for row, c in zip(change.rows, others):
+            if c in na:
+                row[1:] = [rb.not_an_input(run)] * (len(row) - 1)
+        out.append(Table(change, f"{run}: change against all modalities present, paired by replicate "
+                                 "(condition − all present; negative = worse)"))
+    return out
+
+
+def _confusions(inp: Inputs, run: str, mods: list[str]) -> dict[str, np.ndarray]:
+    preds = inp.predictions.get(run)
+    if preds is None:
+        return {}
+    classes = inp.segments.classes
+    inputs = inp.inputs.get(run)
+    conds = [tb.ALL_PRESENT] + [f"{tb.MISSING}{m}" for m in mods]
+    out = {}
+    for c in conds:
+        if c not in inp.conditions or rb.blind(inp.conditions[c], inputs):
+            continue
+        rows = preds.filter(pl.col("condition") == c)
+        if rows.height:
+            out[c] = confusion_matrix(rows["true"].to_list(), rows["pred"].to_list(), labels=classes)
+    return out
+
+
+def _run_blocks(inp: Inputs, runs: list[str], mods: list[str]) -> list:
+    """Per-run detail, each run in its own closed <details>: every condition, training curves,
+    confusion matrices (all present and each modality missing)."""
+    out: list = [Heading("Per-run detail", 2, "runs"), Para(
+        "Every condition of every run, its training curves and its confusion matrices; click a run to open it.")]
+    for run in runs:
+        blocks = _run_tables(inp, run, mods)
+        safe = run.replace("/", "-")
+        blocks.append(Figure(f"training_{safe}.png", figs.training_curves(run, inp.histories[run]),
+                             f"{run}: training, one line per replicate (dot: the epoch kept)."))
+        cms = _confusions(inp, run, mods)
+        if cms:
+            blocks.append(Figure(f"confusion_{safe}.png", figs.confusion_matrices(run, cms, inp.segments.classes),
+                                 f"{run}: confusion matrices on the test partition, counts summed over replicates "
+                                 "(rows: true class; shade: share of the row)."))
+        if inp.trace is not None and inp.trace.model == run:
+            t = inp.trace
+            blocks.append(Figure(
+                "regression_trace.png", figs.regression_trace(t),
+                f"Predicted (dashed) and true (solid) {', '.join(t.targets)} over time for test clip {t.clip_id}: "
+                f"run {t.model}, seed {t.seed}, all modalities present."))
+        inputs = inp.inputs.get(run)
+        out.append(Details(f"{run} — inputs: {_inputs_text(inputs)}; {len(tb.seeds(inp.results, run))} replicate(s)",
+                           blocks))
+    return out
+
+
+def _provenance_blocks(inp: Inputs, prov: Provenance, runs: list[str]) -> list:
+    c = inp.corpus
+    rows = [
+        ["name", c.name],
+        ["clips", str(c.n_clips)],
+        ["speakers", str(c.n_speakers)],
+        ["classes (clips)", ", ".join(f"{k} ({n})" for k, n in c.class_counts.items())],
+    ]
+    if c.partition_counts:
+        rows.append([f"partitions (from {c.partition_source})", ", ".join(f"{p} {n}" for p, n in c.partition_counts.items())])
+    if inp.segments.classes != c.classes:
+        rows.append(["classes modelled (segments)", ", ".join(inp.segments.classes)])
+    seeds = "; ".join(f"{m}: {', '.join(map(str, tb.seeds(inp.results, m)))}" for m in runs)
+    out: list = [Heading("Corpus and provenance", 2, "provenance"), Table(tb.TableData(["", ""], rows), "Corpus", numeric=False)]
+    out.append(Table(tb.TableData(["", ""], [
+        ["corpus", f"{c.name} ({c.n_clips} clips, {c.n_speakers} speakers)"],
+        ["params.yaml sha256", prov.params_sha256],
+        *[[f"params section '{n}' hash", h] for n, h in prov.section_hashes.items()],
+        ["seeds", seeds],
+        ["code (sha256 of pipeline/ and stages/)", prov.code_version],
+        *([["generated", prov.generated_utc]] if prov.generated_utc else []),
+    ]), "Provenance", numeric=False))
+    out.append(Table(
+        tb.TableData(
+            ["modality", "feature table", "backbone", "dim", "rate (Hz)", "pretrained", "weights"],
+            [[m, i.feature, i.backbone, str(i.dim), "irregular" if i.rate_hz is None else f"{i.rate_hz:g}",
+              "yes" if i.pretrained else "NO (random)", i.weights_statement]
+             for m, i in inp.segments.modalities.items()],
+        ),
+        f"Feature tables, aligned by `segment` to a common {inp.segments.rate_hz:g} Hz grid",
+        numeric=False,
+    ))
+    params_blocks: list = []
+    if c.params:
+        params_blocks.append(Code(yaml.safe_dump(c.params, sort_keys=True), "Corpus generator parameters:"))
+    for name, values in prov.sections.items():
+        params_blocks.append(Code(yaml.safe_dump({name: values}, sort_keys=False), f"params.yaml section '{name}' (with defaults):"))
+    out.append(Details("Parameters (params.yaml sections with defaults)", params_blocks))
+    return out
+
+
+def build_report(root: Path, out_dir: Path, params: ReportParams, log: Callable[[str], None] | None = None) -> Path:
     """Build the report from the inputs under `root`; return the path of index.html.
 
     `out_dir` may be relative (to `root`). Raises ReportError naming the first missing or bad input.
+    `log` gets one line per step (the stage prints them).
     """
+    say = log or (lambda _line: None)
     root = Path(root)
     out_dir = out_dir if Path(out_dir).is_absolute() else root / out_dir
     prov = provenance(root)
     inputs = load_inputs(root, prov.sections["train"]["modalities"])
+    runs = tb.models(inputs.results)
+    say(f"report: read {len(runs)} run(s), {len(inputs.conditions)} conditions, "
+        f"{sum(len(tb.seeds(inputs.results, r)) for r in runs)} replicate results")
     doc = compose(inputs, params, prov)
     files: dict[str, bytes | str] = {f"{FIGURES}/{f.name}": f.png for f in doc.figures}
+    say(f"report: drew {len(doc.figures)} figure(s)")
     files[MARKDOWN] = to_markdown(doc, FIGURES)
     files[INDEX] = to_html(doc)
     publish_dir(out_dir, files)

@@ -66,45 +66,75 @@ def metric_by_condition(
     return _png(fig)
 
 
-def training_curves(histories: dict[str, dict[int, History]]) -> bytes:
-    """Per model: devel macro F1 per epoch (one line per seed, best epoch marked) and, where logged,
-    train and devel loss."""
-    models = list(histories)
-    with_loss = any("train_loss" in h.columns or "devel_loss" in h.columns
-                    for runs in histories.values() for h in runs.values())
-    ncols = 2 if with_loss else 1
-    fig = Figure(figsize=(5.0 * ncols, 3.2 * len(models)), layout="constrained")
-    axes = fig.subplots(len(models), ncols, squeeze=False)
-    for row, model in enumerate(models):
-        ax_f1 = axes[row][0]
-        for j, (seed, h) in enumerate(sorted(histories[model].items())):
-            color = f"C{j % 10}"
-            col = next(c for c in DEVEL_METRICS if c in h.columns)
-            f1 = np.asarray(h.columns[col], dtype=np.float64)
-            ax_f1.plot(h.epoch, f1, color=color, lw=1.4, label=f"seed {seed}")
-            if np.any(np.isfinite(f1)):
-                best = int(np.nanargmax(f1))
-                ax_f1.plot(h.epoch[best], f1[best], "o", color=color, ms=5)
-            if with_loss:
-                ax_loss = axes[row][1]
-                for col, style in (("train_loss", "--"), ("devel_loss", "-")):
-                    if col in h.columns:
-                        ax_loss.plot(h.epoch, h.columns[col], style, color=color, lw=1.2,
-                                     label=f"seed {seed} {col.split('_')[0]}")
-        name = metric_label(col[len("devel_"):])
-        ax_f1.set_title(f"{model}: devel {name} per epoch; dot = best epoch", fontsize=10)
-        ax_f1.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax_f1.set_xlabel("epoch")
-        ax_f1.set_ylabel(col)
-        ax_f1.grid(alpha=0.3)
-        ax_f1.legend(fontsize=8)
-        if with_loss:
-            ax_loss = axes[row][1]
-            ax_loss.set_title(f"{model}: loss (dashed: train, solid: devel)", fontsize=10)
-            ax_loss.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax_loss.set_xlabel("epoch")
-            ax_loss.set_ylabel("loss")
-            ax_loss.grid(alpha=0.3)
+def training_titles(run: str, histories: dict[int, History]) -> tuple[str, str | None]:
+    """The panel titles, named from the columns actually plotted: the devel selection metric, and the
+    losses (None when no loss is logged)."""
+    plotted = sorted({next(c for c in DEVEL_METRICS if c in h.columns) for h in histories.values()})
+    label = " / ".join(f"{metric_label(c[len('devel_'):])} ({c})" for c in plotted)
+    losses = [c for c in ("train_loss", "devel_loss") if any(c in h.columns for h in histories.values())]
+    styles = {"train_loss": "dashed", "devel_loss": "solid"}
+    loss = f"{run}: loss per epoch ({', '.join(f'{styles[c]}: {c}' for c in losses)})" if losses else None
+    return f"{run}: devel {label} per epoch; dot = best epoch", loss
+
+
+def training_curves(run: str, histories: dict[int, History]) -> bytes:
+    """One run's training: the devel selection metric per epoch (one line per seed, best epoch marked)
+    and, where logged, train and devel loss. Every panel is titled and labelled by the column it plots
+    (`training_titles`)."""
+    sel_title, loss_title = training_titles(run, histories)
+    ncols = 2 if loss_title else 1
+    fig = Figure(figsize=(4.6 * ncols, 3.0), layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    ax_sel = axes[0]
+    plotted: set[str] = set()
+    for j, (seed, h) in enumerate(sorted(histories.items())):
+        color = f"C{j % 10}"
+        sel = next(c for c in DEVEL_METRICS if c in h.columns)
+        plotted.add(sel)
+        y = np.asarray(h.columns[sel], dtype=np.float64)
+        ax_sel.plot(h.epoch, y, color=color, lw=1.4, label=f"seed {seed}")
+        if np.any(np.isfinite(y)):
+            best = int(np.nanargmax(y))
+            ax_sel.plot(h.epoch[best], y[best], "o", color=color, ms=5)
+        if loss_title:
+            for loss_col, style in (("train_loss", "--"), ("devel_loss", "-")):
+                if loss_col in h.columns:
+                    axes[1].plot(h.epoch, h.columns[loss_col], style, color=color, lw=1.2)
+    ax_sel.set_title(sel_title, fontsize=9)
+    ax_sel.set_ylabel(" / ".join(sorted(plotted)))
+    ax_sel.legend(fontsize=7)
+    if loss_title:
+        axes[1].set_title(loss_title, fontsize=9)
+        axes[1].set_ylabel("loss")
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def confusion_matrices(run: str, matrices: dict[str, np.ndarray], classes: Sequence[str]) -> bytes:
+    """One panel per condition: counts summed over seeds (rows = true class), shaded by row share."""
+    n = len(matrices)
+    ncols = min(3, n)
+    nrows = -(-n // ncols)
+    fig = Figure(figsize=(3.4 * ncols, 3.1 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, (cond, cm) in enumerate(matrices.items()):
+        ax = axes[i // ncols][i % ncols]
+        share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+        for (r, c), v in np.ndenumerate(cm):
+            ax.text(c, r, str(int(v)), ha="center", va="center", fontsize=8,
+                    color="white" if share[r, c] > 0.6 else "black")
+        ax.set_xticks(range(len(classes)), list(classes), rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(classes)), list(classes), fontsize=7)
+        ax.set_title(condition_label(cond), fontsize=9)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+    for j in range(n, nrows * ncols):
+        axes[j // ncols][j % ncols].set_visible(False)
+    fig.suptitle(f"{run}: test confusion matrices, counts over all seeds", fontsize=10)
     return _png(fig)
 
 
@@ -113,29 +143,47 @@ def _run_colors(runs: Sequence[str]) -> dict[str, str]:
 
 
 def robustness_curves(family: str, by_mod: dict[str, dict[str, Curve]], runs: Sequence[str], metric: str,
-                      level_label: str) -> bytes:
-    """One subplot per modality: metric vs level, one line per run, band = ± std over seeds."""
-    mods = list(by_mod)
+                      level_label: str, blind: dict[str, list[str]] | None = None) -> bytes:
+    """One figure per condition family, one panel per affected modality: metric vs level, one line per
+    run (same colour for a run in every figure), band = ± std over seeds. A run that does not take a
+    panel's modality (`blind`: {modality: [run]}) has no line there; the panel says so in grey, and a
+    panel no run can see is greyed out."""
+    blind = blind or {}
+    mods = list(by_mod) + [m for m in blind if m not in by_mod]
     ncols = min(3, len(mods))
     nrows = -(-len(mods) // ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows + 0.6), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    fig = Figure(figsize=(4.0 * ncols, 2.9 * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)  # one scale: panels compare at a glance
     colors = _run_colors(runs)
     for i, mod in enumerate(mods):
         ax = axes[i // ncols][i % ncols]
-        for run, c in by_mod[mod].items():
+        for run, c in by_mod.get(mod, {}).items():
             x, m = np.asarray(c.levels), np.asarray(c.mean)
             sd = np.nan_to_num(np.asarray(c.std, dtype=np.float64), nan=0.0)
             ax.plot(x, m, "o-", ms=3, lw=1.3, color=colors[run], label=run)
             ax.fill_between(x, m - sd, m + sd, color=colors[run], alpha=0.15, linewidth=0)
+        unseen = sorted({r.split("/")[0] for r in blind.get(mod, [])})
+        if unseen:
+            ax.text(0.5, 0.04, f"omitted: not an input of {', '.join(unseen)}", transform=ax.transAxes,
+                    ha="center", va="bottom", fontsize=7, color="0.45")
+        if not by_mod.get(mod):
+            ax.set_facecolor("0.93")
         ax.set_title(f"{family}: {mod}", fontsize=10)
         ax.set_xlabel(level_label, fontsize=8)
-        ax.set_ylabel(metric_label(metric))
+        if i % ncols == 0:
+            ax.set_ylabel(metric_label(metric))
+        ax.tick_params(labelleft=True)
         ax.grid(alpha=0.3)
     for j in range(len(mods), nrows * ncols):
         axes[j // ncols][j % ncols].set_visible(False)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize=8)
+    handles, labels = [], []
+    for row in axes:
+        for ax in row:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:
+                    handles.append(h), labels.append(lab)
+    if labels:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize=8)
     return _png(fig)
 
 

@@ -103,6 +103,7 @@ class SegmentsMeta:
     classes: list[str]
     rate_hz: float
     modalities: dict[str, ModalityInfo]
+    extra: dict[str, Any] = field(default_factory=dict)  # protocol, folds, corpus… (segment stage)
 
 
 def history_path(root: Path, model: str, seed: int) -> Path:
@@ -210,7 +211,8 @@ def read_segments_meta(root: Path) -> SegmentsMeta:
     try:
         meta = json.loads(path.read_text())
         mods = {m: ModalityInfo(**info) for m, info in meta["modalities"].items()}
-        return SegmentsMeta(classes=list(meta["classes"]), rate_hz=float(meta["rate_hz"]), modalities=mods)
+        extra = meta.get("extra") if isinstance(meta.get("extra"), dict) else {}
+        return SegmentsMeta(classes=list(meta["classes"]), rate_hz=float(meta["rate_hz"]), modalities=mods, extra=extra)
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ReportError(f"{path}: does not follow the segments contract ({type(e).__name__}: {e}); "
                           f"rerun the `segment` stage") from None
@@ -295,3 +297,65 @@ def read_trace(root: Path, model: str, seed: int, condition: str) -> Trace | Non
         t = targets.setdefault(r["target"], ([], [], []))
         t[0].append(r["step"]), t[1].append(r["true"]), t[2].append(r["pred"])
     return Trace(model, seed, clip, targets)
+
+
+def read_run_inputs(root: Path, run: str, seed: int) -> list[str] | None:
+    """The modalities run `run` (replicate `seed`) was trained on, from its model.pt ('modalities');
+    None when the file is absent (a report built from results alone): then every modality counts as
+    an input. torch is imported here only: the checkpoint is memory-mapped and its tensors never read."""
+    path = history_path(root, run, seed).parent / "model.pt"
+    if not path.is_file():
+        return None
+    import torch
+
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # torch raises several types for corrupt or foreign files
+        raise ReportError(f"{path}: unreadable model file ({type(e).__name__}); rerun the `train` stage") from None
+    mods = blob.get("modalities") if isinstance(blob, dict) else None
+    if not isinstance(mods, (list, tuple)) or not all(isinstance(m, str) for m in mods):
+        raise ReportError(f"{path}: holds no list of 'modalities'; rerun the `train` stage")
+    return list(mods)
+
+
+def read_predictions(root: Path, run: str) -> pl.DataFrame | None:
+    """data/evaluate/<run>/predictions.csv of a classification run (seed as the report's replicate;
+    an `origin` column, the window of a clip, kept when present); None when absent or regression."""
+    path = root / EVALUATE_DIR / run / PREDICTIONS
+    if not path.is_file():
+        return None
+    try:
+        header = pl.read_csv(path, n_rows=0, infer_schema=False).columns
+    except pl.exceptions.NoDataError:
+        return None
+    if "step" in header:
+        return None
+    cols: dict[str, Kind] = {"model": "str", "seed": "int", "condition": "str", "clip_id": "str", "true": "str", "pred": "str"}
+    table = replicates(read_csv(path, "evaluate", cols))
+    return table.filter(pl.col("model") == run)
+
+
+def read_headlines(root: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """{'<model>-<strategy>': {metric: {key: value}}} from metrics/*.json (the evaluate stages'
+    headline metrics; nested keys dotted, non-numeric leaves left out); {} when the folder is absent."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for path in sorted((root / "metrics").glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as e:
+            raise ReportError(f"{path}: not valid JSON ({e}); rerun the `evaluate` stage") from None
+        if not isinstance(data, dict):
+            raise ReportError(f"{path}: not a JSON object; rerun the `evaluate` stage")
+        out[path.stem] = {m: _flatten(keys) for m, keys in data.items() if isinstance(keys, dict)}
+    return out
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, float]:
+    """{'a': {'b': 1}} -> {'a.b': 1.0}: nested headline keys (a matrix of rates) as dotted names."""
+    out: dict[str, float] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[f"{prefix}{k}"] = float(v)
+    return out

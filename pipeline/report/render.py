@@ -1,7 +1,8 @@
 """One document model, two renderings: a self-contained HTML page and Markdown.
 
-The HTML page opens offline: inline CSS, figures as base64 PNG data URIs, no scripts, fonts or links.
-The Markdown refers to the figures as PNG files in a folder beside it.
+The HTML page opens offline: inline CSS, figures as base64 PNG data URIs, no scripts, fonts or links
+(but anchors within the page: the table of contents). Per-run detail sits in <details> sections that
+are closed until opened. The Markdown refers to the figures as PNG files in a folder beside it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from pipeline.report.tables import TableData
 class Heading:
     text: str
     level: int = 2
+    anchor: str = ""  # an id for the table of contents; '' for none
+
+
+@dataclass
+class Toc:
+    """Links to the anchored level-2 headings of the document, in order."""
 
 
 @dataclass
@@ -56,7 +63,24 @@ class Code:
     caption: str = ""
 
 
-Block = Union[Heading, Para, Callout, Table, Figure, Code]
+@dataclass
+class Details:
+    """A collapsible section (closed on the page): `summary` is the line that opens it."""
+
+    summary: str
+    blocks: list
+
+
+Block = Union[Heading, Para, Callout, Table, Figure, Code, Toc, Details]
+
+
+def _walk(blocks: list) -> list:
+    out = []
+    for b in blocks:
+        out.append(b)
+        if isinstance(b, Details):
+            out += _walk(b.blocks)
+    return out
 
 
 @dataclass
@@ -66,7 +90,11 @@ class Document:
 
     @property
     def figures(self) -> list[Figure]:
-        return [b for b in self.blocks if isinstance(b, Figure)]
+        return [b for b in _walk(self.blocks) if isinstance(b, Figure)]
+
+    @property
+    def anchors(self) -> list[Heading]:
+        return [b for b in self.blocks if isinstance(b, Heading) and b.anchor and b.level == 2]
 
 
 CSS = """
@@ -88,6 +116,12 @@ caption { caption-side: top; text-align: left; font-size: 0.9rem; color: #555; p
 figure { margin: 1rem 0; }
 figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.9rem; color: #555; }
+nav.toc { background: #f6f8fa; border: 1px solid #ddd; padding: 0.4rem 1rem; margin: 1rem 0; }
+nav.toc ol { margin: 0.2rem 0; padding-left: 1.4rem; columns: 2; }
+details { border: 1px solid #ddd; border-radius: 4px; padding: 0.3rem 0.8rem; margin: 0.5rem 0; }
+details > summary { cursor: pointer; font-weight: 600; }
+table:not(.text) td { white-space: nowrap; }
+table:not(.text) td.na { color: #888; font-style: italic; white-space: normal; min-width: 7rem; }
 pre { background: #f6f8fa; padding: 0.7rem; overflow-x: auto; font-size: 0.85rem; }
 """
 
@@ -109,9 +143,29 @@ def to_html(doc: Document) -> str:
         "<body>",
         f"<h1>{_e(doc.title)}</h1>",
     ]
-    for b in doc.blocks:
+    parts += _html_blocks(doc, doc.blocks)
+    parts += ["</body>", "</html>", ""]
+    return "\n".join(parts)
+
+
+def _td(cell: str) -> str:
+    cls = ' class="na"' if cell.startswith("n/a") else ""
+    return f"<td{cls}>{_e(cell)}</td>"
+
+
+def _html_blocks(doc: Document, blocks: list) -> list[str]:
+    parts: list[str] = []
+    for b in blocks:
         if isinstance(b, Heading):
-            parts.append(f"<h{b.level}>{_e(b.text)}</h{b.level}>")
+            ident = f' id="{_e(b.anchor)}"' if b.anchor else ""
+            parts.append(f"<h{b.level}{ident}>{_e(b.text)}</h{b.level}>")
+        elif isinstance(b, Toc):
+            items = "".join(f'<li><a href="#{_e(h.anchor)}">{_e(h.text)}</a></li>' for h in doc.anchors)
+            parts.append(f'<nav class="toc"><strong>Contents</strong><ol>{items}</ol></nav>')
+        elif isinstance(b, Details):
+            parts.append(f"<details><summary>{_e(b.summary)}</summary>")
+            parts += _html_blocks(doc, b.blocks)
+            parts.append("</details>")
         elif isinstance(b, Para):
             parts.append(f"<p>{_e(b.text)}</p>")
         elif isinstance(b, Callout):
@@ -124,9 +178,10 @@ def to_html(doc: Document) -> str:
         elif isinstance(b, Table):
             cap = f"<caption>{_e(b.caption)}</caption>" if b.caption else ""
             head = "".join(f"<th>{_e(h)}</th>" for h in b.data.header)
-            body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in b.data.rows)
+            thead = f"<thead><tr>{head}</tr></thead>" if any(b.data.header) else ""  # key/value: no header
+            body = "".join("<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in b.data.rows)
             cls = "" if b.numeric else ' class="text"'
-            parts.append(f"<table{cls}>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            parts.append(f"<table{cls}>{cap}{thead}<tbody>{body}</tbody></table>")
         elif isinstance(b, Figure):
             data = base64.b64encode(b.png).decode("ascii")
             parts.append(
@@ -138,8 +193,7 @@ def to_html(doc: Document) -> str:
             parts.append(f"{cap}<pre>{_e(b.text)}</pre>")
         else:  # pragma: no cover - the Block union is closed
             raise TypeError(f"unknown block {type(b).__name__}")
-    parts += ["</body>", "</html>", ""]
-    return "\n".join(parts)
+    return parts
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")
@@ -151,10 +205,19 @@ def _m(s: str) -> str:
 
 
 def to_markdown(doc: Document, figures_dir: str = "figures") -> str:
-    parts = [f"# {_m(doc.title)}"]
-    for b in doc.blocks:
+    return "\n\n".join([f"# {_m(doc.title)}", *_md_blocks(doc, doc.blocks, figures_dir)]) + "\n"
+
+
+def _md_blocks(doc: Document, blocks: list, figures_dir: str) -> list[str]:
+    parts: list[str] = []
+    for b in blocks:
         if isinstance(b, Heading):
             parts.append(f"{'#' * b.level} {_m(b.text)}")
+        elif isinstance(b, Toc):
+            parts.append("\n".join(f"{i}. [{_m(h.text)}](#{h.anchor})" for i, h in enumerate(doc.anchors, 1)))
+        elif isinstance(b, Details):
+            parts.append(f"**{_m(b.summary)}**")
+            parts += _md_blocks(doc, b.blocks, figures_dir)
         elif isinstance(b, Para):
             parts.append(_m(b.text))
         elif isinstance(b, Callout):
@@ -176,4 +239,4 @@ def to_markdown(doc: Document, figures_dir: str = "figures") -> str:
             parts.append((f"{_m(b.caption)}\n\n" if b.caption else "") + f"{fence}\n{b.text.rstrip()}\n{fence}")
         else:  # pragma: no cover
             raise TypeError(f"unknown block {type(b).__name__}")
-    return "\n\n".join(parts) + "\n"
+    return parts

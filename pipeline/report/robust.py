@@ -23,11 +23,13 @@ from pipeline.report.tables import (
     ALL_PRESENT,
     EVERY_MODALITY,
     MISSING,
+    MISSING_FAMILY,
     ConditionInfo,
     Key,
     Stat,
     TableData,
     fmt_number,
+    metric_label,
     fmt_stat,
     seed_stat,
 )
@@ -108,6 +110,20 @@ def same_as_all_present(results: Results, run: str, condition: str, metric: str)
         return None
 
 
+def blind(info: ConditionInfo | None, inputs: list[str] | None) -> bool:
+    """True when a condition touches only modalities the run does not take (evaluate scores the run on
+    its own, intact inputs there, so the number is its all-present score again, not a finding).
+    `inputs` None (unknown) and conditions on every modality are never blind."""
+    if info is None or inputs is None or info.modality in (EVERY_MODALITY, ""):
+        return False
+    return not any(m in inputs for m in info.modality.split("+"))
+
+
+def not_an_input(run: str) -> str:
+    """The cell text where `blind` holds."""
+    return f"n/a — not an input of {split_run(run)[0]}"
+
+
 def main_conditions(results: Results, modalities: Sequence[str]) -> list[str]:
     present = {k[1] for k in results}
     return [c for c in [ALL_PRESENT] + [f"{MISSING}{m}" for m in modalities] if c in present]
@@ -133,6 +149,84 @@ def main_table(summary: dict[Key, Stat], results: Results, runs: Sequence[str], 
     return TableData(header, rows)
 
 
+AUILC = "auilc"  # the paper table's column key and a published entry's condition for it
+
+
+def column_label(condition: str) -> str:
+    if condition == ALL_PRESENT:
+        return "all present"
+    if condition == AUILC:
+        return "AUILC"
+    return condition[len(MISSING):] + " missing" if condition.startswith(MISSING) else condition
+
+
+def seed_auilc(results: Results, conditions: dict[str, ConditionInfo], run: str, metric: str) -> dict[int, float]:
+    """{seed: AUILC} (003 Eq. 19) of `run` over random_missing on every modality at AUILC_RATES, one per
+    seed evaluated on that whole grid (their mean is the AUILC of the seed means: the area is linear)."""
+    by_seed: dict[int, dict[float, float]] = {}
+    for (r, cond, met), cell in results.items():
+        c = conditions.get(cond)
+        if (r != run or met != metric or c is None or c.family != "random_missing"
+                or c.modality != EVERY_MODALITY or c.level is None):
+            continue
+        for seed, v in cell.items():
+            by_seed.setdefault(seed, {})[c.level] = v
+    out = {}
+    for seed, pts in sorted(by_seed.items()):
+        levels = sorted(pts)
+        try:
+            out[seed] = stats.auilc(levels, [pts[x] for x in levels])
+        except stats.StatsError:  # not the 0.0…0.9 grid
+            continue
+    return out
+
+
+def paper_table(summary: dict[Key, Stat], results: Results, conditions: dict[str, ConditionInfo], runs: Sequence[str],
+                columns: Sequence[str], metric: str, inputs: dict[str, list[str] | None] | None = None,
+                published: Sequence = (), higher_is_better: bool = True) -> tuple[TableData, list[str]]:
+    """The papers' main table (000 Table 2, 003 Table 3): rows = runs, columns = `columns` (all present,
+    each modality missing) and AUILC where a run has the random-missing grid; cells 'mean ± std' over
+    seeds with the ‡/✓ markers ('n/a — not an input of <model>' where `blind`). `published` entries
+    (params report.published) follow their model's runs as 'paper: …' rows; those under a condition
+    that is not a column come back as notes."""
+    inputs = inputs or {}
+    ext = dict(results)
+    for run in runs:
+        a = seed_auilc(results, conditions, run, metric)
+        if a:
+            ext[(run, AUILC, metric)] = a
+    cols = list(columns) + ([AUILC] if any(k[1] == AUILC for k in ext) else [])
+    better = {c: better_markers(ext, runs, c, metric, higher_is_better) for c in cols}
+    header = ["Run"] + [column_label(c) for c in cols]
+    by_model: dict[str, list[list[str]]] = {}
+    for run in runs:
+        row = [run]
+        for c in cols:
+            if blind(conditions.get(c), inputs.get(run)):
+                row.append(not_an_input(run))
+                continue
+            cell = fmt_stat(seed_stat(list(ext[(run, c, metric)].values())) if c == AUILC and (run, c, metric) in ext
+                            else summary.get((run, c, metric)))
+            marks = BETTER if better[c].get(run, {}).get("significant") else ""
+            if c != AUILC and same_as_all_present(results, run, c, metric):
+                marks += SAME
+            row.append(f"{cell} {marks}".rstrip())
+        by_model.setdefault(split_run(run)[0], []).append(row)
+    notes: list[str] = []
+    paper_rows: dict[tuple[str, str, str], dict[str, list[str]]] = {}
+    for e in published:
+        text = fmt_number(e.value) + ("" if e.metric == metric else f" ({metric_label(e.metric)})")
+        if e.condition not in cols:
+            notes.append(f"{e.model}{'/' + e.strategy if e.strategy else ''}, {e.condition}, "
+                         f"{metric_label(e.metric)}: {text} ({e.source})")
+            continue
+        paper_rows.setdefault((e.model, e.strategy, e.source), {}).setdefault(e.condition, []).append(text)
+    for (model, strategy, source), cells in paper_rows.items():
+        label = f"paper: {model}{'/' + strategy if strategy else ''} ({source})"
+        by_model.setdefault(model, []).append([label] + ["; ".join(cells.get(c, [])) for c in cols])
+    return TableData(header, [r for rows in by_model.values() for r in rows]), notes
+
+
 @dataclass
 class Curve:
     levels: list[float]
@@ -140,25 +234,34 @@ class Curve:
     std: list[float]  # NaN where one seed
 
 
+def level_label(family: str) -> str:
+    """What a family's level means (LEVELED), 'level' for a family this report does not know yet."""
+    return LEVELED.get(family, "level")
+
+
 def curves(results: Results, conditions: dict[str, ConditionInfo], runs: Sequence[str], modalities: Sequence[str],
-           metric: str) -> dict[str, dict[str, dict[str, Curve]]]:
-    """{family: {modality or ALL: {run: Curve}}} for the leveled families present in `results`, with
-    each condition's family, modality and level from `conditions` (`tables.index_conditions`);
-    modalities outside `modalities` are left out."""
+           metric: str, inputs: dict[str, list[str] | None] | None = None) -> dict[str, dict[str, dict[str, Curve]]]:
+    """{family: {modality or ALL: {run: Curve}}} for every family whose conditions carry a level (the
+    LEVELED ones in that order, then any new family alphabetically: a family evaluate adds becomes a
+    panel without code here), with each condition's family, modality and level from `conditions`
+    (`tables.index_conditions`); modalities outside `modalities` are left out, and so is a run under
+    a condition on modalities it does not take (`inputs`, see `blind`)."""
+    inputs = inputs or {}
     points: dict[str, dict[str, dict[str, dict[float, Stat]]]] = {}
     for (run, cond, met), cell in results.items():
         c = conditions.get(cond)
-        if met != metric or run not in runs or c is None or c.family not in LEVELED or c.level is None:
+        if met != metric or run not in runs or c is None or c.level is None or c.family == MISSING_FAMILY:
             continue
         mod = ALL if c.modality == EVERY_MODALITY else c.modality
-        if mod != ALL and mod not in modalities:
+        if mod != ALL and not all(m in modalities for m in mod.split("+")):
+            continue
+        if blind(c, inputs.get(run)):
             continue
         points.setdefault(c.family, {}).setdefault(mod, {}).setdefault(run, {})[c.level] = seed_stat(list(cell.values()))
     out: dict[str, dict[str, dict[str, Curve]]] = {}
-    for fam in LEVELED:
-        if fam not in points:
-            continue
+    for fam in [f for f in LEVELED if f in points] + sorted(set(points) - set(LEVELED)):
         mods = [m for m in [ALL, *modalities] if m in points[fam]]
+        mods += sorted(set(points[fam]) - set(mods))  # several modalities: a+b
         out[fam] = {}
         for mod in mods:
             out[fam][mod] = {}
@@ -170,7 +273,8 @@ def curves(results: Results, conditions: dict[str, ConditionInfo], runs: Sequenc
     return out
 
 
-def auilc_table(fam_curves: dict[str, dict[str, Curve]], runs: Sequence[str]) -> TableData:
+def auilc_table(fam_curves: dict[str, dict[str, Curve]], runs: Sequence[str],
+                inputs: dict[str, list[str] | None] | None = None) -> TableData:
     """AUILC (003 Eq. 19) per run and random_missing modality, over the seed means at AUILC_RATES."""
     mods = list(fam_curves)
     rows = []
@@ -178,6 +282,9 @@ def auilc_table(fam_curves: dict[str, dict[str, Curve]], runs: Sequence[str]) ->
         row = [run]
         for mod in mods:
             c = fam_curves[mod].get(run)
+            if mod != ALL and blind(ConditionInfo("random_missing", mod, None), (inputs or {}).get(run)):
+                row.append(not_an_input(run))
+                continue
             if c is None:
                 row.append("n/a")
                 continue
@@ -189,11 +296,15 @@ def auilc_table(fam_curves: dict[str, dict[str, Curve]], runs: Sequence[str]) ->
     return TableData(["Run"] + [f"AUILC ({m})" for m in mods], rows)
 
 
-def drops(results: Results, run: str, modalities: Sequence[str], metric: str) -> dict[str, Stat]:
-    """{modality: all_present − missing:<m>} paired by seed (positive = the modality helps)."""
+def drops(results: Results, run: str, modalities: Sequence[str], metric: str,
+          inputs: list[str] | None = None) -> dict[str, Stat]:
+    """{modality: all_present − missing:<m>} paired by seed (positive = the modality helps); a modality
+    the run does not take (`inputs`) is left out, not shown as a zero drop."""
     base = results.get((run, ALL_PRESENT, metric), {})
     out = {}
     for m in modalities:
+        if inputs is not None and m not in inputs:
+            continue
         miss = results.get((run, f"{MISSING}{m}", metric), {})
         common = sorted(set(base) & set(miss))
         if common:
