@@ -18,6 +18,13 @@ Outputs of one run family (`out_dir` = data/evaluate/<model>/<strategy>):
 family, modality and level describe the condition (`condition_columns`: the `pipeline.missing.Condition`'s
 own attributes, modality 'a+b' for several and 'all' for every one, level empty where it has none), so
 the tables are tidy: the report draws its robustness curves from these columns, never from the names.
+    scorecard.csv    model, fold, seed, figure, family, modality, reference, value   (per replicate: the
+                     robustness figures of every missing-rate curve, `pipeline.robustness.scorecard`)
+    scorecard_summary.csv  model, figure, family, modality, reference, mean, std, n_seeds
+    scorecard_tests.csv    figure, family, modality, model, baseline, n, mean_diff, p, p_holm, significant
+                     (each model against the late-fusion reference when it was evaluated; else header only)
+    train_test.csv   model, strategy, train_param, train_rate, test_family, test_modality, test_rate, metric,
+                     mean, std, n_seeds   (runs with a training missing rate: `robustness.train_test_matrix`)
 Also written: the family's headline metrics (`headline_metrics`, metrics/<model>-<strategy>.json, tracked
 by git so that `dvc exp show` and `dvc metrics diff` compare experiments). The report reads every
 family's files.
@@ -37,17 +44,16 @@ import torch
 from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
-from pipeline import stats
+from pipeline import robustness, stats
 from pipeline.config import Problems, Section, condition_problem
 from pipeline.device import pick_device
 from pipeline.metrics import CLASSIFICATION_METRICS, regression_metric_names
-from pipeline.missing import Condition, parse_conditions
+from pipeline.missing import BURST_MEAN_STEPS, Condition, ConditionContext, condition_seed, parse_conditions
 from pipeline.paths import EVALUATE_DIR, MODELS_DIR
 from pipeline.runs import (
     MODEL_FILE,
     EvaluateError,
     Split,
-    apply_conditions,
     find_trained,
     fold_ids,
     load_trained,
@@ -69,8 +75,10 @@ class EvaluateParams(Section):
 
     conditions: list[str] = Field(
         default_factory=lambda: ["all_present", "each_missing"],
-        description="condition entries and grid shorthands; pipeline/missing.py's docstring lists every form",
+        description="condition entries and grid shorthands; pipeline/missing/conditions.py's docstring lists every form",
     )
+    # no paper fixes a burst length: 5 grid steps, a short sensor or face-tracker dropout (docs/robustness.md)
+    burst_mean_steps: float = Field(BURST_MEAN_STEPS, ge=1, description="mean span length (grid steps) of the burst conditions")
 
     @field_validator("conditions")
     @classmethod
@@ -92,6 +100,8 @@ class EvaluationResults:
     predictions: pl.DataFrame
     conditions: pl.DataFrame
     metrics: dict[str, dict[str, dict[str, float]]]
+    scorecard: pl.DataFrame | None = None  # per replicate (`robustness.scorecard`)
+    train_test: pl.DataFrame | None = None
 
 
 def evaluate_all(
@@ -118,25 +128,34 @@ def evaluate_all(
             raise EvaluateError(f"{where}: no trained {which}models (<model>/<strategy>/{layout}/{MODEL_FILE}); run the train stage")
         by_fold[fold] = runs
     task, targets, modalities = run_task([r for runs in by_fold.values() for r in runs], segments)
-    conditions = parse_conditions(params.conditions, modalities)
+    conditions = parse_conditions(params.conditions, modalities, burst_mean=params.burst_mean_steps)
 
     dev = pick_device(device)
     rows: list[dict[str, Any]] = []
     preds: list[pl.DataFrame] = []
+    run_rates: list[dict[str, Any]] = []
+    # one bar for the whole family (every fold's runs); no line per condition or fold
+    bar = tqdm(total=sum(len(r) for r in by_fold.values()), desc=only or "evaluate", disable=not progress,
+               mininterval=1.0, leave=False)
     for fold, runs in by_fold.items():
         view = segments.for_fold(fold or 0)
         split = task_split(view, "test", modalities, task, targets or ("arousal", "valence"), who="evaluation")
         if len(split) == 0:
             raise EvaluateError(f"no labelled sequences in the 'test' partition{'' if fold is None else f' of fold {fold}'}")
         clip_ids = view.clip_id[split.idx].astype(str)
-        applied = apply_conditions(conditions, split)
-        for name, seed, path in tqdm(runs, desc="evaluate", disable=not progress):
+        applied = apply_conditions(conditions, split, view)
+        for name, seed, path in runs:
             model, info = load_trained(path, dev)
+            if (rate := robustness.train_rate(info)) is not None:
+                run_rates.append({"model": name, "fold": fold or 0, "seed": seed, "strategy": info["strategy"],
+                                  "train_param": rate[0], "train_rate": rate[1]})
             for cond, (metrics, out) in score_conditions(model, info, split, applied, dev, path).items():
                 rows += [{"model": name, "fold": fold or 0, "seed": seed, "condition": cond, "metric": k, "value": v}
                          for k, v in metrics.items()]
                 preds.append(_predictions(task, targets, view.classes, split, clip_ids, out, name, seed, cond, fold or 0))
             del model
+            bar.update()
+    bar.close()
 
     metric_order = list(CLASSIFICATION_METRICS) if task == "classification" else regression_metric_names(targets)
     json_metrics = JSON_METRICS if task == "classification" else tuple(metric_order)
@@ -145,15 +164,55 @@ def evaluate_all(
     write_text(out_dir / "results.csv", out.results.write_csv())
     write_text(out_dir / "summary.csv", out.summary.write_csv())
     write_text(out_dir / "predictions.csv", out.predictions.write_csv())
+    main = selection_metric(task)
+    out.scorecard = robustness.scorecard(out.results, main, by=("model", "fold", "seed"), value="value")
+    write_text(out_dir / "scorecard.csv", out.scorecard.write_csv())
+    write_text(out_dir / "scorecard_summary.csv", _scorecard_summary(out.scorecard).write_csv())
+    write_text(out_dir / "scorecard_tests.csv", _scorecard_tests(out.scorecard).write_csv())
+    runs_table = pl.DataFrame(run_rates, schema={"model": pl.String, "fold": pl.Int64, "seed": pl.Int64, "strategy": pl.String,
+                                                 "train_param": pl.String, "train_rate": pl.Float64})
+    out.train_test = robustness.train_test_matrix(out.results, runs_table, main)
+    write_text(out_dir / "train_test.csv", out.train_test.write_csv())
     if headline_path is not None:
-        write_json(headline_path, headline_metrics(out.summary, conditions, selection_metric(task)))
+        write_json(headline_path, headline_metrics(out.summary, conditions, main))
     return out
+
+
+def apply_conditions(conditions: list[Condition], split: Split, segments: Segments | None = None) -> dict[str, tuple[dict, dict]]:
+    """Each condition applied once to the split (generator seeded by `condition_seed(name)`), with the
+    context the mechanisms need: the valid steps of each modality (`split.valid` where the Split
+    carries them, else `segments.valid(m)` of its rows) and the segments' normalisation statistics."""
+    valid = getattr(split, "valid", None)
+    if valid is None and segments is not None and hasattr(segments, "valid"):
+        valid = {m: segments.valid(m)[split.idx] for m in split.mask}
+    context = ConditionContext(valid=valid, mean=None if segments is None else segments.mean,
+                               std=None if segments is None else segments.std)
+    return {c.name: c.apply_with(split.x, split.mask, np.random.default_rng(condition_seed(c.name)), context) for c in conditions}
+
+
+def _scorecard_summary(card: pl.DataFrame) -> pl.DataFrame:
+    """Seed means of the per-replicate scorecard (RR and ER are linear in the scores, so the mean of
+    the replicates' figures is the figure of the seed-mean curve)."""
+    return (card.group_by(["model", "figure", "family", "modality", "reference"], maintain_order=True)
+            .agg(pl.col("value").mean().alias("mean"), pl.col("value").std(ddof=1).alias("std"),
+                 pl.struct("fold", "seed").n_unique().alias("n_seeds").cast(pl.Int64)))
+
+
+def _scorecard_tests(card: pl.DataFrame) -> pl.DataFrame:
+    """Every evaluated model's figures against the late-fusion reference's, when it was evaluated."""
+    models = set(card["model"].unique())
+    refs = sorted({r for m in models if (r := robustness.reference_for(m, models))})
+    parts = [robustness.compare_to(card, ref) for ref in refs]
+    return pl.concat(parts) if parts else robustness.compare_to(card.clear(), "")
 
 
 def headline_metrics(summary: pl.DataFrame, conditions: list[Condition], metric: str) -> dict[str, Any]:
     """The numbers a paper's table shows for one run family, seed means of the selection metric
     (macro-F1 = UF1, or mean CCC): all modalities present, each modality missing, and the AUILC over
-    003's random-missing rates 0.0–0.9 of all modalities (Eq. 19) when those conditions were run.
+    003's random-missing rates 0.0–0.9 of all modalities (Eq. 19) when those conditions were run;
+    then the robustness scorecard's figures where their curves were run: relative_robustness,
+    effective_robustness (late-fusion reference evaluated alongside), auc_imbalanced, auc_mnar,
+    auc_burst, auc_one_present (`robustness.headline_figures`).
     Small on purpose: `dvc exp show` / `dvc metrics diff` compare these across experiments; the full
     grid stays in results.csv and summary.csv."""
     rows = summary.filter(pl.col("metric") == metric)
@@ -169,6 +228,12 @@ def headline_metrics(summary: pl.DataFrame, conditions: list[Condition], metric:
     if {r for r, _ in rates} >= set(stats.AUILC_RATES):
         rates.sort()
         out["auilc"] = round(stats.auilc([r for r, _ in rates], [v for _, v in rates]), 6)
+    # the robustness scorecard (pipeline/robustness.py, docs/robustness.md): relative robustness and,
+    # when the late-fusion reference was evaluated with it, effective robustness of the random-missing
+    # curve; one AUC (mean relative robustness) per mechanism beyond MCAR
+    card = robustness.scorecard(summary, metric)
+    for model in summary["model"].unique(maintain_order=True).to_list()[:1]:
+        out.update({k: round(v, 6) for k, v in robustness.headline_figures(card, model).items()})
     return {metric: out}
 
 

@@ -1,11 +1,13 @@
 """DVC stages `evaluate@<model>-<strategy>` and `evaluate_eliminate@<model>`: one run family's seeds
 under every missing-modality condition on the test partition (params.yaml `evaluate`)
 → data/evaluate/<model>/<strategy>/, and its headline metrics → metrics/<model>-<strategy>.json.
+Its log: one progress bar (stderr, drawn only while it runs) and one summary line.
 
     python stages/evaluate.py --model crossmodal --strategy standard
 """
 
 import argparse
+import json
 from pathlib import Path
 
 from pipeline.config import load_section
@@ -24,9 +26,15 @@ def main(argv: list[str] | None = None) -> None:
     headline = Path(HEADLINE_DIR) / f"{args.model}-{args.strategy}.json"
     out = evaluate_all(load_segments(), MODELS_DIR, load_section("evaluate"), EVALUATE_DIR / args.model / args.strategy,
                        headline, only=family)
-    n = out.results.select("condition").n_unique()
-    print(f"{family}: {out.results.select('seed').n_unique()} seeds × {n} conditions → {EVALUATE_DIR / args.model / args.strategy}")
-    print(f"{family}: {headline.read_text().strip()}")
+    print(summary_line(family, out.results, json.loads(headline.read_text())))
+
+
+def summary_line(family: str, results, headline: dict) -> str:
+    """The stage's one line: replicates × conditions, and the headline metrics in compact form."""
+    reps = results.select("fold", "seed").unique().height
+    figures = ", ".join(f"{k} {v:.3f}" for metric in headline.values() for k, v in metric.items())
+    metric = next(iter(headline), "")
+    return f"{family}: {reps} runs × {results['condition'].n_unique()} conditions; {metric}: {figures}"
 
 
 if __name__ == "__main__":
