@@ -22,13 +22,23 @@ batch; the model's `training_loss(batch, task_loss)` is back-propagated when it 
 
 history.csv columns: epoch, lr, train_loss, [train_<part> …], devel_loss, then the devel metrics —
 classification: devel_accuracy, devel_macro_f1; regression: devel_ccc_<t> …, devel_ccc_mean,
-devel_rmse_<t> … (devel_loss = 1 − devel_ccc_mean there).
+devel_rmse_<t> … (devel_loss = 1 − devel_ccc_mean there) — and early_stop (the column that selects
+the epoch, e.g. devel_macro_f1 or devel_loss; train.json and model.pt record it too).
 
-Loop settings (TrainParams): Adam (lr 1e-4, 002 §3.3 / 000 §5.3), `patience` epochs without a strictly
-better devel score stop the run (000 §5.3: 15; 003 §5.3: 8; the weights of the best epoch are kept);
-optional `grad_clip` (max global gradient norm; 001 §4.3: 0.8) and `lr_schedule: plateau` (halve the
-learning rate after `lr_patience` epochs without improvement, 000 §5.3: 5). `model_train` overrides
-these per model (a paper's own recipe).
+Loop settings (TrainParams; `model_train` / params.yaml's `model.<name>.train` override them per model,
+a paper's own recipe):
+    optimizer     adam (default; 000 §5.3, 001 §4.3, 002 §3.3) | adamw (003 §5.3) | sgd (004 §4.2, with
+                  `momentum`), torch's own classes, at `lr` (1e-4) with `weight_decay` (0.0).
+    early_stop    metric (default): the devel selection metric, higher better | loss: the devel loss,
+                  lower better (001 §4.3 "early stopping criterion based on the development loss",
+                  003 §5.3). `patience` epochs without a strictly better value stop the run (000 §5.3:
+                  15; 003 §5.3: 8); the weights of the best epoch by that value are kept (ties: the
+                  earlier epoch).
+    lr_schedule   none (default) | step: torch StepLR, lr × `lr_factor` every `lr_step` epochs (001
+                  §4.3: "learning decay set to five epochs"; its factor is not stated) | plateau: torch
+                  ReduceLROnPlateau on the early-stopping value, lr × `lr_factor` after `lr_patience`
+                  epochs without a strictly better one (000 §5.3: halve after 5).
+    grad_clip     max global gradient norm (001 §4.3: 0.8); null = off.
 
 Reproducibility: python, numpy and torch seeded with the run's seed, deterministic algorithms on;
 batch order and the strategy draw from generators seeded by it too, so a CPU run is repeatable to the
@@ -134,6 +144,55 @@ def _devel_row(task: str, split: Split, out: np.ndarray, targets: list[str]) -> 
     return {"devel_loss": loss, **{f"devel_{k}": metrics[k] for k in keep}}
 
 
+# ---- optimiser, schedule, early stopping ---------------------------------------------------------
+
+
+def make_optimizer(parameters: Any, params: TrainParams) -> torch.optim.Optimizer:
+    """torch's Adam (000 §5.3, 001 §4.3, 002 §3.3), AdamW (003 §5.3; decoupled weight decay) or SGD
+    with `momentum` (004 §4.2), at `lr` with `weight_decay`."""
+    if params.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=params.lr, weight_decay=params.weight_decay)
+    if params.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=params.lr, weight_decay=params.weight_decay)
+    if params.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay)
+    raise TrainError(f"train.optimizer: unknown optimizer {params.optimizer!r}; use 'adam', 'adamw' or 'sgd'")
+
+
+def make_scheduler(optim: torch.optim.Optimizer, params: TrainParams) -> Any:
+    """None, StepLR (lr × lr_factor every lr_step epochs, 001 §4.3) or ReduceLROnPlateau (lr × lr_factor
+    after lr_patience epochs without a strictly better early-stopping value, 000 §5.3). The plateau
+    scheduler is stepped with the early-stopping score (higher better: the metric, or −loss)."""
+    if params.lr_schedule == "none":
+        return None
+    if params.lr_schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optim, step_size=params.lr_step, gamma=params.lr_factor)
+    if params.lr_schedule == "plateau":
+        # patience − 1: torch reduces once more than `patience` epochs were bad; threshold 0 = strictly better
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optim, mode="max", factor=params.lr_factor,
+            patience=params.lr_patience - 1, threshold=0.0, threshold_mode="abs", eps=0.0,
+        )
+    raise TrainError(f"train.lr_schedule: unknown schedule {params.lr_schedule!r}; use 'none', 'step' or 'plateau'")
+
+
+def early_stop_column(early_stop: str, metric: str) -> str:
+    """The history.csv column early stopping and model selection follow: devel_<metric> or devel_loss."""
+    if early_stop == "metric":
+        return f"devel_{metric}"
+    if early_stop == "loss":
+        return "devel_loss"
+    raise TrainError(f"train.early_stop: unknown value {early_stop!r}; use 'metric' or 'loss'")
+
+
+def stop_score(row: dict[str, Any], column: str) -> float:
+    """The early-stopping value of an epoch's row as a score, higher better (−loss for devel_loss);
+    a non-finite value is the worst score."""
+    value = row[column]
+    value = value if column != "devel_loss" else -value
+    return value if np.isfinite(value) else -np.inf
+
+
 # ---- reproducibility -----------------------------------------------------------------------------
 
 
@@ -189,7 +248,8 @@ def train_one(
     dims = {m: int(tr.x[m].shape[-1]) for m in mods}
     dev = pick_device(device)
     metric = selection_metric(task)
-    grad_clip, schedule = params.grad_clip, params.lr_schedule
+    grad_clip = params.grad_clip
+    stop_on = early_stop_column(params.early_stop, metric)
     target = run_dir(out_dir, model_name, strategy_name, seed, fold)
     name = run_name(model_name, strategy_name)
 
@@ -199,18 +259,11 @@ def train_one(
         except ModelError as e:
             raise ModelBuildError(str(e)) from None
         strategy = make_training_strategy(strategy_name, mods, params, importance)
-        optim = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-        plateau = None
-        if schedule == "plateau":
-            # halve after `lr_patience` epochs without a strictly better devel score (000 §5.3: 5)
-            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optim, mode="max", factor=params.lr_factor,
-                patience=params.lr_patience - 1, threshold=0.0, threshold_mode="abs", eps=0.0,
-            )
-        elif schedule != "none":
-            raise TrainError(f"train.lr_schedule: unknown schedule {schedule!r}; use 'none' or 'plateau'")
+        optim = make_optimizer(model.parameters(), params)
+        scheduler = make_scheduler(optim, params)
         order_rng, strategy_rng = np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
         history: list[dict[str, float]] = []
+        # `best` is the early-stopping value as a score (higher better): the metric, or −loss
         best, best_epoch, best_state = -np.inf, 0, None
         live = _live(target / LIVE_DIR)
         bar = tqdm(range(1, params.epochs + 1), desc=f"train {name} seed {seed}", disable=not progress, leave=False)
@@ -229,23 +282,29 @@ def train_one(
             row: dict[str, float] = {"epoch": epoch, "lr": lr, "train_loss": sums.pop("total") / len(tr)}
             row.update({f"train_{k}": v / len(tr) for k, v in sums.items()})
             row.update(_devel_row(task, dv, predict(model, dv.x, dv.mask, dev), targets))
+            row["early_stop"] = stop_on  # history.csv says which quantity selects the epoch
             history.append(row)
             _log(live, row)
-            current = row[f"devel_{metric}"]
-            current = current if np.isfinite(current) else -np.inf
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", **{metric: f"{current:.3f}"})
+            current = stop_score(row, stop_on)
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", **{metric: f"{row[f'devel_{metric}']:.3f}"})
             if current > best or best_state is None:  # strict: ties keep the earlier epoch
                 best, best_epoch = current, epoch
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             elif epoch - best_epoch >= params.patience:
                 break
-            if plateau is not None:
-                plateau.step(current)
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(current)  # follows the early-stopping quantity (as a score: mode 'max')
+            elif scheduler is not None:
+                scheduler.step()
         bar.close()
         if live is not None:
             live.end()
 
-    summary = {"best_epoch": best_epoch, "epochs_run": len(history), f"devel_{metric}": float(best)}
+    summary = {"best_epoch": best_epoch, "epochs_run": len(history), "early_stop": stop_on}
+    if stop_on == f"devel_{metric}":
+        summary[f"devel_{metric}"] = float(best)
+    else:  # the selected epoch's metric and loss
+        summary.update({f"devel_{metric}": float(history[best_epoch - 1][f"devel_{metric}"]), stop_on: float(-best)})
     save_trained(
         target / MODEL_FILE,
         {
@@ -262,6 +321,7 @@ def train_one(
             "seed": seed,
             "fold": fold,
             "devel_metric": metric,
+            "early_stop": stop_on,
             "importance": importance,
             "weights": {m: segments.modalities[m].weights_statement for m in mods if m in segments.modalities},
             **summary,
@@ -320,7 +380,7 @@ def _log(live: Any, row: dict[str, float]) -> None:
     if live is None:
         return
     for k, v in row.items():
-        if k != "epoch" and np.isfinite(v):
+        if k != "epoch" and isinstance(v, (int, float)) and np.isfinite(v):
             live.log_metric(k, float(v), plot=True)
     live.next_step()
 

@@ -35,9 +35,21 @@ class TrainParams(Section):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(16, ge=1)
-    lr: float = Field(1e-4, gt=0, description="Adam, 002 §3.3")
-    weight_decay: float = Field(0.0, ge=0)
-    patience: int = Field(10, ge=1, description="early stopping on the devel metric")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field(
+        "adam", description="torch.optim.Adam (000 §5.3, 001 §4.3, 002 §3.3) | AdamW (003 §5.3) | SGD (004 §4.2)"
+    )
+    lr: float = Field(1e-4, gt=0, description="002 §3.3 / 000 §5.3: 1e-4")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only (004 is silent; 0.9, the common choice)")
+    weight_decay: float = Field(
+        0.0, ge=0, description="L2 (adam, sgd) or decoupled (adamw) weight decay; the papers state none (0.0)"
+    )
+    patience: int = Field(
+        10, ge=1, description="early stopping: epochs without a strictly better devel value (000 §5.3: 15; 003 §5.3: 8)"
+    )
+    early_stop: Literal["metric", "loss"] = Field(
+        "metric", description="the devel quantity early stopping and model selection follow: the selection metric "
+        "(macro-F1 / mean CCC, higher better) or the devel loss (lower better; 001 §4.3, 003 §5.3)",
+    )
     model_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="per-model overrides of the paper defaults, e.g. {crossmodal: {d_model: 128}}",
@@ -46,11 +58,13 @@ class TrainParams(Section):
         default_factory=dict, description="per-strategy overrides, e.g. {clip_zero: {p_clip: 0.5}}"
     )
     grad_clip: float | None = Field(None, gt=0, description="max global gradient norm (001 §4.3: 0.8); null = off")
-    lr_schedule: Literal["none", "plateau"] = Field(
-        "none", description="plateau: lr × lr_factor after lr_patience epochs without a better devel score (000 §5.3)"
+    lr_schedule: Literal["none", "step", "plateau"] = Field(
+        "none", description="step: lr × lr_factor every lr_step epochs (001 §4.3); plateau: lr × lr_factor after "
+        "lr_patience epochs without a better early-stopping value (000 §5.3)",
     )
-    lr_patience: int = Field(5, ge=1, description="000 §5.3: 5")
-    lr_factor: float = Field(0.5, gt=0, lt=1, description="000 §5.3: halve")
+    lr_step: int = Field(5, ge=1, description="step schedule: epochs between decays (001 §4.3: 5)")
+    lr_patience: int = Field(5, ge=1, description="plateau schedule (000 §5.3: 5)")
+    lr_factor: float = Field(0.5, gt=0, lt=1, description="step and plateau schedules (000 §5.3: halve; 001 silent)")
     model_train: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="per-model overrides of the loop settings (lr, batch_size, epochs, patience, grad_clip, …)",
@@ -144,7 +158,10 @@ class TrainParams(Section):
 
 
 # the settings of the training loop that `model_train` may override per model (pipeline/train.py)
-LOOP_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "grad_clip", "lr_schedule", "lr_patience", "lr_factor")
+LOOP_FIELDS = (
+    "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "patience", "early_stop", "grad_clip",
+    "lr_schedule", "lr_step", "lr_patience", "lr_factor",
+)
 
 
 def _loop_params() -> type[Section]:

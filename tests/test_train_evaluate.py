@@ -119,10 +119,11 @@ def test_training_learns_the_task_and_writes_its_files(trained):
     assert set(summary) == {RUN} and set(summary[RUN]) == {"seed_0", "seed_1"}
     for s in PARAMS.seeds:
         r = summary[RUN][f"seed_{s}"]
-        assert set(r) == {"best_epoch", "epochs_run", "devel_macro_f1"}
+        assert set(r) == {"best_epoch", "epochs_run", "early_stop", "devel_macro_f1"} and r["early_stop"] == "devel_macro_f1"
         assert r["devel_macro_f1"] >= 0.8  # chance is 0.25
         hist = pl.read_csv(run_dir(out, "crossmodal", "standard", s) / HISTORY_FILE)
-        assert hist.columns == ["epoch", "lr", "train_loss", "devel_loss", "devel_accuracy", "devel_macro_f1"]
+        assert hist.columns == ["epoch", "lr", "train_loss", "devel_loss", "devel_accuracy", "devel_macro_f1", "early_stop"]
+        assert (hist["early_stop"] == "devel_macro_f1").all()
         assert (hist["lr"] == PARAMS.lr).all()
         live = json.loads((run_dir(out, "crossmodal", "standard", s) / "dvclive" / "metrics.json").read_text())
         assert live["step"] == r["epochs_run"] - 1 and live["devel_macro_f1"] == pytest.approx(hist["devel_macro_f1"][-1])
@@ -286,7 +287,7 @@ def test_stages_run_from_a_repository_root(segments_dir, tmp_path, monkeypatch):
     r = _stage("train", tmp_path, "--model", "crossmodal", "--strategy", "standard")
     assert r.returncode == 0, r.stderr
     train_json = json.loads((tmp_path / "data/models/crossmodal/standard/train.json").read_text())
-    assert set(train_json["seed_0"]) == {"best_epoch", "devel_macro_f1", "epochs_run"}
+    assert set(train_json["seed_0"]) == {"best_epoch", "devel_macro_f1", "epochs_run", "early_stop"}
     assert (tmp_path / "data/models/crossmodal/standard/seed_0/model.pt").exists()
     monkeypatch.chdir(tmp_path)  # evaluate in-process: one subprocess shows the scripts start (imports are slow)
     _stage_main("evaluate")(["--model", "crossmodal", "--strategy", "standard"])
@@ -344,11 +345,11 @@ def test_regression_learns_the_time_continuous_targets(regression, tmp_path):
     segs, out, summary = regression
     for s in REG_PARAMS.seeds:
         r = summary[RUN][f"seed_{s}"]
-        assert set(r) == {"best_epoch", "epochs_run", "devel_ccc_mean"} and r["devel_ccc_mean"] > 0.5
+        assert set(r) == {"best_epoch", "epochs_run", "early_stop", "devel_ccc_mean"} and r["devel_ccc_mean"] > 0.5
         hist = pl.read_csv(run_dir(out, "crossmodal", "standard", s) / HISTORY_FILE)
         assert hist.columns == [
             "epoch", "lr", "train_loss", "devel_loss", "devel_ccc_arousal", "devel_ccc_valence", "devel_ccc_mean",
-            "devel_rmse_arousal", "devel_rmse_valence",
+            "devel_rmse_arousal", "devel_rmse_valence", "early_stop",
         ]
         assert hist["devel_loss"].to_list() == pytest.approx((1 - hist["devel_ccc_mean"]).to_list())
     # the saved model reproduces its devel CCC from the concatenated valid steps (population CCC)
@@ -472,7 +473,9 @@ def test_importance_search_finds_the_modality_that_carries_the_signal(regression
     res = importance_search(segs, out, ImportanceParams(alpha=0.05, min_drop=0.1), device="cpu", progress=False)
     r = res["crossmodal"]
     assert r["important"] == ["a"] and r["metric"] == "ccc_mean" and r["partition"] == "devel" and r["seeds"] == [0, 1, 2]
-    assert r["rho"] == {"a": pytest.approx(0.5)} and r["rho_none"] == pytest.approx(0.5)
+    # 000's defaults: two-sided tests without Holm (§6.2), ρ 0.25 for one important modality (§6.2)
+    assert (r["alternative"], r["holm"]) == ("two-sided", False)
+    assert r["rho"] == {"a": 0.25} and r["rho_none"] == 0.75
     t = r["tests"]
     assert t["a"]["significant"] and t["a"]["mean_drop"] > 0.4 and t["a"]["p_holm"] < 0.05
     assert all(abs(t[m]["mean_drop"]) < 0.1 and not t[m]["important"] for m in ("b", "c"))
