@@ -175,7 +175,8 @@ def test_headline_metrics_are_small_and_compare_across_commits(lab):
         assert f"metrics/{family}.json" in files
     head = json.loads((root / "metrics/crossmodal-standard.json").read_text())
     assert set(head) == {"macro_f1"}
-    assert set(head["macro_f1"]) == {"all_present", "no_face", "no_acoustic", "no_speech", "no_text", "auilc"}
+    assert set(head["macro_f1"]) == {"all_present", "no_face", "no_acoustic", "no_speech", "no_text", "auilc", "relative_robustness",
+                                     "auc_imbalanced", "auc_mnar", "auc_burst", "auc_one_present"}  # docs/robustness.md
     # the metrics are committed: `dvc metrics diff` against the commit has nothing to report
     assert json.loads(_dvc(["metrics", "diff", "HEAD", "--json"], root).stdout) == {}
 
