@@ -6,7 +6,10 @@
 - `frames` (002 §3.3): the grid is the frame rate; a clip is cut into consecutive samples of `frames`
   frames (the last one padded, `sample_starts`); a modality listed in `segment.stack` has its
   k = round(source rate / frame rate) rows within each frame stacked into k·D dims (`stack_factor`,
-  `stack_frames`) instead of averaged.
+  `stack_frames`) instead of averaged. With `segment.stack_seconds` (002 §3.2.2's 2 s context) such a
+  modality is instead averaged onto the frames like the others and each frame gets the n = round(
+  stack_seconds × frame rate) frames around it side by side, n·D dims (`context_frames`,
+  `stack_context`, `context_sums`).
 - `native` (003 §5.3): each modality at its own rate, one step per row of its table in time order
   (words: one per word), cut to its maximum length (`native_rows`).
 
@@ -70,6 +73,65 @@ def stack_frames(values: np.ndarray, present: np.ndarray, k: int) -> tuple[np.nd
     stays zero; a frame is present if any of its sub-steps is."""
     n = len(present) // k
     return values.reshape(n, k * values.shape[1]), present.reshape(n, k).any(axis=1)
+
+
+def context_frames(stack_seconds: float, frame_rate_hz: float) -> int:
+    """n = round(stack_seconds × frame rate): the frames of one context window (002 §3.2.2: 2 s at 30 fps = 60)."""
+    return int(round(stack_seconds * frame_rate_hz))
+
+
+def stack_context(values: np.ndarray, present: np.ndarray, n: int, start: int = 0, steps: int | None = None,
+                  out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A clip's frames [F, D] (absent ones zero) → frames start … start+steps−1 [steps, n·D], each with
+    its context: frame f holds frames f − n//2 … f + n − 1 − n//2 side by side, its own in slot n//2
+    (dims n//2·D …). 002 §3.2.2 concatenates "over a 2 s window" without saying where it sits; centred
+    on the frame is the natural reading (n odd: exactly; n even: the extra slot is the earlier one, so
+    the window spans [f − n/2, f + n/2) in frames and leans half a frame to the past of frame f's
+    centre). Slots before the clip's start or past its end are zero, as are absent frames; a frame is
+    present iff its own slot is (`present[f]`). Written into `out` [steps, n·D] when given."""
+    count, dim = values.shape
+    steps = count - start if steps is None else steps
+    before = n // 2
+    padded = np.zeros((steps + n - 1, dim), values.dtype)  # frames start − before … start + steps − 1 + n − 1 − before
+    lo, hi = max(0, start - before), min(count, start + steps + n - 1 - before)
+    if hi > lo:
+        padded[lo - (start - before) : hi - (start - before)] = values[lo:hi]
+    windows = np.lib.stride_tricks.sliding_window_view(padded, n, axis=0)  # [steps, D, n], a view
+    if out is None:
+        out = np.empty((steps, n * dim), values.dtype)
+    out.reshape(steps, n, dim)[:] = windows.transpose(0, 2, 1)
+    return out, present[start : start + steps].copy()
+
+
+def context_sums(values: np.ndarray, present: np.ndarray, n: int, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(Σ(x − shift), Σ(x − shift)², count): float64 [n·D] sums over the present frames of one clip's
+    context-stacked frames x (`stack_context`), without building them. `shift` [D] (the same for every
+    clip, near the features' mean) keeps the variance free of cancellation; `context_statistics` turns
+    the training clips' sums into (mean, std)."""
+    count, dim = values.shape
+    before = n // 2
+    padded = np.zeros((count + n - 1, dim), np.float64)
+    padded[before : before + count] = values
+    padded -= shift
+    rows = np.flatnonzero(present)
+    total, squares = np.zeros((n, dim)), np.zeros((n, dim))
+    for j in range(n):  # slot j of frame f is padded row f + j
+        slot = padded[rows + j]
+        total[j], squares[j] = slot.sum(axis=0), np.square(slot).sum(axis=0)
+    return total.reshape(-1), squares.reshape(-1), len(rows)
+
+
+def context_statistics(sums: list[tuple[np.ndarray, np.ndarray, int]], shift: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean, std) float64 [n·D] from the `context_sums` (with `shift`) of the training clips: what
+    `statistics` gives over their stacked present frames (a constant dimension keeps a scale of 1).
+    None without a present frame."""
+    count = sum(c for *_, c in sums)
+    if count == 0:
+        return None
+    centred = sum(s for s, _, _ in sums) / count
+    std = np.sqrt(np.maximum(sum(q for _, q, _ in sums) / count - centred**2, 0.0))
+    n = len(centred) // len(shift)
+    return centred + np.tile(np.asarray(shift, np.float64), n), np.where(std < MIN_STD, 1.0, std)
 
 
 def native_rows(rows: ClipFeatures | None, max_steps: int, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:

@@ -22,7 +22,12 @@ Layouts (`layout`; pure pieces in pipeline/layouts.py):
 - `frames` (002 §3.3): the grid at `rate_hz` (the frame rate), cut into consecutive samples of
   `frames` frames (the last one padded; `origin` set); a modality in `stack` has the k = round(source
   rate / frame rate) rows within each frame stacked into k·D dims (an absent row zero, the frame
-  present if any row is; ModalityInfo.dim = k·D), the others averaged as under `aligned`.
+  present if any row is; ModalityInfo.dim = k·D), the others averaged as under `aligned`. With
+  `stack_seconds` (002 §3.2.2: the LLDs "downsampled by a factor of 3.3 and concatenated over a 2 s
+  window") a modality in `stack` is instead averaged onto the frames too, and each frame gets the
+  n = round(stack_seconds × rate_hz) frames of a window centred on it side by side (n·D dims; zeros
+  outside the clip; the frame present iff its own slot is; `extra["stack"][m]` = n and
+  `extra["stack_seconds"]`); statistics over the training clips' frames, each once.
 - `native` (003 §5.3): each modality at its own rate, unaligned: one step per row of its table in time
   order (one per word for a table of words), cut to `native_max_steps.get(m, max_steps)`; x__<m> is
   [N, T_m, D] with T_m the longest cut sequence of m; `lengths[m]` the true lengths (a clip without
@@ -44,7 +49,20 @@ from pydantic import Field, model_validator
 
 from pipeline.config import Problems, Section
 from pipeline.corpus.manifest import Clip, CorpusInfo, read_labels
-from pipeline.layouts import MIN_STD, cut, native_rows, sample_starts, stack_factor, stack_frames, statistics, window_starts
+from pipeline.layouts import (
+    MIN_STD,
+    context_frames,
+    context_statistics,
+    context_sums,
+    cut,
+    native_rows,
+    sample_starts,
+    stack_context,
+    stack_factor,
+    stack_frames,
+    statistics,
+    window_starts,
+)
 from pipeline.paths import FEATURES_DIR
 from pipeline.protocols import ProtocolError, assign_folds
 from pipeline.segments import ModalityInfo, Segments
@@ -89,6 +107,11 @@ class SegmentParams(Section):
         default_factory=list, description="frames: modalities whose rows within one frame are stacked (k·D dims), "
         "not averaged (002 §3.2.2: the ComParE LLDs)",
     )
+    stack_seconds: float | None = Field(
+        None, ge=0, description="frames: instead, each frame of a `stack` modality gets that modality averaged "
+        "onto the frames over a window of this many seconds centred on it, n = round(stack_seconds × rate_hz) "
+        "frames side by side (n·D dims; 002 §3.2.2: 2 s at 30 fps, 60 × 65 = 3,900-d); empty or 0: off",
+    )
     native_max_steps: dict[str, int] = Field(
         default_factory=dict, description="native: {modality: maximum length}; others take max_steps "
         "(003 §5.3: audio 400, vision 40, language 50)",
@@ -101,6 +124,10 @@ class SegmentParams(Section):
         problems = [(f"stack.{i}", f"'{m}' is not in segment.modalities ({known})")
                     for i, m in enumerate(self.stack) if m not in self.modalities]
         problems += [(f"stack.{i}", f"'{m}' is listed twice") for i, m in enumerate(self.stack) if m in self.stack[:i]]
+        if self.stack_seconds and context_frames(self.stack_seconds, self.rate_hz) < 1:
+            problems.append(("stack_seconds", f"{self.stack_seconds:g} s at segment.rate_hz {self.rate_hz:g} Hz is "
+                             f"round({self.stack_seconds * self.rate_hz:g}) = 0 frames; use at least one frame period "
+                             f"({1 / self.rate_hz:g} s), or 0 for no context"))
         problems += [(f"native_max_steps.{m}", f"'{m}' is not in segment.modalities ({known})")
                      for m in self.native_max_steps if m not in self.modalities]
         problems += [(f"native_max_steps.{m}", f"must be at least 1, got {v}")
@@ -285,6 +312,8 @@ def _pieces(clips, params: SegmentParams, folds, tables, labels_path) -> Segment
     else:
         T, starts = params.frames, [sample_starts(int(n), params.frames) for n in full]
         extra = {"frames": params.frames, "stack": {}}
+        if params.stack_seconds:
+            extra["stack_seconds"] = params.stack_seconds
     pieces = [(i, int(s)) for i, st in enumerate(starts) for s in st]
     clip_of = np.array([i for i, _ in pieces], np.int64)
     origin = np.array([s for _, s in pieces], np.int64)
@@ -292,6 +321,15 @@ def _pieces(clips, params: SegmentParams, folds, tables, labels_path) -> Segment
     x, mask, mean, std, mods, fold_mean, fold_std = {}, {}, {}, {}, {}, {}, {}
     for modality, (path, meta, rows) in tables.items():
         k = 1
+        if params.layout == "frames" and modality in params.stack and params.stack_seconds:
+            n = context_frames(params.stack_seconds, r)
+            extra["stack"][modality] = n
+            x[modality], mask[modality], mean[modality], std[modality], fm, fs = _context_modality(
+                clips, rows, meta, path, modality, n, r, full, pieces, T, folds)
+            if fm is not None:
+                fold_mean[modality], fold_std[modality] = fm, fs
+            mods[modality] = _info(params.modalities[modality], meta, n * meta.dim)
+            continue
         if params.layout == "frames" and modality in params.stack:
             try:
                 k = stack_factor(meta.rate_hz, r)
@@ -334,6 +372,39 @@ def _pieces(clips, params: SegmentParams, folds, tables, labels_path) -> Segment
         folds=pfolds if len(folds) > 1 else None, fold_mean=fold_mean, fold_std=fold_std,
         layout=params.layout, origin=origin, extra=extra,
     )
+
+
+def _context_modality(clips, rows, meta: FeatureMeta, path: Path, modality: str, n: int, r: float, full: np.ndarray,
+                      pieces: list[tuple[int, int]], T: int, folds: np.ndarray):
+    """(x [P, T, n·D] z-scored, mask, mean, std, fold_mean | None, fold_std | None) of one modality under
+    frames with a context window (002 §3.2.2): the modality averaged onto the frames (as under aligned),
+    each frame with the n frames around it (`stack_context`). The n·D-d frames are built once, straight
+    into the pieces, and normalised in place; statistics come from per-clip sums (`context_sums`), each
+    training frame once."""
+    values, present = [], []
+    for i, clip in enumerate(clips):
+        v, p = align_clip(rows.get(clip.clip_id), int(full[i]), r, meta.dim, meta.rate_hz)
+        values.append(v)
+        present.append(p)
+    _check_present(modality, path, np.array([p.any() for p in present]), folds)
+    shift = np.concatenate([v[p] for v, p in zip(values, present)]).mean(axis=0, dtype=np.float64)
+    sums = [context_sums(v, p, n, shift) for v, p in zip(values, present)]
+    stats = [context_statistics([sums[i] for i in np.flatnonzero(fold == "train")], shift) for fold in folds]
+    dim = n * meta.dim
+    xm = np.zeros((len(pieces), T, dim), np.float32)
+    mm = np.zeros((len(pieces), T), bool)
+    for w, (i, s) in enumerate(pieces):
+        steps = min(T, len(present[i]) - s)
+        _, mm[w, :steps] = stack_context(values[i], present[i], n, s, steps, out=xm[w, :steps])
+    mean, std = stats[0]
+    xm -= mean.astype(np.float32)  # in place: at 002's size (3,900-d per frame) no float64 copy
+    xm /= std.astype(np.float32)
+    xm[~mm] = 0.0
+    fold_mean = fold_std = None
+    if len(folds) > 1:
+        fold_mean = np.stack([m_ for m_, _ in stats]).astype(np.float32)
+        fold_std = np.stack([s_ for _, s_ in stats]).astype(np.float32)
+    return xm, mm, mean.astype(np.float32), std.astype(np.float32), fold_mean, fold_std
 
 
 def _cut_steps(a: np.ndarray, full: np.ndarray, pieces: list[tuple[int, int]], steps: int) -> np.ndarray:

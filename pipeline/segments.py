@@ -30,7 +30,8 @@ sequence's true length for modality m (padding False), whatever the layout; `mas
 `data/segments/segments.json` holds the rest: classes, rate, and per modality its feature table,
 dimension, backbone and whether the backbone's weights are pretrained. Its "extra" names the corpus,
 protocol and number of folds, and per layout: windows `win`/`hop`; frames `frames` and `stack`
-({modality: k rows stacked per frame}; that modality's dim is k·D); native `native_max_steps` ({modality:
+({modality: k rows stacked per frame}; that modality's dim is k·D; with `stack_seconds` also there, k is
+the n frames of context side by side, dim n·D); native `native_max_steps` ({modality:
 maximum length}) and, where the corpus has arousal/valence, `continuous_labels` saying they were not
 written. Under `native`, `rate_hz` is segment.rate_hz only (no common grid; ModalityInfo.rate_hz is each
 modality's own, None for words).

@@ -5,7 +5,14 @@ import pytest
 
 from pipeline.config import section_problems
 from pipeline.corpus.manifest import Clip, CorpusInfo, write_labels
-from pipeline.layouts import sample_starts, window_starts
+from pipeline.layouts import (
+    context_statistics,
+    context_sums,
+    sample_starts,
+    stack_context,
+    statistics,
+    window_starts,
+)
 from pipeline.segment import PartitionParams, SegmentError, SegmentParams, segment_corpus
 from pipeline.segments import load_segments
 from pipeline.store import ClipFeatures, FeatureMeta, write_features
@@ -147,6 +154,107 @@ def test_stacking_errors_name_the_key(tmp_path):
         segment_corpus(INFO, clips, params.model_copy(update={"stack": ["text"]}), features_dir=tmp_path)
 
 
+def test_stack_context_centres_the_window_on_the_frame():
+    v = np.array([[1.0], [2.0], [0.0], [4.0]], np.float32)  # frame 2 absent (zero, as align_clip leaves it)
+    p = np.array([True, True, False, True])
+    x, present = stack_context(v, p, 3)  # n odd: frames f−1, f, f+1
+    assert x.tolist() == [[0, 1, 2], [1, 2, 0], [2, 0, 4], [0, 4, 0]] and present.tolist() == p.tolist()
+    x, _ = stack_context(v, p, 4)  # n even: f−2 … f+1, the frame's own slot n//2 = 2
+    assert x.tolist() == [[0, 0, 1, 2], [0, 1, 2, 0], [1, 2, 0, 4], [2, 0, 4, 0]]
+    part, present = stack_context(v, p, 4, start=2, steps=2)  # a sample of frames 2–3 keeps the clip's context
+    assert part.tolist() == x[2:].tolist() and present.tolist() == [False, True]
+    d2 = stack_context(np.array([[1, 10], [2, 20]], np.float32), np.ones(2, bool), 3)[0]
+    assert d2.tolist() == [[0, 0, 1, 10, 2, 20], [1, 10, 2, 20, 0, 0]]  # slot j fills dims j·D … (j+1)·D − 1
+
+
+def test_context_sums_give_the_statistics_of_the_stacked_frames():
+    rng = np.random.default_rng(0)
+    clips = []
+    for count in (7, 1, 12):
+        v = rng.normal(size=(count, 3)) * [1, 0, 5] + [0, 1000, -3]  # dim 1: constant at 1000
+        p = rng.uniform(size=count) < 0.8
+        p[0] = True
+        clips.append((np.where(p[:, None], v, 0).astype(np.float32), p))
+    shift = np.concatenate([v[p] for v, p in clips]).mean(axis=0, dtype=np.float64)
+    for n in (1, 4, 5):
+        stacked = np.concatenate([stack_context(v, p, n)[0][p] for v, p in clips])
+        mean, std = context_statistics([context_sums(v, p, n, shift) for v, p in clips], shift)
+        want_mean, want_std = statistics(stacked)
+        np.testing.assert_allclose(mean, want_mean, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(std, want_std, rtol=1e-7)
+        if n == 1:  # the constant dimension keeps a scale of 1, not a cancellation residue
+            assert std[1] == 1.0
+    assert context_statistics([context_sums(*clips[0], 2, shift)[:2] + (0,)], shift) is None
+
+
+def test_frames_stack_a_context_window_of_downsampled_frames(tmp_path):
+    # 5 Hz frames, audio at 10 Hz (two rows per frame, averaged), a 0.6 s window: n = 3 frames, f−1 … f+1
+    clips = _clips([1.6, 0.6, 0.6, 0.6, 0.6])
+    absent = {(0, 4), (0, 5)}  # clip 0: both rows of frame 2 absent → the frame absent, a zero slot elsewhere
+    _regular(tmp_path / "aud.parquet", clips, 10.0, dim=2, value=lambda i, k: 10 * i + k,
+             present=lambda i, k: (i, k) not in absent)
+    _regular(tmp_path / "vid.parquet", clips, 10.0, value=lambda i, k: k)
+    params = SegmentParams(modalities={"acoustic": "aud", "face": "vid"}, layout="frames", rate_hz=5.0, frames=3,
+                           stack=["acoustic"], stack_seconds=0.6,
+                           partition=PartitionParams(protocol="leave_one_group_out", devel=0.25))
+    seg = _roundtrip(segment_corpus(INFO, clips, params, features_dir=tmp_path), tmp_path)
+    assert seg.extra["stack"] == {"acoustic": 3} and seg.extra["stack_seconds"] == 0.6
+    assert seg.modalities["acoustic"].dim == 6 and seg.x["acoustic"].shape == (7, 3, 6)
+    assert seg.modalities["face"].dim == 1 and seg.origin.tolist() == [0, 3, 6, 0, 0, 0, 0]
+    raw = seg.x["acoustic"] * seg.std["acoustic"] + seg.mean["acoustic"]
+    raw[~seg.mask["acoustic"]] = 0
+    # clip 0's frame f is the mean of rows 2f, 2f+1 = 2f + 0.5 in both dims; frame 2 absent (zero)
+    np.testing.assert_allclose(raw[0, 0], [0, 0, 0.5, 0.5, 2.5, 2.5], atol=1e-4)  # before the clip: zero
+    np.testing.assert_allclose(raw[0, 1], [0.5, 0.5, 2.5, 2.5, 0, 0], atol=1e-4)  # frame 2 absent: a zero slot
+    assert seg.mask["acoustic"][0].tolist() == [True, True, False]  # present iff its own slot is
+    np.testing.assert_allclose(raw[1, 0], [0, 0, 6.5, 6.5, 8.5, 8.5], atol=1e-4)  # frame 3: context from frame 2 (absent)
+    np.testing.assert_allclose(raw[2, 1], [12.5, 12.5, 14.5, 14.5, 0, 0], atol=1e-4)  # frame 7: past the clip's end
+    np.testing.assert_allclose(raw[3, 1], [10.5, 10.5, 12.5, 12.5, 14.5, 14.5], atol=1e-4)  # clip 1's frame 1
+    assert seg.valid("acoustic")[2].tolist() == [True, True, False] and not seg.mask["acoustic"][2, 2]
+    face = seg.x["face"][..., 0] * seg.std["face"][0] + seg.mean["face"][0]
+    np.testing.assert_allclose(face[1], [6.5, 8.5, 10.5], atol=1e-4)  # the others averaged as before
+    # each fold's statistics over its training frames, each once: its z-scores have mean 0 and std 1
+    for k in range(seg.n_folds):
+        fold = seg.for_fold(k)
+        train = fold.partition == "train"
+        z = fold.x["acoustic"][train][fold.mask["acoustic"][train]]
+        np.testing.assert_allclose(z.mean(0), 0, atol=1e-4)
+        np.testing.assert_allclose(z.std(0), 1, atol=1e-3)
+
+
+def test_002_context_of_65_llds_at_30_fps_is_3900_d(tmp_path):
+    # 002 §3.2.2: 100 Hz LLDs downsampled by 3.3 to 30 fps, 2 s of context: 60 × 65 = 3,900 dims
+    clips = _clips([1.0, 0.5, 0.5, 0.5, 0.5])
+    _regular(tmp_path / "lld.parquet", clips, 100.0, dim=65, value=lambda i, k: k)
+    params = SegmentParams(modalities={"acoustic": "lld"}, layout="frames", rate_hz=30.0, frames=30,
+                           stack=["acoustic"], stack_seconds=2.0)
+    seg = segment_corpus(INFO, clips, params, features_dir=tmp_path)
+    assert seg.modalities["acoustic"].dim == 3900 and seg.x["acoustic"].shape == (5, 30, 3900)
+    raw = (seg.x["acoustic"][0] * seg.std["acoustic"] + seg.mean["acoustic"]).reshape(30, 60, 65)
+    # frame f covers [f/30, (f+1)/30): frame 0 rows 0–2 (mean 1), frame 1 rows 3–6 (4.5); own slot 30
+    np.testing.assert_allclose(raw[0, 30], 1.0, atol=1e-3)
+    np.testing.assert_allclose(raw[0, 31], 4.5, atol=1e-3)
+    np.testing.assert_allclose(raw[1, 29:31], [[1.0] * 65, [4.5] * 65], atol=1e-3)
+    np.testing.assert_allclose(raw[0, :30], 0, atol=1e-3)  # the second before the clip
+    np.testing.assert_allclose(raw[29, 59], 0, atol=1e-3)  # past a 1 s clip's end
+
+
+def test_stack_seconds_off_is_the_plain_stack(tmp_path):
+    clips = _clips([1.6, 0.6, 0.6, 0.6, 0.6])
+    _regular(tmp_path / "aud.parquet", clips, 10.0, dim=2, value=lambda i, k: 10 * i + k)
+    params = SegmentParams(modalities={"acoustic": "aud"}, layout="frames", rate_hz=5.0, frames=3, stack=["acoustic"])
+    plain = segment_corpus(INFO, clips, params, features_dir=tmp_path)
+    zero = segment_corpus(INFO, clips, params.model_copy(update={"stack_seconds": 0.0}), features_dir=tmp_path)
+    assert plain.extra == zero.extra and "stack_seconds" not in plain.extra and plain.extra["stack"] == {"acoustic": 2}
+    for field in ("x", "mask", "mean", "std"):
+        assert getattr(plain, field)["acoustic"].tobytes() == getattr(zero, field)["acoustic"].tobytes()
+    # a modality not faster than the frames can take a context window (no rows to stack within a frame)
+    _regular(tmp_path / "slow.parquet", clips, 2.0)
+    ctx = segment_corpus(INFO, clips, SegmentParams(modalities={"physio": "slow"}, layout="frames", rate_hz=5.0,
+                                                    stack=["physio"], stack_seconds=1.0), features_dir=tmp_path)
+    assert ctx.modalities["physio"].dim == 5 and ctx.extra["stack"] == {"physio": 5}
+
+
 def test_native_keeps_each_modality_at_its_own_rate_and_length(tmp_path):
     clips = _clips([2.0, 1.0, 1.4, 1.0, 1.0])
     _regular(tmp_path / "aud.parquet", clips, 10.0, value=lambda i, k: k)  # 20, 10, 14, 10, 10 rows
@@ -214,6 +322,8 @@ def test_aligned_is_unchanged(tmp_path):
     ({"hop": 0}, "segment.hop", "greater than or equal to 1"),
     ({"frames": 0}, "segment.frames", "greater than or equal to 1"),
     ({"stack": ["audio"]}, "segment.stack.0", "'audio' is not in segment.modalities"),
+    ({"stack_seconds": -1}, "segment.stack_seconds", "greater than or equal to 0"),
+    ({"stack_seconds": 0.05}, "segment.stack_seconds", "= 0 frames"),
     ({"native_max_steps": {"vision": 40}}, "segment.native_max_steps.vision", "'vision' is not in segment.modalities"),
     ({"native_max_steps": {"face": 0}}, "segment.native_max_steps.face", "at least 1"),
 ])
