@@ -2,7 +2,8 @@
 clear line.
 
 Threads: every stage runs torch (and the OpenMP/BLAS pools under numpy, openSMILE's dependencies) on
-`MER_THREADS` threads, 1 unless set. Two reasons. (1) Results: a float reduction split over a different
+`MER_THREADS` threads when set, else on its entry of `STAGE_THREADS` (1 for every stage unless the
+measurement there says otherwise). Two reasons. (1) Results: a float reduction split over a different
 number of threads sums in a different order, so BERT features differed by up to 5.6e-6 between 1 and 2
 threads and every output after them changed hash; with the count fixed, a stage's outputs are
 byte-identical from run to run and clone to clone on the same kind of CPU. (2) Speed: on a machine
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 from pipeline.errors import PipelineError
@@ -25,9 +27,34 @@ THREADS_ENV = "MER_THREADS"
 _POOL_ENVS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def stage_threads() -> int:
-    """The thread count stages run with: MER_THREADS, else 1."""
-    raw = os.environ.get(THREADS_ENV, "1")
+#: Per-stage default thread count where MER_THREADS is not set (stages not listed: 1), chosen by
+#: measurement: `python benchmarks/threads.py --stages` times every extraction stage on 1 and 2 threads,
+#: quiet and with one other busy core (docs/threads.md has the figures). A stage gets 2 only where 2
+#: threads were faster in both conditions; capped at the usable cores.
+STAGE_THREADS: dict[str, int] = {
+    "faces": 1,
+    "face_embed": 1,
+    "resnet50": 1,
+    "lld": 1,
+    "compare": 1,
+    "wav2vec2": 1,
+    "bert": 1,
+}
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def stage_threads(stage: str | None = None) -> int:
+    """The thread count stages run with: MER_THREADS when set, else the stage's entry in
+    STAGE_THREADS (capped at the usable cores), else 1."""
+    raw = os.environ.get(THREADS_ENV)
+    if raw is None:
+        return max(1, min(STAGE_THREADS.get(stage or "", 1), _usable_cores()))
     try:
         n = int(raw)
     except ValueError:
@@ -37,10 +64,10 @@ def stage_threads() -> int:
     return n
 
 
-def pin_threads(n: int | None = None) -> int:
+def pin_threads(n: int | None = None, stage: str | None = None) -> int:
     """Run torch's intra-op pool (and OpenMP/BLAS pools started after this call) on `n` threads
-    (default `stage_threads()`), with one inter-op thread; returns n."""
-    n = stage_threads() if n is None else n
+    (default `stage_threads(stage)`), with one inter-op thread; returns n."""
+    n = stage_threads(stage) if n is None else n
     for name in _POOL_ENVS:
         os.environ[name] = str(n)
     import torch
@@ -53,13 +80,15 @@ def pin_threads(n: int | None = None) -> int:
     return n
 
 
-def run_stage(main: Callable[[], object]) -> None:
-    """Run a stage's main with pinned threads; a PipelineError prints `error: <message>` and exits 1
-    (no traceback)."""
+def run_stage(main: Callable[[], object], stage: str | None = None) -> None:
+    """Run a stage's main with pinned threads (`stage_threads(stage)`; `stage` defaults to the
+    script's name, stages/<stage>.py); a PipelineError prints `error: <message>` and exits 1 (no
+    traceback)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    stage = stage or Path(sys.argv[0]).stem
     try:
-        pin_threads()
+        pin_threads(stage=stage)
         main()
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
