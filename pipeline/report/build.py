@@ -219,7 +219,7 @@ def _robustness_blocks(inp: Inputs, runs: list[str], mods: list[str]) -> list:
     fam_curves = rb.curves(inp.results, inp.conditions, runs, mods, main, inp.inputs)
     if not fam_curves:
         return []
-    out: list = [Heading("Robustness curves", 2, "curves"), Para(
+    out: list = [Heading("Robustness curves", 2, "robustness-curves"), Para(
         f"One figure per condition family (pipeline/missing/): {label} against the family's level, one panel per "
         "affected modality ('all modalities' = every modality at once), one line per run in the same colour "
         f"everywhere; lines are means over replicates, bands ± one {inp.std_convention}. A run that does not "
@@ -260,7 +260,7 @@ def _importance_blocks(inp: Inputs, runs: list[str], mods: list[str]) -> list:
     drops = {r: d for r, d in drops.items() if d}
     if not (drops or inp.importance):
         return []
-    out: list = [Heading("Modality importance", 2, "importance")]
+    out: list = [Heading("Modality importance", 2, "modality-importance")]
     if drops:
         out.append(Figure("modality_importance.png", figs.importance_bars(drops, mods, main),
                           f"Drop in {label} when one modality is missing (all present − missing, paired by replicate): "
@@ -407,7 +407,7 @@ def _confusions(inp: Inputs, run: str, mods: list[str]) -> dict[str, np.ndarray]
 def _run_blocks(inp: Inputs, runs: list[str], mods: list[str]) -> list:
     """Per-run detail, each run in its own closed <details>: every condition, training curves,
     confusion matrices (all present and each modality missing)."""
-    out: list = [Heading("Per-run detail", 2, "runs"), Para(
+    out: list = [Heading("Per-run detail", 2, "per-run-detail"), Para(
         "Every condition of every run, its training curves and its confusion matrices; click a run to open it.")]
     for run in runs:
         blocks = _run_tables(inp, run, mods)
@@ -444,7 +444,7 @@ def _provenance_blocks(inp: Inputs, prov: Provenance, runs: list[str]) -> list:
     if inp.segments.classes != c.classes:
         rows.append(["classes modelled (segments)", ", ".join(inp.segments.classes)])
     seeds = "; ".join(f"{m}: {', '.join(map(str, tb.seeds(inp.results, m)))}" for m in runs)
-    out: list = [Heading("Corpus and provenance", 2, "provenance"), Table(tb.TableData(["", ""], rows), "Corpus", numeric=False)]
+    out: list = [Heading("Corpus and provenance", 2, "corpus-and-provenance"), Table(tb.TableData(["", ""], rows), "Corpus", numeric=False)]
     out.append(Table(tb.TableData(["", ""], [
         ["corpus", f"{c.name} ({c.n_clips} clips, {c.n_speakers} speakers)"],
         ["params.yaml sha256", prov.params_sha256],

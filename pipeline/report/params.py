@@ -14,11 +14,12 @@ class Published(Section):
     e.g. '001 Table 3'."""
 
     model: str
-    strategy: str = ""  # empty: the paper's own training recipe (shown under every run of `model`)
+    strategy: str | None = None  # None: the paper's own training recipe, without a strategy of ours
     condition: str
     metric: str
     value: float
     source: str
+    target: str | None = None  # per-target experiments (000): the regression target it is for
 
     @field_validator("model", "condition", "metric", "source")
     @classmethod

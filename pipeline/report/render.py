@@ -20,7 +20,8 @@ from pipeline.report.tables import TableData
 class Heading:
     text: str
     level: int = 2
-    anchor: str = ""  # an id for the table of contents; '' for none
+    anchor: str = ""  # an id for the table of contents ('' for none): the heading's GitHub slug, so the
+    # Markdown's contents links work too
 
 
 @dataclass

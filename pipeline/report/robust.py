@@ -215,7 +215,8 @@ def paper_table(summary: dict[Key, Stat], results: Results, conditions: dict[str
     notes: list[str] = []
     paper_rows: dict[tuple[str, str, str], dict[str, list[str]]] = {}
     for e in published:
-        text = fmt_number(e.value) + ("" if e.metric == metric else f" ({metric_label(e.metric)})")
+        what = " ".join(x for x in ("" if e.metric == metric else metric_label(e.metric), e.target or "") if x)
+        text = fmt_number(e.value) + (f" ({what})" if what else "")
         if e.condition not in cols:
             notes.append(f"{e.model}{'/' + e.strategy if e.strategy else ''}, {e.condition}, "
                          f"{metric_label(e.metric)}: {text} ({e.source})")
