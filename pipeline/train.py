@@ -39,6 +39,8 @@ a paper's own recipe):
                   ReduceLROnPlateau on the early-stopping value, lr × `lr_factor` after `lr_patience`
                   epochs without a strictly better one (000 §5.3: halve after 5).
     grad_clip     max global gradient norm (001 §4.3: 0.8); null = off.
+    lr_grid       null (default) | [lr, …]: one full run per learning rate (same seed), the best by the
+                  early-stopping value kept as the run; lr_grid.csv lists them (004 §4.2).
 
 Reproducibility: python, numpy and torch seeded with the run's seed, deterministic algorithms on;
 batch order and the strategy draw from generators seeded by it too, so a CPU run is repeatable to the
@@ -230,6 +232,8 @@ def train_one(
     {best_epoch, epochs_run, devel_<metric>}. `importance`: the model's importance entry; `fold`: the
     fold (of a protocol with several) whose partition `segments` holds (`Segments.for_fold`)."""
     params = loop_params(params, model_name)
+    if params.lr_grid:  # 004 §4.2: one run per learning rate, the best on devel kept
+        return _train_lr_grid(segments, params, model_name, strategy_name, seed, out_dir, device, progress, importance, fold)
     task, targets = params.task, list(params.targets)
     # a model of fixed arity (AuxFormer, JMT: two; unimodal: one) takes the first of train.modalities
     try:
@@ -329,6 +333,59 @@ def train_one(
     )
     write_text(target / HISTORY_FILE, pl.DataFrame(history).write_csv())
     return summary
+
+
+LR_GRID_FILE = "lr_grid.csv"
+
+
+def _train_lr_grid(
+    segments: Segments,
+    params: TrainParams,
+    model_name: str,
+    strategy_name: str,
+    seed: int,
+    out_dir: str | Path,
+    device: str | torch.device | None,
+    progress: bool,
+    importance: dict[str, Any] | None,
+    fold: int | None,
+) -> dict[str, Any]:
+    """`lr_grid` (004 §4.2: "We select the best model among the learning rates"): train the run once per
+    learning rate (same seed, same batches), keep the one with the best early-stopping value on devel
+    (ties: the earlier in the list) as the run's model.pt, history.csv and dvclive/, and write
+    lr_grid.csv (one row per learning rate: lr, best_epoch, epochs_run, the devel values, selected).
+    The summary gains `lr`, the chosen one."""
+    import shutil
+    import tempfile
+
+    target = run_dir(out_dir, model_name, strategy_name, seed, fold)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    best: tuple[float, int, dict[str, Any]] | None = None
+    # the overrides are applied already: the candidates train with these params and no grid
+    plain = params.model_copy(update={"lr_grid": None, "model_train": {}})
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".lr_grid_") as tmp:
+        for i, lr in enumerate(params.lr_grid):
+            cand = Path(tmp) / f"lr_{i}"
+            summary = train_one(segments, plain.model_copy(update={"lr": lr}), model_name, strategy_name, seed, cand,
+                                device, progress, importance, fold)
+            value = summary[summary["early_stop"]]
+            value = value if summary["early_stop"] != "devel_loss" else -value
+            value = value if np.isfinite(value) else -np.inf
+            rows.append({"lr": lr, **summary})
+            if best is None or value > best[0]:  # strict: ties keep the earlier learning rate
+                best = (value, i, summary)
+        assert best is not None
+        chosen = run_dir(Path(tmp) / f"lr_{best[1]}", model_name, strategy_name, seed, fold)
+        target.mkdir(parents=True, exist_ok=True)
+        for entry in chosen.iterdir():  # each replaced in one rename (same file system)
+            dest = target / entry.name
+            if dest.is_dir():
+                shutil.rmtree(dest)
+            os.replace(entry, dest)
+    table = pl.DataFrame([{**r, "selected": i == best[1]} for i, r in enumerate(rows)])
+    write_text(target / LR_GRID_FILE, table.write_csv())
+    return {**best[2], "lr": float(params.lr_grid[best[1]])}
 
 
 def _step(

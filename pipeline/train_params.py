@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, PositiveFloat, field_validator
 
 from pipeline.config import Problems, Section, entry_problems, model_names, strategy_names, unknown_name
 from pipeline.errors import PipelineError
@@ -39,6 +39,10 @@ class TrainParams(Section):
         "adam", description="torch.optim.Adam (000 §5.3, 001 §4.3, 002 §3.3) | AdamW (003 §5.3) | SGD (004 §4.2)"
     )
     lr: float = Field(1e-4, gt=0, description="002 §3.3 / 000 §5.3: 1e-4")
+    lr_grid: list[PositiveFloat] | None = Field(
+        None, description="learning rates to try, each a full run; the best on devel is kept (004 §4.2: "
+        "8e-4, 6e-4, 3e-4); null = `lr` alone",
+    )
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd only (004 is silent; 0.9, the common choice)")
     weight_decay: float = Field(
         0.0, ge=0, description="L2 (adam, sgd) or decoupled (adamw) weight decay; the papers state none (0.0)"
@@ -69,6 +73,15 @@ class TrainParams(Section):
         default_factory=dict,
         description="per-model overrides of the loop settings (lr, batch_size, epochs, patience, grad_clip, …)",
     )
+
+    @field_validator("lr_grid")
+    @classmethod
+    def _grid_unique(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not v:
+            raise ValueError("must not be empty (leave it empty/null to train with `lr` alone)")
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"lists a learning rate twice: {v}")
+        return v
 
     @field_validator("modalities", "models", "strategies", "seeds")
     @classmethod
@@ -159,7 +172,7 @@ class TrainParams(Section):
 
 # the settings of the training loop that `model_train` may override per model (pipeline/train.py)
 LOOP_FIELDS = (
-    "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "patience", "early_stop", "grad_clip",
+    "epochs", "batch_size", "optimizer", "lr", "lr_grid", "momentum", "weight_decay", "patience", "early_stop", "grad_clip",
     "lr_schedule", "lr_step", "lr_patience", "lr_factor",
 )
 

@@ -112,6 +112,29 @@ def test_sgd_run_records_its_recipe_and_a_model_override_applies(segs, tmp_path)
     assert set(LoopParams.model_fields) == set(LOOP_FIELDS)
 
 
+def test_lr_grid_keeps_the_best_learning_rate_on_devel(segs, tmp_path):
+    # 004 §4.2: one run per learning rate, the best on devel kept; 1e-9 cannot learn in 3 epochs
+    p = TINY.model_copy(update={"epochs": 3, "model_train": {"crossmodal": {"lr_grid": [1e-9, 3e-2]}}})
+    summary = train_one(segs, p, "crossmodal", "standard", 0, tmp_path, device="cpu", progress=False)
+    target = run_dir(tmp_path, "crossmodal", "standard", 0)
+    grid = pl.read_csv(target / "lr_grid.csv")
+    assert grid["lr"].to_list() == [1e-9, 3e-2] and grid["selected"].to_list() == [False, True]
+    assert grid["devel_macro_f1"][1] > grid["devel_macro_f1"][0]
+    assert summary["lr"] == 3e-2 and summary["devel_macro_f1"] == grid["devel_macro_f1"][1]
+    hist = pl.read_csv(target / HISTORY_FILE)
+    assert (hist["lr"] == 3e-2).all() and len(hist) == summary["epochs_run"]
+    model, info = load_trained(target / MODEL_FILE)
+    assert info["params"].lr == 3e-2 and info["best_epoch"] == summary["best_epoch"]
+    # the kept model is the chosen run's: a plain run at that lr gives the same weights
+    plain = train_one(segs, TINY.model_copy(update={"epochs": 3, "lr": 3e-2}), "crossmodal", "standard", 0,
+                      tmp_path / "plain", device="cpu", progress=False)
+    ref, _ = load_trained(run_dir(tmp_path / "plain", "crossmodal", "standard", 0) / MODEL_FILE)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))
+    assert plain["best_epoch"] == summary["best_epoch"]
+    assert sorted(q.name for q in target.parent.iterdir()) == ["seed_0"]  # no candidate left behind
+    assert sorted(q.name for q in target.iterdir()) == ["dvclive", "history.csv", "lr_grid.csv", "model.pt"]
+
+
 # ---- early stopping and model selection -------------------------------------------------------------
 
 
@@ -152,12 +175,13 @@ def test_invalid_recipe_values_are_one_line_errors_naming_the_key(tmp_path):
     from pipeline.config import check_params
 
     (tmp_path / "params.yaml").write_text(
-        "train:\n  optimizer: rmsprop\n  early_stop: los\n  lr_schedule: cosine\n  lr_step: 0\n"
+        "train:\n  optimizer: rmsprop\n  early_stop: los\n  lr_schedule: cosine\n  lr_step: 0\n  lr_grid:\n  - 0.1\n  - 0.1\n"
         "model:\n  auxformer:\n    train:\n      momentum: 1.5\n"
     )
     lines = check_params(tmp_path / "params.yaml")
     assert sorted(line.split(": ")[1] for line in lines) == [
-        "model.auxformer.train.momentum", "train.early_stop", "train.lr_schedule", "train.lr_step", "train.optimizer",
+        "model.auxformer.train.momentum", "train.early_stop", "train.lr_grid", "train.lr_schedule", "train.lr_step",
+        "train.optimizer",
     ]
     assert all("\n" not in line for line in lines)
     assert any("'adam', 'adamw' or 'sgd'" in line for line in lines)
