@@ -620,23 +620,25 @@ def test_one_present_never_touches_the_fixed_modality():
 
 
 def test_mnar_drops_the_weakest_steps_of_the_raw_features():
+    # one sequence, 4 steps, 2 dims; mean (100, 0), std (10, 1): training RMS (√10100, 1)
+    mean, std = {"a": np.array([100.0, 0.0], np.float32)}, {"a": np.array([10.0, 1.0], np.float32)}
+    raw = np.array([[[100, 0.5], [0, 0], [200, 0], [100, 3]]], np.float32)
+    x, mask = {"a": (raw - mean["a"]) / std["a"]}, {"a": np.ones((1, 4), bool)}
+    # strengths ‖raw / rms‖: 1.11, 0, 1.99, 3.16 — the weakest three are steps 1, 0, 2 (the raw norm
+    # alone, 100, 0, 200, 100.04, would keep step 2 instead of step 3)
+    rms = np.sqrt(mean["a"].astype(float) ** 2 + std["a"].astype(float) ** 2)
+    assert np.argsort(np.linalg.norm(raw[0] / rms, axis=-1)).tolist() == [1, 0, 2, 3]
+    ctx = ConditionContext(mean=mean, std=std)
+    for share, kept in ((0.25, [0, 2, 3]), (0.5, [2, 3]), (0.75, [3]), (1.0, [])):
+        x2, m2 = _run(WeakestMissing("a", share), x, mask, ctx)
+        assert np.flatnonzero(m2["a"][0]).tolist() == kept and np.all(x2["a"][~m2["a"]] == 0)
     x, mask, valid = _padded(b=6, t=12)
-    # raw = z · std + mean: a large mean on one dimension makes the norm follow that dimension
-    mean = {"a": np.array([10.0, 0, 0], np.float32), "b": np.zeros(5, np.float32), "c": np.zeros(2, np.float32)}
-    std = {"a": np.array([1.0, 1e-3, 1e-3], np.float32), "b": np.ones(5, np.float32), "c": np.ones(2, np.float32)}
-    x2, m2 = _run(WeakestMissing("a", 0.5), x, mask, _ctx(x, valid, mean, std))
-    raw = np.abs(x["a"][..., 0] * 1.0 + 10.0)
-    for i in range(6):
-        present = np.flatnonzero(mask["a"][i])
-        k = int(np.floor(0.5 * len(present) + 0.5 + 1e-9))
-        weakest = present[np.argsort(raw[i, present], kind="stable")[:k]]
-        assert sorted(np.flatnonzero(mask["a"][i] & ~m2["a"][i])) == sorted(weakest)
-    assert m2["b"] is mask["b"]
-    # every modality on its own signal; deterministic; needs the statistics
+    # every modality on its own signal, exact counts, deterministic; padding stays absent
     _, m3 = _run(WeakestMissing(None, 0.3), x, mask, _ctx(x, valid))
     for m in x:
         assert np.array_equal((mask[m] & ~m3[m]).sum(axis=1), _expected_drop(mask[m], 0.3))
-        norm = np.linalg.norm(x[m], axis=-1)
+        assert np.all(m3[m] <= mask[m])
+        norm = np.linalg.norm(x[m], axis=-1)  # mean 0, std 1: the raw features are the z-scores
         dropped, kept = mask[m] & ~m3[m], m3[m]
         for i in range(6):
             if dropped[i].any() and kept[i].any():

@@ -176,3 +176,39 @@ def test_train_test_matrix_pairs_training_and_test_rates(tmp_path):
     with pytest.raises(rb.RobustnessError, match="also in"):
         rb.read_train_test([a, a])
     assert rb.train_test_matrix(results, runs.clear(), "macro_f1").height == 0
+
+
+def test_evaluate_applies_mechanisms_with_the_segments_context():
+    from pipeline.evaluate import apply_conditions
+
+    rng = np.random.default_rng(3)
+    n, t = 8, 10
+    length = np.array([10, 4, 7, 10, 3, 9, 6, 10])
+    valid = np.arange(t)[None, :] < length[:, None]
+    mean, std = {"a": np.array([5.0, 5.0], np.float32)}, {"a": np.array([2.0, 2.0], np.float32)}
+    seg = SimpleNamespace(valid=lambda m: valid, mean=mean, std=std)
+    x = {"a": np.where(valid[..., None], rng.normal(size=(n, t, 2)), 0).astype(np.float32)}
+    split = SimpleNamespace(idx=np.arange(n), x=x, mask={"a": valid.copy()}, valid=None)
+    applied = apply_conditions(parse_conditions(["burst@0.5", "mnar@0.5"], ["a"]), split, seg)
+    burst_mask, mnar_mask = applied["burst@0.5"][1]["a"], applied["mnar@0.5"][1]["a"]
+    # bursts cover exactly half of each sequence's valid steps; padding stays absent
+    assert np.array_equal((valid & ~burst_mask).sum(axis=1), np.floor(0.5 * length + 0.5 + 1e-9))
+    assert not (burst_mask & ~valid).any() and not (mnar_mask & ~valid).any()
+    # mnar used the segments' statistics: the dropped steps have the lowest raw strength
+    strength = np.linalg.norm((x["a"] * 2 + 5) / np.sqrt(29), axis=-1)
+    for i in range(n):
+        gone, kept = valid[i] & ~mnar_mask[i], mnar_mask[i]
+        assert strength[i][gone].max() <= strength[i][kept].min()
+    # a Split that carries its own valid steps wins over the segments'
+    split.valid = {"a": np.ones((n, t), bool)}
+    wide = apply_conditions(parse_conditions(["burst@0.5"], ["a"]), split, seg)["burst@0.5"][1]["a"]
+    assert np.array_equal((valid & ~wide).sum(axis=1) <= np.floor(0.5 * t + 0.5), np.ones(n, bool))
+
+
+def test_stage_prints_one_summary_line():
+    from stages.evaluate import summary_line
+
+    results = pl.DataFrame({"fold": [0, 0, 0, 0], "seed": [0, 0, 1, 1], "condition": ["all_present", "missing:a"] * 2})
+    line = summary_line("m/standard", results, {"macro_f1": {"all_present": 0.61234, "relative_robustness": 0.5}})
+    assert line == "m/standard: 2 runs × 2 conditions; macro_f1: all_present 0.612, relative_robustness 0.500"
+    assert "\n" not in line

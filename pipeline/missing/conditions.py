@@ -22,7 +22,8 @@ params.yaml; `parse_conditions(entries, modalities)`).
     imbalanced:<mod>@<rate>         <mod> loses exactly a share rate of each sequence's present steps, every
                                     other modality rate/4 (`ops.IMBALANCE_FACTOR`)
     mnar@<share>, mnar:<mod>@<share>  missing not at random: each sequence's weakest share of present steps
-                                    (lowest L2 norm of the de-normalised features) absent, per modality
+                                    (lowest L2 norm of the raw features, each dimension over its training
+                                    RMS; `ops.weakest_missing`) absent, per modality
     burst@<rate>, burst:<mod>@<rate>  contiguous spans (mean `evaluate.burst_mean_steps` steps) covering
                                     exactly a share rate of each sequence's valid steps
     one_present:<mod>@<rate>        every modality but <mod> loses exactly a share rate of its present steps
@@ -207,8 +208,9 @@ class OnePresent(_Mechanism):
 
 class WeakestMissing(_Mechanism):
     """Missing not at random: the share `level` of each sequence's present steps with the weakest signal
-    (lowest L2 norm of the de-normalised features) absent, per modality (modality None: each modality
-    on its own signal). Needs `context.mean` and `context.std`; deterministic."""
+    (`ops.weakest_missing`: lowest L2 norm of the raw features, each dimension over its training RMS)
+    absent, per modality (modality None: each modality on its own signal). Needs `context.mean` and
+    `context.std`; deterministic."""
 
     family = "mnar"
 

@@ -260,10 +260,12 @@ def one_present(x: Arrays, mask: Arrays, keep: str, rate: float, rng: np.random.
 def weakest_missing(x: Arrays, mask: Arrays, modalities: Sequence[str], share: float,
                     mean: dict[str, Any], std: dict[str, Any], zero_fill: bool = True) -> tuple[Arrays, Arrays]:
     """Missing not at random, driven by the data: in each sequence, the round(share · n_present) present
-    steps of each modality with the WEAKEST signal are made absent, weakness being the L2 norm of the
-    de-normalised features ‖x·std + mean‖₂ (the raw feature vector; `mean`, `std` [D] are the
-    normalisation statistics of the segments). Ties go to the earlier step (stable sort). No
-    randomness: the same data gives the same mask."""
+    steps of each modality with the WEAKEST signal are made absent. Signal strength is the L2 norm of
+    the de-normalised (raw) features, each dimension in units of its training root mean square:
+    ‖(x·std + mean) / √(mean² + std²)‖₂ (`mean`, `std` [D]: the segments' normalisation statistics).
+    A raw value of 0 contributes nothing (silence, unvoiced F0, a blank embedding), and no dimension
+    dominates by its unit (eGeMAPS formants in Hz beside loudness in sones). Ties go to the earlier
+    step (stable sort). No randomness: the same data gives the same mask."""
     _check_known(x, mask, modalities)
     x, mask = dict(x), dict(mask)
     for m in modalities:
@@ -271,8 +273,10 @@ def weakest_missing(x: Arrays, mask: Arrays, modalities: Sequence[str], share: f
             raise ConditionError(f"missing-not-at-random on '{m}' needs its normalisation statistics (mean, std)")
         present = _present(mask[m])
         xv = x[m].detach().cpu().numpy() if _is_torch(x[m]) else np.asarray(x[m])
-        raw = xv.astype(np.float64) * np.asarray(std[m], np.float64) + np.asarray(mean[m], np.float64)
-        norm = np.where(present, np.linalg.norm(raw, axis=-1), np.inf)
+        mu, sd = np.asarray(mean[m], np.float64), np.asarray(std[m], np.float64)
+        rms = np.sqrt(mu**2 + sd**2)
+        raw = xv.astype(np.float64) * sd + mu
+        norm = np.where(present, np.linalg.norm(raw / np.where(rms > 0, rms, 1.0), axis=-1), np.inf)
         n_drop = np.floor(share * present.sum(axis=1) + 0.5 + 1e-9).astype(int)
         rank = np.argsort(np.argsort(norm, axis=1, kind="stable"), axis=1, kind="stable")
         x[m], mask[m] = _mask_steps(x[m], mask[m], rank < n_drop[:, None], zero_fill)
