@@ -152,7 +152,7 @@ def test_saved_model_round_trips(trained, segments):
     x, m, y = dv.x, dv.mask, dv.y
     from pipeline.metrics import macro_f1
 
-    assert macro_f1(y, predict(model, x, m).argmax(1)) == pytest.approx(info["devel_macro_f1"])
+    assert macro_f1(y, predict(model, x, m, valid=dv.valid).argmax(1)) == pytest.approx(info["devel_macro_f1"])
     assert find_trained(out) == [(RUN, 0, path), (RUN, 1, run_dir(out, "crossmodal", "standard", 1) / MODEL_FILE)]
 
 
@@ -239,7 +239,7 @@ def test_predictions_are_the_models_outputs_under_the_condition(evaluated, train
     te = task_split(segments, "test", list(DIMS))
     idx, x, m, y = te.idx, te.x, te.mask, te.y
     xd, md = drop_modalities(x, m, ["b"])
-    expected = np.asarray(CLASSES)[predict(model, xd, md).argmax(1)]
+    expected = np.asarray(CLASSES)[predict(model, xd, md, valid=te.valid).argmax(1)]
     got = preds.filter((pl.col("seed") == 1) & (pl.col("condition") == "missing:b"))
     assert got["clip_id"].to_list() == segments.clip_id[idx].tolist()
     assert got["pred"].to_list() == expected.tolist()
@@ -359,7 +359,7 @@ def test_regression_learns_the_time_continuous_targets(regression, tmp_path):
     model, info = load_trained(run_dir(out, "crossmodal", "standard", 0) / MODEL_FILE)
     assert info["task"] == "regression" and info["targets"] == ["arousal", "valence"] and info["n_outputs"] == 2
     dv = task_split(segs, "devel", list(DIMS), "regression", ["arousal", "valence"])
-    pred = predict(model, dv.x, dv.mask)
+    pred = predict(model, dv.x, dv.mask, valid=dv.valid)
     assert pred.shape == (len(dv), T, 2)
     valid = dv.y_mask & (np.arange(T)[None] < segs.length[dv.idx, None])
     assert np.array_equal(valid, dv.y_mask)
@@ -484,7 +484,7 @@ def test_importance_search_finds_the_modality_that_carries_the_signal(regression
     from pipeline.runs import predict, score, task_split
 
     dv = task_split(segs, "devel", list(DIMS), "regression", ["arousal", "valence"])
-    means = [score("regression", dv, predict(load_trained(run_dir(out, "crossmodal", "standard", s) / MODEL_FILE)[0], dv.x, dv.mask))["ccc_mean"] for s in (0, 1, 2)]
+    means = [score("regression", dv, predict(load_trained(run_dir(out, "crossmodal", "standard", s) / MODEL_FILE)[0], dv.x, dv.mask, valid=dv.valid))["ccc_mean"] for s in (0, 1, 2)]
     assert t["a"]["all_present"] == pytest.approx(np.mean(means))
 
 
