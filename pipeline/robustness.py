@@ -26,6 +26,9 @@ The late-fusion reference is the `late_fusion_lstm` model (000's late-fusion bas
 evaluated: `late_fusion_lstm/<same strategy>`, else `late_fusion_lstm/standard`, else the first
 `late_fusion_lstm/*` by name. Without one, ER is not available (absent, not a guessed number).
 
+Across run families (each DVC stage evaluates one): `scorecard(read_tables([...summary.csv]), metric)`
+gives every family's figures, with effective robustness wherever the late-fusion family is among them.
+
 The train-rate × test-rate matrix (`train_test_matrix`): runs of a strategy with a training missing
 rate (clip_zero's p_clip, frame_zero's and frame_repeat's p_frame, dynamic's p_miss) scored at each
 test level of the matching condition family.
@@ -260,3 +263,16 @@ def read_train_test(paths: Iterable[str | Path]) -> pl.DataFrame:
             seen[k] = p
         parts.append(df)
     return pl.concat(parts) if parts else pl.DataFrame()
+
+
+def read_tables(paths: Iterable[str | Path]) -> pl.DataFrame:
+    """Several run families' summary.csv, results.csv or scorecard.csv files as one table (level and
+    value columns read as floats, so an all-empty level column still concatenates): the input of
+    `scorecard` / `compare_to` across families, where effective robustness against the late-fusion
+    family becomes available."""
+    floats = {k: pl.Float64 for k in ("level", "value", "mean", "std")}
+    parts = []
+    for p in paths:
+        head = pl.read_csv(p, n_rows=0).columns
+        parts.append(pl.read_csv(p, schema_overrides={k: v for k, v in floats.items() if k in head}))
+    return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()

@@ -212,3 +212,15 @@ def test_stage_prints_one_summary_line():
     line = summary_line("m/standard", results, {"macro_f1": {"all_present": 0.61234, "relative_robustness": 0.5}})
     assert line == "m/standard: 2 runs × 2 conditions; macro_f1: all_present 0.612, relative_robustness 0.500"
     assert "\n" not in line
+
+
+def test_scorecard_across_families_read_from_their_files(tmp_path):
+    clean = {"crossmodal/standard": 0.8, "late_fusion_lstm/standard": 0.7}
+    paths = []
+    for model, slope in (("crossmodal/standard", -0.3), ("late_fusion_lstm/standard", -0.5)):
+        p = tmp_path / f"{model.replace('/', '-')}.csv"
+        _summary({model: {"all": _lin(clean[model], slope)}}, clean).write_csv(p)
+        paths.append(p)
+    card = rb.scorecard(rb.read_tables(paths), "macro_f1")
+    er = card.filter((pl.col("model") == "crossmodal/standard") & (pl.col("figure") == "effective_robustness"))
+    assert er["value"][0] == pytest.approx(0.2 * 0.45) and er["reference"][0] == "late_fusion_lstm/standard"
