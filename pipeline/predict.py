@@ -1,17 +1,23 @@
-"""`mer predict VIDEO`: the pipeline's own extractors, alignment and trained models on one new file.
+"""`mer predict FILE|FOLDER …`: the pipeline's own extractors, alignment and trained models on new files.
 
 The same code paths as `dvc repro`: each modality's extractor is built from params.yaml
 (`pipeline.extract.registry`), its rows are put on the segment grid by `pipeline.segment.align_clip`
 and z-normalised with the training partition's statistics stored in `data/segments/`, and the
 trained models of `data/models*/` predict. A modality whose media cannot be used (no audio track,
 no face, no transcript) is marked missing — the models were trained to cope — and reported.
+
+Many files: `Predictor` loads the segments statistics, every trained run and every modality's
+extractor (MTCNN included) ONCE (`load_seconds`), then `predict` runs per file (`Prediction.seconds`);
+`expand_inputs` turns the command line's files and folders into the list of files (a folder: its media
+files by suffix, `MEDIA_SUFFIXES`, sorted). `predict_file` is the one-file shorthand.
 """
 
 from __future__ import annotations
 
-import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.special import softmax
@@ -41,6 +47,7 @@ class Prediction:
     missing: dict[str, str] = field(default_factory=dict)  # modality -> why it is missing
     # modality -> weights statement, for each modality a run used whose feature backbone had RANDOM weights
     random_weights: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0  # time this file took (features + models), the models already loaded
 
     @property
     def label(self) -> str | None:
@@ -93,20 +100,72 @@ def read_transcript_file(path: str | Path) -> str:
         ) from None
 
 
-def _features(video: Path, clip: Clip, modalities: dict[str, str], work: Path) -> tuple[dict, dict[str, str]]:
-    """{modality: ClipFeatures} for the file, and {modality: reason} for the ones that are missing."""
+FACE_EMBEDDERS = ("vggface", "resnet50")
+#: what a folder given to `mer predict` contributes: its files with these suffixes (case-insensitive)
+MEDIA_SUFFIXES = (
+    ".mp4", ".flv", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".3gp",
+    ".wav", ".mp3", ".flac", ".m4a", ".aac", ".ogg", ".opus", ".wma",
+)
+
+
+def expand_inputs(paths: list[str | Path]) -> list[Path]:
+    """The files to predict, in order: each file as given, each folder's media files (MEDIA_SUFFIXES,
+    not recursive) sorted by name. A path that does not exist stays in the list (its prediction then
+    fails with a line naming it); a folder without media files is a PredictError."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in MEDIA_SUFFIXES)
+            if not found:
+                raise PredictError(f"{p}: a folder without media files (looked for {', '.join(MEDIA_SUFFIXES)})")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
+class _Faces:
+    """MTCNN once, and the detections of the file at hand, which the face embedder reads by clip id
+    (the faces stage's table, in memory)."""
+
+    def __init__(self) -> None:
+        from pipeline.extract.faces import FaceDetector, table_meta
+
+        self.params = load_section("faces")
+        self.detector = FaceDetector(self.params)
+        self.meta = table_meta(self.params, [], {})
+        self.detections: dict[str, Any] = {}
+
+    def detect(self, clip: Clip) -> None:
+        self.detections.clear()
+        self.detections[clip.clip_id] = self.detector.process_video(clip.media())
+
+
+def build_extractors(modalities: dict[str, str]) -> tuple[dict[str, Any], _Faces | None]:
+    """{modality: extractor} built once from params.yaml, and the face detector when a face embedder
+    is among them (crops come from MTCNN, exactly as the faces stage makes them)."""
     from pipeline.extract.registry import build_extractor
 
-    rows, missing = {}, {}
+    faces = _Faces() if any(f in FACE_EMBEDDERS for f in modalities.values()) else None
+    extractors = {}
     for modality, feature in modalities.items():
+        kwargs = {"faces_meta": faces.meta, "detections": faces.detections} if feature in FACE_EMBEDDERS and faces else {}
+        extractors[modality] = build_extractor(feature, **kwargs)
+    return extractors, faces
+
+
+def _features(clip: Clip, extractors: dict[str, Any], faces: _Faces | None = None) -> tuple[dict, dict[str, str]]:
+    """{modality: ClipFeatures} for the file, and {modality: reason} for the ones that are missing."""
+    rows, missing = {}, {}
+    detected = False
+    for modality, extractor in extractors.items():
         try:
-            kwargs = {}
-            if feature in ("vggface", "resnet50"):  # crops come from MTCNN, exactly as the faces stage makes them
-                kwargs["faces_meta"], kwargs["detections"] = _detect_faces(clip)
-            extractor = build_extractor(feature, **kwargs)
             if extractor.modality == "text" and clip.transcript is None:
                 missing[modality] = NO_TRANSCRIPT
                 continue
+            if faces is not None and getattr(extractor, "faces_meta", None) is faces.meta and not detected:
+                faces.detect(clip)
+                detected = True
             rows[modality] = extractor.process_clip(clip, Path("."))
             if not rows[modality].present.any():
                 missing[modality] = NOTHING_FOUND.get(extractor.modality, f"no usable {extractor.modality} row")
@@ -128,14 +187,67 @@ def random_weights(runs_info: list[dict], segments: Segments) -> dict[str, str]:
     return out
 
 
-def _detect_faces(clip: Clip) -> tuple[dict, dict]:
-    """(metadata, {clip id: ClipDetections}) of the file, as the faces stage would detect it: what a
-    face embedder takes, in memory."""
-    from pipeline.extract.faces import FaceDetector, table_meta
+class Predictor:
+    """Every trained run (or those whose name starts with `model`) and every modality's extractor,
+    loaded once (`load_seconds`); `predict` then runs on one file at a time, averaging over runs."""
 
-    params = load_section("faces")
-    detections = FaceDetector(params).process_video(clip.media())
-    return table_meta(params, [clip.clip_id], {}), {clip.clip_id: detections}
+    def __init__(self, models_dirs: list[Path] | None = None, segments_dir: Path = SEGMENTS_DIR, model: str | None = None):
+        from pipeline.runs import find_trained, fold_ids, load_trained
+
+        t0 = time.perf_counter()
+        self.segments: Segments = load_segments(segments_dir)
+        # every fold's runs, each normalised with its own fold's training statistics
+        runs = [(fold, r) for fold in fold_ids(self.segments) for r in find_trained(models_dirs or [MODELS_DIR], fold)]
+        if model:
+            runs = [(fold, r) for fold, r in runs if r[0] == model or r[0].startswith(f"{model}/")]
+        if not runs:
+            raise PredictError(f"no trained model{f' named {model}' if model else ''} under data/models: run `dvc repro` first")
+        self.runs = []  # (fold, run name, net, info)
+        for fold, (name, seed, path) in runs:
+            net, info = load_trained(path)
+            self.runs.append((fold, f"{name}/seed_{seed}" if fold is None else f"{name}/fold_{fold}/seed_{seed}", net, info))
+        self.random_weights = random_weights([info for *_, info in self.runs], self.segments)
+        self.extractors, self.faces = build_extractors({m: mi.feature for m, mi in self.segments.modalities.items()})
+        self.load_seconds = time.perf_counter() - t0
+
+    def predict(self, video: str | Path, transcript: str | None = None) -> Prediction:
+        """The prediction for one media file; PipelineError (naming the file) when it cannot be read."""
+        from pipeline.runs import predict
+
+        t0 = time.perf_counter()
+        video, segments = Path(video), self.segments
+        transcript = check_transcript(transcript)
+        info = probe(video)
+        clip = Clip(clip_id=video.stem, speaker="unknown", media_path=str(video.resolve()), duration=info.duration,
+                    transcript=transcript)
+        rows, missing = _features(clip, self.extractors, self.faces)
+        steps = grid_steps(info.duration, segments.rate_hz, segments.t.shape[1])
+        aligned = {m: align_clip(rows.get(m), steps, segments.rate_hz, mi.dim) for m, mi in segments.modalities.items()}
+
+        def inputs(fold: int | None) -> tuple[dict, dict]:
+            view = segments if fold is None else segments.for_fold(fold)
+            x, mask = {}, {}
+            for m, (values, present) in aligned.items():
+                values = np.where(present[:, None], (values - view.mean[m]) / view.std[m], 0.0)
+                x[m], mask[m] = values[None].astype(np.float32), present[None]
+            return x, mask
+
+        outputs, task, targets = [], None, []
+        for fold, _, net, run in self.runs:
+            x, mask = inputs(fold)
+            task, targets = run["task"], run.get("targets") or []
+            used = run["modalities"]
+            outputs.append(predict(net, {m: x[m] for m in used}, {m: mask[m] for m in used})[0])
+        names = [name for _, name, _, _ in self.runs]
+        t = (np.arange(steps) + 0.5) / segments.rate_hz
+        common = dict(missing=missing, random_weights=dict(self.random_weights))
+        if task == "classification":
+            probs = softmax(np.stack(outputs), axis=1)
+            out = Prediction(video.name, task, names, t, list(segments.classes), probabilities=probs.mean(axis=0), **common)
+        else:
+            out = Prediction(video.name, task, names, t, values=np.stack(outputs).mean(axis=0), targets=list(targets), **common)
+        out.seconds = time.perf_counter() - t0
+        return out
 
 
 def predict_file(
@@ -147,49 +259,5 @@ def predict_file(
 ) -> Prediction:
     """Predict the emotion (or arousal/valence over time) of one media file with every trained run
     (or those whose name starts with `model`), averaging over runs."""
-    from pipeline.runs import find_trained, fold_ids, load_trained, predict
-
-    video = Path(video)
-    transcript = check_transcript(transcript)
-    info = probe(video)
-    segments: Segments = load_segments(segments_dir)
-    # every fold's runs, each normalised with its own fold's training statistics
-    runs = [(fold, r) for fold in fold_ids(segments) for r in find_trained(models_dirs or [MODELS_DIR], fold)]
-    if model:
-        runs = [(fold, r) for fold, r in runs if r[0] == model or r[0].startswith(f"{model}/")]
-    if not runs:
-        raise PredictError(f"no trained model{f' named {model}' if model else ''} under data/models: run `dvc repro` first")
-    clip = Clip(clip_id=video.stem, speaker="unknown", media_path=str(video.resolve()), duration=info.duration,
-                transcript=transcript)
-    modalities = {m: mi.feature for m, mi in segments.modalities.items()}
-    with tempfile.TemporaryDirectory() as tmp:
-        rows, missing = _features(video, clip, modalities, Path(tmp))
-
-    steps = grid_steps(info.duration, segments.rate_hz, segments.t.shape[1])
-    aligned = {m: align_clip(rows.get(m), steps, segments.rate_hz, mi.dim) for m, mi in segments.modalities.items()}
-
-    def inputs(fold: int | None) -> tuple[dict, dict]:
-        view = segments if fold is None else segments.for_fold(fold)
-        x, mask = {}, {}
-        for m, (values, present) in aligned.items():
-            values = np.where(present[:, None], (values - view.mean[m]) / view.std[m], 0.0)
-            x[m], mask[m] = values[None].astype(np.float32), present[None]
-        return x, mask
-
-    outputs, names, task, targets, infos = [], [], None, [], []
-    for fold, (name, seed, path) in runs:
-        x, mask = inputs(fold)
-        net, run = load_trained(path)
-        infos.append(run)
-        task, targets = run["task"], run.get("targets") or []
-        used = run["modalities"]
-        outputs.append(predict(net, {m: x[m] for m in used}, {m: mask[m] for m in used})[0])
-        names.append(f"{name}/seed_{seed}" if fold is None else f"{name}/fold_{fold}/seed_{seed}")
-    t = (np.arange(steps) + 0.5) / segments.rate_hz
-    if task == "classification":
-        logits = np.stack(outputs)
-        probs = softmax(logits, axis=1)
-        return Prediction(video.name, task, names, t, list(segments.classes), probabilities=probs.mean(axis=0),
-                          missing=missing, random_weights=random_weights(infos, segments))
-    return Prediction(video.name, task, names, t, values=np.stack(outputs).mean(axis=0), targets=list(targets),
-                      missing=missing, random_weights=random_weights(infos, segments))
+    check_transcript(transcript)
+    return Predictor(models_dirs, segments_dir, model).predict(video, transcript)

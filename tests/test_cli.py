@@ -292,7 +292,6 @@ def test_random_weights_of_the_runs():
 
 
 def test_missing_reasons(monkeypatch, tmp_path):
-    import pipeline.extract.registry as registry
     from pipeline.predict import _features
 
     class Fake:
@@ -302,11 +301,121 @@ def test_missing_reasons(monkeypatch, tmp_path):
         def process_clip(self, clip, root):
             return SimpleNamespace(present=np.zeros(3, bool))
 
-    kinds = {"vid": "video", "txt": "text", "aud": "audio"}
-    monkeypatch.setattr(registry, "build_extractor", lambda feature, **kw: Fake(kinds[feature]))
-    clip = SimpleNamespace(transcript=None)
-    _, missing = _features(tmp_path / "x.mp4", clip, {"face": "vid", "text": "txt", "acoustic": "aud"}, tmp_path)
+    extractors = {"face": Fake("video"), "text": Fake("text"), "acoustic": Fake("audio")}
+    _, missing = _features(SimpleNamespace(transcript=None), extractors)
     assert missing == {"face": "no face found", "text": NO_TRANSCRIPT, "acoustic": "no usable audio"}
     assert NO_TRANSCRIPT == "no transcript given (--transcript or --transcript-file)"
-    _, missing = _features(tmp_path / "x.mp4", SimpleNamespace(transcript=""), {"text": "txt"}, tmp_path)
+    _, missing = _features(SimpleNamespace(transcript=""), {"text": Fake("text")})
     assert missing == {"text": "no words in the transcript"}
+
+
+# many files in one call: real CREMA-D clips, a real extractor (eGeMAPS), a small model trained on nothing
+
+
+CREMA_D = Path("/work/shared/data/crema-d-sample/VideoFlash")
+CLIPS = ["1001_DFA_ANG_XX.flv", "1001_DFA_HAP_XX.flv", "1001_DFA_SAD_XX.flv"]
+
+
+@pytest.fixture(scope="module")
+def predict_project(tmp_path_factory):
+    """A project folder with params.yaml, data/segments (one modality, eGeMAPS) and one model.pt."""
+    import torch
+
+    from pipeline.extract.registry import build_extractor
+    from pipeline.models.registry import build_model
+    from pipeline.runs import save_trained
+    from pipeline.segments import ModalityInfo, Segments
+    from pipeline.train_params import TrainParams
+
+    if not all((CREMA_D / c).exists() for c in CLIPS):
+        pytest.skip(f"the CREMA-D sample clips are not in {CREMA_D}")
+    root = tmp_path_factory.mktemp("predict")
+    (root / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    dim = build_extractor("egemaps", REPO / "params.yaml").dim
+    n, steps, classes = 4, 20, ["neutral", "happy", "angry", "sad"]
+    rng = np.random.default_rng(0)
+    Segments(
+        clip_id=np.array([f"c{i}" for i in range(n)]), partition=np.array(["train", "train", "devel", "test"]),
+        label=np.arange(n), length=np.full(n, steps), t=np.tile((np.arange(steps) + 0.5) / 5.0, (n, 1)),
+        x={"acoustic": rng.normal(size=(n, steps, dim)).astype(np.float32)}, mask={"acoustic": np.ones((n, steps), bool)},
+        mean={"acoustic": rng.normal(size=dim).astype(np.float32)}, std={"acoustic": rng.uniform(1, 2, size=dim).astype(np.float32)},
+        classes=classes, rate_hz=5.0,
+        modalities={"acoustic": ModalityInfo("egemaps", dim, "openSMILE", False, "egemaps: fixed feature set (no learned weights)")},
+    ).save(root / "data" / "segments")
+    torch.manual_seed(0)
+    net = build_model("unimodal", {"acoustic": dim}, len(classes), "classification")
+    params = TrainParams(modalities=["acoustic"])
+    save_trained(root / "data" / "models" / "unimodal" / "standard" / "seed_0" / "model.pt", {
+        "state_dict": net.state_dict(), "model": "unimodal", "strategy": "standard", "task": "classification",
+        "targets": [], "n_outputs": len(classes), "params": params.model_dump(mode="json"), "dims": {"acoustic": dim},
+        "classes": classes, "modalities": ["acoustic"], "seed": 0,
+    })
+    return root
+
+
+def test_predict_many_files_loads_once(predict_project, monkeypatch):
+    """Three files (one of them through its folder) and a bad one in one call: the models and extractors
+    are built once, every good file gets the row a one-file call gives, the bad one an error row naming it,
+    and the exit status says that one failed."""
+    import pipeline.extract.registry as registry
+    import pipeline.runs as runs
+
+    monkeypatch.chdir(predict_project)
+    folder = predict_project / "folder"
+    folder.mkdir()
+    (folder / CLIPS[2]).symlink_to(CREMA_D / CLIPS[2])
+    (folder / "notes.txt").write_text("not media")  # not a media suffix: not taken
+    bad = predict_project / "broken.mp4"
+    bad.write_bytes(b"\x00" * 100)
+    loads, builds = [], []
+    load_trained, build_extractor = runs.load_trained, registry.build_extractor
+    monkeypatch.setattr(runs, "load_trained", lambda *a, **k: loads.append(a) or load_trained(*a, **k))
+    monkeypatch.setattr(registry, "build_extractor", lambda *a, **k: builds.append(a) or build_extractor(*a, **k))
+
+    args = [str(CREMA_D / CLIPS[0]), str(bad), str(CREMA_D / CLIPS[1]), str(folder)]
+    result = runner.invoke(cli.app, ["predict", *args, "--csv", "all.csv", "--json"])
+    assert result.exit_code == 1
+    assert len(loads) == 1 and len(builds) == 1  # one run, one modality: each built once for the four files
+    rows = json.loads(result.stdout)
+    assert [r["file"] for r in rows] == [args[0], str(bad), args[2], str(folder / CLIPS[2])]
+    assert rows[1] == {"file": str(bad), "error": rows[1]["error"]} and rows[1]["error"].startswith(str(bad))
+    assert "\n" not in rows[1]["error"]
+    good = [rows[0], rows[2], rows[3]]
+    assert [r["clip"] for r in good] == CLIPS and all(r["seconds"] > 0 for r in good)
+    assert "loaded in" in result.stderr and "4 files in" in result.stderr and "1 failed" in result.stderr
+    csv_rows = Path("all.csv").read_text().splitlines()
+    assert csv_rows[0] == "clip,class,probability" and len(csv_rows) == 1 + 3 * 4
+
+    # each file alone: the same probabilities
+    for r, path in zip(good, [args[0], args[2], str(folder / CLIPS[2])]):
+        one = runner.invoke(cli.app, ["predict", path, "--json"])
+        assert one.exit_code == 0, one.output
+        (alone,) = json.loads(one.stdout)
+        assert alone["probabilities"] == r["probabilities"] and alone["label"] == r["label"]
+    # the files differ, so do their predictions (the rows are not one file's repeated)
+    assert len({json.dumps(r["probabilities"]) for r in good}) == 3
+
+    # the text output: one line per file, the bad file's naming it and the cause; then the summary
+    text = runner.invoke(cli.app, ["predict", args[0], str(bad)])
+    assert text.exit_code == 1
+    lines = _lines(text)
+    assert len(lines) == 3, lines
+    assert lines[0].startswith(f"{args[0]}: {good[0]['label']} {max(good[0]['probabilities'].values()):.3f}")
+    assert lines[1] == f"error: {rows[1]['error']}" and "cannot open" in lines[1]
+    assert lines[2].startswith("loaded in ") and "2 files in" in lines[2] and lines[2].endswith("; 1 failed")
+
+
+def test_predict_inputs(predict_project, tmp_path, monkeypatch):
+    from pipeline.predict import expand_inputs
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(PredictError, match="a folder without media files"):
+        expand_inputs([empty])
+    (empty / "b.WAV").write_bytes(b"")
+    (empty / "a.mp4").write_bytes(b"")
+    assert expand_inputs([tmp_path / "x.flv", empty]) == [tmp_path / "x.flv", empty / "a.mp4", empty / "b.WAV"]
+    monkeypatch.chdir(predict_project)
+    result = runner.invoke(cli.app, ["predict", str(empty), "--transcript", "hello"])
+    assert result.exit_code == 1 and _lines(result) == [
+        "error: a transcript belongs to one file, but 2 files were given; predict the file with a transcript on its own"]
