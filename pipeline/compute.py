@@ -1,0 +1,311 @@
+"""Where the pipeline's parallel work runs: in this process (`local`, the default) or on Ray.
+
+Two callers share one API, `map_ordered(fn, items, ...)`: extraction (`pipeline.extract.runner`: clips
+sharded over a pool of Ray actors, each building its extractor once) and the training grid
+(`pipeline.train.train_all`: each run a Ray task). Results come back in the items' order, so the
+caller writes exactly what the local loop writes, in the same order, with the same error policy.
+
+Settings are environment variables, i.e. execution settings and not parameters: DVC never reruns a
+stage because they changed (like MER_THREADS, `pipeline.stage`).
+
+    MER_BACKEND           local | ray (default local)
+    RAY_ADDRESS           Ray's own variable: the cluster to join (`auto`: the cluster this machine
+                          joined with `ray start`; `ray://head:10001`: Ray Client). Unset: a private
+                          local Ray instance is started (and shut down at exit)
+    MER_WORKERS           how many workers (actors for extraction, concurrent runs for training);
+                          default: the CPUs (and GPUs) Ray offers / what one worker asks for
+    MER_CPUS_PER_WORKER   CPUs one worker asks Ray for (default 1); its torch/OpenMP threads
+    MER_GPUS_PER_WORKER   GPUs one worker asks Ray for (default 0; fractions share a GPU)
+
+Reproducibility: a worker runs torch on as many threads as the CPUs Ray gives it. With the default
+1 CPU per worker this is the local stages' default (MER_THREADS=1), and the outputs are byte-identical
+to the local backend's (tested); another count sums floats in another order (see `pipeline.stage`).
+
+What travels through Ray: the function (with its arguments, e.g. the training arrays, put in Ray's
+object store once) and each item's result back to this process, which writes every output. The
+workers run in this process's working directory when it exists on their machine (the same path on
+shared storage: they read the media, and training runs write their run directory there).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+from collections import deque
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import PipelineError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+ENV = {
+    "backend": "MER_BACKEND",
+    "address": "RAY_ADDRESS",
+    "workers": "MER_WORKERS",
+    "cpus_per_worker": "MER_CPUS_PER_WORKER",
+    "gpus_per_worker": "MER_GPUS_PER_WORKER",
+}
+
+
+class ComputeError(PipelineError):
+    """The compute settings are wrong, or Ray cannot be used; the message names the variable."""
+
+
+class ComputeSettings(BaseModel):
+    """The execution settings (`compute_settings()` reads them from the environment)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["local", "ray"] = "local"
+    address: str | None = Field(None, description="RAY_ADDRESS: a cluster to join; None: a local instance")
+    workers: int | None = Field(None, ge=1, description="None: as many as the cluster's resources allow")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+
+    def resources(self) -> dict[str, float]:
+        """Ray resource options of one worker (`num_cpus`, `num_gpus`)."""
+        return {"num_cpus": self.cpus_per_worker, "num_gpus": self.gpus_per_worker}
+
+    def threads(self) -> int:
+        """Torch/OpenMP threads of one worker: the whole CPUs it asks for, at least 1."""
+        return max(1, int(self.cpus_per_worker))
+
+
+def compute_settings(environ: dict[str, str] | None = None) -> ComputeSettings:
+    """The settings from the environment (unset or empty variables take the defaults)."""
+    env = os.environ if environ is None else environ
+    raw = {field: env[var].strip() for field, var in ENV.items() if env.get(var, "").strip()}
+    if "backend" in raw:
+        raw["backend"] = raw["backend"].lower()
+    try:
+        return ComputeSettings(**raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else ""
+        var = ENV.get(field, field)
+        raise ComputeError(f"{var}={raw.get(field)!r}: {err['msg']}") from None
+
+
+# ---- Ray -----------------------------------------------------------------------------------------
+
+_STARTED = False  # whether this process started (and so shuts down) the Ray instance
+
+
+def ray_runtime(settings: ComputeSettings) -> Any:
+    """The `ray` module, connected: to RAY_ADDRESS, or to a Ray already initialised in this process
+    (e.g. by a test), else to a private local instance started here (shut down at exit)."""
+    global _STARTED
+    try:
+        import ray
+    except ImportError:
+        raise ComputeError(
+            "MER_BACKEND=ray: Ray is not installed; `pip install ray` (the `distributed` extra of "
+            "mer-pipeline; `make install` installs it) or unset MER_BACKEND"
+        ) from None
+    if ray.is_initialized():
+        return ray
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports (no network at run time)
+    common = dict(log_to_driver=False, logging_level=logging.WARNING)
+    try:
+        if settings.address:
+            ray.init(address=settings.address, **common)
+        else:
+            # "local": a new instance even where `ray start` left one running on this machine
+            cpus = None if settings.workers is None else settings.workers * settings.cpus_per_worker
+            gpus = None if settings.workers is None or not settings.gpus_per_worker else settings.workers * settings.gpus_per_worker
+            ray.init(address="local", num_cpus=cpus, num_gpus=gpus, include_dashboard=False, **common)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        where = f"RAY_ADDRESS={settings.address!r}" if settings.address else "a local Ray instance"
+        raise ComputeError(f"MER_BACKEND=ray: cannot start or join {where}: {e}") from None
+    if not _STARTED:
+        atexit.register(shutdown)
+    _STARTED = True
+    return ray
+
+
+def shutdown() -> None:
+    """Stop the Ray instance this process started or joined through `ray_runtime` (no-op otherwise)."""
+    global _STARTED
+    if _STARTED:
+        import ray
+
+        ray.shutdown()
+        _STARTED = False
+
+
+def _worker_count(ray: Any, settings: ComputeSettings, n_items: int) -> int:
+    if settings.workers is not None:
+        n = settings.workers
+    else:
+        total = ray.cluster_resources()
+        n = int(total.get("CPU", 1) // settings.cpus_per_worker)
+        if settings.gpus_per_worker:
+            n = min(n, int(total.get("GPU", 0) // settings.gpus_per_worker))
+        if n < 1:
+            raise ComputeError(
+                f"MER_CPUS_PER_WORKER={settings.cpus_per_worker:g}, MER_GPUS_PER_WORKER={settings.gpus_per_worker:g}: "
+                f"more than the Ray cluster has ({dict(total)})"
+            )
+    return max(1, min(n, n_items))
+
+
+# ---- the worker side -----------------------------------------------------------------------------
+
+
+class _Raised:
+    """A PipelineError raised by a worker, carried back as a value so the caller re-raises it as the
+    same one-line error (a Ray task error would wrap it in a remote traceback)."""
+
+    def __init__(self, error: PipelineError):
+        self.error = error
+
+
+def _prepare(cwd: str, threads: int) -> None:
+    """Run like a local stage: the caller's working directory (paths in items are relative to it),
+    offline Hugging Face, threads pinned (`pipeline.stage.pin_threads`)."""
+    from pipeline.stage import pin_threads
+
+    if os.path.isdir(cwd) and os.getcwd() != cwd:
+        os.chdir(cwd)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    pin_threads(threads)
+
+
+def _call(fn: Callable, args: tuple, cwd: str, threads: int) -> Any:
+    _prepare(cwd, threads)
+    try:
+        return fn(*args)
+    except PipelineError as e:
+        return _Raised(e)
+
+
+class _Worker:
+    """A Ray actor: `setup()` once (lazily, so its errors come back like any item's), then
+    `fn(state, item)` per item."""
+
+    def __init__(self, setup: Callable[[], Any], cwd: str, threads: int):
+        self._setup, self._cwd, self._threads = setup, cwd, threads
+        self._state: Any = None
+        self._ready = False
+
+    def run(self, fn: Callable, item: Any) -> Any:
+        _prepare(self._cwd, self._threads)
+        try:
+            if not self._ready:
+                self._state, self._ready = self._setup(), True
+            return fn(self._state, item)
+        except PipelineError as e:
+            return _Raised(e)
+
+
+# ---- the caller side -----------------------------------------------------------------------------
+
+
+def map_ordered(
+    fn: Callable[..., R],
+    items: Iterable[T],
+    resources: dict[str, float] | None = None,
+    setup: Callable[[], Any] | None = None,
+    settings: ComputeSettings | None = None,
+) -> Iterator[R]:
+    """`fn(item)` for each item — or `fn(state, item)` with `state = setup()` made once per worker —
+    yielded in the items' order.
+
+    local: in this process, one item after the other (`setup()` once). ray: `fn` (and `setup`) go to
+    Ray's object store once; without `setup` each item is a Ray task, with it the items are shared
+    over a pool of actors; `resources` (default: the settings' `num_cpus`/`num_gpus`) are what each
+    task or actor asks for. At most `workers` items run at once, and at most 2 × workers results wait
+    for an earlier one, so memory stays bounded.
+
+    Errors: an item's PipelineError is raised here as itself (one line), any other error as Ray's
+    task error (with the worker's traceback); both when that item's turn comes, so every earlier
+    result has been yielded, as in the local loop. Closing the iterator early cancels what is left.
+    Must be consumed in the process that made it; `fn`, `setup` and the items must pickle
+    (cloudpickle: module functions, partials, dataclasses, numpy arrays)."""
+    settings = settings or compute_settings()
+    items = list(items)
+    if settings.backend == "local" or not items:
+        state = setup() if setup is not None else None
+        for item in items:
+            yield fn(item) if setup is None else fn(state, item)
+        return
+    yield from _map_ray(fn, items, resources, setup, settings)
+
+
+def _map_ray(fn, items, resources, setup, settings) -> Iterator:
+    ray = ray_runtime(settings)
+    options = resources if resources is not None else settings.resources()
+    threads = max(1, int(options.get("num_cpus", 1)))
+    n = _worker_count(ray, settings, len(items))
+    cwd = os.getcwd()
+    try:
+        fn_ref = ray.put(fn)
+        setup_ref = ray.put(setup) if setup is not None else None
+    except Exception as e:  # e.g. a model that only serialises through its state_dict
+        raise ComputeError(f"MER_BACKEND=ray: cannot send the work to Ray workers: {type(e).__name__}: {e}") from None
+
+    if setup is None:
+        task = ray.remote(_call).options(**options)
+        workers: list[Any] = list(range(n))  # n slots
+        submit = lambda w, item: task.remote(fn_ref, (item,), cwd, threads)  # noqa: E731
+    else:
+        actor = ray.remote(_Worker).options(**options)
+        workers = [actor.remote(setup_ref, cwd, threads) for _ in range(n)]
+        submit = lambda w, item: w.run.remote(fn_ref, item)  # noqa: E731
+
+    free = deque(workers)
+    pending: dict[Any, tuple[int, Any]] = {}  # ref → (item index, worker)
+    done: dict[int, tuple[bool, Any]] = {}  # item index → (ok, result or exception)
+    next_out = submitted = 0
+    window = 2 * n
+    try:
+        while next_out < len(items):
+            while free and submitted < len(items) and submitted - next_out < window:
+                w = free.popleft()
+                pending[submit(w, items[submitted])] = (submitted, w)
+                submitted += 1
+            if next_out in done:
+                ok, value = done.pop(next_out)
+                next_out += 1
+                if not ok:
+                    raise value
+                if isinstance(value, _Raised):
+                    raise value.error from None
+                yield value
+                continue
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                i, w = pending.pop(ref)
+                free.append(w)
+                try:
+                    done[i] = (True, ray.get(ref))
+                except Exception as e:  # raised when its turn comes
+                    done[i] = (False, e)
+    finally:
+        for ref in pending:
+            try:
+                ray.cancel(ref)
+            except Exception:  # already finished, or a task Ray cannot cancel: its result is dropped
+                pass
+        if setup is not None:
+            for w in workers:
+                ray.kill(w)
+
+
+@contextmanager
+def ordered(fn: Callable[..., R], items: Iterable[T], **kw: Any) -> Iterator[Iterator[R]]:
+    """`map_ordered` as a context manager: leaving the block (also by an error) cancels the rest."""
+    it = map_ordered(fn, items, **kw)
+    try:
+        yield it
+    finally:
+        it.close()
+
+
+__all__ = ["ComputeError", "ComputeSettings", "compute_settings", "map_ordered", "ordered", "ray_runtime", "shutdown"]

@@ -1,0 +1,168 @@
+"""The Ray backend (`pipeline.compute`) gives what the local one gives: the same extraction table,
+errors file and error policy (openSMILE eGeMAPS on the CREMA-D sample clips plus a broken file),
+byte-identical model.pt and history.csv from a training grid; and the settings come from the
+environment with one-line errors. One local Ray instance (2 CPUs) serves the module and is shut down
+after it, leaving no raylet behind."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from pipeline.compute import ComputeError, ComputeSettings, compute_settings, map_ordered
+from pipeline.errors import PipelineError
+
+
+def _ray_daemons() -> set[int]:
+    """pids of Ray's per-node daemons (raylet, gcs_server) running on this machine."""
+    pids = set()
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and (d / "comm").read_text().strip() in ("raylet", "gcs_server"):
+                pids.add(int(d.name))
+        except OSError:
+            pass
+    return pids
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    before = _ray_daemons()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    assert _ray_daemons() - before, "no raylet started"
+    yield ray
+    ray.shutdown()
+    deadline = time.monotonic() + 20
+    while (left := _ray_daemons() - before) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"Ray daemons still running after shutdown: {left}"
+
+
+RAY2 = ComputeSettings(backend="ray", workers=2)
+
+
+# ---- settings (no Ray needed) ----------------------------------------------------------------------
+
+
+def test_settings_come_from_the_environment_and_bad_values_name_the_variable():
+    assert compute_settings({}) == ComputeSettings()
+    assert compute_settings({}).backend == "local"
+    s = compute_settings({"MER_BACKEND": "Ray", "RAY_ADDRESS": "auto", "MER_WORKERS": "3",
+                          "MER_CPUS_PER_WORKER": "2", "MER_GPUS_PER_WORKER": "0.5"})
+    assert (s.backend, s.address, s.workers, s.threads()) == ("ray", "auto", 3, 2)
+    assert s.resources() == {"num_cpus": 2.0, "num_gpus": 0.5}
+    assert compute_settings({"MER_CPUS_PER_WORKER": "0.5"}).threads() == 1
+    with pytest.raises(ComputeError, match=r"^MER_BACKEND='spark': Input should be 'local' or 'ray'$"):
+        compute_settings({"MER_BACKEND": "spark"})
+    with pytest.raises(ComputeError, match=r"^MER_WORKERS='0': .*greater than or equal to 1"):
+        compute_settings({"MER_WORKERS": "0"})
+    with pytest.raises(ComputeError, match=r"^MER_CPUS_PER_WORKER='x'"):
+        compute_settings({"MER_CPUS_PER_WORKER": "x"})
+
+
+def test_local_map_builds_state_once_and_keeps_order():
+    built = []
+    out = list(map_ordered(lambda st, x: (st, x * x), [3, 1, 2], setup=lambda: built.append(1) or "s",
+                           settings=ComputeSettings()))
+    assert out == [("s", 9), ("s", 1), ("s", 4)] and built == [1]
+
+
+# ---- Ray -------------------------------------------------------------------------------------------
+
+
+def test_ray_map_keeps_order_and_raises_errors_in_turn(ray_local):
+    def slow_square(x):  # later items finish first
+        time.sleep(0.05 * (4 - x))
+        if x == 3:
+            raise PipelineError("item 3: bad input")
+        return x * x
+
+    it = map_ordered(slow_square, range(5), settings=RAY2)
+    got = [next(it) for _ in range(3)]
+    assert got == [0, 1, 4]
+    with pytest.raises(PipelineError, match=r"^item 3: bad input$") as e:
+        next(it)
+    assert type(e.value) is PipelineError  # itself, not wrapped in Ray's task error
+    it.close()
+
+
+def _egemaps_build(log: Path):
+    """The factory each actor calls: records its process, builds the extractor."""
+    from pipeline.extract.opensmile_lld import EgemapsLld, LldParams
+
+    with open(log, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return EgemapsLld(LldParams())
+
+
+def test_ray_extraction_equals_local_and_follows_on_error(ray_local, crema_d_dir, tmp_path):
+    from pipeline.corpus.manifest import Clip
+    from pipeline.extract.opensmile_lld import EgemapsLld, LldParams
+    from pipeline.extract.runner import RunStats, StageError, extract_corpus
+
+    clips = [Clip(p.stem, "1001", str(p), 2.0) for p in sorted((crema_d_dir / "VideoFlash").glob("*.flv"))]
+    bad = tmp_path / "broken.flv"
+    bad.write_bytes(b"not a video")
+    clips.insert(1, Clip("broken", "1001", str(bad), 2.0))
+    log = tmp_path / "builds.txt"
+    runs = {}
+    for name, settings, factory in [("local", ComputeSettings(), None), ("ray", RAY2, partial(_egemaps_build, log))]:
+        stats = RunStats()
+        out = extract_corpus(EgemapsLld(LldParams()), clips, out_dir=tmp_path / name, errors_dir=tmp_path / name,
+                             on_error="skip", cache_dir=tmp_path / name / "cache", stats=stats,
+                             settings=settings, factory=factory)
+        runs[name] = out, stats
+    (local, ls), (ray_out, rs) = runs["local"], runs["ray"]
+    assert filecmp.cmp(local, ray_out, shallow=False)  # the table, byte for byte
+    assert filecmp.cmp(tmp_path / "local/egemaps.csv", tmp_path / "ray/egemaps.csv", shallow=False)
+    assert (rs.clips, rs.extracted, rs.cached) == (ls.clips, ls.extracted, ls.cached) == (4, 3, 0)
+    assert rs.errors == ls.errors and [c for c, _ in rs.errors] == ["broken"]
+    cached = lambda d: sorted(p.name for p in (tmp_path / d / "cache").rglob("*.arrow"))  # noqa: E731
+    assert cached("ray") == cached("local") and len(cached("ray")) == 3
+    builds = log.read_text().split()
+    assert len(builds) == len(set(builds)) == 2  # one extractor per actor, not one per clip
+
+    # `fail`: the same clip stops the run with the same message; the extractor itself travels when no factory is given
+    messages = []
+    for name, settings in [("local", ComputeSettings()), ("ray", RAY2)]:
+        with pytest.raises(StageError) as e:
+            extract_corpus(EgemapsLld(LldParams()), clips, out_dir=tmp_path / f"f{name}", errors_dir=tmp_path / f"f{name}",
+                           settings=settings)
+        messages.append(str(e.value))
+    assert messages[0] == messages[1] and messages[0].startswith(f"egemaps: clip broken: {bad}")
+    assert not (tmp_path / "fray" / "egemaps.parquet").exists()
+
+
+def test_ray_training_grid_is_byte_identical(ray_local, tmp_path, monkeypatch):
+    import torch
+
+    from test_train_evaluate import PARAMS, make_segments
+    from pipeline.runs import HISTORY_FILE, MODEL_FILE, run_dir
+    from pipeline.train import train_all
+
+    segments = make_segments(40)
+    params = PARAMS.model_copy(update={"seeds": [0, 1], "epochs": 2})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the local stage's MER_THREADS=1, as each 1-CPU Ray worker pins
+    try:
+        local = train_all(segments, params, tmp_path / "local", device="cpu", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setenv("MER_BACKEND", "ray")
+    monkeypatch.setenv("MER_WORKERS", "2")
+    remote = train_all(segments, params, tmp_path / "ray", device="cpu", progress=False)
+    assert remote == local and list(remote["crossmodal/standard"]) == ["seed_0", "seed_1"]
+    for seed in (0, 1):
+        for f in (MODEL_FILE, HISTORY_FILE):
+            a = run_dir(tmp_path / "local", "crossmodal", "standard", seed) / f
+            b = run_dir(tmp_path / "ray", "crossmodal", "standard", seed) / f
+            assert a.read_bytes() == b.read_bytes(), f"seed {seed}: {f} differs"
