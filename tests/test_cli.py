@@ -158,7 +158,7 @@ def test_misspelled_per_name_keys(project):
     assert sorted(_lines(result)) == sorted(f"error: params.yaml: {line}" for line in [
         f"{_at('model_params', 'crossmdal')}: unknown model 'crossmdal' (did you mean 'crossmodal'?); known models: {_known('models')}",
         f"{_at('model_params', 'crossmodal', 'd_modl')}: unknown parameter (did you mean 'd_model'?); "
-        "crossmodal's parameters: d_model, layers, heads, dropout",
+        "crossmodal's parameters: missing_input, d_model, layers, heads, dropout",
         f"{_at('model_train', 'auxformer', 'lrr')}: unknown parameter (did you mean 'lr'?); loop settings: "
         + ", ".join(LOOP_FIELDS),
         f"{_at('strategy_params', 'clip_zero', 'p_clipp')}: unknown parameter (did you mean 'p_clip'?); "

@@ -4,7 +4,7 @@ conditions: `drop_modalities`, `clip_zero`, `frame_zero`, `frame_repeat`, `avail
 Absent means the modality's mask is False at that step (masks go into attention); zero-filling the
 values as well is an explicit option (`zero_fill`, on by default everywhere: the `Segments` contract
 is "0 where absent", and the papers zero their ablated features — 001 §3.6, 002 §2.2, 003 §4.4.2).
-A model whose paper feeds zeros without masks (Params `missing="zero"`) then sees exactly the paper's
+A model whose paper feeds zeros without masks (Params `missing_input="zero"`, pipeline/missing/inputs.py) sees the paper's
 input. Every function takes and returns dicts {modality: array} of either numpy arrays or torch
 tensors ([B,T,D] values, [B,T] masks), never modifies its inputs, and draws its randomness only from
 the `numpy.random.Generator` it is given (draws are made in numpy, so they do not depend on device).

@@ -55,7 +55,7 @@ with `project_all=True` gives exactly 7,054,748 / 4,776,994 (registry.PAPER_SETT
 
 This module holds AuxFormer's Params, builders, models and the layers only it uses (`ScaledEncoderLayer`,
 `AuxiliaryNetworks`); the layers it shares with MulT (`InputEmbedding`, `CrossModalEncoder`,
-`ResidualHead`, `PresenceMasks`, `readout`, `complete_inputs`, `causal_mask`) live in blocks.py.
+`ResidualHead`, `readout`, `complete_inputs`, `causal_mask`) live in blocks.py.
 """
 
 from __future__ import annotations
