@@ -66,6 +66,7 @@ from tqdm.auto import tqdm
 
 from pipeline.device import pick_device
 from pipeline.grid import loop_params, make_training_strategy, resolve_grid
+from pipeline.missing.inputs import model_inputs
 from pipeline.models.registry import ModelError, build_model, fit_modalities
 from pipeline.paths import MODELS_DIR
 from pipeline.runs import (
@@ -77,6 +78,8 @@ from pipeline.runs import (
     ModelBuildError,
     Split,
     TrainError,
+    check_model_layout,
+    forward,
     n_outputs,
     predict,
     require_modalities,
@@ -88,6 +91,7 @@ from pipeline.runs import (
     selection_metric,
     task_split,
     to_tensors,
+    valid_tensors,
 )
 from pipeline.segments import Segments
 from pipeline.store import write_text
@@ -100,7 +104,9 @@ CCC_EPS = 1e-8  # keeps the CCC loss finite on a batch whose targets and predict
 
 @dataclass
 class TrainBatch:
-    """One training batch as a model's `training_loss` sees it."""
+    """One training batch as a model's `training_loss` sees it. x/mask are the data and PRESENCE masks;
+    a model feeds itself `inputs()` / `inputs_full()`: the same through its input convention (the one
+    function `pipeline.runs.forward` uses, pipeline/missing/inputs.py), with `valid` for padding."""
 
     x: dict[str, Tensor]  # after the training strategy
     mask: dict[str, Tensor]
@@ -109,6 +115,16 @@ class TrainBatch:
     y: Tensor  # labels [B] long (classification) or targets [B,T,K] float (regression)
     y_mask: Tensor | None  # [B,T] bool, regression only: the steps that count
     epoch: int  # 1-based
+    valid: dict[str, Tensor] | None = None  # {mod: [B,T_m] bool} within the true length (None: no padding)
+    missing_input: str = "mask"  # the model's input convention
+
+    def inputs(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """(x, mask) after the strategy, as the model sees them."""
+        return model_inputs(self.missing_input, self.x, self.mask, self.valid)
+
+    def inputs_full(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """(x, mask) of the complete view, as the model sees them."""
+        return model_inputs(self.missing_input, self.x_full, self.mask_full, self.valid)
 
 
 # ---- losses and scores ---------------------------------------------------------------------------
@@ -240,6 +256,7 @@ def train_one(
         mods = list(fit_modalities(model_name, {m: 0 for m in params.modalities}))
     except ModelError as e:
         raise ModelBuildError(str(e)) from None
+    check_model_layout(model_name, segments.layout, task)  # one line naming model, layout, accepted ones
     tr = task_split(segments, "train", mods, task, targets)
     dv = task_split(segments, "devel", mods, task, targets)
     for name, split in (("train", tr), ("devel", dv)):
@@ -285,7 +302,7 @@ def train_one(
                     sums[k] = sums.get(k, 0.0) + v * len(rows)
             row: dict[str, float] = {"epoch": epoch, "lr": lr, "train_loss": sums.pop("total") / len(tr)}
             row.update({f"train_{k}": v / len(tr) for k, v in sums.items()})
-            row.update(_devel_row(task, dv, predict(model, dv.x, dv.mask, dev), targets))
+            row.update(_devel_row(task, dv, predict(model, dv.x, dv.mask, dev, valid=dv.valid), targets))
             row["early_stop"] = stop_on  # history.csv says which quantity selects the epoch
             history.append(row)
             _log(live, row)
@@ -402,17 +419,19 @@ def _step(
 ) -> dict[str, float]:
     """One optimisation step on `rows`; the loss parts as floats ('total' = back-propagated)."""
     x_full, mask_full = to_tensors(split.x, split.mask, rows, dev)
+    valid = valid_tensors(split.valid, split.mask, rows, dev)
     y = torch.from_numpy(split.y[rows]).to(dev)
     y_mask = None if split.y_mask is None else torch.from_numpy(split.y_mask[rows]).to(dev)
     # the strategy works on a copy, so x_full/mask_full stay the complete view
     x, mask = strategy.apply({m: v.clone() for m, v in x_full.items()}, {m: v.clone() for m, v in mask_full.items()}, rng, epoch)
     task_loss = make_task_loss(task, y, y_mask)
     if hasattr(model, "training_loss"):
-        parts = model.training_loss(TrainBatch(x, mask, x_full, mask_full, y, y_mask, epoch), task_loss)
+        batch = TrainBatch(x, mask, x_full, mask_full, y, y_mask, epoch, valid, getattr(model, "missing_input", "mask"))
+        parts = model.training_loss(batch, task_loss)
         if "total" not in parts:
             raise TrainError(f"{type(model).__name__}.training_loss returned no 'total' (keys {sorted(parts)})")
     else:
-        parts = {"total": task_loss(model(x, mask))}
+        parts = {"total": task_loss(forward(model, x, mask, valid))}
     optim.zero_grad(set_to_none=True)
     parts["total"].backward()
     if grad_clip is not None:
