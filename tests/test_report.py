@@ -571,8 +571,20 @@ def test_instance_view_lists_changed_clips_by_clip_and_window(built_runs):
     assert rows[1:] == [["c0", "1", "happy", "happy", "angry", "every step of face (100 %)"],
                         ["c1", "0", "sad", "happy", "sad", "every step of face (100 %)"]]
     text = htmlmod.unescape(page)
-    assert "face missing: 2 of 5 clips change prediction (1 right → wrong, 1 wrong → right)" in text
-    assert "acoustic missing: 0 of 5 clips change prediction (0 right → wrong, 0 wrong → right)." in text
+    assert "face missing: 2 of 5 windows change prediction (1 right → wrong, 1 wrong → right)" in text
+    assert "acoustic missing: 0 of 5 windows change prediction (0 right → wrong, 0 wrong → right)." in text
+
+
+def test_instance_params_naming_nothing_evaluated_fail_with_the_key(tmp_path):
+    from pipeline.report.params import InstanceParams
+
+    fabricate(tmp_path)
+    for bad, match in [({"run": "nope/standard"}, r"report\.instances\.run 'nope/standard' is not an evaluated run"),
+                       ({"seed": 7}, r"report\.instances\.seed 7 is not a replicate of crossmodal \(it has \[0, 1\]\)"),
+                       ({"conditions": ["missing:smell"]}, r"report\.instances\.conditions \['missing:smell'\] were not evaluated")]:
+        with pytest.raises(ReportError, match=match):
+            build_report(tmp_path, REPORT_DIR, ReportParams(instances=InstanceParams(**bad)))
+    assert not (tmp_path / "data/report").exists()
 
 
 def test_scorecard_shows_headline_keys_beyond_the_main_table(built_runs):
@@ -672,3 +684,35 @@ def test_page_in_headless_chromium(built_runs, tmp_path):
     assert len(got["images"]) == built_runs.count("<img ") == 7 and min(got["images"]) > 0  # every figure decodes
     assert got["width"] <= 1280  # no sideways scrolling
     assert 2000 < got["height"] < 12000, got  # per-run detail folded away (it was ~98,000 px on the demo run)
+
+
+def test_replicates_read_as_folds_and_seeds():
+    from pipeline.report.build import _replicate_set, replicate_label
+
+    assert _replicate_set([1000, 1001, 2000, 2001]) == "folds 0, 1 × seeds 0, 1"
+    assert _replicate_set([1000, 2001]) == "fold 0, seed 0; fold 1, seed 1"  # not every pair: listed
+    assert _replicate_set([0, 2]) == "seed 0; seed 2" and replicate_label(2003) == "fold 1, seed 3"
+
+
+def test_blind_rule_per_family_and_new_families_become_curves():
+    from pipeline.report import robust as rb
+
+    info, aux = tb.ConditionInfo, ["face", "acoustic"]
+    assert rb.blind(info("missing", "text", None), aux) and not rb.blind(info("missing", "face", None), aux)
+    assert rb.blind(info("missing", "text+speech", None), aux) and not rb.blind(info("missing", "face+text", None), aux)
+    assert not rb.blind(info("random_missing", "all", 0.3), aux)
+    assert not rb.blind(info("missing", "text", None), None)  # inputs unknown (no model.pt): shown
+    assert not rb.blind(info("one_present", "text", 0.3), aux)  # text kept: face and acoustic lose steps
+    assert rb.blind(info("one_present", "face+acoustic", 0.3), aux)  # nothing of its own is touched
+    assert not rb.blind(info("imbalanced", "text", 0.3), aux)  # the others lose r/4
+    assert rb.not_an_input("auxformer/standard") == "n/a — not an input of auxformer"
+    runs, metric = ["aux/standard", "cm/standard"], "macro_f1"
+    conditions = {"b1": info("never_seen", "text", 0.3), "b2": info("never_seen", "text", 0.6),
+                  "b3": info("never_seen", "face", 0.3), "m": info("missing", "face", None)}
+    results = {(r, c, metric): {0: 0.5 + i / 10, 1: 0.4} for r in runs for i, c in enumerate(conditions)}
+    curves = rb.curves(results, conditions, runs, ["face", "text"], metric, {"aux/standard": aux, "cm/standard": None})
+    assert {f: {m: list(c) for m, c in by.items()} for f, by in curves.items()} == {
+        "never_seen": {"face": runs, "text": ["cm/standard"]}}
+    text = curves["never_seen"]["text"]["cm/standard"]
+    assert text.levels == [0.3, 0.6] and text.mean == pytest.approx([0.45, 0.5])
+    assert rb.level_label("never_seen") == "level" and rb.level_label("mnar").startswith("share of steps missing")

@@ -117,8 +117,18 @@ def replicate_label(r: int) -> str:
 
 def _replicates_text(inp: Inputs, runs: list[str]) -> str:
     per = {tuple(tb.seeds(inp.results, r)) for r in runs}
-    texts = sorted({f"{len(reps)} ({'; '.join(replicate_label(x) for x in reps)})" for reps in per})
+    texts = sorted({f"{len(reps)} ({_replicate_set(list(reps))})" for reps in per})
     return " / ".join(texts) + " per run" + ("" if len(per) == 1 else " (runs differ)")
+
+
+def _replicate_set(reps: list[int]) -> str:
+    """'seed 0; seed 1', or '2 folds × seeds 0, 1' when the replicates are every (fold, seed) pair."""
+    if reps and all(r >= REPLICATE for r in reps):
+        pairs = {divmod(r, REPLICATE) for r in reps}
+        folds, seeds = sorted({f - 1 for f, _ in pairs}), sorted({s for _, s in pairs})
+        if len(pairs) == len(folds) * len(seeds) and len(pairs) > 1:
+            return f"folds {', '.join(map(str, folds))} × seeds {', '.join(map(str, seeds))}"
+    return "; ".join(replicate_label(x) for x in reps)
 
 
 def _inputs_text(run_inputs: list[str] | None) -> str:
@@ -198,6 +208,7 @@ def compose(inp: Inputs, params: ReportParams, prov: Provenance) -> Document:
     mods = list(inp.segments.modalities)
     runs = tb.models(inp.results)
     main = rb.main_metric(inp.results)
+    instance = _instance_choice(inp, params, runs, mods)  # a bad report.instances fails before any drawing
     blocks: list = [Para(_opening(inp, runs, main)), Table(_glance(inp, runs, main), numeric=False),
                     _weights_callout(inp)]
     blocks += _paper_blocks(inp, params, runs, mods, main)
@@ -205,7 +216,7 @@ def compose(inp: Inputs, params: ReportParams, prov: Provenance) -> Document:
     blocks += _robustness_blocks(inp, runs, mods)
     blocks += _importance_blocks(inp, runs, mods)
     blocks += scorecard_blocks(inp.headlines, runs, mods)
-    blocks += _instance_blocks(inp, params, runs, mods)
+    blocks += _instance_blocks(inp, params.instances.limit, *instance)
     blocks += _run_blocks(inp, runs, mods)
     blocks += _provenance_blocks(inp, prov, runs)
     return Document(params.title, blocks)
@@ -225,7 +236,7 @@ def _robustness_blocks(inp: Inputs, runs: list[str], mods: list[str]) -> list:
         f"everywhere; lines are means over replicates, bands ± one {inp.std_convention}. A run that does not "
         "take a panel's modality has no line there (the panel names it).")]
     for fam, by_mod in fam_curves.items():
-        blind = _blind_by_modality(inp, runs, list(by_mod))
+        blind = _blind_by_modality(inp, runs, fam, list(by_mod))
         out.append(Figure(f"curves_{fam}.png",
                           figs.robustness_curves(fam, by_mod, runs, main, rb.level_label(fam), blind),
                           f"{fam}: {label} against {rb.level_label(fam)}."))
@@ -240,14 +251,14 @@ def _robustness_blocks(inp: Inputs, runs: list[str], mods: list[str]) -> list:
     return out
 
 
-def _blind_by_modality(inp: Inputs, runs: list[str], panels: list[str]) -> dict[str, list[str]]:
+def _blind_by_modality(inp: Inputs, runs: list[str], family: str, panels: list[str]) -> dict[str, list[str]]:
     """{panel modality: [runs that do not take it]} from the runs' inputs (model.pt), so a panel names
     the runs it leaves out whether or not evaluate scored them there."""
     out: dict[str, list[str]] = {}
     for mod in panels:
         if mod == rb.ALL:
             continue
-        unseen = [r for r in runs if rb.blind(tb.ConditionInfo("", mod, None), inp.inputs.get(r))]
+        unseen = [r for r in runs if rb.blind(tb.ConditionInfo(family, mod, None), inp.inputs.get(r))]
         if unseen:
             out[mod] = unseen
     return out
@@ -321,17 +332,14 @@ def _masked_text(info: tb.ConditionInfo) -> str:
     return f"{info.family} on {mod} at {info.level:g}"
 
 
-def _instance_blocks(inp: Inputs, params: ReportParams, runs: list[str], mods: list[str]) -> list:
-    """The test clips whose prediction changes when a modality goes missing, for one run and replicate."""
+def _instance_choice(inp: Inputs, params: ReportParams, runs: list[str], mods: list[str]) -> tuple[str, int, list[str]]:
+    """(run, replicate, conditions) of the instance view from params report.instances (empty: the first
+    run, its first replicate, each modality it takes missing); a ReportError naming the key when one
+    names something that was not evaluated."""
     ip = params.instances
     run = ip.run or runs[0]
     if run not in runs:
         raise ReportError(f"params.yaml: report.instances.run {run!r} is not an evaluated run (evaluated: {', '.join(runs)})")
-    preds = inp.predictions.get(run)
-    out: list = [Heading("Instances", 2, "instances")]
-    if preds is None:
-        return out + [Para(f"{run} has no classification predictions (data/evaluate/{run}/predictions.csv absent or "
-                           "a regression run): no instance view.")]
     reps = tb.seeds(inp.results, run)
     rep = reps[0] if ip.seed is None else ip.seed
     if rep not in reps:
@@ -342,26 +350,43 @@ def _instance_blocks(inp: Inputs, params: ReportParams, runs: list[str], mods: l
     if unknown:
         raise ReportError(f"params.yaml: report.instances.conditions {unknown} were not evaluated "
                           f"(e.g. {', '.join(sorted(inp.conditions)[:4])})")
+    return run, rep, conds
+
+
+def _instance_blocks(inp: Inputs, limit: int, run: str, rep: int, conds: list[str]) -> list:
+    """The test clips whose prediction changes when a modality goes missing, for one run and replicate
+    (keyed by clip_id and, under the windows layout, origin: a clip id repeats once per window)."""
+    preds = inp.predictions.get(run)
+    out: list = [Heading("Instances", 2, "instances")]
+    if preds is None:
+        return out + [Para(f"{run} has no classification predictions (data/evaluate/{run}/predictions.csv absent or "
+                           "a regression run): no instance view.")]
     key = ["clip_id", "origin"] if "origin" in preds.columns else ["clip_id"]
     mine = preds.filter(pl.col("seed") == rep)
     base = mine.filter(pl.col("condition") == tb.ALL_PRESENT).select(*key, "true", pl.col("pred").alias("with"))
+    if base.height == 0:
+        return out + [Para(f"{run}, {replicate_label(rep)}: no predictions with all modalities present: no instance view.")]
     out.append(Para(
         f"{run}, {replicate_label(rep)} (params report.instances): test clips whose predicted class changes "
         "from all modalities present to the condition. 'masked' is the condition's share: evaluate does not "
         "write which frames each clip had masked."))
     for cond in conds:
         info = inp.conditions[cond]
+        other = mine.filter(pl.col("condition") == cond).select(*key, pl.col("pred").alias("without"))
+        if other.height == 0:
+            out.append(Para(f"{tb.condition_label(cond)}: no predictions of {run} under this condition."))
+            continue
         header = ["clip"] + (["origin"] if "origin" in key else []) + [
             "true", "predicted, all present", f"predicted, {tb.condition_label(cond)}", "masked"]
-        other = mine.filter(pl.col("condition") == cond).select(*key, pl.col("pred").alias("without"))
         changed = base.join(other, on=key, how="inner").filter(pl.col("with") != pl.col("without")).sort(key)
         fixed = changed.filter(pl.col("without") == pl.col("true")).height
         broke = changed.filter(pl.col("with") == pl.col("true")).height
         rows = [[*(str(r[k]) for k in key), r["true"], r["with"], r["without"], _masked_text(info)]
-                for r in changed.head(ip.limit).iter_rows(named=True)]
-        caption = (f"{tb.condition_label(cond)}: {changed.height} of {base.height} clips change prediction "
+                for r in changed.head(limit).iter_rows(named=True)]
+        unit = "windows" if "origin" in key else "clips"
+        caption = (f"{tb.condition_label(cond)}: {changed.height} of {base.height} {unit} change prediction "
                    f"({broke} right → wrong, {fixed} wrong → right)"
-                   + (f"; first {ip.limit} shown" if changed.height > ip.limit else ""))
+                   + (f"; first {limit} shown" if changed.height > limit else ""))
         out.append(Table(tb.TableData(header, rows), caption, numeric=False) if rows else Para(caption + "."))
     return out
 

@@ -43,7 +43,16 @@ LEVELED = {
     "frame_repeat": "p (share of frames repeated)",
     "random_missing": "missing rate",
     "availability": "share of frames available",
+    # the mechanisms beyond MCAR (docs/robustness.md)
+    "imbalanced": "rate r missing of the modality (the others r/4)",
+    "mnar": "share of steps missing, weakest first (MNAR)",
+    "burst": "share of steps missing in bursts",
+    "one_present": "rate missing of every other modality (this one kept)",
 }
+# families whose modality column is not (only) the affected modality: one_present names the one KEPT
+# (every other loses steps), imbalanced the one losing most (the others lose a quarter as much)
+KEPT_FAMILIES = ("one_present",)
+SPREAD_FAMILIES = ("imbalanced",)
 ALL = "all modalities"
 Results = dict[Key, dict[int, float]]
 
@@ -114,9 +123,12 @@ def blind(info: ConditionInfo | None, inputs: list[str] | None) -> bool:
     """True when a condition touches only modalities the run does not take (evaluate scores the run on
     its own, intact inputs there, so the number is its all-present score again, not a finding).
     `inputs` None (unknown) and conditions on every modality are never blind."""
-    if info is None or inputs is None or info.modality in (EVERY_MODALITY, ""):
+    if info is None or inputs is None or info.modality in (EVERY_MODALITY, "") or info.family in SPREAD_FAMILIES:
         return False
-    return not any(m in inputs for m in info.modality.split("+"))
+    named = info.modality.split("+")
+    if info.family in KEPT_FAMILIES:  # blind only when the run takes nothing but the kept modalities
+        return not (set(inputs) - set(named))
+    return not any(m in inputs for m in named)
 
 
 def not_an_input(run: str) -> str:
