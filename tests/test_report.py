@@ -614,10 +614,16 @@ def test_training_panels_are_titled_by_what_they_plot():
     from pipeline.report.inputs import History
 
     h = History([1, 2], {"train_loss": [1.0, 0.9], "devel_loss": [1.1, 1.0], "devel_macro_f1": [0.3, 0.4]})
-    assert training_titles("m/s", {0: h}) == ("m/s: devel UF1 (devel_macro_f1) per epoch; dot = best epoch",
-                                              "m/s: loss per epoch (dashed: train_loss, solid: devel_loss)")
+    assert training_titles({0: h}) == ("devel UF1 (devel_macro_f1) per epoch; dot = epoch kept (highest devel_macro_f1)",
+                                       "loss per epoch (dashed: train_loss, solid: devel_loss)")
     h = History([1], {"devel_ccc_mean": [0.3]})
-    assert training_titles("m/s", {0: h}) == ("m/s: devel CCC (devel_ccc_mean) per epoch; dot = best epoch", None)
+    assert training_titles({0: h}) == ("devel CCC (devel_ccc_mean) per epoch; dot = epoch kept (highest devel_ccc_mean)", None)
+    # train.early_stop: loss (001 §4.3): the kept epoch is the lowest devel loss, not the best metric
+    from pipeline.report.figures import kept_epoch
+
+    h = History([1, 2, 3], {"devel_loss": [1.0, 0.7, 0.8], "devel_macro_f1": [0.2, 0.3, 0.5]}, early_stop="devel_loss")
+    assert kept_epoch(h) == (1, "lowest devel_loss")
+    assert kept_epoch(History([1, 2, 3], {"devel_macro_f1": [0.2, 0.5, 0.5]})) == (1, "highest devel_macro_f1")
 
 
 def test_importance_table(built_runs):
@@ -716,3 +722,12 @@ def test_blind_rule_per_family_and_new_families_become_curves():
     text = curves["never_seen"]["text"]["cm/standard"]
     assert text.levels == [0.3, 0.6] and text.mean == pytest.approx([0.45, 0.5])
     assert rb.level_label("never_seen") == "level" and rb.level_label("mnar").startswith("share of steps missing")
+
+
+def test_history_names_the_column_that_kept_the_epoch(tmp_path):
+    from pipeline.report.inputs import read_history
+
+    write_csv(tmp_path / "data/models/m/s/seed_0/history.csv", ["epoch", "devel_loss", "devel_macro_f1", "early_stop"],
+              [[1, 1.0, 0.2, "devel_loss"], [2, 0.7, 0.3, "devel_loss"]])
+    h = read_history(tmp_path, "m/s", 0)
+    assert h.early_stop == "devel_loss" and sorted(h.columns) == ["devel_loss", "devel_macro_f1"]

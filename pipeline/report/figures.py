@@ -66,24 +66,38 @@ def metric_by_condition(
     return _png(fig)
 
 
-def training_titles(run: str, histories: dict[int, History]) -> tuple[str, str | None]:
+def kept_epoch(h: History) -> tuple[int | None, str]:
+    """(index of the epoch training kept, how it was chosen): the lowest devel loss where history.csv's
+    early_stop says so, else the first highest devel selection metric (pipeline.train keeps a strictly
+    better epoch only)."""
+    if h.early_stop.endswith("loss") and h.early_stop in h.columns:
+        y, pick, how = np.asarray(h.columns[h.early_stop], dtype=np.float64), np.nanargmin, f"lowest {h.early_stop}"
+    else:
+        col = next(c for c in DEVEL_METRICS if c in h.columns)
+        y, pick, how = np.asarray(h.columns[col], dtype=np.float64), np.nanargmax, f"highest {col}"
+    return (int(pick(y)) if np.any(np.isfinite(y)) else None), how
+
+
+def training_titles(histories: dict[int, History]) -> tuple[str, str | None]:
     """The panel titles, named from the columns actually plotted: the devel selection metric, and the
-    losses (None when no loss is logged)."""
+    losses (None when no loss is logged). The run names the figure."""
     plotted = sorted({next(c for c in DEVEL_METRICS if c in h.columns) for h in histories.values()})
     label = " / ".join(f"{metric_label(c[len('devel_'):])} ({c})" for c in plotted)
     losses = [c for c in ("train_loss", "devel_loss") if any(c in h.columns for h in histories.values())]
     styles = {"train_loss": "dashed", "devel_loss": "solid"}
-    loss = f"{run}: loss per epoch ({', '.join(f'{styles[c]}: {c}' for c in losses)})" if losses else None
-    return f"{run}: devel {label} per epoch; dot = best epoch", loss
+    loss = f"loss per epoch ({', '.join(f'{styles[c]}: {c}' for c in losses)})" if losses else None
+    how = sorted({kept_epoch(h)[1] for h in histories.values()})
+    return f"devel {label} per epoch; dot = epoch kept ({' / '.join(how)})", loss
 
 
 def training_curves(run: str, histories: dict[int, History]) -> bytes:
     """One run's training: the devel selection metric per epoch (one line per seed, best epoch marked)
     and, where logged, train and devel loss. Every panel is titled and labelled by the column it plots
     (`training_titles`)."""
-    sel_title, loss_title = training_titles(run, histories)
+    sel_title, loss_title = training_titles(histories)
     ncols = 2 if loss_title else 1
-    fig = Figure(figsize=(4.6 * ncols, 3.0), layout="constrained")
+    fig = Figure(figsize=(4.8 * ncols, 3.2), layout="constrained")
+    fig.suptitle(f"{run}: training", fontsize=10)
     axes = fig.subplots(1, ncols, squeeze=False)[0]
     ax_sel = axes[0]
     plotted: set[str] = set()
@@ -93,9 +107,9 @@ def training_curves(run: str, histories: dict[int, History]) -> bytes:
         plotted.add(sel)
         y = np.asarray(h.columns[sel], dtype=np.float64)
         ax_sel.plot(h.epoch, y, color=color, lw=1.4, label=f"seed {seed}")
-        if np.any(np.isfinite(y)):
-            best = int(np.nanargmax(y))
-            ax_sel.plot(h.epoch[best], y[best], "o", color=color, ms=5)
+        kept, _ = kept_epoch(h)
+        if kept is not None:
+            ax_sel.plot(h.epoch[kept], y[kept], "o", color=color, ms=5)
         if loss_title:
             for loss_col, style in (("train_loss", "--"), ("devel_loss", "-")):
                 if loss_col in h.columns:
@@ -134,7 +148,7 @@ def confusion_matrices(run: str, matrices: dict[str, np.ndarray], classes: Seque
         ax.set_ylabel("true", fontsize=8)
     for j in range(n, nrows * ncols):
         axes[j // ncols][j % ncols].set_visible(False)
-    fig.suptitle(f"{run}: test confusion matrices, counts over all seeds", fontsize=10)
+    fig.suptitle(f"{run}: test confusion matrices, counts summed over replicates", fontsize=10)
     return _png(fig)
 
 

@@ -84,6 +84,7 @@ class History:
 
     epoch: list[int]
     columns: dict[str, list[float]]
+    early_stop: str = ""  # the column that selected the kept epoch (history.csv's early_stop; '' when not logged)
 
 
 @dataclass
@@ -203,7 +204,8 @@ def read_history(root: Path, model: str, seed: int) -> History:
         values = table[col].str.strip_chars().cast(pl.Float64, strict=False)
         if values.null_count() == 0:  # a non-numeric column (a note, a timestamp) or a gap is not plotted
             numeric[col] = values.to_list()
-    return History(epoch=table["epoch"].to_list(), columns=numeric)
+    stop = table["early_stop"].drop_nulls().to_list()[:1] if "early_stop" in table.columns else []
+    return History(epoch=table["epoch"].to_list(), columns=numeric, early_stop=stop[0] if stop else "")
 
 
 def read_segments_meta(root: Path) -> SegmentsMeta:
