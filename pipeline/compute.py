@@ -32,6 +32,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 from collections import deque
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Literal, TypeVar
@@ -167,14 +168,22 @@ class _Raised:
 
 def _prepare(cwd: str, threads: int) -> None:
     """Run like a local stage: the caller's working directory (paths in items are relative to it),
-    offline Hugging Face, threads pinned (`pipeline.stage.pin_threads`)."""
-    from pipeline.stage import pin_threads
-
+    offline Hugging Face, threads pinned (`pipeline.stage.pin_threads`) — torch's pool where torch is
+    loaded already (by the work's own imports), else only the OpenMP/BLAS variables, which torch reads
+    when it loads: a worker whose work needs no torch (openSMILE) does not pay for importing it."""
     if os.path.isdir(cwd) and os.getcwd() != cwd:
         os.chdir(cwd)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    pin_threads(threads)
+    if "torch" in sys.modules:
+        from pipeline.stage import pin_threads
+
+        pin_threads(threads)
+    else:
+        from pipeline.stage import _POOL_ENVS
+
+        for name in _POOL_ENVS:
+            os.environ[name] = str(threads)
 
 
 def _call(fn: Callable, args: tuple, cwd: str, threads: int) -> Any:
@@ -199,6 +208,7 @@ class _Worker:
         try:
             if not self._ready:
                 self._state, self._ready = self._setup(), True
+                _prepare(self._cwd, self._threads)  # pins torch where building the state loaded it
             return fn(self._state, item)
         except PipelineError as e:
             return _Raised(e)

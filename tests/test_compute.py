@@ -133,7 +133,7 @@ def test_ray_extraction_equals_local_and_follows_on_error(ray_local, crema_d_dir
 
     # `fail`: the same clip stops the run with the same message; the extractor itself travels when no factory is given
     messages = []
-    for name, settings in [("local", ComputeSettings()), ("ray", RAY2)]:
+    for name, settings in [("local", ComputeSettings()), ("ray", ComputeSettings(backend="ray", workers=1))]:
         with pytest.raises(StageError) as e:
             extract_corpus(EgemapsLld(LldParams()), clips, out_dir=tmp_path / f"f{name}", errors_dir=tmp_path / f"f{name}",
                            settings=settings)

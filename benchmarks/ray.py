@@ -1,0 +1,193 @@
+"""Ray backend benchmark (issue 14): 2 Ray workers against the local backend, on this machine, with
+identical outputs. Ends by printing ONE JSON line of named figures.
+
+    python benchmarks/ray.py            # the demo corpus (12 speakers x 8 clips of 4 s) + a 4-seed grid
+    python benchmarks/ray.py --quick    # 3 clips of 2 s, a 2-seed grid of 2 epochs: a smoke run
+
+Figures (targets from issue 14; run it on a quiet machine: other processes on the cores skew both sides):
+- extract.<stage>: seconds of the whole `extract_corpus` call, local (this process, 1 thread, the
+  extractor built before the timing) and on 2 Ray workers of 1 CPU each (`MER_BACKEND=ray`,
+  `MER_WORKERS=2`, timing everything the stage pays: the actors start, import and build their own
+  extractor from the same params section), their ratio, and whether the two tables are byte-identical.
+  Stages: the CPU-bound ones of the demo corpus — faces (MTCNN), egemaps and compare (openSMILE), vggface
+  (face embedding; the local faces table gives its detections). No cache (`cache_dir=None`), so every
+  clip is computed on both sides. `extract.total`: the summed seconds and their ratio (target >= 1.6).
+- train: a grid of seeds of the cross-modal transformer on synthetic sequences (train_all), local vs
+  2 Ray workers, each run a task; the ratio (target >= 1.6) and whether every model.pt, history.csv and
+  summary is identical.
+- load_before: the 1-minute load average before the run.
+
+Ray is started once (a local instance of 2 CPUs, no dashboard) outside the timings; its start-up
+seconds are reported as ray_init_s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import os
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# this file is named ray.py: its folder must not be on the path, or `import ray` (here and in the
+# Ray workers, which get this process's sys.path) finds it instead of Ray
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import numpy as np  # noqa: E402
+
+from pipeline.compute import ComputeSettings, ray_runtime, shutdown  # noqa: E402
+from pipeline.config import load_section  # noqa: E402
+from pipeline.corpus.demo import generate_demo  # noqa: E402
+from pipeline.corpus.demo.params import CorpusParams  # noqa: E402
+from pipeline.extract.registry import EXTRACTORS  # noqa: E402
+from pipeline.extract.runner import RunStats, extract_corpus  # noqa: E402
+from pipeline.stage import pin_threads  # noqa: E402
+
+PARAMS = REPO / "params.yaml"
+LOCAL = ComputeSettings(backend="local")
+RAY2 = ComputeSettings(backend="ray", workers=2, cpus_per_worker=1)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def timed(fn, *a, **kw):
+    t0 = time.perf_counter()
+    out = fn(*a, **kw)
+    return out, time.perf_counter() - t0
+
+
+def bench_extract(clips, work: Path) -> dict:
+    from pipeline.extract.faces import FacesExtractor, read_detections
+
+    res: dict[str, dict] = {}
+
+    def one(name: str, build, factory) -> Path:
+        ex = build()  # this process's extractor (as a stage builds it), outside both timings
+        outs, secs = {}, {}
+        for backend, settings in (("local", LOCAL), ("ray", RAY2)):
+            d = work / name / backend
+            outs[backend], secs[backend] = timed(
+                extract_corpus, ex, clips, out=d / "out.parquet", errors_dir=d, stats=RunStats(),
+                settings=settings, factory=factory if backend == "ray" else None)
+        res[name] = {"local_s": secs["local"], "ray_s": secs["ray"], "speedup": secs["local"] / secs["ray"],
+                     "identical": filecmp.cmp(outs["local"], outs["ray"], shallow=False)}
+        log(f"{name}: {res[name]}")
+        return outs["local"]
+
+    faces_params = load_section("faces", PARAMS)
+    # the faces extractor has no registry entry: it travels to the actors pickled (MTCNN loads lazily)
+    faces_out = one("faces", partial(FacesExtractor, faces_params, device="cpu"), None)
+    for feature in ("egemaps", "compare"):
+        entry = EXTRACTORS[feature]
+        build = partial(entry.build, load_section(entry.section, PARAMS))
+        one(feature, build, build)
+    meta, det = read_detections(faces_out)
+    entry = EXTRACTORS["vggface"]
+    build = partial(entry.build, load_section(entry.section, PARAMS), detections=det, faces_meta=meta, device="cpu")
+    one("vggface", build, build)
+    local_s = sum(r["local_s"] for r in res.values())
+    ray_s = sum(r["ray_s"] for r in res.values())
+    res["total"] = {"local_s": local_s, "ray_s": ray_s, "speedup": local_s / ray_s,
+                    "identical": all(r["identical"] for r in res.values()), "target_met": local_s / ray_s >= 1.6}
+    return res
+
+
+def synthetic_segments(n: int, t: int, seed: int = 0):
+    """A 4-class task over three modalities (one carries each bit of the label, one is noise)."""
+    from pipeline.segments import ModalityInfo, Segments
+
+    dims = {"a": 25, "b": 64, "c": 128}
+    rng = np.random.default_rng(seed)
+    label = np.arange(n) % 4
+    length = rng.integers(t // 2, t + 1, size=n)
+    in_clip = np.arange(t)[None, :] < length[:, None]
+    x, mask = {}, {}
+    for i, (m, d) in enumerate(dims.items()):
+        present = in_clip & (rng.random((n, t)) < 0.8)
+        present[:, 0] = True
+        v = rng.normal(0, 0.5, size=(n, t, d)).astype(np.float32)
+        if i < 2:
+            v[..., 0] += (2 * ((label >> (1 - i)) & 1) - 1)[:, None]
+        v[~present] = 0
+        x[m], mask[m] = v, present
+    partition = np.array(["train"] * int(n * 0.6) + ["devel"] * int(n * 0.2) + ["test"] * (n - int(n * 0.8)))
+    return Segments(
+        clip_id=np.array([f"clip{i:04d}" for i in range(n)]), partition=partition, label=label.astype(np.int64),
+        length=length, t=np.tile((np.arange(t) + 0.5) / 5.0, (n, 1)), x=x, mask=mask,
+        mean={m: np.zeros(d, np.float32) for m, d in dims.items()}, std={m: np.ones(d, np.float32) for m, d in dims.items()},
+        classes=["neutral", "happy", "angry", "sad"], rate_hz=5.0,
+        modalities={m: ModalityInfo(feature=f"feat_{m}", dim=d, backbone="synthetic", pretrained=False,
+                                    weights_statement=f"{m}: synthetic") for m, d in dims.items()},
+    ), list(dims)
+
+
+def bench_train(work: Path, n: int, t: int, seeds: int, epochs: int) -> dict:
+    from pipeline.runs import HISTORY_FILE, MODEL_FILE, run_dir
+    from pipeline.train import train_all
+    from pipeline.train_params import TrainParams
+
+    segments, mods = synthetic_segments(n, t)
+    params = TrainParams(modalities=mods, models=["crossmodal"], strategies=["standard"], seeds=list(range(seeds)),
+                         epochs=epochs, batch_size=16, patience=epochs, lr=1e-3,
+                         model_params={"crossmodal": {"d_model": 64, "layers": 2, "heads": 4}})
+    summaries, secs = {}, {}
+    for backend in ("local", "ray"):
+        os.environ["MER_BACKEND"], os.environ["MER_WORKERS"] = backend, "2"
+        summaries[backend], secs[backend] = timed(train_all, segments, params, work / "train" / backend, device="cpu", progress=False)
+    os.environ.pop("MER_BACKEND"), os.environ.pop("MER_WORKERS")
+    same_files = all(
+        filecmp.cmp(run_dir(work / "train/local", "crossmodal", "standard", s) / f,
+                    run_dir(work / "train/ray", "crossmodal", "standard", s) / f, shallow=False)
+        for s in params.seeds for f in (MODEL_FILE, HISTORY_FILE))
+    out = {"runs": seeds, "epochs": epochs, "local_s": secs["local"], "ray_s": secs["ray"],
+           "speedup": secs["local"] / secs["ray"], "identical": same_files and summaries["local"] == summaries["ray"]}
+    out["target_met"] = out["speedup"] >= 1.6
+    log(f"train: {out}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="3 clips of 2 s and a tiny grid: a smoke run")
+    ap.add_argument("--speakers", type=int, default=12, help="demo corpus speakers (params.yaml's demo: 12)")
+    ap.add_argument("--clips-per-speaker", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--only", default="extract,train", help="extract, train or both")
+    args = ap.parse_args()
+    if args.quick:
+        args.speakers, args.clips_per_speaker, args.seconds = 3, 1, 2.0
+    grid = dict(n=48, t=12, seeds=2, epochs=2) if args.quick else dict(n=400, t=40, seeds=4, epochs=6)
+    pin_threads(1)  # the local side runs as a stage does (MER_THREADS=1); each Ray worker pins to its 1 CPU
+    load = os.getloadavg()[0]
+    result: dict = {"workers": 2, "quick": args.quick, "load_before": load}
+    with tempfile.TemporaryDirectory(prefix="mer-bench-ray-") as tmp:
+        work = Path(tmp)
+        _, ray_init_s = timed(ray_runtime, RAY2)
+        result["ray_init_s"] = ray_init_s
+        try:
+            if "extract" in args.only:
+                params = CorpusParams(speakers=args.speakers, clips_per_speaker=args.clips_per_speaker, seconds=args.seconds, seed=7)
+                _, clips, _ = generate_demo(params, work / "corpus", progress=False)
+                clips = sorted(clips, key=lambda c: c.clip_id)
+                result["clips"] = len(clips)
+                result["extract"] = bench_extract(clips, work)
+            if "train" in args.only:
+                result["train"] = bench_train(work, **grid)
+        finally:
+            shutdown()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
