@@ -163,7 +163,7 @@ def models(
     (trainable parameters, biases and LayerNorm included, shared tensors once)."""
     import json
 
-    from pipeline.models.registry import MODELS, ModelError, build_model, count_parameters, fit_modalities
+    from pipeline.models.registry import MODELS, ModelError, build_model, count_parameters, fit_modalities, model_params
     from pipeline.segments import META, SEGMENTS_DIR
 
     unknown = [n for n in names or [] if n not in MODELS]
@@ -213,9 +213,15 @@ def models(
         print(json.dumps({name: n for name, (_, n, _) in rows.items()}, indent=2))
         return
     sizes = "paper defaults" if defaults else "paper defaults with train.model_params"
-    table = Table("model", "paper", "modalities", "parameters", title=f"inputs: {source}; task: {task}; sizes: {sizes}")
+    table = Table("model", "paper", "modalities", "parameters", "missing input", "layouts",
+                  title=f"inputs: {source}; task: {task}; sizes: {sizes}")
     for name, (mods, n, why) in rows.items():
-        table.add_row(name, MODELS[name].paper, ", ".join(mods), f"{n:,}" if n is not None else f"[red]{escape(why)}[/red]")
+        try:  # the input convention (pipeline/missing/inputs.py) it is trained and evaluated with
+            convention = model_params(name, None if defaults else model_overrides.get(name)).missing_input
+        except PipelineError:
+            convention = ""
+        table.add_row(name, MODELS[name].paper, ", ".join(mods), f"{n:,}" if n is not None else f"[red]{escape(why)}[/red]",
+                      convention, ", ".join(MODELS[name].layouts))
     console.print(table)
 
 

@@ -172,13 +172,14 @@ DIMS = {"a": 3, "b": 4}
 
 
 def _padding_case(native: bool, seed: int = 0):
-    """Two samples, each with its true lengths (per modality when `native`), padded to 9 steps with garbage."""
+    """Two samples, each with its true lengths, padded with garbage to 9 steps (`native`: each modality its
+    own lengths and padded length, as layout `native` stores them)."""
     g = torch.Generator().manual_seed(seed)
     lengths = [{"a": 5, "b": 7 if native else 5}, {"a": 8, "b": 3 if native else 8}]
-    pad = 9
-    x = {m: torch.randn(2, pad, d, generator=g) * 5 for m, d in DIMS.items()}
-    valid = {m: torch.stack([torch.arange(pad) < ln[m] for ln in lengths]) for m in DIMS}
-    mask = {m: valid[m] & (torch.rand(2, pad, generator=g) < 0.75) for m in DIMS}
+    pad = {"a": 9, "b": 8 if native else 9}
+    x = {m: torch.randn(2, pad[m], d, generator=g) * 5 for m, d in DIMS.items()}
+    valid = {m: torch.stack([torch.arange(pad[m]) < ln[m] for ln in lengths]) for m in DIMS}
+    mask = {m: valid[m] & (torch.rand(2, pad[m], generator=g) < 0.75) for m in DIMS}
     for m in DIMS:
         mask[m][:, 0] = True
     return x, mask, valid, lengths
@@ -223,7 +224,7 @@ def test_mct_hfr_rescales_keys_by_each_samples_true_length(monkeypatch):
         runs.forward(model, x, mask, valid)
     counts, scale = seen[-1]
     assert counts["a"].tolist() == [5, 8] and counts["b"].tolist() == [7, 3]  # zero convention: true lengths
-    ge = torch.log(torch.tensor([12.0, 11.0])) / np.log(18.0)  # ΣT over ΣT_max = 9 + 9
+    ge = torch.log(torch.tensor([12.0, 11.0])) / np.log(18.0)  # ΣT over ΣT_max = 9 + 9 (max_len)
     assert torch.allclose(scale["a"], torch.tensor([5.0, 8.0]).rsqrt() * ge)
     assert scale["a"][0] != scale["a"][1]  # a short and a long sample are scaled differently
     # the mask convention attends fewer keys but T_m is still the true length
