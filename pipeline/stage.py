@@ -29,8 +29,9 @@ _POOL_ENVS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 #: Per-stage default thread count where MER_THREADS is not set (stages not listed: 1), chosen by
 #: measurement: `python benchmarks/threads.py --stages` times every extraction stage on 1 and 2 threads,
-#: quiet and with one other busy core (docs/threads.md has the figures). A stage gets 2 only where 2
-#: threads were faster in both conditions; capped at the usable cores.
+#: quiet and with one other busy core (docs/precision-and-threads.md has the figures). A stage gets 2
+#: only where 2 threads were faster in both conditions; on the 2-core project machine none was (2
+#: threads ran 0.09-1.06x one thread), so every stage runs on 1. Capped at the usable cores.
 STAGE_THREADS: dict[str, int] = {
     "faces": 1,
     "face_embed": 1,
