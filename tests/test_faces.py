@@ -431,3 +431,47 @@ def test_cache_detects_only_the_new_clip(tmp_path, crema_d_dir):
     # params that change detections change the key; batch size and the error policy do not
     assert cache_key(params) != cache_key(FacesParams(track=False)) != cache_key(FacesParams(detect_every=2))
     assert cache_key(params) == cache_key(FacesParams(batch_size=4, on_error="skip"))
+
+
+def test_decode_ahead_keeps_order_and_errors():
+    """The decoding thread hands over each video's frames in order, a video's MediaError inside its
+    own frames (the next video still comes), an error of the list of videos where the loop meets it,
+    and stops when the consumer does."""
+    import threading
+
+    from pipeline.extract.faces.detector import _decode_ahead
+    from pipeline.media import VideoSource
+
+    class Fake(VideoSource):
+        def frames(self, rate_hz):
+            n = int(self.path.stem[1:])
+            for i in range(n):
+                yield i / rate_hz, np.full((2, 2, 3), i, np.uint8)
+            if self.path.suffix == ".bad":
+                raise MediaError(f"{self.path}: broken after {n} frames")
+
+    videos = [("a", Fake(Path("n3.mp4"))), ("b", Fake(Path("n2.bad"))), ("c", Fake(Path("n40.mp4")))]
+    seen = []
+    for key, source, frames in _decode_ahead(videos, 5.0, depth=4):
+        try:
+            seen.append((key, [int(f[0, 0, 0]) for _, f in frames]))
+        except MediaError as e:
+            seen.append((key, str(e)))
+    assert seen == [("a", [0, 1, 2]), ("b", "n2.bad: broken after 2 frames"), ("c", list(range(40)))]
+
+    def failing():
+        yield "a", Fake(Path("n1.mp4"))
+        raise ValueError("manifest row 2: bad")
+
+    got = _decode_ahead(failing(), 5.0)
+    key, _, frames = next(got)
+    assert key == "a" and len(list(frames)) == 1
+    with pytest.raises(ValueError, match="manifest row 2"):
+        next(got)
+    # a consumer that stops early: the thread ends (no frames decoded for nobody, no hang)
+    before = threading.active_count()
+    got = _decode_ahead([("c", Fake(Path("n1000.mp4")))], 5.0, depth=2)
+    _, _, frames = next(got)
+    next(frames)
+    got.close()
+    assert threading.active_count() == before

@@ -39,6 +39,8 @@ frame (zero-padded beyond its edges, not filled from the rest of the frame).
 
 from __future__ import annotations
 
+import queue
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -62,6 +64,8 @@ from pipeline.media import MediaError, VideoSource, probe
 
 #: a video whose frames end this much before the duration its container declares is truncated
 TRUNCATION_TOLERANCE_S = 0.5
+#: frames decoded ahead of detection by the decoding thread (`_decode_ahead`)
+DECODE_AHEAD = 32
 
 
 # --------------------------------------------------------------------------------------------------
@@ -133,6 +137,67 @@ def _mark_last(items: Iterable) -> Iterator[tuple[Any, bool]]:
     yield prev, True
 
 
+def _decode_ahead(videos: Iterable[tuple[Any, Path | VideoSource]], rate_hz: float, depth: int = DECODE_AHEAD) -> Iterator[tuple[Any, VideoSource, Iterator]]:
+    """(key, source, its frames) per video, in order, decoded by one background thread up to `depth`
+    frames ahead: PyAV releases the GIL while it decodes and converts, so decoding the next frames
+    overlaps detection of the last ones. A frames iterator raises its video's MediaError where the
+    video's own iterator would; an error of `videos` itself is raised where the loop over it would meet
+    it. Each frames iterator must be used up before the next item is taken (as `FaceDetector.run` does)."""
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple) -> None:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def produce() -> None:
+        try:
+            for key, video in videos:
+                source = video if isinstance(video, VideoSource) else VideoSource(Path(video))
+                put(("clip", key, source))
+                try:
+                    for frame in source.frames(rate_hz):
+                        if stop.is_set():
+                            return
+                        put(("frame", frame))
+                except MediaError as e:
+                    put(("error", e))  # ends the clip
+                else:
+                    put(("end",))
+        except BaseException as e:  # noqa: BLE001 — handed to the consumer, raised there
+            put(("fatal", e))
+        finally:
+            put(("done",))
+
+    def frames() -> Iterator:
+        while True:
+            item = items.get()
+            if item[0] == "frame":
+                yield item[1]
+            elif item[0] in ("error", "fatal"):
+                raise item[1]
+            else:
+                return
+
+    thread = threading.Thread(target=produce, name="faces-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item[0] == "fatal":
+                raise item[1]
+            if item[0] == "done":
+                return
+            yield item[1], item[2], frames()
+    finally:
+        stop.set()
+        thread.join()
+
+
 class FaceDetector:
     """MTCNN over batches of same-sized frames, one kept face and crop per step."""
 
@@ -187,7 +252,8 @@ class FaceDetector:
         """(key, detections or the MediaError naming the file) per (key, video path or VideoSource: a
         window and crop of a file), in order.
         Detection steps are batched (params.batch_size) across consecutive clips of one frame size;
-        a clip whose media or detection fails does not affect the others."""
+        a clip whose media or detection fails does not affect the others. Frames are decoded by a
+        background thread a little ahead of detection (`_decode_ahead`)."""
         k = self.params.detect_every
         queue: list[tuple[_ClipState, float, np.ndarray, list]] = []  # steps awaiting detection
         states: list[_ClipState] = []  # clips started and not yet handed out, in order
@@ -211,12 +277,11 @@ class FaceDetector:
                 s = states.pop(0)
                 yield s.key, s.result()
 
-        for key, video in videos:
-            source = video if isinstance(video, VideoSource) else VideoSource(Path(video))
+        for key, source, frames in _decode_ahead(videos, self.params.rate_hz):
             state = _ClipState(key, source, self.params)
             states.append(state)
             try:
-                for i, ((t, frame), last) in enumerate(_mark_last(source.frames(self.params.rate_hz))):
+                for i, ((t, frame), last) in enumerate(_mark_last(frames)):
                     state.size = (frame.shape[1], frame.shape[0])
                     if i % k and not last:
                         state.segment.append((t, frame))
