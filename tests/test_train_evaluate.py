@@ -625,3 +625,97 @@ def test_saving_the_same_model_twice_gives_the_same_bytes(trained, tmp_path):
     save_trained(tmp_path / "a" / "model.pt", blob)
     save_trained(tmp_path / "b" / "model.pt", blob)
     assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
+
+
+# ---- evaluation under the windows layout: every clip (clip step) scored once ----------------------
+
+
+def test_windows_merge_counts_a_step_covered_by_two_windows_once():
+    """Clip A: windows at origin 0 and 2 (4 steps each), so clip steps 2 and 3 are covered twice; clip B:
+    one window. Window step 3 of A's second window is unlabelled (y_mask False): clip step 5 is left out."""
+    from pipeline.evaluate import clip_metrics, clip_predictions
+    from pipeline.metrics import regression_metrics
+    from pipeline.runs import Split
+
+    clip_ids = np.array(["A", "B", "A"])
+    origin = np.array([0, 0, 2])
+    true_a = np.array([0.1, 0.4, -0.2, 0.3, 0.0, 0.9])  # A's label curve over clip steps 0..5
+    y = np.zeros((3, 4, 1), np.float32)
+    y[0, :, 0], y[2, :, 0] = true_a[0:4], true_a[2:6]
+    y[1, :, 0] = [0.5, -0.5, 0.2, 0.0]
+    y_mask = np.ones((3, 4), bool)
+    y_mask[2, 3] = False
+    y_mask[1, 3] = False
+    out = np.arange(12, dtype=np.float32).reshape(3, 4, 1) / 10  # window 0: .0 .1 .2 .3; B: .4 .5 .6 .7; window 2: .8 .9 1.0 1.1
+    split = Split(np.arange(3), {}, {}, y, y_mask)
+    got = clip_predictions("regression", split, clip_ids, out, origin)
+    assert got.clip_id.tolist() == ["A"] * 5 + ["B"] * 3
+    assert got.step.tolist() == [0, 1, 2, 3, 4, 0, 1, 2]
+    # A: steps 2 and 3 are the mean of both windows' predictions, once each
+    want_pred = np.array([0.0, 0.1, (0.2 + 0.8) / 2, (0.3 + 0.9) / 2, 1.0, 0.4, 0.5, 0.6])
+    want_true = np.array([0.1, 0.4, -0.2, 0.3, 0.0, 0.5, -0.5, 0.2])
+    np.testing.assert_allclose(got.out[:, 0], want_pred, atol=1e-6)
+    np.testing.assert_allclose(got.true[:, 0], want_true, atol=1e-6)
+    # the metrics are over these 8 clip steps (hand CCC), not over the 10 window steps
+    m = clip_metrics("regression", ["arousal"], got)
+    t, p = want_true, want_pred
+    hand = 2 * np.mean((t - t.mean()) * (p - p.mean())) / (t.var() + p.var() + (t.mean() - p.mean()) ** 2)
+    assert m["ccc_arousal"] == pytest.approx(hand, abs=1e-6)
+    assert m == pytest.approx(regression_metrics(want_true[:, None], want_pred[:, None], ["arousal"]))
+    # classification: the windows' logits averaged per clip, the class their argmax
+    logits = np.array([[2.0, 0.0], [0.0, 1.0], [-1.5, 0.0]])
+    cls = clip_predictions("classification", Split(np.arange(3), {}, {}, np.array([0, 1, 0]), None), clip_ids, logits, origin)
+    assert cls.clip_id.tolist() == ["A", "B"] and cls.true.tolist() == [0, 1]
+    np.testing.assert_allclose(cls.out, [[0.25, 0.0], [0.0, 1.0]])
+    assert clip_metrics("classification", [], cls)["accuracy"] == 1.0  # per window it would be 2 of 3
+
+
+def test_step_ranges():
+    from pipeline.evaluate import step_ranges
+
+    assert step_ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
+    assert step_ranges([3]) == "3" and step_ranges([]) == ""
+
+
+def test_windows_evaluation_scores_each_clip_once(segments, trained, tmp_path):
+    """The test partition recut as windows: pairs of rows become one clip (the second window starting
+    at step 3), so evaluation writes one prediction per clip from the mean of its two windows' logits,
+    and which steps of the missing modality each clip lost."""
+    from dataclasses import replace
+
+    from pipeline.metrics import classification_metrics
+
+    test = segments.indices("test")
+    clip_id, origin, label = segments.clip_id.astype(object).copy(), np.zeros(segments.n, np.int64), segments.label.copy()
+    for j, i in enumerate(test):
+        clip_id[i] = f"w{j // 2:02d}"
+        origin[i] = 3 * (j % 2)
+        label[i] = segments.label[test[j - j % 2]]
+    win = replace(segments, clip_id=clip_id.astype(str), origin=origin, label=label, layout="windows")
+    res = evaluate_all(win, trained[0], EvaluateParams(), tmp_path / "e", device="cpu", progress=False)
+    preds = pl.read_csv(tmp_path / "e" / "predictions.csv")
+    assert preds.height == 2 * len(CONDITIONS) * len(test) // 2
+    te = task_split(win, "test", list(DIMS))
+    model, _ = load_trained(run_dir(trained[0], "crossmodal", "standard", 0) / MODEL_FILE)
+    xd, md = drop_modalities(te.x, te.mask, ["b"])
+    logits = predict(model, xd, md, valid=te.valid)
+    mean = (logits[0::2] + logits[1::2]) / 2
+    got = preds.filter((pl.col("seed") == 0) & (pl.col("condition") == "missing:b"))
+    assert got["clip_id"].to_list() == [f"w{k:02d}" for k in range(len(test) // 2)]
+    assert got["pred"].to_list() == np.asarray(CLASSES)[mean.argmax(1)].tolist()
+    y = te.y[0::2]
+    want = classification_metrics(y, mean.argmax(1))
+    assert res.results.filter((pl.col("seed") == 0) & (pl.col("condition") == "missing:b")
+                              & (pl.col("metric") == "macro_f1"))["value"][0] == pytest.approx(want["macro_f1"])
+    # masked steps in the clip's own steps: window 2 starts at step 3, so its steps shift by 3
+    masked = pl.read_csv(tmp_path / "e" / "masked_steps.csv")
+    assert masked.columns == ["fold", "condition", "clip_id", "modality", "steps", "n_masked", "n_steps"]
+    assert set(masked["condition"]) == {"missing:a", "missing:b", "missing:c"}
+    row = masked.filter((pl.col("condition") == "missing:b") & (pl.col("clip_id") == "w00")).row(0, named=True)
+    present = set(np.flatnonzero(te.mask["b"][0]).tolist()) | set((3 + np.flatnonzero(te.mask["b"][1])).tolist())
+    assert row["modality"] == "b" and row["n_masked"] == len(present)
+    from pipeline.evaluate import step_ranges
+
+    assert row["steps"] == step_ranges(sorted(present))
+    n_valid = len(set(range(te.valid["b"][0].sum())) | set(range(3, 3 + te.valid["b"][1].sum())))
+    assert row["n_steps"] == n_valid
