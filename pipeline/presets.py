@@ -31,11 +31,11 @@ import io
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.errors import PipelineError
 from pipeline.paths import PARAMS_FILE, REPO_ROOT
+from pipeline.report.params import Published  # one schema: the report prints these beside ours
 from pipeline.store import write_text
 
 PRESETS_DIR = REPO_ROOT / "presets"
@@ -43,19 +43,6 @@ PRESETS_DIR = REPO_ROOT / "presets"
 
 class PresetError(PipelineError):
     """A preset that does not exist, does not parse, or would make params.yaml invalid."""
-
-
-class Published(BaseModel):
-    """One number a paper publishes, in this pipeline's names (condition and metric as in evaluate)."""
-
-    model_config = ConfigDict(extra="forbid")
-    model: str
-    strategy: str | None = None
-    condition: str = Field(description="all_present, missing:<mod>, auilc, or any evaluate condition name")
-    metric: str = Field(description="a metric of pipeline/metrics.py: macro_f1, micro_f1, ccc_arousal, …")
-    value: float
-    source: str = Field(description="where the paper prints it, e.g. '001 Table 1'")
-    target: str | None = Field(None, description="for per-target experiments (000): the target it is for")
 
 
 class Overlay(BaseModel):
@@ -87,10 +74,13 @@ def load_preset(name: str, directory: Path = PRESETS_DIR) -> Preset:
     if not path.exists():
         known = ", ".join(preset_names(directory)) or "none"
         raise PresetError(f"no preset '{name}' ({path} not found); presets: {known}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:  # ruamel: a key given twice is an error (PyYAML would keep the last one silently)
+        data = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
         return Preset.model_validate({**data, "name": name})
-    except yaml.YAMLError as e:
+    except YAMLError as e:
         raise PresetError(f"{path}: not valid YAML: {e}") from None
     except (TypeError, ValidationError) as e:
         raise PresetError(f"{path}: not a preset: {e}") from None
