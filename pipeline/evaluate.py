@@ -140,8 +140,9 @@ def evaluate_all(
     which = f"'{only}' " if only else ""
     by_fold = {}  # each fold's runs, tested on that fold's test partition (with its statistics)
     for fold in fold_ids(segments):
-        runs = [r for r in find_trained(models_dir, fold) if only is None or r[0] == only]
-        if not runs:
+        # with the runs at grid.rates' other training rates (run.rate): they enter train_test.csv only
+        runs = [r for r in find_trained(models_dir, fold, rates=True) if only is None or r[0] == only]
+        if not any(r.rate is None for r in runs):
             layout = "seed_<s>" if fold is None else f"fold_{fold}/seed_<s>"
             raise EvaluateError(f"{where}: no trained {which}models (<model>/<strategy>/{layout}/{MODEL_FILE}); run the train stage")
         by_fold[fold] = runs
@@ -153,6 +154,8 @@ def evaluate_all(
     preds: list[pl.DataFrame] = []
     masked: list[dict[str, Any]] = []
     run_rates: list[dict[str, Any]] = []
+    rate_rows: list[dict[str, Any]] = []  # the grid.rates runs' scores, named "<model>/<strategy>@<rate>"
+    cond_family = {c.name: c.family for c in conditions}
     # one bar for the whole family (every fold's runs); no line per condition or fold
     bar = tqdm(total=sum(len(r) for r in by_fold.values()), desc=only or "evaluate", disable=not progress,
                mininterval=1.0, leave=False)
@@ -165,18 +168,23 @@ def evaluate_all(
         origin = None if view.origin is None else np.asarray(view.origin)[split.idx].astype(np.int64)
         applied = apply_conditions(conditions, split, view)
         masked += masked_steps(conditions, applied, split, clip_ids, origin, fold or 0)
-        for name, seed, path in runs:
+        for run in runs:
+            (name, seed, path), own = run, run.rate is None
+            name = name if own else f"{name}@{run.rate:g}"
             model, info = load_trained(path, dev)
             if (rate := robustness.train_rate(info)) is not None:
                 run_rates.append({"model": name, "fold": fold or 0, "seed": seed, "strategy": info["strategy"],
                                   "train_param": rate[0], "train_rate": rate[1]})
-            for cond, (metrics, out) in score_conditions(model, info, split, applied, dev, path).items():
+            # a grid.rates run: all_present and its test family's curve only, for train_test.csv
+            used = applied if own else {c: a for c, a in applied.items() if cond_family[c] in ("all_present", rate and rate[2])}
+            for cond, (metrics, out) in score_conditions(model, info, split, used, dev, path).items():
                 scored = clip_predictions(task, split, clip_ids, out, origin)
                 if origin is not None:  # every clip (clip step) once, not once per window
                     metrics = clip_metrics(task, targets, scored)
-                rows += [{"model": name, "fold": fold or 0, "seed": seed, "condition": cond, "metric": k, "value": v}
-                         for k, v in metrics.items()]
-                preds.append(_predictions(task, targets, view.classes, scored, name, seed, cond, fold or 0))
+                (rows if own else rate_rows).extend({"model": name, "fold": fold or 0, "seed": seed, "condition": cond, "metric": k,
+                                                     "value": v} for k, v in metrics.items())
+                if own:
+                    preds.append(_predictions(task, targets, view.classes, scored, name, seed, cond, fold or 0))
             del model
             bar.update()
     bar.close()
@@ -196,7 +204,12 @@ def evaluate_all(
     write_text(out_dir / "scorecard_tests.csv", _scorecard_tests(out.scorecard).write_csv())
     runs_table = pl.DataFrame(run_rates, schema={"model": pl.String, "fold": pl.Int64, "seed": pl.Int64, "strategy": pl.String,
                                                  "train_param": pl.String, "train_rate": pl.Float64})
-    out.train_test = robustness.train_test_matrix(out.results, runs_table, main)
+    every = out.results if not rate_rows else pl.concat(
+        [out.results, _tables(rate_rows, [pl.DataFrame()], conditions, metric_order, json_metrics, main).results])
+    out.train_test = robustness.train_test_matrix(every, runs_table, main)
+    if rate_rows:  # the grid.rates runs under their family's name again
+        out.train_test = out.train_test.with_columns(pl.col("model").str.replace(r"@.*$", "")).sort(
+            ["model", "train_rate", "test_family", "test_modality", "test_rate"])
     write_text(out_dir / "train_test.csv", out.train_test.write_csv())
     if headline_path is not None:
         write_json(headline_path, headline_metrics(out.summary, conditions, main))

@@ -15,7 +15,7 @@ functions that need them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Mapping, Sequence
 
 from pydantic import ConfigDict, Field, RootModel, ValidationError, model_validator
 
@@ -29,6 +29,10 @@ MOVED_FROM_TRAIN = {
     "models": "grid.models", "strategies": "grid.strategies", "all_models": "grid.models (list them; `mer models`)",
     "model_params": "model.<name>.params", "model_train": "model.<name>.train", "strategy_params": "strategy.<name>",
 }
+# the strategies with a training missing rate and its parameter (pipeline/missing/strategies.py; the same
+# as pipeline.robustness.TRAIN_RATE_PARAM, which evaluation reads, checked by tests/test_grid_rates.py)
+RATE_PARAM = {"clip_zero": "p_clip", "frame_zero": "p_frame", "frame_repeat": "p_frame", "dynamic": "p_miss"}
+Rate = Annotated[float, Field(ge=0, le=1)]
 
 
 class TrainSection(TrainParams):
@@ -53,10 +57,16 @@ class GridParams(Section):
     models: list[str] = Field(default_factory=lambda: ["crossmodal"], description="registry names (`mer models`)")
     strategies: list[str] = Field(default_factory=lambda: ["standard"], description="training strategies but eliminate")
     eliminate: list[str] = Field(default_factory=list, description="models that also get importance search + eliminate")
+    # The train-rate × test-rate matrix (train_test.csv): a strategy with a training missing rate (RATE_PARAM)
+    # also trains at each of these rates, in the same stage, under <strategy>/rate_<r>/; its configured
+    # rate (strategy.<name>) stays the family's run. No paper trains at several rates: default none.
+    rates: dict[str, list[Rate]] = Field(
+        default_factory=dict, description="{strategy: [training missing rates]}, one entry per grid strategy ([]: none)")
 
     @model_validator(mode="after")
     def _grid(self) -> "GridParams":
         problems: list[tuple[str, str]] = []
+        problems += rate_problems(self.rates, self.strategies, explicit="rates" in self.model_fields_set)
         for key in ("models", "strategies", "eliminate"):
             v = getattr(self, key)
             if len(set(v)) != len(v):
@@ -80,6 +90,73 @@ class GridParams(Section):
         if problems:
             raise Problems(problems)
         return self
+
+
+def rate_problems(rates: Mapping[str, Sequence[float]], strategies: Sequence[str], explicit: bool = True) -> list[tuple[str, str]]:
+    """(key, problem) of `grid.rates`: each entry a known strategy, a non-empty list only for a strategy
+    of grid.strategies with a training rate, no rate twice; `explicit` (the key is in params.yaml): every
+    grid strategy has an entry, since its stages list `grid.rates.<strategy>` and DVC needs the key
+    (params.yaml lists every strategy, as the `strategy` section does, so a preset's grid finds its own)."""
+    problems: list[tuple[str, str]] = []
+    with_rate = ", ".join(f"{s} ({p})" for s, p in RATE_PARAM.items())
+    known = strategy_names()
+    for s, values in rates.items():
+        if s not in known:
+            problems.append((f"rates.{s}", unknown_name("strategy", s, known)))
+        elif values and s not in strategies:  # an empty entry may stay for a strategy out of the grid
+            problems.append((f"rates.{s}", f"'{s}' is not in grid.strategies {list(strategies)}: its rates would not train"))
+        elif values and s not in RATE_PARAM:
+            problems.append((f"rates.{s}", f"strategy '{s}' has no training missing rate (those with one: {with_rate}); use []"))
+        elif len(set(values)) != len(values):
+            problems.append((f"rates.{s}", f"lists a rate twice: {list(values)}"))
+    lacking = [s for s in strategies if s not in rates]
+    if explicit and lacking:
+        problems.append(("rates", f"lacks an entry for {lacking}: the stages train@<model>-<strategy> list "
+                                  "grid.rates.<strategy> (DVC needs the key); [] trains the configured rate only"))
+    return problems
+
+
+def configured_rate(params: TrainParams, strategy: str) -> float | None:
+    """The training missing rate `strategy` runs at under `params` (strategy.<name>, else its paper's
+    default), None for a strategy without one."""
+    if strategy not in RATE_PARAM:
+        return None
+    from pipeline.missing import validate_strategy_params  # imports torch: only when runs are trained
+
+    return float(getattr(validate_strategy_params(strategy, params.strategy_params.get(strategy)), RATE_PARAM[strategy]))
+
+
+def extra_rates(params: TrainParams, strategy: str, rates: Sequence[float] | None) -> list[float]:
+    """The rates of `grid.rates.<strategy>` that get runs of their own: all but the configured rate,
+    whose runs are the family's (they stay at <model>/<strategy>/seed_<s>), in the given order."""
+    from pipeline.runs import TrainError
+
+    if not rates:
+        return []
+    problems = rate_problems({strategy: list(rates)}, [strategy]) + [
+        (f"rates.{strategy}.{i}", f"{r} is not a rate in [0, 1]") for i, r in enumerate(rates) if not 0 <= r <= 1]
+    if problems:
+        raise TrainError("; ".join(f"grid.{k}: {m}" for k, m in problems))
+    own = configured_rate(params, strategy)
+    return [float(r) for r in rates if float(r) != own]
+
+
+def with_rate(params: TrainParams, strategy: str, rate: float) -> TrainParams:
+    """`params` with `strategy`'s training missing rate set to `rate` (model.pt records it there)."""
+    from pipeline.runs import TrainError
+
+    if strategy not in RATE_PARAM:
+        raise TrainError(f"grid.rates.{strategy}: strategy '{strategy}' has no training missing rate")
+    given = dict(params.strategy_params.get(strategy) or {})
+    return TrainParams.model_validate({
+        **params.model_dump(mode="json"),
+        "strategy_params": {**params.strategy_params, strategy: {**given, RATE_PARAM[strategy]: float(rate)}},
+    })
+
+
+def family_rates(strategy: str, params_file: str | Path = PARAMS_FILE) -> list[float]:
+    """`grid.rates.<strategy>` of params.yaml ([] when it has none)."""
+    return list(load_section("grid", params_file).rates.get(strategy, []))
 
 
 class ModelEntry(Section):

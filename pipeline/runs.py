@@ -4,6 +4,8 @@ A run is one model trained with one missing-modality strategy and one seed. Its 
 
     <models dir>/<model>/<strategy>/seed_<s>/model.pt      `save_trained` / `load_trained` (written atomically)
     <models dir>/<model>/<strategy>/seed_<s>/history.csv   one row per epoch (pipeline/train.py)
+    <models dir>/<model>/<strategy>/rate_<r>/seed_<s>/…     the same family trained at another missing
+                                                           rate r (params.yaml grid.rates)
 
 and it is named `<model>/<strategy>` in every output downstream. This module holds what is done WITH a
 run: the labelled split of a partition for a task (`task_split`), tensors, prediction in eval mode,
@@ -17,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +44,8 @@ EVAL_BATCH_SIZE = 64
 STANDARD, ELIMINATE = "standard", "eliminate"
 REGRESSION_TARGETS = ("arousal", "valence")  # the per-step target arrays `Segments` can hold
 _SEED_DIR = re.compile(r"^seed_(-?\d+)$")
+_FOLD_DIR = re.compile(r"^fold_(\d+)$")
+_RATE_DIR = re.compile(r"^rate_(\d+(?:\.\d*)?(?:e-?\d+)?)$")
 
 
 class TrainError(PipelineError):
@@ -203,10 +207,22 @@ def run_name(model: str, strategy: str) -> str:
     return f"{model}/{strategy}"
 
 
-def run_dir(out_dir: str | Path, model: str, strategy: str, seed: int, fold: int | None = None) -> Path:
-    """<out_dir>/<model>/<strategy>/seed_<s>, or …/fold_<k>/seed_<s> under a protocol with several folds."""
-    base = Path(out_dir) / model / strategy
-    return (base if fold is None else base / f"fold_{fold}") / f"seed_{seed}"
+def rate_dir_name(rate: float) -> str:
+    """rate_<r>: the folder of a family's runs at training missing rate r (grid.rates), e.g. rate_0.1."""
+    return f"rate_{float(rate):.10g}"
+
+
+def run_key(seed: int, fold: int | None = None, rate: float | None = None) -> str:
+    """A run's folder below its family's: seed_<s>, fold_<k>/seed_<s>, rate_<r>/[fold_<k>/]seed_<s>
+    (the keys of train.json)."""
+    parts = ([] if rate is None else [rate_dir_name(rate)]) + ([] if fold is None else [f"fold_{fold}"])
+    return "/".join(parts + [f"seed_{seed}"])
+
+
+def run_dir(out_dir: str | Path, model: str, strategy: str, seed: int, fold: int | None = None, rate: float | None = None) -> Path:
+    """<out_dir>/<model>/<strategy>/seed_<s>, or …/fold_<k>/seed_<s> under a protocol with several folds;
+    a run at one of grid.rates' training missing rates: …/<strategy>/rate_<r>/[fold_<k>/]seed_<s>."""
+    return Path(out_dir) / model / strategy / run_key(seed, fold, rate)
 
 
 def save_trained(path: str | Path, payload: dict[str, Any]) -> None:
@@ -271,20 +287,45 @@ def _info(path: str | Path, blob: dict[str, Any]) -> dict[str, Any]:
     return info
 
 
-def find_trained(models_dirs: str | Path | Sequence[str | Path], fold: int | None = None) -> list[tuple[str, int, Path]]:
+class TrainedRun(NamedTuple):
+    """A trained run found on disk: (name "<model>/<strategy>", seed, path of its model.pt); `rate` is
+    the training missing rate of a run under rate_<r>/ (grid.rates), None for the family's own runs."""
+
+    name: str
+    seed: int
+    path: Path
+
+    @property
+    def rate(self) -> float | None:
+        up = self.path.parent.parent  # the folder above seed_<s>: fold_<k>, rate_<r> or the strategy's
+        if _FOLD_DIR.match(up.name):
+            up = up.parent
+        m = _RATE_DIR.match(up.name)
+        return float(m.group(1)) if m else None
+
+
+def find_trained(
+    models_dirs: str | Path | Sequence[str | Path], fold: int | None = None, rates: bool = False
+) -> list[TrainedRun]:
     """(name "<model>/<strategy>", seed, path) of every `<dir>/<model>/<strategy>/seed_<s>/model.pt`
     (with `fold`: `…/<strategy>/fold_<k>/seed_<s>/model.pt`) under the given folder(s) (missing folders
-    are skipped), sorted by name, seed."""
+    are skipped), sorted by name, seed. `rates`: also the runs at grid.rates' other training rates
+    (`…/<strategy>/rate_<r>/[fold_<k>/]seed_<s>/model.pt`, `TrainedRun.rate` set), each after its
+    family's own runs, by rate, seed. Without `rates` (predict, importance, a family's headline
+    metrics) only the families' own runs are found."""
     dirs = [models_dirs] if isinstance(models_dirs, (str, Path)) else list(models_dirs)
-    pattern = f"*/*/seed_*/{MODEL_FILE}" if fold is None else f"*/*/fold_{fold}/seed_*/{MODEL_FILE}"
+    below = "seed_*" if fold is None else f"fold_{fold}/seed_*"
+    patterns = [f"*/*/{below}/{MODEL_FILE}"] + ([f"*/*/rate_*/{below}/{MODEL_FILE}"] if rates else [])
     found = []
     for d in dirs:
-        for path in Path(d).glob(pattern):
-            m = _SEED_DIR.match(path.parent.name)
-            if m:
-                strategy_dir = path.parent.parent if fold is None else path.parent.parent.parent
-                found.append((run_name(strategy_dir.parent.name, strategy_dir.name), int(m.group(1)), path))
-    return sorted(found, key=lambda r: (r[0], r[1]))
+        for at_rate, pattern in enumerate(patterns):
+            for path in Path(d).glob(pattern):
+                m = _SEED_DIR.match(path.parent.name)
+                # the family's folder: above seed_<s>, fold_<k> (with `fold`) and rate_<r> (the second pattern)
+                family = path.parents[1 + (fold is not None) + at_rate]
+                if m and (not at_rate or _RATE_DIR.match(path.parents[1 + (fold is not None)].name)):
+                    found.append(TrainedRun(run_name(family.parent.name, family.name), int(m.group(1)), path))
+    return sorted(found, key=lambda r: (r.name, r.rate is not None, r.rate or 0.0, r.seed))
 
 
 def fold_ids(segments: Segments) -> list[int | None]:

@@ -5,6 +5,8 @@ Layout (one run = one model, one missing-modality training strategy, one seed):
     <out_dir>/<model>/<strategy>/seed_<s>/model.pt      see `save_trained` (written atomically)
     <out_dir>/<model>/<strategy>/seed_<s>/history.csv   one row per epoch run (columns below)
     <out_dir>/<model>/<strategy>/seed_<s>/dvclive/      the same curves logged with DVCLive
+    <out_dir>/<model>/<strategy>/rate_<r>/seed_<s>/…    the family trained at another missing rate r
+                                                        (`train_all(rates=…)`, params.yaml grid.rates)
 
 A run is named `<model>/<strategy>` everywhere downstream (train.json, evaluate outputs, the report).
 
@@ -65,7 +67,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from pipeline.device import pick_device
-from pipeline.grid import loop_params, make_training_strategy, resolve_grid
+from pipeline.grid import extra_rates, loop_params, make_training_strategy, resolve_grid, with_rate
 from pipeline.missing.inputs import model_inputs
 from pipeline.models.registry import ModelError, build_model, fit_modalities
 from pipeline.paths import MODELS_DIR
@@ -84,6 +86,7 @@ from pipeline.runs import (
     predict,
     require_modalities,
     run_dir,
+    run_key,
     run_name,
     fold_ids,
     save_trained,
@@ -243,13 +246,17 @@ def train_one(
     progress: bool = True,
     importance: dict[str, Any] | None = None,
     fold: int | None = None,
+    rate: float | None = None,
 ) -> dict[str, Any]:
     """Train one run; write model.pt, history.csv and dvclive/; return its summary
     {best_epoch, epochs_run, devel_<metric>}. `importance`: the model's importance entry; `fold`: the
-    fold (of a protocol with several) whose partition `segments` holds (`Segments.for_fold`)."""
+    fold (of a protocol with several) whose partition `segments` holds (`Segments.for_fold`); `rate`: the
+    strategy's training missing rate instead of its configured one (grid.rates: a run under rate_<r>/)."""
+    if rate is not None:
+        params = with_rate(params, strategy_name, rate)
     params = loop_params(params, model_name)
     if params.lr_grid:  # 004 §4.2: one run per learning rate, the best on devel kept
-        return _train_lr_grid(segments, params, model_name, strategy_name, seed, out_dir, device, progress, importance, fold)
+        return _train_lr_grid(segments, params, model_name, strategy_name, seed, out_dir, device, progress, importance, fold, rate)
     task, targets = params.task, list(params.targets)
     # a model of fixed arity (AuxFormer, JMT: two; unimodal: one) takes the first of train.modalities
     try:
@@ -271,8 +278,8 @@ def train_one(
     metric = selection_metric(task)
     grad_clip = params.grad_clip
     stop_on = early_stop_column(params.early_stop, metric)
-    target = run_dir(out_dir, model_name, strategy_name, seed, fold)
-    name = run_name(model_name, strategy_name)
+    target = run_dir(out_dir, model_name, strategy_name, seed, fold, rate)
+    name = run_name(model_name, strategy_name) + ("" if rate is None else f" at rate {rate:g}")
 
     with deterministic(seed):
         try:
@@ -366,6 +373,7 @@ def _train_lr_grid(
     progress: bool,
     importance: dict[str, Any] | None,
     fold: int | None,
+    rate: float | None = None,
 ) -> dict[str, Any]:
     """`lr_grid` (004 §4.2: "We select the best model among the learning rates"): train the run once per
     learning rate (same seed, same batches), keep the one with the best early-stopping value on devel
@@ -375,7 +383,7 @@ def _train_lr_grid(
     import shutil
     import tempfile
 
-    target = run_dir(out_dir, model_name, strategy_name, seed, fold)
+    target = run_dir(out_dir, model_name, strategy_name, seed, fold, rate)
     target.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     best: tuple[float, int, dict[str, Any]] | None = None
@@ -385,7 +393,7 @@ def _train_lr_grid(
         for i, lr in enumerate(params.lr_grid):
             cand = Path(tmp) / f"lr_{i}"
             summary = train_one(segments, plain.model_copy(update={"lr": lr}), model_name, strategy_name, seed, cand,
-                                device, progress, importance, fold)
+                                device, progress, importance, fold, rate)
             value = summary[summary["early_stop"]]
             value = value if summary["early_stop"] != "devel_loss" else -value
             value = value if np.isfinite(value) else -np.inf
@@ -393,7 +401,7 @@ def _train_lr_grid(
             if best is None or value > best[0]:  # strict: ties keep the earlier learning rate
                 best = (value, i, summary)
         assert best is not None
-        chosen = run_dir(Path(tmp) / f"lr_{best[1]}", model_name, strategy_name, seed, fold)
+        chosen = run_dir(Path(tmp) / f"lr_{best[1]}", model_name, strategy_name, seed, fold, rate)
         target.mkdir(parents=True, exist_ok=True)
         for entry in chosen.iterdir():  # each replaced in one rename (same file system)
             dest = target / entry.name
@@ -469,11 +477,15 @@ def train_all(
     progress: bool = True,
     strategies: list[str] | None = None,
     importance: dict[str, Any] | None = None,
+    rates: dict[str, list[float]] | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Train the grid (`resolve_grid`) × `params.seeds` (under `all_models`, models that cannot be built
     for `train.modalities` are skipped with a message); returns {"<model>/<strategy>": {"seed_<s>":
     summary}} (keys "fold_<k>/seed_<s>" under a protocol with several folds, each fold trained on its own
-    partition). `importance`: {model: its data/importance/<model>.json entry}.
+    partition). `importance`: {model: its data/importance/<model>.json entry}. `rates` (params.yaml
+    grid.rates): {strategy: [training missing rates]}; each rate but the configured one also trains
+    every seed (and fold) of the strategy's families, under rate_<r>/ (keys "rate_<r>/seed_<s>", after
+    the family's own runs, which stay as they are without `rates`).
 
     Backend (`pipeline.compute`, environment variables): locally the runs train one after the other
     in this process; under MER_BACKEND=ray each (model, strategy, seed, fold) run is a Ray task asking
@@ -485,7 +497,10 @@ def train_all(
 
     require_modalities(segments, list(params.modalities), "training")
     pairs = resolve_grid(params, strategies, importance)
-    runs = [(m, s, seed, fold) for m, s in pairs for fold in fold_ids(segments) for seed in params.seeds]
+    runs: list[tuple[str, str, int, int | None, float | None]] = [
+        (m, s, seed, fold, None) for m, s in pairs for fold in fold_ids(segments) for seed in params.seeds]
+    runs += [(m, s, seed, fold, r) for m, s in pairs for r in extra_rates(params, s, (rates or {}).get(s))
+             for fold in fold_ids(segments) for seed in params.seeds]
     views = {fold: segments.for_fold(fold or 0) for fold in fold_ids(segments)}
     out: dict[str, dict[str, dict[str, Any]]] = {}
     unbuildable: set[str] = set()
@@ -495,18 +510,19 @@ def train_all(
     def run(i: int) -> dict[str, Any] | ModelBuildError | None:
         # by index: a Ray worker unpickles `runs` with params in one piece, so model.pt (a pickle, whose
         # bytes follow which of its strings are one object) is byte-identical to the local run's
-        model, strategy, seed, fold = runs[i]
+        model, strategy, seed, fold, rate = runs[i]
         if model in unbuildable:  # local: not trained at all (a Ray task sees its own, empty copy)
             return None
         try:
             return train_one(
-                views[fold], params, model, strategy, seed, out_dir, device, progress and local, (importance or {}).get(model), fold
+                views[fold], params, model, strategy, seed, out_dir, device, progress and local, (importance or {}).get(model), fold,
+                rate,
             )
         except ModelBuildError as e:
             return e
 
     results = map_ordered(run, range(len(runs)), settings=settings)
-    for (model, strategy, seed, fold), result in tqdm(
+    for (model, strategy, seed, fold, rate), result in tqdm(
         zip(runs, results), total=len(runs), desc="runs", disable=not progress or len(runs) < 2
     ):
         if model in unbuildable:
@@ -520,6 +536,5 @@ def train_all(
             out.pop(run_name(model, strategy), None)
             tqdm.write(f"skipping model '{model}' (train.all_models): {result}")
             continue
-        key = f"seed_{seed}" if fold is None else f"fold_{fold}/seed_{seed}"
-        out.setdefault(run_name(model, strategy), {})[key] = result
+        out.setdefault(run_name(model, strategy), {})[run_key(seed, fold, rate)] = result
     return out

@@ -1,8 +1,9 @@
 """DVC stages `train@<model>-<strategy>` and `train_eliminate@<model>`: one run family, every seed.
 
     python stages/train.py --model crossmodal --strategy clip_zero
-        params.yaml `train` (shared loop), `model.crossmodal`, `strategy.clip_zero`
+        params.yaml `train` (shared loop), `model.crossmodal`, `strategy.clip_zero`, `grid.rates.clip_zero`
         → data/models/crossmodal/clip_zero/seed_<s>/{model.pt, history.csv}, …/train.json
+          and, for each other rate r of grid.rates.clip_zero, …/clip_zero/rate_<r>/seed_<s>/
     python stages/train.py --model crossmodal --strategy eliminate
         000 §4's eliminate training, driven by data/importance/crossmodal.json (stage importance@crossmodal)
         → data/models/crossmodal/eliminate/…
@@ -10,7 +11,7 @@
 
 import argparse
 
-from pipeline.grid import family_params
+from pipeline.grid import family_params, family_rates
 from pipeline.importance import IMPORTANCE_COPY, importance_file, read_importance
 from pipeline.paths import MODELS_DIR
 from pipeline.runs import ELIMINATE
@@ -27,7 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     params = family_params(args.model, args.strategy)
     importance = {args.model: read_importance(importance_file(args.model))} if args.strategy == ELIMINATE else None
-    summary = train_all(load_segments(), params, MODELS_DIR, importance=importance)
+    rates = {args.strategy: family_rates(args.strategy)} if args.strategy != ELIMINATE else None
+    summary = train_all(load_segments(), params, MODELS_DIR, importance=importance, rates=rates)
     family = f"{args.model}/{args.strategy}"
     write_json(MODELS_DIR / args.model / args.strategy / "train.json", summary.get(family, {}))
     if importance:  # the search that drove these runs travels with them (the report shows it)
