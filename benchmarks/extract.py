@@ -176,8 +176,9 @@ def bench_face_embed(feature: str, clips: list[Clip], detections: Path, naive_im
     n = len(crops)
 
     # warm-up, not timed: the precision decision (bf16: auto, measured now in the run's own decision
-    # file) and the fast copy of the network are made on first use
-    ex.embed(crops[:2])
+    # file) and the fast copy of the network are made on first use; one full forward batch, so that
+    # the stage, like the naive loop (warmed up on its one-image shape), is timed with its kernels made
+    ex.embed(crops[: ex.settings.batch_size])
     decision = ex.precision_decision
     stats = RunStats()
     _, stage_s = timed(extract_corpus, ex, clips, out_dir=detections.parent / "feat", errors_dir=detections.parent / "err", stats=stats)
