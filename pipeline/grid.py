@@ -1,8 +1,8 @@
 """The run grid: which (model, strategy) families exist, and each one's TrainParams.
 
 params.yaml: `train` holds the loop settings every run shares (`TrainSection`); which runs exist is
-`grid` (`GridParams`: every model × strategy, and the models that also get 000 §4's importance search
-and `eliminate` runs); each model's and strategy's own settings are `model.<name>` (`ModelSettings`)
+`grid` (`GridParams`: every model × strategy, the models that also get 000 §4's importance search
+and `eliminate` runs, and `rates`: the extra training missing rates of a strategy's families); each model's and strategy's own settings are `model.<name>` (`ModelSettings`)
 and `strategy.<name>` (`StrategySettings`). One DVC stage per family (train@<model>-<strategy>,
 evaluate@<model>-<strategy>) lists only its entries (dvc.yaml), so an edit to one strategy's settings
 retrains only that strategy's runs. `family_params` assembles a family's TrainParams from those
@@ -52,7 +52,8 @@ class GridParams(Section):
     """Which runs exist: every model × strategy (stages train@<model>-<strategy> and
     evaluate@<model>-<strategy>) and, for the models in `eliminate`, 000 §4's importance search on
     their `standard` runs and the `eliminate` runs it drives (importance@, train_eliminate@,
-    evaluate_eliminate@<model>)."""
+    evaluate_eliminate@<model>). `rates`: {strategy: [training missing rates]}, each trained in the
+    strategy's train@ stages besides its configured rate (pipeline/train.py `train_all(rates=…)`)."""
 
     models: list[str] = Field(default_factory=lambda: ["crossmodal"], description="registry names (`mer models`)")
     strategies: list[str] = Field(default_factory=lambda: ["standard"], description="training strategies but eliminate")

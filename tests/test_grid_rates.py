@@ -82,6 +82,18 @@ def test_find_trained_sees_the_rates_only_when_asked(trained):
     assert [r.rate for r in find_trained(rated, fold=1, rates=True)] == []
 
 
+def test_find_trained_under_folds(tmp_path):
+    for key in ("fold_0/seed_0", "fold_1/seed_0", "rate_0.25/fold_1/seed_0", "rate_0.75/fold_1/seed_2", "rate_x/fold_1/seed_0"):
+        (tmp_path / "m" / "clip_zero" / key).mkdir(parents=True)
+        (tmp_path / "m" / "clip_zero" / key / MODEL_FILE).touch()
+    runs = find_trained(tmp_path, fold=1, rates=True)
+    assert [(r.name, r.seed, r.rate, r.path.relative_to(tmp_path / "m" / "clip_zero").parent.as_posix()) for r in runs] == [
+        ("m/clip_zero", 0, None, "fold_1/seed_0"), ("m/clip_zero", 0, 0.25, "rate_0.25/fold_1/seed_0"),
+        ("m/clip_zero", 2, 0.75, "rate_0.75/fold_1/seed_2")]
+    assert [r.rate for r in find_trained(tmp_path, fold=1)] == [None]
+    assert run_dir(tmp_path, "m", "clip_zero", 2, 1, 0.75) == runs[2].path.parent
+
+
 def test_evaluate_builds_the_matrix_from_every_rate_and_the_headline_from_the_family(segments, trained, tmp_path):
     plain, _, rated, _ = trained
     a = evaluate_all(segments, plain, CONDITIONS, tmp_path / "a", tmp_path / "a.json", device="cpu", progress=False, only=FAMILY)
