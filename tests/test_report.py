@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
 
@@ -475,6 +476,10 @@ def built_runs(tmp_path_factory):
               ["model", "fold", "seed", "condition", "clip_id", "origin", "true", "pred"],
               [[AUX, 0, s, c, clip, origin, CLIPS[(clip, origin)], aux_prediction(s, c, (clip, origin))]
                for s in RSEEDS for c in conds for clip, origin in CLIPS])
+    write_csv(root / f"data/evaluate/{AUX}/masked_steps.csv",
+              ["fold", "condition", "clip_id", "modality", "steps", "n_masked", "n_steps"],
+              [[0, "missing:face", "c0", "face", "0-12,20-31", 25, 40], [0, "missing:face", "c1", "face", "", 0, 40],
+               [1, "missing:face", "c0", "face", "3", 1, 40]])  # fold 1: never this replicate's
     write_json(root / "metrics/auxformer-standard.json", {"macro_f1": {
         "all_present": 0.5, "no_face": 0.4, "auilc": 0.3, "relative_robustness": 0.81, "matrix": {"0.1": {"0.2": 0.7}}}})
     index = build_report(root, REPORT_DIR, ReportParams(published=PUBLISHED))
@@ -568,8 +573,8 @@ def test_instance_view_lists_changed_clips_by_clip_and_window(built_runs):
     assert "auxformer/standard, seed 0" in page
     rows = table_rows(page)
     assert rows[0] == ["clip", "origin", "true", "predicted, all present", "predicted, face missing", "masked"]
-    assert rows[1:] == [["c0", "1", "happy", "happy", "angry", "every step of face (100 %)"],
-                        ["c1", "0", "sad", "happy", "sad", "every step of face (100 %)"]]
+    assert rows[1:] == [["c0", "1", "happy", "happy", "angry", "face: steps 0–12, 20–31 (25 of 40)"],
+                        ["c1", "0", "sad", "happy", "sad", "face: none (absent in all 40 steps already)"]]
     text = htmlmod.unescape(page)
     assert "face missing: 2 of 5 windows change prediction (1 right → wrong, 1 wrong → right)" in text
     assert "acoustic missing: 0 of 5 windows change prediction (0 right → wrong, 0 wrong → right)." in text
@@ -587,11 +592,115 @@ def test_instance_params_naming_nothing_evaluated_fail_with_the_key(tmp_path):
     assert not (tmp_path / "data/report").exists()
 
 
-def test_scorecard_shows_headline_keys_beyond_the_main_table(built_runs):
-    page = built_runs.split('id="scorecard"')[1]
+def test_scorecard_table_is_the_replicates_relative_robustness(built_runs):
+    """RR of the all-modality random-missing curve (rates 0.0–0.9), per replicate, then mean ± sd; no
+    late-fusion run: no ER, no marker; one training rate per family: the heat map's note instead."""
+    page = built_runs.split('id="scorecard"')[1].split('id="instances"')[0]
     rows = table_rows(page)
-    assert rows[0] == ["run family", "matrix.0.1.0.2", "relative_robustness"]
-    assert rows[1] == ["auxformer-standard", "0.700", "0.810"]
+    assert rows[0] == ["Run", "reference", "RR random_missing"]
+    for run, row in zip(sorted([AUX] + RUNS), rows[1:]):
+        per = [sum((rvalue(run, s, f"random_missing@{RATES[i]!r}") + rvalue(run, s, f"random_missing@{RATES[i + 1]!r}")) / 2 * 0.1
+                   for i in range(9)) / 0.9 for s in RSEEDS]
+        assert row == [run, "–", f"{statistics.mean(per):.3f} ± {statistics.stdev(per):.3f}"]
+    assert len(rows) == 4
+    text = htmlmod.unescape(page)
+    assert "No late-fusion reference (late_fusion_lstm) was evaluated" in text
+    assert "no heat map; to get one, list several training missing rates" in text and "<img" not in page
+
+
+def _card_results(rates=(0.0, 0.5, 1.0)):
+    """late fusion loses 0.4 per unit rate; 'slow' loses 0.1 (degrades more slowly); 'same' loses 0.4 as
+    late fusion does; one_present curves keeping a or b, 'same' takes a only (so keeping a is not a test of it)."""
+    noise = {0: 0.0, 1: 0.012, 2: -0.007, 3: 0.004}
+    slope = {"late_fusion_lstm/standard": 0.4, "m/slow": 0.1, "m/same": 0.4}
+    rows = []
+    for run, k in slope.items():
+        for s, e in noise.items():
+            wobble = e * (1 + (run == "m/same"))
+            rows.append((run, 0, s, "all_present", "all_present", "all", None, 0.8 + wobble))
+            for r in rates[1:]:
+                rows.append((run, 0, s, f"random_missing@{r}", "random_missing", "all", r, 0.8 - k * r + wobble + 0.003 * s * r))
+                for mod, f in (("a", 1.0), ("b", 0.5)):
+                    rows.append((run, 0, s, f"one_present:{mod}@{r}", "one_present", mod, r, 0.8 - f * k * r + wobble))
+    return pl.DataFrame(rows, schema={"model": pl.String, "fold": pl.Int64, "seed": pl.Int64, "condition": pl.String,
+                                      "family": pl.String, "modality": pl.String, "level": pl.Float64, "value": pl.Float64},
+                        orient="row").with_columns(pl.lit("macro_f1").alias("metric"))
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss:RuntimeWarning")  # 'same' tracks late fusion by design
+def test_scorecard_effective_robustness_and_markers_by_hand():
+    from scipy import stats as sps
+
+    from pipeline.report import robust as rb
+    from pipeline.report import scorecard as sc
+
+    table = _card_results()
+    card = sc.scorecard(table, "macro_f1", {"m/same": ["a"]}, rb.blind)
+    got = sc.table(card, ["late_fusion_lstm/standard", "m/same", "m/slow"])
+    assert got.header == ["Run", "reference", "RR random_missing", "RR one_present", "ER random_missing", "ER one_present"]
+    by_run = {r[0]: r for r in got.rows}
+
+    def curve(run, s, fam, mod):
+        part = table.filter((pl.col("model") == run) & (pl.col("seed") == s)
+                            & ((pl.col("family") == "all_present") | ((pl.col("family") == fam) & (pl.col("modality") == mod))))
+        return [v for _, v in sorted((0.0 if lv is None else lv, v) for lv, v in zip(part["level"], part["value"]))]
+
+    def rr(y):  # rates 0, .5, 1: trapezoids over a range of 1
+        return (y[0] + 2 * y[1] + y[2]) / 4
+
+    ref = [statistics.mean(curve("late_fusion_lstm/standard", s, "random_missing", "all")[i] for s in range(4)) for i in range(3)]
+    er, rrs = {}, {}
+    for run in ("m/slow", "m/same", "late_fusion_lstm/standard"):
+        rrs[run] = [rr(curve(run, s, "random_missing", "all")) for s in range(4)]
+        er[run] = [rr([y - (q - ref[0] + c[0]) for y, q in zip(c, ref)]) for s in range(4)
+                   for c in [curve(run, s, "random_missing", "all")]]
+    assert by_run["m/slow"][2].startswith(f"{statistics.mean(rrs['m/slow']):.3f} ± {statistics.stdev(rrs['m/slow']):.3f}")
+    assert by_run["m/slow"][4].startswith(f"{statistics.mean(er['m/slow']):+.3f} ± {statistics.stdev(er['m/slow']):.3f}")
+    assert statistics.mean(er["m/slow"]) == pytest.approx(0.15, abs=0.01)  # (0.4 − 0.1) · mean rate 0.5
+    # markers: one-sided paired t-tests against the reference, Holm over the two runs
+    for col, values in ((2, rrs), (4, er)):
+        p = {m: sps.ttest_rel(values[m], values["late_fusion_lstm/standard"], alternative="greater").pvalue for m in ("m/slow", "m/same")}
+        order = sorted(p, key=p.get)
+        holm = {order[0]: min(1, 2 * p[order[0]])}
+        holm[order[1]] = max(holm[order[0]], min(1, p[order[1]]))
+        for m in p:
+            assert (sc.SIGNIFICANT in by_run[m][col]) == (holm[m] < 0.05), (m, col, holm)
+    assert sc.SIGNIFICANT in by_run["m/slow"][4] and sc.SIGNIFICANT not in by_run["m/same"][4]
+    # the reference's own ER cell; 'same' takes a only: its one_present column is the curve keeping b alone
+    assert by_run["late_fusion_lstm/standard"][1] == "late_fusion_lstm/standard" and by_run["late_fusion_lstm/standard"][4] == "reference"
+    same_b = [rr(curve("m/same", s, "one_present", "b")) for s in range(4)]
+    assert by_run["m/same"][3].startswith(f"{statistics.mean(same_b):.3f} ± {statistics.stdev(same_b):.3f}")
+    slow_ab = [(rr(curve("m/slow", s, "one_present", "a")) + rr(curve("m/slow", s, "one_present", "b"))) / 2 for s in range(4)]
+    assert by_run["m/slow"][3].startswith(f"{statistics.mean(slow_ab):.3f} ± {statistics.stdev(slow_ab):.3f}")
+
+
+def test_train_test_heat_map_only_with_several_training_rates(tmp_path):
+    from pipeline.report.build import load_inputs, scorecard_blocks
+    from pipeline.report.render import Figure, Para
+
+    fabricate_runs(tmp_path)
+    header = ["model", "strategy", "train_param", "train_rate", "test_family", "test_modality", "test_rate", "metric",
+              "mean", "std", "n_seeds"]
+    path = tmp_path / "data/evaluate/crossmodal/clip_zero/train_test.csv"
+    one = [["crossmodal/clip_zero", "clip_zero", "p_clip", 0.5, "clip_zero", "face", t, "macro_f1", 0.7 - t / 4, 0.01, 3]
+           for t in (0.0, 0.5, 1.0)]
+    write_csv(path, header, one)
+    blocks = scorecard_blocks(load_inputs(tmp_path), RUNS, "macro_f1")
+    assert not [b for b in blocks if isinstance(b, Figure)]
+    assert any(isinstance(b, Para) and "grid.rates" in b.text for b in blocks)
+    two = one + [["crossmodal/clip_zero", "clip_zero", "p_clip", 0.1, "clip_zero", "face", t, "macro_f1", 0.75 - t / 2, 0.01, 3]
+                 for t in (0.0, 0.5)]
+    write_csv(path, header, two)
+    blocks = scorecard_blocks(load_inputs(tmp_path), RUNS, "macro_f1")
+    heat = [b for b in blocks if isinstance(b, Figure)]
+    assert [b.name for b in heat] == ["train_test.png"] and heat[0].png.startswith(b"\x89PNG")
+    assert not any(isinstance(b, Para) and "grid.rates" in b.text for b in blocks)
+    from pipeline.report import scorecard as sc
+
+    (title, train, test, grid), = sc.heat_panels(sc.several_rates(load_inputs(tmp_path).train_test))
+    assert (title, train, test) == ("crossmodal/clip_zero: clip_zero, face", [0.1, 0.5], [0.0, 0.5, 1.0])
+    assert grid[0][:2] == [0.75, 0.5] and math.isnan(grid[0][2]) and grid[1] == pytest.approx([0.7, 0.575, 0.45])
+    assert heat[0].png == scorecard_blocks(load_inputs(tmp_path), RUNS, "macro_f1")[-1].png  # deterministic
 
 
 def test_page_opens_with_what_was_run_then_the_main_table_then_contents(built_runs):

@@ -27,6 +27,7 @@ from pipeline import stats
 from pipeline.config import EVALUATE_DIR, ReportParams
 from pipeline.report import figures as figs
 from pipeline.report import robust as rb
+from pipeline.report import scorecard as sc
 from pipeline.report import tables as tb
 from pipeline.report.inputs import (
     RESULTS,
@@ -40,12 +41,15 @@ from pipeline.report.inputs import (
     read_headlines,
     read_history,
     read_importance,
+    read_masked_steps,
     read_predictions,
     read_results,
+    read_results_table,
     read_run_inputs,
     read_segments_meta,
     read_summary,
     read_trace,
+    read_train_test,
 )
 from pipeline.report.provenance import Provenance, provenance
 from pipeline.protocols import REPLICATE
@@ -72,6 +76,9 @@ class Inputs:
     inputs: dict[str, list[str] | None] = field(default_factory=dict)  # run -> the modalities it takes
     predictions: dict[str, pl.DataFrame | None] = field(default_factory=dict)  # run -> classification predictions
     headlines: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # metrics/*.json
+    table: pl.DataFrame | None = None  # every family's results.csv as one table (the scorecard's input)
+    train_test: pl.DataFrame | None = None  # every family's train_test.csv
+    masked: dict[str, pl.DataFrame | None] = field(default_factory=dict)  # run -> masked_steps.csv
 
 
 def load_inputs(root: Path, modality_order: list[str] = ()) -> Inputs:
@@ -100,7 +107,9 @@ def load_inputs(root: Path, modality_order: list[str] = ()) -> Inputs:
         trace = read_trace(root, runs[0], tb.seeds(results, runs[0])[0], tb.ALL_PRESENT)
     return Inputs(results, summary, conditions, std_convention, histories, segments, corpus, read_importance(root),
                   trace, inputs={r: read_run_inputs(root, r, tb.seeds(results, r)[0]) for r in runs},
-                  predictions={r: read_predictions(root, r) for r in runs}, headlines=read_headlines(root))
+                  predictions={r: read_predictions(root, r) for r in runs}, headlines=read_headlines(root),
+                  table=read_results_table(root), train_test=read_train_test(root),
+                  masked={r: read_masked_steps(root, r) for r in runs})
 
 
 def _random_backbones(seg: SegmentsMeta) -> list[str]:
@@ -215,7 +224,7 @@ def compose(inp: Inputs, params: ReportParams, prov: Provenance) -> Document:
     blocks.append(Toc())
     blocks += _robustness_blocks(inp, runs, mods)
     blocks += _importance_blocks(inp, runs, mods)
-    blocks += scorecard_blocks(inp.headlines, runs, mods)
+    blocks += scorecard_blocks(inp, runs, main)
     blocks += _instance_blocks(inp, params.instances.limit, *instance)
     blocks += _run_blocks(inp, runs, mods)
     blocks += _provenance_blocks(inp, prov, runs)
@@ -287,37 +296,48 @@ def _importance_blocks(inp: Inputs, runs: list[str], mods: list[str]) -> list:
     return out
 
 
-# headline keys every run family has (pipeline.evaluate.headline_metrics): shown in the main table already
-_BASE_HEADLINES = ("all_present", "auilc")
+# how a family gets several training rates (the training-rate helper's grid.rates, docs/training.md)
+RATES_HINT = ("list several training missing rates for a strategy in params.yaml `grid.rates` (e.g. "
+              "`clip_zero: [0.1, 0.3, 0.5]`) and rerun `dvc repro`")
 
 
-def scorecard_blocks(headlines: dict[str, dict[str, dict[str, float]]], runs: list[str], mods: list[str]) -> list:
-    """SCORECARD SECTION — the place for headline metrics beyond the main table's.
-
-    Renders every key of metrics/<model>-<strategy>.json that is not all_present, auilc or no_<modality>
-    (relative/effective robustness, MNAR/burst/imbalanced conditions, a train-rate × test-rate matrix…):
-    one table per metric, rows = run families, columns = those keys (nested keys dotted). Nothing here
-    knows their meaning; a key evaluate adds shows up without a change to this function."""
-    tables: dict[str, dict[str, dict[str, float]]] = {}
-    for family, by_metric in headlines.items():
-        for metric, keys in by_metric.items():
-            extra = {k: v for k, v in keys.items()
-                     if k not in _BASE_HEADLINES and not (k.startswith("no_") and "." not in k)}
-            if extra:
-                tables.setdefault(metric, {})[family] = extra
-    if not tables:
+def scorecard_blocks(inp: Inputs, runs: list[str], main: str) -> list:
+    """SCORECARD: the robustness figures of every run (report.scorecard: RR and ER per curve family,
+    mean ± sd over replicates, † vs the late-fusion reference, Holm) and the train-rate × test-rate
+    heat map where a family was trained at several rates (else one line saying how to get that)."""
+    card = sc.scorecard(inp.table, main, inp.inputs, rb.blind) if inp.table is not None else None
+    tt = inp.train_test if inp.train_test is not None else pl.DataFrame()
+    if (card is None or card.card.height == 0) and tt.height == 0:
         return []
-    out: list = [Heading("Scorecard", 2, "scorecard"), Para(
-        "Headline metrics beyond the main table, as the evaluate stages wrote them (metrics/<model>-<strategy>.json).")]
-    for metric, by_family in tables.items():
-        cols = sorted({k for keys in by_family.values() for k in keys})
-        rows = [[fam] + [tb.fmt_number(keys[k]) if k in keys else "–" for k in cols] for fam, keys in sorted(by_family.items())]
-        out.append(Table(tb.TableData(["run family"] + cols, rows), f"{tb.metric_label(metric)} ({metric})"))
+    label = tb.metric_label(main)
+    out: list = [Heading("Scorecard", 2, "scorecard")]
+    if card is not None and card.card.height:
+        refs = sorted({r for r in card.references.values() if r})
+        out.append(Table(sc.table(card, runs), (
+            f"Robustness of {label} ({main}) against the missing rate, per curve family (docs/robustness.md): "
+            "RR = relative robustness, the mean score over the family's rates (normalised trapezoid area, "
+            "MultiBench §3); ER = effective robustness, the mean gain over the late-fusion reference shifted "
+            "to the same clean score (Taori et al. 2020), shown where the reference was evaluated on the same "
+            "curve. The all-modality curve where a family has one, else the mean over its per-modality curves "
+            "the run takes. Mean ± sd over replicates. "
+            + (f"{sc.SIGNIFICANT} = significantly higher than the reference's ({', '.join(refs)}): one-sided paired "
+               f"t-test over shared replicates, Holm across the runs, α = {stats.ALPHA} (000 §6.1)."
+               if refs else "No late-fusion reference (late_fusion_lstm) was evaluated: no ER and no test."))))
+    several = sc.several_rates(tt)
+    if several.height:
+        metric = str(several["metric"][0])
+        out.append(Figure("train_test.png", figs.train_test_heatmap(sc.heat_panels(several), metric),
+                          f"Train rate × test rate (train_test.csv): {tb.metric_label(metric)} ({metric}) of runs trained "
+                          "at each missing rate (rows) and tested at each level of the matching condition family "
+                          "(columns; 0 = all present), mean over replicates."))
+    else:
+        out.append(Para("Train rate × test rate: no family was trained at more than one missing rate, so there is "
+                        f"no heat map; to get one, {RATES_HINT}."))
     return out
 
 
 def _masked_text(info: tb.ConditionInfo) -> str:
-    """What a condition masks, as far as its columns say (evaluate does not write per-clip masks)."""
+    """What a condition masks, as far as its columns say (where masked_steps.csv has no row)."""
     mod = "every modality" if info.modality == tb.EVERY_MODALITY else info.modality
     if info.family == tb.MISSING_FAMILY:
         return f"every step of {mod} (100 %)"
@@ -366,10 +386,12 @@ def _instance_blocks(inp: Inputs, limit: int, run: str, rep: int, conds: list[st
     base = mine.filter(pl.col("condition") == tb.ALL_PRESENT).select(*key, "true", pl.col("pred").alias("with"))
     if base.height == 0:
         return out + [Para(f"{run}, {replicate_label(rep)}: no predictions with all modalities present: no instance view.")]
+    steps = _masked_by_clip(inp.masked.get(run), rep)
     out.append(Para(
         f"{run}, {replicate_label(rep)} (params report.instances): test clips whose predicted class changes "
-        "from all modalities present to the condition. 'masked' is the condition's share: evaluate does not "
-        "write which frames each clip had masked."))
+        "from all modalities present to the condition. 'masked': the steps of each modality the condition "
+        "removed from that clip (present in the data, absent under the condition; the clip's own steps at "
+        f"{inp.segments.rate_hz:g} Hz, evaluate's masked_steps.csv), else the condition's share."))
     for cond in conds:
         info = inp.conditions[cond]
         other = mine.filter(pl.col("condition") == cond).select(*key, pl.col("pred").alias("without"))
@@ -381,7 +403,8 @@ def _instance_blocks(inp: Inputs, limit: int, run: str, rep: int, conds: list[st
         changed = base.join(other, on=key, how="inner").filter(pl.col("with") != pl.col("without")).sort(key)
         fixed = changed.filter(pl.col("without") == pl.col("true")).height
         broke = changed.filter(pl.col("with") == pl.col("true")).height
-        rows = [[*(str(r[k]) for k in key), r["true"], r["with"], r["without"], _masked_text(info)]
+        rows = [[*(str(r[k]) for k in key), r["true"], r["with"], r["without"],
+                 steps.get((cond, str(r["clip_id"]))) or _masked_text(info)]
                 for r in changed.head(limit).iter_rows(named=True)]
         unit = "windows" if "origin" in key else "clips"
         caption = (f"{tb.condition_label(cond)}: {changed.height} of {base.height} {unit} change prediction "
@@ -389,6 +412,20 @@ def _instance_blocks(inp: Inputs, limit: int, run: str, rep: int, conds: list[st
                    + (f"; first {limit} shown" if changed.height > limit else ""))
         out.append(Table(tb.TableData(header, rows), caption, numeric=False) if rows else Para(caption + "."))
     return out
+
+
+def _masked_by_clip(masked: pl.DataFrame | None, rep: int) -> dict[tuple[str, str], str]:
+    """{(condition, clip_id): 'face: steps 0–12, 20–31 (25 of 40)'} of the replicate's fold (conditions do
+    not depend on the seed); {} without masked_steps.csv."""
+    if masked is None:
+        return {}
+    fold = rep // REPLICATE - 1 if rep >= REPLICATE else 0
+    out: dict[tuple[str, str], list[str]] = {}
+    for r in masked.filter(pl.col("fold") == fold).iter_rows(named=True):
+        text = (f"steps {r['steps'].replace('-', '–').replace(',', ', ')} ({r['n_masked']} of {r['n_steps']})"
+                if r["n_masked"] else f"none (absent in all {r['n_steps']} steps already)")
+        out.setdefault((r["condition"], r["clip_id"]), []).append(f"{r['modality']}: {text}")
+    return {k: "; ".join(v) for k, v in out.items()}
 
 
 def _run_tables(inp: Inputs, run: str, mods: list[str]) -> list:

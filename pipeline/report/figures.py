@@ -242,3 +242,41 @@ def regression_trace(trace: Trace) -> bytes:
     axes[0, 0].set_title(f"{trace.model} (seed {trace.seed}), clip {trace.clip_id}, all modalities present",
                          fontsize=10)
     return _png(fig)
+
+
+def train_test_heatmap(panels: Sequence[tuple[str, list[float], list[float], list[list[float]]]], metric: str) -> bytes:
+    """Train-rate × test-rate heat maps (report.scorecard.heat_panels): one panel per (run, test family,
+    test modality), rows the training missing rate, columns the test level, colour and number the mean
+    over replicates of `metric`; one colour scale for every panel; blank where a cell was not evaluated."""
+    n = len(panels)
+    ncols = min(2, n)
+    nrows = -(-n // ncols)
+    widest = max(len(p[2]) for p in panels)
+    fig = Figure(figsize=(max(4.2, 0.55 * widest + 1.8) * ncols, (0.45 * max(len(p[1]) for p in panels) + 1.6) * nrows + 0.4),
+                 layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    values = np.array([v for p in panels for row in p[3] for v in row], dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    hi = hi if hi > lo else lo + 1e-9
+    image = None
+    for i, (title, train, test, grid) in enumerate(panels):
+        ax = axes[i // ncols][i % ncols]
+        data = np.asarray(grid, dtype=np.float64)
+        image = ax.imshow(np.ma.masked_invalid(data), cmap="viridis", vmin=lo, vmax=hi, aspect="auto", origin="lower")
+        for a in range(data.shape[0]):
+            for b in range(data.shape[1]):
+                if np.isfinite(data[a, b]):
+                    light = (data[a, b] - lo) / (hi - lo) > 0.6
+                    ax.text(b, a, f"{data[a, b]:.2f}", ha="center", va="center", fontsize=7,
+                            color="black" if light else "white")
+        ax.set_xticks(range(len(test)), [f"{r:g}" for r in test], fontsize=7)
+        ax.set_yticks(range(len(train)), [f"{r:g}" for r in train], fontsize=7)
+        ax.set_xlabel("test level (missing rate)", fontsize=8)
+        ax.set_ylabel("training rate", fontsize=8)
+        ax.set_title(title, fontsize=9)
+    for j in range(n, nrows * ncols):
+        axes[j // ncols][j % ncols].set_visible(False)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.8, label=f"{metric_label(metric)} ({metric})")
+    return _png(fig)

@@ -8,6 +8,9 @@ Inputs (relative to the repository root; one folder per run family, written by i
     data/evaluate/<model>/<strategy>/summary.csv    model, condition, family, modality, level, metric, mean, std,
                                                     n_seeds
     data/evaluate/<model>/<strategy>/predictions.csv
+    data/evaluate/<model>/<strategy>/masked_steps.csv  optional: the steps each `missing` condition removed
+                                                    per test clip (the instance view)
+    data/evaluate/<model>/<strategy>/train_test.csv optional: the train-rate × test-rate matrix
     data/models/<model>/<strategy>/seed_<s>/history.csv  epoch, devel_macro_f1 (+ train_loss, devel_loss, …)
     data/models/<model>/eliminate/importance.json   the importance search behind those runs (optional)
     data/segments/segments.json                     classes, rate_hz, modalities (backbone, pretrained…)
@@ -39,6 +42,8 @@ RESULTS = "results.csv"
 SUMMARY = "summary.csv"
 HISTORY = "history.csv"
 PREDICTIONS = "predictions.csv"
+MASKED_STEPS = "masked_steps.csv"
+TRAIN_TEST = "train_test.csv"
 DEVEL_METRICS = ("devel_macro_f1", "devel_ccc_mean")  # classification, regression (pipeline.train)
 # how read_csv converts a column: 'std' takes an empty cell as NaN (one seed), 'level' as None (no level)
 Kind = Literal["str", "int", "float", "std", "level"]
@@ -361,3 +366,50 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, float]:
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
             out[f"{prefix}{k}"] = float(v)
     return out
+
+
+def read_results_table(root: Path) -> pl.DataFrame:
+    """Every family's results.csv as one polars table (`robustness.read_tables`: level and value as
+    floats; fold 0 where the column is absent): the input of the report's scorecard."""
+    from pipeline import robustness
+
+    paths = family_files(root, RESULTS)
+    try:
+        table = robustness.read_tables(paths)
+    except pl.exceptions.PolarsError as e:
+        raise ReportError(f"{root / EVALUATE_DIR}/<model>/<strategy>/{RESULTS}: not readable as one table ({e}); "
+                          "rerun the `evaluate` stages") from None
+    if "fold" not in table.columns:
+        table = table.with_columns(pl.lit(0, pl.Int64).alias("fold"))
+    return table.with_columns(pl.col("fold").cast(pl.Int64), pl.col("seed").cast(pl.Int64))
+
+
+def read_train_test(root: Path) -> pl.DataFrame:
+    """Every family's train_test.csv as one table (`robustness.read_train_test`); empty when none
+    has one (written by evaluate since the scorecard)."""
+    from pipeline import robustness
+
+    paths = sorted((root / EVALUATE_DIR).glob(f"*/*/{TRAIN_TEST}"))
+    try:
+        return robustness.read_train_test(paths)
+    except robustness.RobustnessError as e:
+        raise ReportError(f"{e}; rerun the `evaluate` stages") from None
+    except pl.exceptions.PolarsError as e:
+        raise ReportError(f"{root / EVALUATE_DIR}/<model>/<strategy>/{TRAIN_TEST}: not readable ({e}); "
+                          "rerun the `evaluate` stages") from None
+
+
+def read_masked_steps(root: Path, run: str) -> pl.DataFrame | None:
+    """data/evaluate/<run>/masked_steps.csv (fold, condition, clip_id, modality, steps, n_masked,
+    n_steps); None when absent (written by evaluate since the instance view names the masked steps)."""
+    path = root / EVALUATE_DIR / run / MASKED_STEPS
+    if not path.is_file():
+        return None
+    table = read_csv(path, "evaluate", {"fold": "int", "condition": "str", "clip_id": "str", "modality": "str",
+                                        "steps": "str", "n_masked": "int", "n_steps": "int"}) if _has_rows(path) else None
+    return table
+
+
+def _has_rows(path: Path) -> bool:
+    with path.open() as f:
+        return sum(1 for _ in zip(range(2), f)) > 1
