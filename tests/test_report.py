@@ -840,3 +840,19 @@ def test_history_names_the_column_that_kept_the_epoch(tmp_path):
               [[1, 1.0, 0.2, "devel_loss"], [2, 0.7, 0.3, "devel_loss"]])
     h = read_history(tmp_path, "m/s", 0)
     assert h.early_stop == "devel_loss" and sorted(h.columns) == ["devel_loss", "devel_macro_f1"]
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss:RuntimeWarning")
+def test_scorecard_leaves_out_a_curve_with_a_non_finite_score():
+    from pipeline.report import scorecard as sc
+
+    table = _card_results()
+    nan_at = (pl.col("model") == "m/slow") & (pl.col("seed") == 1) & (pl.col("condition") == "random_missing@0.5")
+    card = sc.scorecard(table.with_columns(pl.when(nan_at).then(float("nan")).otherwise(pl.col("value")).alias("value")),
+                        "macro_f1")
+    rr = card.card.filter((pl.col("model") == "m/slow") & (pl.col("figure") == "relative_robustness")
+                          & (pl.col("family") == "random_missing"))
+    assert sorted(rr["seed"].to_list()) == [0, 2, 3]  # seed 1's curve has no figure; the others are intact
+    full = sc.scorecard(table, "macro_f1").card.filter((pl.col("model") == "m/slow") & (pl.col("figure") == "relative_robustness")
+                                                       & (pl.col("family") == "random_missing") & (pl.col("seed") != 1))
+    assert rr.sort("seed")["value"].to_list() == pytest.approx(full.sort("seed")["value"].to_list())

@@ -55,6 +55,7 @@ from pipeline.report.provenance import Provenance, provenance
 from pipeline.protocols import REPLICATE
 from pipeline.report.render import (Callout, Code, Details, Document, Figure, Heading, Para, Table, Toc, to_html,
                                     to_markdown)
+from pipeline.robustness import RobustnessError
 from pipeline.store import publish_dir
 
 INDEX = "index.html"
@@ -305,7 +306,10 @@ def scorecard_blocks(inp: Inputs, runs: list[str], main: str) -> list:
     """SCORECARD: the robustness figures of every run (report.scorecard: RR and ER per curve family,
     mean ± sd over replicates, † vs the late-fusion reference, Holm) and the train-rate × test-rate
     heat map where a family was trained at several rates (else one line saying how to get that)."""
-    card = sc.scorecard(inp.table, main, inp.inputs, rb.blind) if inp.table is not None else None
+    try:
+        card = sc.scorecard(inp.table, main, inp.inputs, rb.blind) if inp.table is not None else None
+    except RobustnessError as e:
+        raise ReportError(f"{EVALUATE_DIR}/<model>/<strategy>/{RESULTS}: no scorecard ({e}); rerun the `evaluate` stages") from None
     tt = inp.train_test if inp.train_test is not None else pl.DataFrame()
     if (card is None or card.card.height == 0) and tt.height == 0:
         return []

@@ -46,7 +46,8 @@ def scorecard(results: pl.DataFrame, metric: str, inputs: Mapping[str, list[str]
     (report.robust.blind) drop a per-modality curve on a modality the run does not take."""
     if "fold" not in results.columns:
         results = results.with_columns(pl.lit(0, pl.Int64).alias("fold"))
-    per = robustness.scorecard(results, metric, by=("model", "fold", "seed"), value="value")
+    results = results.with_columns(pl.col("fold").fill_null(0))
+    per = robustness.scorecard(finite_curves(results, metric), metric, by=("model", "fold", "seed"), value="value")
     if blind is not None and inputs:
         keep = [not blind(ConditionInfo(r["family"], r["modality"], None), inputs.get(r["model"]))
                 for r in per.iter_rows(named=True)]
@@ -63,6 +64,21 @@ def scorecard(results: pl.DataFrame, metric: str, inputs: Mapping[str, list[str]
     parts = [robustness.compare_to(card, ref) for ref in refs]
     tests = pl.concat(parts) if parts else robustness.compare_to(card.clear(), "")
     return Scorecard(card, tests, references)
+
+
+def finite_curves(results: pl.DataFrame, metric: str) -> pl.DataFrame:
+    """`results`' rows of `metric` without the curves that hold a non-finite score (a NaN CCC of constant
+    predictions): such a replicate's curve has no figure (its cell averages the replicates that have one)
+    rather than a number from a curve with a point left out. A replicate whose all-present score is not
+    finite loses every curve that would take it as the rate-0 point."""
+    rows = results.filter(pl.col("metric") == metric)
+    bad = ~pl.col("value").is_finite().fill_null(False)
+    rep = ["model", "fold", "seed"]
+    curve = [*rep, "family", "modality"]
+    bad_curves = rows.filter(bad & pl.col("family").is_in(robustness.CURVE_FAMILIES)).select(curve).unique()
+    bad_reps = rows.filter(bad & (pl.col("family") == "all_present")).select(rep).unique()
+    return (rows.join(bad_curves, on=curve, how="anti", nulls_equal=True)
+            .join(bad_reps, on=rep, how="anti", nulls_equal=True))
 
 
 def columns(sc: Scorecard) -> list[tuple[str, str]]:
