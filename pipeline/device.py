@@ -4,8 +4,9 @@
 block under bf16 autocast where the hardware computes bf16 natively: any CUDA GPU with bf16 support,
 and CPUs with AMX tiles or AVX512-BF16 instructions (oneDNN then runs convolutions and matrix products
 in bf16; on CPUs without them bf16 is emulated and slower than fp32, so it stays off). Elsewhere it is
-a no-op context. Callers compare against fp32 before enabling it by default (the VGG-Face extractor
-measured cosine >= 0.999 between bf16 and fp32 embeddings).
+a no-op context. The flags only say bf16 is possible, not that it pays: on one AVX512-BF16 Xeon without
+AMX oneDNN's bf16 ran at 0.65x fp32. The face embedders therefore decide by measurement
+(pipeline/extract/precision.py: both paths timed once per machine, the faster kept within 0.999 cosine).
 """
 
 from __future__ import annotations
