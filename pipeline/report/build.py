@@ -317,16 +317,22 @@ def scorecard_blocks(inp: Inputs, runs: list[str], main: str) -> list:
     out: list = [Heading("Scorecard", 2, "scorecard")]
     if card is not None and card.card.height:
         refs = sorted({r for r in card.references.values() if r})
-        out.append(Table(sc.table(card, runs), (
-            f"Robustness of {label} ({main}) against the missing rate, per curve family (docs/robustness.md): "
-            "RR = relative robustness, the mean score over the family's rates (normalised trapezoid area, "
-            "MultiBench §3); ER = effective robustness, the mean gain over the late-fusion reference shifted "
-            "to the same clean score (Taori et al. 2020), shown where the reference was evaluated on the same "
-            "curve. The all-modality curve where a family has one, else the mean over its per-modality curves "
-            "the run takes. Mean ± sd over replicates. "
-            + (f"{sc.SIGNIFICANT} = significantly higher than the reference's ({', '.join(refs)}): one-sided paired "
-               f"t-test over shared replicates, Holm across the runs, α = {stats.ALPHA} (000 §6.1)."
-               if refs else "No late-fusion reference (late_fusion_lstm) was evaluated: no ER and no test."))))
+        rr, er = sc.table(card, runs), sc.table(card, runs, "effective_robustness")
+        mark = (f" {sc.SIGNIFICANT} = significantly higher than the reference's ({', '.join(refs)}): one-sided paired "
+                f"t-test over shared replicates, Holm across the runs, α = {stats.ALPHA} (000 §6.1)." if refs else "")
+        out.append(Para(
+            f"Robustness of {label} ({main}) against the missing rate, per curve family (docs/robustness.md), for the "
+            "all-modality curve where a family has one, else the mean over its per-modality curves the run takes; "
+            "mean ± sd over replicates."))
+        out.append(Table(rr, "RR = relative robustness: the mean score over the family's missing rates (normalised "
+                             "trapezoid area, MultiBench §3)." + mark))
+        if er is not None:
+            out.append(Table(er, "ER = effective robustness: the mean gain over the late-fusion reference shifted to "
+                                 "the same clean score (Taori et al. 2020), where the reference was evaluated on the "
+                                 "same curve; positive = degrades more slowly than late fusion." + mark))
+        else:
+            out.append(Para("No late-fusion reference (late_fusion_lstm) was evaluated: no effective robustness and "
+                            "no test."))
     several = sc.several_rates(tt)
     if several.height:
         metric = str(several["metric"][0])

@@ -88,29 +88,35 @@ def columns(sc: Scorecard) -> list[tuple[str, str]]:
     return [(fig, fam) for fig in FIGURES for fam in order if (fig, fam) in have]
 
 
-def table(sc: Scorecard, runs: Sequence[str]) -> TableData:
-    """Rows: runs (those with a curve); columns: the reference, then RR and ER per curve family."""
-    cols = columns(sc)
-    significant = {(r["model"], r["figure"], r["family"]) for r in sc.tests.filter(pl.col("significant")).iter_rows(named=True)}
-    values: dict[tuple[str, str, str], list[float]] = {}
-    for r in sc.card.iter_rows(named=True):
-        values.setdefault((r["model"], r["figure"], r["family"]), []).append(r["value"])
+def table(sc: Scorecard, runs: Sequence[str], figure: str = "relative_robustness") -> TableData | None:
+    """One figure's table (two narrow tables rather than one wide one): rows the runs with a curve,
+    columns the curve families (ER: after the run's reference); None when no run has that figure."""
+    cols = [fam for fig, fam in columns(sc) if fig == figure]
+    if not cols:
+        return None
+    significant = {(r["model"], r["family"]) for r in sc.tests.filter(pl.col("significant") & (pl.col("figure") == figure))
+                   .iter_rows(named=True)}
+    values: dict[tuple[str, str], list[float]] = {}
+    for r in sc.card.filter(pl.col("figure") == figure).iter_rows(named=True):
+        values.setdefault((r["model"], r["family"]), []).append(r["value"])
+    effective = figure == "effective_robustness"
     rows = []
     for run in [r for r in runs if r in sc.references]:
         ref = sc.references[run]
-        row = [run, ref or "–"]
-        for fig, fam in cols:
-            v = values.get((run, fig, fam))
-            if fig == "effective_robustness" and run == ref:
+        if effective and ref is None:
+            continue
+        row = [run, ref] if effective else [run]
+        for fam in cols:
+            v = values.get((run, fam))
+            if effective and run == ref:
                 row.append(REFERENCE_CELL)
             elif not v:
                 row.append("–")
             else:
-                stat = seed_stat(v)
-                text = fmt_stat(stat, signed=fig == "effective_robustness")
-                row.append(text + (f" {SIGNIFICANT}" if (run, fig, fam) in significant else ""))
+                text = fmt_stat(seed_stat(v), signed=effective)
+                row.append(text + (f" {SIGNIFICANT}" if (run, fam) in significant else ""))
         rows.append(row)
-    return TableData(["Run", "reference"] + [f"{FIGURES[fig]} {fam}" for fig, fam in cols], rows)
+    return TableData(["Run"] + (["reference"] if effective else []) + [f"{FIGURES[figure]} {fam}" for fam in cols], rows)
 
 
 def several_rates(train_test: pl.DataFrame) -> pl.DataFrame:
