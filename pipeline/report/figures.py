@@ -272,7 +272,7 @@ def train_test_heatmap(panels: Sequence[tuple[str, list[float], list[float], lis
                             color="black" if light else "white")
         ax.set_xticks(range(len(test)), [f"{r:g}" for r in test], fontsize=7)
         ax.set_yticks(range(len(train)), [f"{r:g}" for r in train], fontsize=7)
-        ax.set_xlabel("test level (missing rate)", fontsize=8)
+        ax.set_xlabel("test level of the matching condition family (0 = all present)", fontsize=8)
         ax.set_ylabel("training rate", fontsize=8)
         ax.set_title(title, fontsize=9)
     for j in range(n, nrows * ncols):
