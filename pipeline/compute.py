@@ -32,6 +32,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import socket
 import sys
 from collections import deque
 from contextlib import contextmanager
@@ -114,6 +115,7 @@ def ray_runtime(settings: ComputeSettings) -> Any:
     common = dict(log_to_driver=False, logging_level=logging.WARNING)
     try:
         if settings.address:
+            _check_reachable(settings.address)
             ray.init(address=settings.address, **common)
         else:
             # "local": a new instance even where `ray start` left one running on this machine
@@ -127,6 +129,24 @@ def ray_runtime(settings: ComputeSettings) -> Any:
         atexit.register(shutdown)
     _STARTED = True
     return ray
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A host:port (or ray://host:port) address where nothing listens stops here with one line: Ray
+    itself would retry connecting to it for ever. `auto` and `local` are Ray's to resolve."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.removeprefix("ray://").rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host:
+        host, port = hostport, "10001" if address.startswith("ray://") else "6379"
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as e:
+        raise ComputeError(
+            f"RAY_ADDRESS={address!r}: no Ray cluster answers at {host}:{port} ({e}); start its head with "
+            "`ray start --head` or unset RAY_ADDRESS for a local instance"
+        ) from None
 
 
 def shutdown() -> None:
@@ -214,6 +234,13 @@ class _Worker:
             return _Raised(e)
 
 
+def _deaths(ray: Any) -> tuple[type[BaseException], ...]:
+    """Ray's errors for a worker that is gone (killed, out of memory, its machine lost), not for an error
+    in the work itself."""
+    x = ray.exceptions
+    return (x.RayActorError, x.WorkerCrashedError, x.ObjectLostError, x.OutOfMemoryError, x.NodeDiedError)
+
+
 # ---- the caller side -----------------------------------------------------------------------------
 
 
@@ -269,7 +296,8 @@ def _map_ray(fn, items, resources, setup, settings) -> Iterator:
         workers = [actor.remote(setup_ref, cwd, threads) for _ in range(n)]
         submit = lambda w, item: w.run.remote(fn_ref, item)  # noqa: E731
 
-    free = deque(workers)
+    # an actor takes its next group while this process reads its last result: two calls queued per actor
+    free = deque(workers if setup is None else workers * 2)
     pending: dict[Any, tuple[int, Any]] = {}  # ref → (item index, worker)
     done: dict[int, tuple[bool, Any]] = {}  # item index → (ok, result or exception)
     next_out = submitted = 0
@@ -295,6 +323,11 @@ def _map_ray(fn, items, resources, setup, settings) -> Iterator:
                 free.append(w)
                 try:
                     done[i] = (True, ray.get(ref))
+                except _deaths(ray) as e:
+                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    died = ComputeError(f"MER_BACKEND=ray: a Ray worker died or was lost (out of memory? see `ray status`): {first}")
+                    died.__suppress_context__ = True
+                    done[i] = (False, died)
                 except Exception as e:  # raised when its turn comes
                     done[i] = (False, e)
     finally:

@@ -19,12 +19,13 @@ from pipeline.compute import ComputeError, ComputeSettings, compute_settings, ma
 from pipeline.errors import PipelineError
 
 
-def _ray_daemons() -> set[int]:
-    """pids of Ray's per-node daemons (raylet, gcs_server) running on this machine."""
+def _ray_daemons(session_dir: str) -> set[int]:
+    """pids of the Ray daemons (raylet, gcs_server) of one Ray session (another test run may have its own)."""
     pids = set()
     for d in Path("/proc").iterdir():
         try:
-            if d.name.isdigit() and (d / "comm").read_text().strip() in ("raylet", "gcs_server"):
+            if (d.name.isdigit() and (d / "comm").read_text().strip() in ("raylet", "gcs_server")
+                    and session_dir in (d / "cmdline").read_bytes().decode(errors="replace")):
                 pids.add(int(d.name))
         except OSError:
             pass
@@ -36,13 +37,12 @@ def ray_local():
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
-    before = _ray_daemons()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    assert _ray_daemons() - before, "no raylet started"
+    session = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False).address_info["session_dir"]
+    assert _ray_daemons(session), "no raylet started"
     yield ray
     ray.shutdown()
     deadline = time.monotonic() + 20
-    while (left := _ray_daemons() - before) and time.monotonic() < deadline:
+    while (left := _ray_daemons(session)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left, f"Ray daemons still running after shutdown: {left}"
 
@@ -74,6 +74,21 @@ def test_local_map_builds_state_once_and_keeps_order():
     out = list(map_ordered(lambda st, x: (st, x * x), [3, 1, 2], setup=lambda: built.append(1) or "s",
                            settings=ComputeSettings()))
     assert out == [("s", 9), ("s", 1), ("s", 4)] and built == [1]
+
+
+def test_without_ray_or_with_a_dead_address_the_error_is_one_line(monkeypatch):
+    from pipeline.compute import ray_runtime
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(ComputeError, match=r"^MER_BACKEND=ray: Ray is not installed; `pip install ray`"):
+        ray_runtime(ComputeSettings(backend="ray"))
+    monkeypatch.undo()
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("a Ray instance is already connected")
+    with pytest.raises(ComputeError, match=r"^RAY_ADDRESS='127.0.0.1:1': no Ray cluster answers at 127.0.0.1:1"):
+        ray_runtime(ComputeSettings(backend="ray", address="127.0.0.1:1"))  # Ray itself would retry for ever
+    assert not ray.is_initialized()
 
 
 # ---- Ray -------------------------------------------------------------------------------------------
