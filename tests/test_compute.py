@@ -156,6 +156,11 @@ def test_ray_extraction_equals_local_and_follows_on_error(ray_local, crema_d_dir
     assert messages[0] == messages[1] and messages[0].startswith(f"egemaps: clip broken: {bad}")
     assert not (tmp_path / "fray" / "egemaps.parquet").exists()
 
+    # a factory that builds another configuration is refused, not mixed into the table
+    with pytest.raises(StageError, match=r"^egemaps: the extractor built on a Ray worker is configured differently"):
+        extract_corpus(EgemapsLld(LldParams()), clips[2:], out_dir=tmp_path / "x", errors_dir=tmp_path / "x",
+                       settings=ComputeSettings(backend="ray", workers=1), factory=partial(EgemapsLld, LldParams(sample_rate=8000)))
+
 
 def test_ray_training_grid_is_byte_identical(ray_local, tmp_path, monkeypatch):
     import torch

@@ -137,7 +137,8 @@ def _results(
         for group in groups:
             yield from extractor.process_clips(group, root)
         return
-    setup = partial(_remote_extractor, factory or partial(_same, extractor), extractor.name, extractor.config_fingerprint())
+    setup = partial(_remote_extractor, factory or partial(_same, extractor), extractor.name, extractor.config_fingerprint(),
+                    extractor.meta().params)
     for done in map_ordered(partial(_process_group, root=root), groups, setup=setup, settings=settings):
         yield from done
 
@@ -146,13 +147,23 @@ def _same(extractor: Extractor) -> Extractor:
     return extractor
 
 
-def _remote_extractor(factory: Callable[[], Extractor], name: str, fingerprint: str) -> Extractor:
-    """A Ray actor's extractor: built once, and checked to be configured as the caller's."""
+def _remote_extractor(factory: Callable[[], Extractor], name: str, fingerprint: str, params: dict[str, Any]) -> Extractor:
+    """A Ray actor's extractor: built once, and checked to be configured as the caller's — the cache
+    key's configuration, and the params the table's metadata records (which include choices made on
+    the machine, e.g. a face embedder's measured precision under `bf16: auto`)."""
     extractor = factory()
     if extractor.config_fingerprint() != fingerprint:
         raise StageError(
             f"{name}: the extractor built on a Ray worker is configured differently from this process's "
             f"(its factory must build it from the same params and weights)"
+        )
+    mine = extractor.meta().params
+    if mine != params:
+        keys = sorted(k for k in set(mine) | set(params) if mine.get(k) != params.get(k))
+        raise StageError(
+            f"{name}: a Ray worker resolved {', '.join(f'{k}={mine.get(k)!r}' for k in keys)} where this process has "
+            f"{', '.join(f'{k}={params.get(k)!r}' for k in keys)}; workers on another kind of machine decide for "
+            "themselves: set these in params.yaml (e.g. bf16: true or false) to use one choice everywhere"
         )
     return extractor
 
