@@ -96,6 +96,7 @@ def compute_settings(environ: dict[str, str] | None = None) -> ComputeSettings:
 # ---- Ray -----------------------------------------------------------------------------------------
 
 _STARTED = False  # whether this process started (and so shuts down) the Ray instance
+_NOTED: dict[str, bool] = {}  # notes printed once per process
 
 
 def ray_runtime(settings: ComputeSettings) -> Any:
@@ -280,6 +281,10 @@ def _map_ray(fn, items, resources, setup, settings) -> Iterator:
     options = resources if resources is not None else settings.resources()
     threads = max(1, int(options.get("num_cpus", 1)))
     n = _worker_count(ray, settings, len(items))
+    if not options.get("num_gpus") and ray.cluster_resources().get("GPU", 0) and not _NOTED.get("gpu"):
+        _NOTED["gpu"] = True
+        print(f"note: the Ray cluster has {ray.cluster_resources()['GPU']:g} GPUs but MER_GPUS_PER_WORKER is 0: "
+              "the workers run on CPUs (Ray hides the GPUs from them)", file=sys.stderr)
     cwd = os.getcwd()
     try:
         fn_ref = ray.put(fn)
