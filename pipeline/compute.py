@@ -35,7 +35,6 @@ import os
 import socket
 import sys
 from collections import deque
-from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -346,14 +345,4 @@ def _map_ray(fn, items, resources, setup, settings) -> Iterator:
                 ray.kill(w)
 
 
-@contextmanager
-def ordered(fn: Callable[..., R], items: Iterable[T], **kw: Any) -> Iterator[Iterator[R]]:
-    """`map_ordered` as a context manager: leaving the block (also by an error) cancels the rest."""
-    it = map_ordered(fn, items, **kw)
-    try:
-        yield it
-    finally:
-        it.close()
-
-
-__all__ = ["ComputeError", "ComputeSettings", "compute_settings", "map_ordered", "ordered", "ray_runtime", "shutdown"]
+__all__ = ["ComputeError", "ComputeSettings", "compute_settings", "map_ordered", "ray_runtime", "shutdown"]
