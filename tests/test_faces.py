@@ -28,7 +28,7 @@ from pipeline.extract.faces import (
     square_crop,
 )
 from pipeline.extract.faces.face_track import iou
-from pipeline.extract.faces.mtcnn_fast import AreaSampler, ExactMaxPool, fast_mtcnn_detect
+from pipeline.extract.faces.mtcnn_fast import ONET_CHUNK, RNET_CHUNK, AreaSampler, ExactMaxPool, fast_mtcnn_detect, in_chunks
 from pipeline.extract.runner import RunStats, StageError, extract_corpus
 from pipeline.media import MediaError, iter_video_frames, probe, sample_times
 
@@ -321,6 +321,13 @@ def test_fast_detect_equals_facenet_pytorch_bit_for_bit(frames):
         np.testing.assert_array_equal(got.probs, want.probs)
         np.testing.assert_array_equal(got.landmarks, want.landmarks)
     assert [len(c) for c in ours][1] == 0
+    # R-Net and O-Net in balanced chunks give what one batch gives, bit for bit, a shorter chunk included
+    rng = np.random.default_rng(1)
+    for net, size, chunk in ((fast.rnet, 24, RNET_CHUNK), (fast.onet, 48, ONET_CHUNK)):
+        crops = (torch.as_tensor(rng.integers(0, 256, (3 * chunk + 5, 3, size, size)), dtype=torch.float32) - 127.5) * 0.0078125
+        with torch.inference_mode():
+            whole, chunked = net(crops), in_chunks(net, crops, chunk)
+            assert all(torch.equal(a, b) for a, b in zip(whole, chunked))
 
 
 # --------------------------------------------------------------------------------------------------

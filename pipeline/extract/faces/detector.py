@@ -27,7 +27,9 @@ image of the batch: the sums of 8-bit pixels are exact integers, divided in the 
 `adaptive_avg_pool2d`, so the networks see bit-identical inputs and the detections equal
 facenet-pytorch's own (tested). The networks, NMS and box regression are facenet-pytorch's. Frames
 are batched (`batch_size`) across clips of the same frame size, and each clip is decoded once,
-converting to RGB only the frames a step shows.
+converting to RGB only the frames a step shows, by a background thread that runs up to
+`DECODE_AHEAD` frames ahead of detection (PyAV releases the GIL while decoding, so decoding overlaps
+the networks; results do not depend on it).
 
 Windows and crops (the manifest's start/end/crop; `pipeline.media.clip_video_source`): a clip that is
 a window of its video is decoded from the keyframe before its start, and its step times count from
