@@ -113,9 +113,18 @@ def preset_edits(preset: Preset, demo: bool = False) -> list[tuple[dict[str, Any
     `demo` the scaled-down overlay."""
     published = {"report": {"published": [p.model_dump(exclude_none=True) for p in preset.published]}}
     out = [(preset.params, list(preset.replace)), (published, ["report.published"])]
+    grid = preset.params.get("grid", {})
+    if "strategies" in grid and "rates" not in grid:  # extra training rates belong to one experiment:
+        out.insert(1, ({"grid": {"rates": {s: [] for s in _strategy_names()}}}, []))  # none unless it says
     if demo:
         out.append((preset.demo.params, list(preset.demo.replace)))
     return out
+
+
+def _strategy_names() -> list[str]:
+    from pipeline.config import strategy_names
+
+    return [s for s in strategy_names() if s != "eliminate"]  # eliminate has no rate and no rates entry
 
 
 def apply_preset(name: str, params_file: str | Path = PARAMS_FILE, demo: bool = False,
