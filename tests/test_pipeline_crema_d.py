@@ -50,7 +50,7 @@ def crema_project(tmp_path_factory, crema_d_dir):
     params["corpus"] = {"name": "crema_d", "root": str(corpus)}
     params["faces"]["batch_size"] = 8
     params["segment"]["partition"] = {"protocol": "speaker_random", "repeats": 2, "devel": 0.25, "test": 0.25, "seed": 0}
-    params["grid"] = {"models": ["crossmodal"], "strategies": ["standard"], "eliminate": []}
+    params["grid"] = {"models": ["crossmodal"], "strategies": ["standard"], "eliminate": [], "rates": {"standard": []}}
     params["train"].update({"seeds": [0], "epochs": 2, "batch_size": 4, "patience": 2})
     params["model"]["crossmodal"] = {"params": {"d_model": 32, "layers": 1, "heads": 2}}
     params["evaluate"]["conditions"] = ["all_present", "each_missing", "random_missing_grid"]

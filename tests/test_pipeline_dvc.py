@@ -288,3 +288,53 @@ def test_experiment_on_one_strategy_reruns_its_family_and_compares(lab):
     walk(shown)
     assert {0.5, 0.3} <= p_clips
     assert len(headlines) >= 2 and all({"all_present", "no_face", "auilc"} <= set(h) for h in headlines)
+
+
+def _stage_main(name: str):
+    """A stage script's main(), imported from stages/ (the code DVC runs, without DVC around it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def _run_preset_stages(root: Path, preset) -> None:
+    """segment → train / importance / evaluate of every run family of the preset's grid → report, in
+    dvc.yaml's order, each stage's own main() in `root` (its params.yaml, the lab's extracted features)."""
+    grid = yaml.safe_load((root / "params.yaml").read_text())["grid"]
+    _stage_main("segment")()
+    train, evaluate = _stage_main("train"), _stage_main("evaluate")
+    for model in grid["models"]:
+        for strategy in grid["strategies"]:
+            train(["--model", model, "--strategy", strategy])
+            evaluate(["--model", model, "--strategy", strategy])
+    for model in grid.get("eliminate") or []:
+        _stage_main("importance")(["--model", model])
+        train(["--model", model, "--strategy", "eliminate"])
+        evaluate(["--model", model, "--strategy", "eliminate"])
+    assert _stage_main("report")() == 0
+
+
+@pytest.mark.parametrize("name", ["000-ulm-tsst-arousal", "001-crema-d", "002-aff-wild2", "003-iemocap", "004-aff-wild2"])
+def test_preset_runs_scaled_down_on_the_demo(lab, tmp_path, monkeypatch, name):
+    """Every paper's preset, with its demo overlay (`mer preset apply <name> --demo`), runs every stage
+    after extraction on the lab's demo features, and the report prints the paper's numbers beside ours."""
+    from pipeline.presets import apply_preset, load_preset
+
+    root = copy_project(tmp_path / "p")
+    (root / "data").mkdir()
+    for part in ("corpus", "features"):
+        os.symlink(lab[0] / "data" / part, root / "data" / part)
+    apply_preset(name, root / "params.yaml", demo=True)
+    preset = load_preset(name)
+    monkeypatch.chdir(root)
+    _run_preset_stages(root, preset)
+    segments = load_segments(root / "data" / "segments")
+    assert segments.layout == yaml.safe_load((root / "params.yaml").read_text())["segment"]["layout"]
+    for p in preset.published:
+        if p.strategy != "eliminate" or p.model in (preset.params["grid"].get("eliminate") or []):
+            assert (root / "metrics" / f"{p.model}-{p.strategy}.json").exists(), p
+    page = (root / "data" / "report" / "index.html").read_text()
+    assert preset.published[0].source in page
