@@ -163,7 +163,7 @@ def _features(clip: Clip, extractors: dict[str, Any], faces: _Faces | None = Non
             if extractor.modality == "text" and clip.transcript is None:
                 missing[modality] = NO_TRANSCRIPT
                 continue
-            if faces is not None and getattr(extractor, "faces_meta", None) is faces.meta and not detected:
+            if faces is not None and getattr(extractor, "faces_meta", None) is not None and not detected:  # a face embedder
                 faces.detect(clip)
                 detected = True
             rows[modality] = extractor.process_clip(clip, Path("."))

@@ -100,3 +100,23 @@ def test_apply_keeps_comments_and_refuses_what_would_not_validate(tmp_path):
     assert target.read_text() == before  # nothing written
     with pytest.raises(PresetError, match="no preset 'nope'"):
         apply_preset("nope", target, directory=presets)
+
+
+@pytest.mark.parametrize("name, sibling, differing", [
+    ("001-msp-improv", "001-crema-d", set()),
+    ("003-msp-improv", "003-iemocap", set()),
+    ("000-ulm-tsst-valence", "000-ulm-tsst-arousal", {"train.targets"}),
+])
+def test_sibling_presets_run_the_same_demo(tmp_path, name, sibling, differing):
+    """On the demo corpus a preset and its sibling (same paper, other corpus or target) differ only in
+    the published numbers (and 000's target), so the scaled-down run of one
+    (tests/test_pipeline_dvc.py::test_preset_runs_scaled_down_on_the_demo) covers the other."""
+    from pipeline.presets import _flat
+
+    flat = {}
+    for n in (name, sibling):
+        target = tmp_path / f"{n}.yaml"
+        shutil.copy(REPO / "params.yaml", target)
+        apply_preset(n, target, demo=True)
+        flat[n] = {k: v for k, v in _flat(yaml.safe_load(target.read_text())).items() if k != "report.published"}
+    assert {k for k in flat[name] if flat[name][k] != flat[sibling].get(k)} == differing

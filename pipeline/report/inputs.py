@@ -281,17 +281,22 @@ class Trace:
     targets: dict[str, tuple[list[int], list[float], list[float]]]
 
 
+def _header(path: Path) -> list[str] | None:
+    """The column names of a predictions.csv; None when it is absent or empty."""
+    if not path.is_file():
+        return None
+    try:
+        return pl.read_csv(path, n_rows=0, infer_schema=False).columns
+    except pl.exceptions.NoDataError:
+        return None
+
+
 def read_trace(root: Path, model: str, seed: int, condition: str) -> Trace | None:
     """The first (sorted) clip of `model`/`seed`/`condition` in a regression predictions.csv; None when
     the file is absent or holds classification predictions."""
     path = root / EVALUATE_DIR / model / PREDICTIONS
-    if not path.is_file():
-        return None
-    try:
-        header = pl.read_csv(path, n_rows=0, infer_schema=False).columns
-    except pl.exceptions.NoDataError:
-        return None
-    if not {"step", "target"} <= set(header):
+    header = _header(path)
+    if header is None or not {"step", "target"} <= set(header):
         return None
     table = read_csv(path, "evaluate", {"model": "str", "seed": "int", "condition": "str", "clip_id": "str",
                                         "step": "int", "target": "str", "true": "float", "pred": "float"})
@@ -329,13 +334,8 @@ def read_predictions(root: Path, run: str) -> pl.DataFrame | None:
     """data/evaluate/<run>/predictions.csv of a classification run (seed as the report's replicate;
     an `origin` column, the window of a clip, kept when present); None when absent or regression."""
     path = root / EVALUATE_DIR / run / PREDICTIONS
-    if not path.is_file():
-        return None
-    try:
-        header = pl.read_csv(path, n_rows=0, infer_schema=False).columns
-    except pl.exceptions.NoDataError:
-        return None
-    if "step" in header:
+    header = _header(path)
+    if header is None or "step" in header:
         return None
     cols: dict[str, Kind] = {"model": "str", "seed": "int", "condition": "str", "clip_id": "str", "true": "str", "pred": "str"}
     table = replicates(read_csv(path, "evaluate", cols))
