@@ -35,8 +35,10 @@ demo: install
 repro: install
 	$(BIN)/dvc repro
 
+# Two pytest workers (2 cores): a test module stays on one worker (its module fixtures, e.g. the DVC lab,
+# are built once); tests/conftest.py pins each worker's torch/OpenMP to one thread.
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 clean-data:
 	rm -rf data/corpus data/faces data/features data/segments data/models data/importance data/evaluate data/report data/errors

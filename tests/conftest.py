@@ -5,6 +5,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# `make test` runs two pytest workers on two cores: one thread each (set before torch is imported), or
+# the workers' thread pools fight over the cores (25-40x slower on shared cores, DEVELOPERS.md)
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 REPO = Path(__file__).resolve().parents[1]
 CREMA_D = REPO.parent / "shared" / "data" / "crema-d-sample"
@@ -33,3 +37,10 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The long integration modules first, so that under `pytest -n 2 --dist loadfile` (make test) each
+    starts at once on a worker while the other worker takes the unit tests, instead of one of them
+    starting last and setting the suite's length alone."""
+    items.sort(key=lambda item: 0 if Path(str(item.fspath)).name.startswith("test_pipeline_") else 1)
