@@ -255,19 +255,24 @@ def read_corpus(root: Path) -> CorpusSummary:
     )
 
 
+def _json_object(path: Path, rerun: str) -> dict[str, Any]:
+    """A JSON file holding an object; a ReportError naming the file and what to rerun otherwise."""
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        raise ReportError(f"{path}: not valid JSON ({e}); rerun {rerun}") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: not a JSON object; rerun {rerun}")
+    return data
+
+
 def read_importance(root: Path) -> dict[str, Any]:
     """{model: entry}: the importance search that drove each model's eliminate runs
     (data/models/<model>/eliminate/importance.json, a copy of data/importance/<model>.json); {} when
     no eliminate run exists."""
     out: dict[str, Any] = {}
     for path in sorted((root / MODELS_DIR).glob("*/eliminate/importance.json")):
-        try:
-            data = json.loads(path.read_text())
-        except ValueError as e:
-            raise ReportError(f"{path}: not valid JSON ({e}); rerun `dvc repro train_eliminate@{path.parent.parent.name}`") from None
-        if not isinstance(data, dict):
-            raise ReportError(f"{path}: not a JSON object; rerun `dvc repro train_eliminate@{path.parent.parent.name}`")
-        out[path.parent.parent.name] = data
+        out[path.parent.parent.name] = _json_object(path, f"`dvc repro train_eliminate@{path.parent.parent.name}`")
     return out
 
 
@@ -347,12 +352,7 @@ def read_headlines(root: Path) -> dict[str, dict[str, dict[str, float]]]:
     headline metrics; nested keys dotted, non-numeric leaves left out); {} when the folder is absent."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for path in sorted((root / "metrics").glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except ValueError as e:
-            raise ReportError(f"{path}: not valid JSON ({e}); rerun the `evaluate` stage") from None
-        if not isinstance(data, dict):
-            raise ReportError(f"{path}: not a JSON object; rerun the `evaluate` stage")
+        data = _json_object(path, "the `evaluate` stage")
         out[path.stem] = {m: _flatten(keys) for m, keys in data.items() if isinstance(keys, dict)}
     return out
 
