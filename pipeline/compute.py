@@ -159,6 +159,15 @@ def shutdown() -> None:
         _STARTED = False
 
 
+def worker_count(n_items: int, settings: ComputeSettings | None = None) -> int:
+    """How many workers `map_ordered` runs `n_items` items on: 1 locally; on Ray, MER_WORKERS or what
+    the cluster's resources allow (joining or starting Ray), never more than the items."""
+    settings = settings or compute_settings()
+    if settings.backend == "local" or n_items < 1:
+        return 1
+    return _worker_count(ray_runtime(settings), settings, n_items)
+
+
 def _worker_count(ray: Any, settings: ComputeSettings, n_items: int) -> int:
     if settings.workers is not None:
         n = settings.workers
@@ -345,4 +354,4 @@ def _map_ray(fn, items, resources, setup, settings) -> Iterator:
                 ray.kill(w)
 
 
-__all__ = ["ComputeError", "ComputeSettings", "compute_settings", "map_ordered", "ray_runtime", "shutdown"]
+__all__ = ["ComputeError", "ComputeSettings", "compute_settings", "map_ordered", "ray_runtime", "shutdown", "worker_count"]

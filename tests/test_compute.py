@@ -91,6 +91,44 @@ def test_without_ray_or_with_a_dead_address_the_error_is_one_line(monkeypatch):
     assert not ray.is_initialized()
 
 
+def test_ray_groups_give_every_worker_several_and_never_exceed_the_extractors_batch():
+    from pipeline.extract.runner import GROUPS_PER_WORKER, ray_group_size
+
+    assert GROUPS_PER_WORKER == 4
+    assert ray_group_size(sys.maxsize, 96, 2) == 12  # faces' unbounded batch: 8 groups, not one on one worker
+    assert ray_group_size(16, 96, 2) == 12 and ray_group_size(16, 1000, 2) == 16  # never above batch_clips
+    assert ray_group_size(16, 3, 2) == 1 and ray_group_size(1, 96, 2) == 1
+    assert ray_group_size(sys.maxsize, 97, 2) == 13  # rounded up: at most 4 groups per worker
+
+
+@pytest.mark.parametrize("stage", ["faces", "vggface"])
+def test_an_extractors_rows_do_not_depend_on_how_clips_are_grouped(stage, crema_d_dir, tmp_path):
+    """Ray cuts the uncached clips into other groups than the local loop (`ray_group_size`); the two
+    extractors that batch across clips give the same table, byte for byte, either way."""
+    from pipeline.corpus.manifest import Clip
+    from pipeline.extract.faces import FacesExtractor, read_detections
+    from pipeline.extract.faces.params import FacesParams
+    from pipeline.extract.params import FaceEmbedParams
+    from pipeline.extract.runner import extract_corpus
+    from pipeline.extract.vggface import VggFaceExtractor
+
+    clips = [Clip(p.stem, "1001", str(p), 2.0) for p in sorted((crema_d_dir / "VideoFlash").glob("*.flv"))]
+    faces = FacesExtractor(FacesParams(rate_hz=2.0), device="cpu")
+    extractor = faces
+    if stage == "vggface":
+        meta, det = read_detections(extract_corpus(faces, clips, out=tmp_path / "det.parquet", errors_dir=tmp_path))
+        extractor = VggFaceExtractor(FaceEmbedParams(bf16=False), detections=det, faces_meta=meta, device="cpu")
+    assert extractor.batch_clips >= len(clips)  # locally: one group of all three
+    tables = []
+    for size in (extractor.batch_clips, 1):
+        type(extractor).batch_clips, kept = size, type(extractor).batch_clips
+        try:
+            tables.append(extract_corpus(extractor, clips, out=tmp_path / f"{size}.parquet", errors_dir=tmp_path))
+        finally:
+            type(extractor).batch_clips = kept
+    assert filecmp.cmp(*tables, shallow=False)
+
+
 # ---- Ray -------------------------------------------------------------------------------------------
 
 
