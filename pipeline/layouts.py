@@ -1,4 +1,4 @@
-"""The pure pieces of the sequence layouts other than `aligned` (pipeline/segment.py puts them together).
+"""The pure pieces of the sequence layouts other than `aligned` (pipeline/layout_builders.py puts them together).
 
 - `windows` (000 §5.3): each clip on the grid over its whole duration, cut into windows of `win` steps
   starting every `hop` steps; the last window ends at the clip's end; a clip shorter than `win` is

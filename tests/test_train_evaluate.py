@@ -633,7 +633,7 @@ def test_saving_the_same_model_twice_gives_the_same_bytes(trained, tmp_path):
 def test_windows_merge_counts_a_step_covered_by_two_windows_once():
     """Clip A: windows at origin 0 and 2 (4 steps each), so clip steps 2 and 3 are covered twice; clip B:
     one window. Window step 3 of A's second window is unlabelled (y_mask False): clip step 5 is left out."""
-    from pipeline.evaluate import clip_metrics, clip_predictions
+    from pipeline.clip_scores import clip_metrics, clip_predictions
     from pipeline.metrics import regression_metrics
     from pipeline.runs import Split
 
@@ -671,7 +671,7 @@ def test_windows_merge_counts_a_step_covered_by_two_windows_once():
 
 
 def test_step_ranges():
-    from pipeline.evaluate import step_ranges
+    from pipeline.clip_scores import step_ranges
 
     assert step_ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
     assert step_ranges([3]) == "3" and step_ranges([]) == ""
@@ -714,7 +714,7 @@ def test_windows_evaluation_scores_each_clip_once(segments, trained, tmp_path):
     row = masked.filter((pl.col("condition") == "missing:b") & (pl.col("clip_id") == "w00")).row(0, named=True)
     present = set(np.flatnonzero(te.mask["b"][0]).tolist()) | set((3 + np.flatnonzero(te.mask["b"][1])).tolist())
     assert row["modality"] == "b" and row["n_masked"] == len(present)
-    from pipeline.evaluate import step_ranges
+    from pipeline.clip_scores import step_ranges
 
     assert row["steps"] == step_ranges(sorted(present))
     n_valid = len(set(range(te.valid["b"][0].sum())) | set(range(3, 3 + te.valid["b"][1].sum())))
