@@ -9,6 +9,10 @@
 Everything is composed in memory first, written into a staging folder beside `out_dir` with the store's
 atomic writes, and only then swapped into place (`pipeline.store.publish_dir`): a failed run leaves the
 previous report (or none), never a half one. What the report was built from: `provenance`.
+
+The opening blocks, main table, robustness curves, modality importance and scorecard are composed here;
+the later sections have their own modules: `instances` (the clips whose prediction changes),
+`run_details` (per run) and `provenance_section` (corpus and provenance).
 """
 
 from __future__ import annotations
@@ -17,10 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import polars as pl
-import yaml
-from sklearn.metrics import confusion_matrix
 
 from pipeline import stats
 
@@ -32,29 +33,33 @@ from pipeline.report import tables as tb
 from pipeline.report.inputs import (
     RESULTS,
     SUMMARY,
-    CorpusSummary,
-    History,
     ReportError,
-    SegmentsMeta,
     Trace,
-    read_corpus,
     read_headlines,
-    read_history,
-    read_importance,
     read_masked_steps,
     read_predictions,
     read_results,
     read_results_table,
-    read_run_inputs,
-    read_segments_meta,
     read_summary,
     read_trace,
     read_train_test,
 )
+from pipeline.report.instances import instance_blocks, instance_choice, replicate_label
 from pipeline.report.provenance import Provenance, provenance
+from pipeline.report.provenance_section import provenance_blocks
+from pipeline.report.run_details import inputs_text, run_blocks
+from pipeline.report.run_files import (
+    CorpusSummary,
+    History,
+    SegmentsMeta,
+    read_corpus,
+    read_history,
+    read_importance,
+    read_run_inputs,
+    read_segments_meta,
+)
 from pipeline.protocols import REPLICATE
-from pipeline.report.render import (Callout, Code, Details, Document, Figure, Heading, Para, Table, Toc, to_html,
-                                    to_markdown)
+from pipeline.report.render import Callout, Document, Figure, Heading, Para, Table, Toc, to_html, to_markdown
 from pipeline.robustness import RobustnessError
 from pipeline.store import publish_dir
 
@@ -117,14 +122,6 @@ def _random_backbones(seg: SegmentsMeta) -> list[str]:
     return [f"{m} ({info.feature}): {info.weights_statement}" for m, info in seg.modalities.items() if not info.pretrained]
 
 
-def replicate_label(r: int) -> str:
-    """A replicate as the reader knows it: 'seed 2', or 'fold 1, seed 0' under several folds."""
-    if r < REPLICATE:
-        return f"seed {r}"
-    fold, seed = divmod(r, REPLICATE)
-    return f"fold {fold - 1}, seed {seed}"
-
-
 def _replicates_text(inp: Inputs, runs: list[str]) -> str:
     per = {tuple(tb.seeds(inp.results, r)) for r in runs}
     texts = sorted({f"{len(reps)} ({_replicate_set(list(reps))})" for reps in per})
@@ -139,10 +136,6 @@ def _replicate_set(reps: list[int]) -> str:
         if len(pairs) == len(folds) * len(seeds) and len(pairs) > 1:
             return f"folds {', '.join(map(str, folds))} × seeds {', '.join(map(str, seeds))}"
     return "; ".join(replicate_label(x) for x in reps)
-
-
-def _inputs_text(run_inputs: list[str] | None) -> str:
-    return "inputs unknown (no model.pt)" if run_inputs is None else ", ".join(run_inputs)
 
 
 def _opening(inp: Inputs, runs: list[str], main: str) -> str:
@@ -167,7 +160,7 @@ def _glance(inp: Inputs, runs: list[str], main: str) -> tb.TableData:
     rows = [
         ["corpus", f"{c.name}: {c.n_clips} clips, {c.n_speakers} speakers; classes {', '.join(inp.segments.classes)}"],
         ["protocol", protocol + (f", {folds} fold(s)" if folds else "")],
-        ["models (inputs)", "; ".join(f"{m} ({_inputs_text(i)})" for m, i in models.items())],
+        ["models (inputs)", "; ".join(f"{m} ({inputs_text(i)})" for m, i in models.items())],
         ["strategies", ", ".join(strategies) or "–"],
         ["replicates", _replicates_text(inp, runs)],
         ["conditions", f"{len(inp.conditions)} in {len(families)} families: {', '.join(families)}"],
@@ -218,7 +211,7 @@ def compose(inp: Inputs, params: ReportParams, prov: Provenance) -> Document:
     mods = list(inp.segments.modalities)
     runs = tb.models(inp.results)
     main = rb.main_metric(inp.results)
-    instance = _instance_choice(inp, params, runs, mods)  # a bad report.instances fails before any drawing
+    instance = instance_choice(inp, params, runs, mods)  # a bad report.instances fails before any drawing
     blocks: list = [Para(_opening(inp, runs, main)), Table(_glance(inp, runs, main), numeric=False),
                     _weights_callout(inp)]
     blocks += _paper_blocks(inp, params, runs, mods, main)
@@ -226,9 +219,9 @@ def compose(inp: Inputs, params: ReportParams, prov: Provenance) -> Document:
     blocks += _robustness_blocks(inp, runs, mods)
     blocks += _importance_blocks(inp, runs, mods)
     blocks += scorecard_blocks(inp, runs, main)
-    blocks += _instance_blocks(inp, params.instances.limit, *instance)
-    blocks += _run_blocks(inp, runs, mods)
-    blocks += _provenance_blocks(inp, prov, runs)
+    blocks += instance_blocks(inp, params.instances.limit, *instance)
+    blocks += run_blocks(inp, runs, mods)
+    blocks += provenance_blocks(inp, prov, runs)
     return Document(params.title, blocks)
 
 
@@ -343,204 +336,6 @@ def scorecard_blocks(inp: Inputs, runs: list[str], main: str) -> list:
     else:
         out.append(Para("Train rate × test rate: no family was trained at more than one missing rate, so there is "
                         f"no heat map; to get one, {RATES_HINT}."))
-    return out
-
-
-def _masked_text(info: tb.ConditionInfo) -> str:
-    """What a condition masks, as far as its columns say (where masked_steps.csv has no row)."""
-    mod = "every modality" if info.modality == tb.EVERY_MODALITY else info.modality
-    if info.family == tb.MISSING_FAMILY:
-        return f"every step of {mod} (100 %)"
-    if info.level is None:
-        return f"{info.family} on {mod}"
-    if info.family == "availability":
-        return f"{1 - info.level:.0%} of {mod} steps (the condition's share)"
-    if info.family in ("random_missing", "frame_zero", "frame_repeat"):
-        return f"{info.level:.0%} of {mod} steps (the condition's share)"
-    if info.family == "clip_zero":
-        return f"all of {mod} in {info.level:.0%} of clips"
-    return f"{info.family} on {mod} at {info.level:g}"
-
-
-def _instance_choice(inp: Inputs, params: ReportParams, runs: list[str], mods: list[str]) -> tuple[str, int, list[str]]:
-    """(run, replicate, conditions) of the instance view from params report.instances (empty: the first
-    run, its first replicate, each modality it takes missing); a ReportError naming the key when one
-    names something that was not evaluated."""
-    ip = params.instances
-    run = ip.run or runs[0]
-    if run not in runs:
-        raise ReportError(f"params.yaml: report.instances.run {run!r} is not an evaluated run (evaluated: {', '.join(runs)})")
-    reps = tb.seeds(inp.results, run)
-    rep = reps[0] if ip.seed is None else ip.seed
-    if rep not in reps:
-        raise ReportError(f"params.yaml: report.instances.seed {rep} is not a replicate of {run} (it has {reps})")
-    conds = list(ip.conditions) or [f"{tb.MISSING}{m}" for m in mods if f"{tb.MISSING}{m}" in inp.conditions
-                                    and not rb.blind(inp.conditions[f"{tb.MISSING}{m}"], inp.inputs.get(run))]
-    unknown = [c for c in conds if c not in inp.conditions]
-    if unknown:
-        raise ReportError(f"params.yaml: report.instances.conditions {unknown} were not evaluated "
-                          f"(e.g. {', '.join(sorted(inp.conditions)[:4])})")
-    return run, rep, conds
-
-
-def _instance_blocks(inp: Inputs, limit: int, run: str, rep: int, conds: list[str]) -> list:
-    """The test clips whose prediction changes when a modality goes missing, for one run and replicate
-    (keyed by clip_id and, under the windows layout, origin: a clip id repeats once per window)."""
-    preds = inp.predictions.get(run)
-    out: list = [Heading("Instances", 2, "instances")]
-    if preds is None:
-        return out + [Para(f"{run} has no classification predictions (data/evaluate/{run}/predictions.csv absent or "
-                           "a regression run): no instance view.")]
-    key = ["clip_id", "origin"] if "origin" in preds.columns else ["clip_id"]
-    mine = preds.filter(pl.col("seed") == rep)
-    base = mine.filter(pl.col("condition") == tb.ALL_PRESENT).select(*key, "true", pl.col("pred").alias("with"))
-    if base.height == 0:
-        return out + [Para(f"{run}, {replicate_label(rep)}: no predictions with all modalities present: no instance view.")]
-    steps = _masked_by_clip(inp.masked.get(run), rep)
-    out.append(Para(
-        f"{run}, {replicate_label(rep)} (params report.instances): test clips whose predicted class changes "
-        "from all modalities present to the condition. 'masked': the steps of each modality the condition "
-        "removed from that clip (present in the data, absent under the condition; the clip's own steps at "
-        f"{inp.segments.rate_hz:g} Hz, evaluate's masked_steps.csv), else the condition's share."))
-    for cond in conds:
-        info = inp.conditions[cond]
-        other = mine.filter(pl.col("condition") == cond).select(*key, pl.col("pred").alias("without"))
-        if other.height == 0:
-            out.append(Para(f"{tb.condition_label(cond)}: no predictions of {run} under this condition."))
-            continue
-        header = ["clip"] + (["origin"] if "origin" in key else []) + [
-            "true", "predicted, all present", f"predicted, {tb.condition_label(cond)}", "masked"]
-        changed = base.join(other, on=key, how="inner").filter(pl.col("with") != pl.col("without")).sort(key)
-        fixed = changed.filter(pl.col("without") == pl.col("true")).height
-        broke = changed.filter(pl.col("with") == pl.col("true")).height
-        rows = [[*(str(r[k]) for k in key), r["true"], r["with"], r["without"],
-                 steps.get((cond, str(r["clip_id"]))) or _masked_text(info)]
-                for r in changed.head(limit).iter_rows(named=True)]
-        unit = "windows" if "origin" in key else "clips"
-        caption = (f"{tb.condition_label(cond)}: {changed.height} of {base.height} {unit} change prediction "
-                   f"({broke} right → wrong, {fixed} wrong → right)"
-                   + (f"; first {limit} shown" if changed.height > limit else ""))
-        out.append(Table(tb.TableData(header, rows), caption, numeric=False) if rows else Para(caption + "."))
-    return out
-
-
-def _masked_by_clip(masked: pl.DataFrame | None, rep: int) -> dict[tuple[str, str], str]:
-    """{(condition, clip_id): 'face: steps 0–12, 20–31 (25 of 40)'} of the replicate's fold (conditions do
-    not depend on the seed); {} without masked_steps.csv."""
-    if masked is None:
-        return {}
-    fold = rep // REPLICATE - 1 if rep >= REPLICATE else 0
-    out: dict[tuple[str, str], list[str]] = {}
-    for r in masked.filter(pl.col("fold") == fold).iter_rows(named=True):
-        text = (f"steps {r['steps'].replace('-', '–').replace(',', ', ')} ({r['n_masked']} of {r['n_steps']})"
-                if r["n_masked"] else f"none (absent in all {r['n_steps']} steps already)")
-        out.setdefault((r["condition"], r["clip_id"]), []).append(f"{r['modality']}: {text}")
-    return {k: "; ".join(v) for k, v in out.items()}
-
-
-def _run_tables(inp: Inputs, run: str, mods: list[str]) -> list:
-    conds, metrics = tb.cells_of(inp.results, run)
-    conds, metrics = tb.condition_order(conds, mods), tb.metric_order(metrics)
-    inputs = inp.inputs.get(run)
-    na = {c for c in conds if rb.blind(inp.conditions.get(c), inputs)}
-    scores = tb.results_table(inp.summary, run, conds, metrics)
-    for row, c in zip(scores.rows, conds):
-        if c in na:
-            row[1:-1] = [rb.not_an_input(run)] * (len(row) - 2)
-    out = [Table(scores, f"{run}: every condition (mean ± std over replicates)")]
-    if tb.ALL_PRESENT in conds and len(conds) > 1:
-        others = [c for c in conds if c != tb.ALL_PRESENT]
-        change = tb.change_table(inp.results, run, conds, metrics)
-        for row, c in zip(change.rows, others):
-            if c in na:
-                row[1:] = [rb.not_an_input(run)] * (len(row) - 1)
-        out.append(Table(change, f"{run}: change against all modalities present, paired by replicate "
-                                 "(condition − all present; negative = worse)"))
-    return out
-
-
-def _confusions(inp: Inputs, run: str, mods: list[str]) -> dict[str, np.ndarray]:
-    preds = inp.predictions.get(run)
-    if preds is None:
-        return {}
-    classes = inp.segments.classes
-    inputs = inp.inputs.get(run)
-    conds = [tb.ALL_PRESENT] + [f"{tb.MISSING}{m}" for m in mods]
-    out = {}
-    for c in conds:
-        if c not in inp.conditions or rb.blind(inp.conditions[c], inputs):
-            continue
-        rows = preds.filter(pl.col("condition") == c)
-        if rows.height:
-            out[c] = confusion_matrix(rows["true"].to_list(), rows["pred"].to_list(), labels=classes)
-    return out
-
-
-def _run_blocks(inp: Inputs, runs: list[str], mods: list[str]) -> list:
-    """Per-run detail, each run in its own closed <details>: every condition, training curves,
-    confusion matrices (all present and each modality missing)."""
-    out: list = [Heading("Per-run detail", 2, "per-run-detail"), Para(
-        "Every condition of every run, its training curves and its confusion matrices; click a run to open it.")]
-    for run in runs:
-        blocks = _run_tables(inp, run, mods)
-        safe = run.replace("/", "-")
-        blocks.append(Figure(f"training_{safe}.png", figs.training_curves(run, inp.histories[run]),
-                             f"{run}: training, one line per replicate (dot: the epoch kept)."))
-        cms = _confusions(inp, run, mods)
-        if cms:
-            blocks.append(Figure(f"confusion_{safe}.png", figs.confusion_matrices(run, cms, inp.segments.classes),
-                                 f"{run}: confusion matrices on the test partition, counts summed over replicates "
-                                 "(rows: true class; shade: share of the row)."))
-        if inp.trace is not None and inp.trace.model == run:
-            t = inp.trace
-            blocks.append(Figure(
-                "regression_trace.png", figs.regression_trace(t),
-                f"Predicted (dashed) and true (solid) {', '.join(t.targets)} over time for test clip {t.clip_id}: "
-                f"run {t.model}, seed {t.seed}, all modalities present."))
-        inputs = inp.inputs.get(run)
-        out.append(Details(f"{run} — inputs: {_inputs_text(inputs)}; {len(tb.seeds(inp.results, run))} replicate(s)",
-                           blocks))
-    return out
-
-
-def _provenance_blocks(inp: Inputs, prov: Provenance, runs: list[str]) -> list:
-    c = inp.corpus
-    rows = [
-        ["name", c.name],
-        ["clips", str(c.n_clips)],
-        ["speakers", str(c.n_speakers)],
-        ["classes (clips)", ", ".join(f"{k} ({n})" for k, n in c.class_counts.items())],
-    ]
-    if c.partition_counts:
-        rows.append([f"partitions (from {c.partition_source})", ", ".join(f"{p} {n}" for p, n in c.partition_counts.items())])
-    if inp.segments.classes != c.classes:
-        rows.append(["classes modelled (segments)", ", ".join(inp.segments.classes)])
-    seeds = "; ".join(f"{m}: {', '.join(map(str, tb.seeds(inp.results, m)))}" for m in runs)
-    out: list = [Heading("Corpus and provenance", 2, "corpus-and-provenance"), Table(tb.TableData(["", ""], rows), "Corpus", numeric=False)]
-    out.append(Table(tb.TableData(["", ""], [
-        ["corpus", f"{c.name} ({c.n_clips} clips, {c.n_speakers} speakers)"],
-        ["params.yaml sha256", prov.params_sha256],
-        *[[f"params section '{n}' hash", h] for n, h in prov.section_hashes.items()],
-        ["seeds", seeds],
-        ["code (sha256 of pipeline/ and stages/)", prov.code_version],
-        *([["generated", prov.generated_utc]] if prov.generated_utc else []),
-    ]), "Provenance", numeric=False))
-    out.append(Table(
-        tb.TableData(
-            ["modality", "feature table", "backbone", "dim", "rate (Hz)", "pretrained", "weights"],
-            [[m, i.feature, i.backbone, str(i.dim), "irregular" if i.rate_hz is None else f"{i.rate_hz:g}",
-              "yes" if i.pretrained else "NO (random)", i.weights_statement]
-             for m, i in inp.segments.modalities.items()],
-        ),
-        f"Feature tables, aligned by `segment` to a common {inp.segments.rate_hz:g} Hz grid",
-        numeric=False,
-    ))
-    params_blocks: list = []
-    if c.params:
-        params_blocks.append(Code(yaml.safe_dump(c.params, sort_keys=True), "Corpus generator parameters:"))
-    for name, values in prov.sections.items():
-        params_blocks.append(Code(yaml.safe_dump({name: values}, sort_keys=False), f"params.yaml section '{name}' (with defaults):"))
-    out.append(Details("Parameters (params.yaml sections with defaults)", params_blocks))
     return out
 
 

@@ -1,0 +1,79 @@
+"""The checked reading every input reader of the report shares: `ReportError`, `require`, `read_csv` and
+`json_object`. A missing or malformed file is a `ReportError` that names the file and the stage that
+writes it, so a user knows what to rerun.
+
+CSV files are read with polars (as the pipeline writes them), every cell as text first, so that a bad
+cell is reported by file, line and column. This module sits below both reader modules (`inputs`, the
+evaluate stages' tables, and `run_files`, the run and upstream files) so neither imports the other.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+# how read_csv converts a column: 'std' takes an empty cell as NaN (one seed), 'level' as None (no level)
+Kind = Literal["str", "int", "float", "std", "level"]
+
+
+class ReportError(Exception):
+    """An input of the report is missing or does not follow its contract; the message names the file."""
+
+
+def require(path: Path, stage: str) -> Path:
+    if not path.is_file():
+        raise ReportError(f"{path}: not found; it is written by the `{stage}` stage (run `dvc repro {stage}`)")
+    return path
+
+
+def _convert(raw: pl.DataFrame, path: Path, col: str, kind: Kind) -> pl.Series:
+    """Column `col` of an all-text table as `kind`; a ReportError naming the first bad cell. Numbers
+    are what float() reads ('nan' and 'inf' included); an empty cell is an error, not a silent NaN,
+    except where `kind` gives it a meaning ('std', 'level')."""
+    if kind == "str":
+        return raw[col].fill_null("")
+    text = raw[col].str.strip_chars()
+    num = text.cast(pl.Float64, strict=False)
+    empty = text.fill_null("") == ""
+    bad = num.is_null() & ~empty if kind in ("std", "level") else num.is_null()
+    if kind == "int":
+        bad = bad | ~num.is_finite().fill_null(False) | (num != num.floor()).fill_null(False)
+    if bad.any():
+        i = bad.arg_true()[0]
+        cell = raw[col][i]
+        raise ReportError(f"{path}: line {i + 2}: column '{col}' holds {cell or ''!r}, not a valid number")
+    if kind == "int":
+        return num.cast(pl.Int64)
+    return num.fill_null(float("nan")) if kind == "std" else num
+
+
+def read_csv(path: Path, stage: str, columns: dict[str, Kind]) -> pl.DataFrame:
+    """The table at `path` with `columns` converted (see `Kind`); other columns are kept as text."""
+    require(path, stage)
+    try:
+        raw = pl.read_csv(path, infer_schema=False)
+    except pl.exceptions.NoDataError:  # an empty file: no header at all
+        raw = pl.DataFrame()
+    except pl.exceptions.PolarsError as e:
+        raise ReportError(f"{path}: not a readable CSV ({e}); rerun the `{stage}` stage") from None
+    missing = [c for c in columns if c not in raw.columns]
+    if missing:
+        raise ReportError(f"{path}: lacks columns {missing} (has {raw.columns}); rerun the `{stage}` stage")
+    table = raw.with_columns(_convert(raw, path, col, kind).alias(col) for col, kind in columns.items())
+    if table.height == 0:
+        raise ReportError(f"{path}: has a header but no rows; rerun the `{stage}` stage")
+    return table
+
+
+def json_object(path: Path, rerun: str) -> dict[str, Any]:
+    """A JSON file holding an object; a ReportError naming the file and what to rerun otherwise."""
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        raise ReportError(f"{path}: not valid JSON ({e}); rerun {rerun}") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: not a JSON object; rerun {rerun}")
+    return data
