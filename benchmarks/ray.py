@@ -178,8 +178,8 @@ def synthetic_segments(n: int, t: int, seed: int = 0):
 
 
 def bench_train(work: Path, n: int, t: int, seeds: int, epochs: int) -> dict:
+    from pipeline.grid_runs import train_all
     from pipeline.runs import HISTORY_FILE, MODEL_FILE, run_dir
-    from pipeline.train import train_all
     from pipeline.train_params import TrainParams
 
     segments, mods = synthetic_segments(n, t)

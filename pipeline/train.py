@@ -1,4 +1,7 @@
-"""Training: the grid models × strategies × seeds on 'train', early stopping on 'devel'.
+"""Training one run: a model, a missing-modality training strategy and a seed on 'train', early
+stopping on 'devel' (`train_one`). The grid of runs (models × strategies × seeds × folds, locally or
+on Ray) is `pipeline.grid_runs.train_all`, re-exported here; the optimiser, schedule, early-stopping
+rule and learning-rate grid are `pipeline.recipes`.
 
 Layout (one run = one model, one missing-modality training strategy, one seed):
 
@@ -28,21 +31,9 @@ devel_rmse_<t> … (devel_loss = 1 − devel_ccc_mean there) — and early_stop 
 the epoch, e.g. devel_macro_f1 or devel_loss; train.json and model.pt record it too).
 
 Loop settings (TrainParams; `model_train` / params.yaml's `model.<name>.train` override them per model,
-a paper's own recipe):
-    optimizer     adam (default; 000 §5.3, 001 §4.3, 002 §3.3) | adamw (003 §5.3) | sgd (004 §4.2, with
-                  `momentum`), torch's own classes, at `lr` (1e-4) with `weight_decay` (0.0).
-    early_stop    metric (default): the devel selection metric, higher better | loss: the devel loss,
-                  lower better (001 §4.3 "early stopping criterion based on the development loss",
-                  003 §5.3). `patience` epochs without a strictly better value stop the run (000 §5.3:
-                  15; 003 §5.3: 8); the weights of the best epoch by that value are kept (ties: the
-                  earlier epoch).
-    lr_schedule   none (default) | step: torch StepLR, lr × `lr_factor` every `lr_step` epochs (001
-                  §4.3: "learning decay set to five epochs"; its factor is not stated) | plateau: torch
-                  ReduceLROnPlateau on the early-stopping value, lr × `lr_factor` after `lr_patience`
-                  epochs without a strictly better one (000 §5.3: halve after 5).
+a paper's own recipe): optimizer, early_stop (with `patience`), lr_schedule and lr_grid as
+pipeline/recipes.py describes them, and
     grad_clip     max global gradient norm (001 §4.3: 0.8); null = off.
-    lr_grid       null (default) | [lr, …]: one full run per learning rate (same seed), the best by the
-                  early-stopping value kept as the run; lr_grid.csv lists them (004 §4.2).
 
 Reproducibility: python, numpy and torch seeded with the run's seed, deterministic algorithms on;
 batch order and the strategy draw from generators seeded by it too, so a CPU run is repeatable to the
@@ -67,10 +58,11 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from pipeline.device import pick_device
-from pipeline.grid import extra_rates, loop_params, make_training_strategy, resolve_grid, with_rate
+from pipeline.grid import loop_params, make_training_strategy, with_rate
 from pipeline.missing.inputs import model_inputs
 from pipeline.models.registry import ModelError, build_model, fit_modalities
 from pipeline.paths import MODELS_DIR
+from pipeline.recipes import early_stop_column, make_optimizer, make_scheduler, stop_score, train_lr_grid
 from pipeline.runs import (
     ELIMINATE,
     HISTORY_FILE,
@@ -84,11 +76,8 @@ from pipeline.runs import (
     forward,
     n_outputs,
     predict,
-    require_modalities,
     run_dir,
-    run_key,
     run_name,
-    fold_ids,
     save_trained,
     score,
     selection_metric,
@@ -165,55 +154,6 @@ def _devel_row(task: str, split: Split, out: np.ndarray, targets: list[str]) -> 
     return {"devel_loss": loss, **{f"devel_{k}": metrics[k] for k in keep}}
 
 
-# ---- optimiser, schedule, early stopping ---------------------------------------------------------
-
-
-def make_optimizer(parameters: Any, params: TrainParams) -> torch.optim.Optimizer:
-    """torch's Adam (000 §5.3, 001 §4.3, 002 §3.3), AdamW (003 §5.3; decoupled weight decay) or SGD
-    with `momentum` (004 §4.2), at `lr` with `weight_decay`."""
-    if params.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=params.lr, weight_decay=params.weight_decay)
-    if params.optimizer == "adamw":
-        return torch.optim.AdamW(parameters, lr=params.lr, weight_decay=params.weight_decay)
-    if params.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay)
-    raise TrainError(f"train.optimizer: unknown optimizer {params.optimizer!r}; use 'adam', 'adamw' or 'sgd'")
-
-
-def make_scheduler(optim: torch.optim.Optimizer, params: TrainParams) -> Any:
-    """None, StepLR (lr × lr_factor every lr_step epochs, 001 §4.3) or ReduceLROnPlateau (lr × lr_factor
-    after lr_patience epochs without a strictly better early-stopping value, 000 §5.3). The plateau
-    scheduler is stepped with the early-stopping score (higher better: the metric, or −loss)."""
-    if params.lr_schedule == "none":
-        return None
-    if params.lr_schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optim, step_size=params.lr_step, gamma=params.lr_factor)
-    if params.lr_schedule == "plateau":
-        # patience − 1: torch reduces once more than `patience` epochs were bad; threshold 0 = strictly better
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optim, mode="max", factor=params.lr_factor,
-            patience=params.lr_patience - 1, threshold=0.0, threshold_mode="abs", eps=0.0,
-        )
-    raise TrainError(f"train.lr_schedule: unknown schedule {params.lr_schedule!r}; use 'none', 'step' or 'plateau'")
-
-
-def early_stop_column(early_stop: str, metric: str) -> str:
-    """The history.csv column early stopping and model selection follow: devel_<metric> or devel_loss."""
-    if early_stop == "metric":
-        return f"devel_{metric}"
-    if early_stop == "loss":
-        return "devel_loss"
-    raise TrainError(f"train.early_stop: unknown value {early_stop!r}; use 'metric' or 'loss'")
-
-
-def stop_score(row: dict[str, Any], column: str) -> float:
-    """The early-stopping value of an epoch's row as a score, higher better (−loss for devel_loss);
-    a non-finite value is the worst score."""
-    value = row[column]
-    value = value if column != "devel_loss" else -value
-    return value if np.isfinite(value) else -np.inf
-
-
 # ---- reproducibility -----------------------------------------------------------------------------
 
 
@@ -256,7 +196,7 @@ def train_one(
         params = with_rate(params, strategy_name, rate)
     params = loop_params(params, model_name)
     if params.lr_grid:  # 004 §4.2: one run per learning rate, the best on devel kept
-        return _train_lr_grid(segments, params, model_name, strategy_name, seed, out_dir, device, progress, importance, fold, rate)
+        return train_lr_grid(train_one, segments, params, model_name, strategy_name, seed, out_dir, device, progress, importance, fold, rate)
     task, targets = params.task, list(params.targets)
     # a model of fixed arity (AuxFormer, JMT: two; unimodal: one) takes the first of train.modalities
     try:
@@ -359,60 +299,6 @@ def train_one(
     return summary
 
 
-LR_GRID_FILE = "lr_grid.csv"
-
-
-def _train_lr_grid(
-    segments: Segments,
-    params: TrainParams,
-    model_name: str,
-    strategy_name: str,
-    seed: int,
-    out_dir: str | Path,
-    device: str | torch.device | None,
-    progress: bool,
-    importance: dict[str, Any] | None,
-    fold: int | None,
-    rate: float | None = None,
-) -> dict[str, Any]:
-    """`lr_grid` (004 §4.2: "We select the best model among the learning rates"): train the run once per
-    learning rate (same seed, same batches), keep the one with the best early-stopping value on devel
-    (ties: the earlier in the list) as the run's model.pt, history.csv and dvclive/, and write
-    lr_grid.csv (one row per learning rate: lr, best_epoch, epochs_run, the devel values, selected).
-    The summary gains `lr`, the chosen one."""
-    import shutil
-    import tempfile
-
-    target = run_dir(out_dir, model_name, strategy_name, seed, fold, rate)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
-    best: tuple[float, int, dict[str, Any]] | None = None
-    # the overrides are applied already: the candidates train with these params and no grid
-    plain = params.model_copy(update={"lr_grid": None, "model_train": {}})
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".lr_grid_") as tmp:
-        for i, lr in enumerate(params.lr_grid):
-            cand = Path(tmp) / f"lr_{i}"
-            summary = train_one(segments, plain.model_copy(update={"lr": lr}), model_name, strategy_name, seed, cand,
-                                device, progress, importance, fold, rate)
-            value = summary[summary["early_stop"]]
-            value = value if summary["early_stop"] != "devel_loss" else -value
-            value = value if np.isfinite(value) else -np.inf
-            rows.append({"lr": lr, **summary})
-            if best is None or value > best[0]:  # strict: ties keep the earlier learning rate
-                best = (value, i, summary)
-        assert best is not None
-        chosen = run_dir(Path(tmp) / f"lr_{best[1]}", model_name, strategy_name, seed, fold, rate)
-        target.mkdir(parents=True, exist_ok=True)
-        for entry in chosen.iterdir():  # each replaced in one rename (same file system)
-            dest = target / entry.name
-            if dest.is_dir():
-                shutil.rmtree(dest)
-            os.replace(entry, dest)
-    table = pl.DataFrame([{**r, "selected": i == best[1]} for i, r in enumerate(rows)])
-    write_text(target / LR_GRID_FILE, table.write_csv())
-    return {**best[2], "lr": float(params.lr_grid[best[1]])}
-
-
 def _step(
     model: nn.Module,
     strategy: Any,
@@ -469,72 +355,14 @@ def _log(live: Any, row: dict[str, float]) -> None:
     live.next_step()
 
 
-def train_all(
-    segments: Segments,
-    params: TrainParams,
-    out_dir: str | Path = MODELS_DIR,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-    strategies: list[str] | None = None,
-    importance: dict[str, Any] | None = None,
-    rates: dict[str, list[float]] | None = None,
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """Train the grid (`resolve_grid`) × `params.seeds` (under `all_models`, models that cannot be built
-    for `train.modalities` are skipped with a message); returns {"<model>/<strategy>": {"seed_<s>":
-    summary}} (keys "fold_<k>/seed_<s>" under a protocol with several folds, each fold trained on its own
-    partition). `importance`: {model: its data/importance/<model>.json entry}. `rates` (params.yaml
-    grid.rates): {strategy: [training missing rates]}; each rate but the configured one also trains
-    every seed (and fold) of the strategy's families, under rate_<r>/ (keys "rate_<r>/seed_<s>", after
-    the family's own runs, which stay as they are without `rates`).
+# ---- the grid of runs, re-exported for `from pipeline.train import train_all` -------------------
 
-    Backend (`pipeline.compute`, environment variables): locally the runs train one after the other
-    in this process; under MER_BACKEND=ray each (model, strategy, seed, fold) run is a Ray task asking
-    for MER_CPUS_PER_WORKER CPUs (its torch threads) and MER_GPUS_PER_WORKER GPUs, writing its own run
-    directory; summaries come back in the grid's order, errors as the local loop raises them. Runs are
-    seeded, so with 1 CPU per worker (the local stage's MER_THREADS=1) model.pt and history.csv are
-    byte-identical to the local backend's."""
-    from pipeline.compute import compute_settings, map_ordered
 
-    require_modalities(segments, list(params.modalities), "training")
-    pairs = resolve_grid(params, strategies, importance)
-    runs: list[tuple[str, str, int, int | None, float | None]] = [
-        (m, s, seed, fold, None) for m, s in pairs for fold in fold_ids(segments) for seed in params.seeds]
-    runs += [(m, s, seed, fold, r) for m, s in pairs for r in extra_rates(params, s, (rates or {}).get(s))
-             for fold in fold_ids(segments) for seed in params.seeds]
-    views = {fold: segments.for_fold(fold or 0) for fold in fold_ids(segments)}
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    unbuildable: set[str] = set()
-    settings = compute_settings()
-    local = settings.backend == "local"
+def __getattr__(name: str) -> Any:
+    """`from pipeline.train import train_all` still works: the grid lives in pipeline/grid_runs.py,
+    which imports `train_one` from here, so it is re-exported lazily (no import cycle either way)."""
+    if name == "train_all":
+        from pipeline.grid_runs import train_all
 
-    def run(i: int) -> dict[str, Any] | ModelBuildError | None:
-        # by index: a Ray worker unpickles `runs` with params in one piece, so model.pt (a pickle, whose
-        # bytes follow which of its strings are one object) is byte-identical to the local run's
-        model, strategy, seed, fold, rate = runs[i]
-        if model in unbuildable:  # local: not trained at all (a Ray task sees its own, empty copy)
-            return None
-        try:
-            return train_one(
-                views[fold], params, model, strategy, seed, out_dir, device, progress and local, (importance or {}).get(model), fold,
-                rate,
-            )
-        except ModelBuildError as e:
-            return e
-
-    results = map_ordered(run, range(len(runs)), settings=settings)
-    for (model, strategy, seed, fold, rate), result in tqdm(
-        zip(runs, results), total=len(runs), desc="runs", disable=not progress or len(runs) < 2
-    ):
-        if model in unbuildable:
-            continue
-        if isinstance(result, ModelBuildError):
-            if not params.all_models:
-                results.close()
-                raise result
-            # `all_models`: a model that does not take these inputs is left out, and said so
-            unbuildable.add(model)
-            out.pop(run_name(model, strategy), None)
-            tqdm.write(f"skipping model '{model}' (train.all_models): {result}")
-            continue
-        out.setdefault(run_name(model, strategy), {})[run_key(seed, fold, rate)] = result
-    return out
+        return train_all
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,13 +12,13 @@
 import argparse
 
 from pipeline.grid import family_params, family_rates
+from pipeline.grid_runs import train_all
 from pipeline.importance import IMPORTANCE_COPY, importance_file, read_importance
 from pipeline.paths import MODELS_DIR
 from pipeline.runs import ELIMINATE
 from pipeline.segments import load_segments
 from pipeline.stage import run_stage
 from pipeline.store import write_json
-from pipeline.train import train_all
 
 
 def main(argv: list[str] | None = None) -> None:

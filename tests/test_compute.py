@@ -204,8 +204,8 @@ def test_ray_training_grid_is_byte_identical(ray_local, tmp_path, monkeypatch):
     import torch
 
     from test_train_evaluate import PARAMS, make_segments
+    from pipeline.grid_runs import train_all
     from pipeline.runs import HISTORY_FILE, MODEL_FILE, run_dir
-    from pipeline.train import train_all
 
     segments = make_segments(40)
     params = PARAMS.model_copy(update={"seeds": [0, 1], "epochs": 2})

@@ -17,9 +17,9 @@ from pipeline import robustness
 from pipeline.config import ConfigError, load_section
 from pipeline.evaluate import EvaluateParams, evaluate_all
 from pipeline.grid import RATE_PARAM, GridParams, extra_rates
+from pipeline.grid_runs import train_all
 from pipeline.runs import MODEL_FILE, TrainError, find_trained, read_trained_info, run_dir, run_key
 from pipeline.segments import load_segments
-from pipeline.train import train_all
 from pipeline.train_params import TrainParams
 from tests.test_train_evaluate import DIMS, make_segments
 

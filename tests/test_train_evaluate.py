@@ -22,11 +22,11 @@ import yaml
 
 from pipeline.evaluate import EvaluateParams
 from pipeline.evaluate import evaluate_all
+from pipeline.grid_runs import train_all
 from pipeline.missing import drop_modalities
 from pipeline.runs import HISTORY_FILE, MODEL_FILE, EvaluateError, TrainError, find_trained, load_trained, predict, run_dir, task_split
 from pipeline.segments import ModalityInfo, Segments, load_segments
 from pipeline.stage import run_stage
-from pipeline.train import train_all
 from pipeline.train_params import TrainParams
 
 REPO = Path(__file__).resolve().parents[1]

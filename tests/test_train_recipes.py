@@ -1,5 +1,5 @@
-"""The papers' training recipes in the loop (pipeline/train.py): optimiser, learning-rate schedule and
-the quantity early stopping and model selection follow.
+"""The papers' training recipes in the loop (pipeline/recipes.py, applied by pipeline/train.py):
+optimiser, learning-rate schedule and the quantity early stopping and model selection follow.
 
 Two kinds of tests: the real loop on a tiny synthetic task (tests/test_train_evaluate.py's
 make_segments), and the same loop with scripted devel scores (`_devel_row` replaced) where the epoch
@@ -15,8 +15,9 @@ import torch
 from test_train_evaluate import DIMS, make_segments
 
 import pipeline.train as train_mod
+from pipeline.recipes import early_stop_column, make_optimizer, make_scheduler
 from pipeline.runs import HISTORY_FILE, MODEL_FILE, TrainError, load_trained, predict, run_dir, task_split
-from pipeline.train import early_stop_column, make_optimizer, make_scheduler, train_one
+from pipeline.train import train_one
 from pipeline.train_params import LOOP_FIELDS, LoopParams, TrainParams
 
 TINY = TrainParams(
