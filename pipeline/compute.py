@@ -2,7 +2,7 @@
 
 Two callers share one API, `map_ordered(fn, items, ...)`: extraction (`pipeline.extract.runner`: clips
 sharded over a pool of Ray actors, each building its extractor once) and the training grid
-(`pipeline.train.train_all`: each run a Ray task). Results come back in the items' order, so the
+(`pipeline.grid_runs.train_all`: each run a Ray task). Results come back in the items' order, so the
 caller writes exactly what the local loop writes, in the same order, with the same error policy.
 
 Settings are environment variables, i.e. execution settings and not parameters: DVC never reruns a

@@ -6,7 +6,7 @@ and `eliminate` runs, and `rates`: the extra training missing rates of a strateg
 and `strategy.<name>` (`StrategySettings`). One DVC stage per family (train@<model>-<strategy>,
 evaluate@<model>-<strategy>) lists only its entries (dvc.yaml), so an edit to one strategy's settings
 retrains only that strategy's runs. `family_params` assembles a family's TrainParams from those
-sections; `resolve_grid` lists the (model, strategy) pairs a TrainParams trains (pipeline/train.py).
+sections; `resolve_grid` lists the (model, strategy) pairs a TrainParams trains (pipeline/grid_runs.py).
 
 Reading these sections imports no torch: the model and strategy registries are imported inside the
 functions that need them.
@@ -53,7 +53,7 @@ class GridParams(Section):
     evaluate@<model>-<strategy>) and, for the models in `eliminate`, 000 §4's importance search on
     their `standard` runs and the `eliminate` runs it drives (importance@, train_eliminate@,
     evaluate_eliminate@<model>). `rates`: {strategy: [training missing rates]}, each trained in the
-    strategy's train@ stages besides its configured rate (pipeline/train.py `train_all(rates=…)`)."""
+    strategy's train@ stages besides its configured rate (pipeline/grid_runs.py `train_all(rates=…)`)."""
 
     models: list[str] = Field(default_factory=lambda: ["crossmodal"], description="registry names (`mer models`)")
     strategies: list[str] = Field(default_factory=lambda: ["standard"], description="training strategies but eliminate")
@@ -206,7 +206,7 @@ class StrategySettings(RootModel[dict[str, dict[str, Any]]]):
         return dict(self.root.get(name) or {})
 
 
-# ---- a family's TrainParams and the runs a TrainParams trains (pipeline/train.py, stages/train.py) ----
+# ---- a family's TrainParams and the runs a TrainParams trains (pipeline/grid_runs.py, stages/train.py) ----
 
 
 def known_strategies() -> list[str]:
