@@ -1,8 +1,9 @@
 """Where the pipeline's parallel work runs: in this process (`local`, the default) or on Ray.
 
-Two callers share one API, `map_ordered(fn, items, ...)`: extraction (`pipeline.extract.runner`: clips
-sharded over a pool of Ray actors, each building its extractor once) and the training grid
-(`pipeline.grid_runs.train_all`: each run a Ray task). Results come back in the items' order, so the
+Three callers share one API, `map_ordered(fn, items, ...)`: extraction (`pipeline.extract.runner`: clips
+sharded over a pool of Ray actors, each building its extractor once), the training grid
+(`pipeline.grid_runs.train_all`: each run a Ray task), and the scoring of trained runs by the
+importance search and the evaluation grid (`pipeline.run_scoring`: each run an item on a pool of actors). Results come back in the items' order, so the
 caller writes exactly what the local loop writes, in the same order, with the same error policy.
 
 Settings are environment variables, i.e. execution settings and not parameters: DVC never reruns a

@@ -57,12 +57,13 @@ from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
 from pipeline import robustness, stats
-from pipeline.clip_scores import MASKED_SCHEMA, ClipPredictions, clip_metrics, clip_predictions, masked_steps
+from pipeline import run_scoring
+from pipeline.clip_scores import MASKED_SCHEMA, ClipPredictions, clip_metrics, clip_predictions
 from pipeline.clip_scores import step_ranges  # noqa: F401  (re-exported from its former home)
 from pipeline.config import Problems, Section, condition_problem
 from pipeline.device import pick_device
 from pipeline.metrics import CLASSIFICATION_METRICS, regression_metric_names
-from pipeline.missing import BURST_MEAN_STEPS, Condition, ConditionContext, condition_seed, parse_conditions
+from pipeline.missing import BURST_MEAN_STEPS, Condition, parse_conditions
 from pipeline.paths import EVALUATE_DIR, MODELS_DIR
 from pipeline.runs import (
     MODEL_FILE,
@@ -70,12 +71,12 @@ from pipeline.runs import (
     Split,
     find_trained,
     fold_ids,
-    load_trained,
+    read_trained_info,
     run_task,
-    score_conditions,
     selection_metric,
     task_split,
 )
+from pipeline.run_scoring import MaskedRecord, ScoreJob, ScoringContext, condition_context, score_runs
 from pipeline.segments import Segments
 from pipeline.store import write_json, write_text
 
@@ -152,9 +153,8 @@ def evaluate_all(
     run_rates: list[dict[str, Any]] = []
     rate_rows: list[dict[str, Any]] = []  # the grid.rates runs' scores, named "<model>/<strategy>@<rate>"
     cond_family = {c.name: c.family for c in conditions}
-    # one bar for the whole family (every fold's runs); no line per condition or fold
-    bar = tqdm(total=sum(len(r) for r in by_fold.values()), desc=only or "evaluate", disable=not progress,
-               mininterval=1.0, leave=False)
+    contexts: dict[int | None, ScoringContext] = {}
+    jobs: list[tuple[int | None, Any, ScoreJob]] = []  # (fold, run, job), each fold's runs together
     for fold, runs in by_fold.items():
         view = segments.for_fold(fold or 0)
         split = task_split(view, "test", modalities, task, targets or ("arousal", "valence"), who="evaluation")
@@ -162,27 +162,36 @@ def evaluate_all(
             raise EvaluateError(f"no labelled sequences in the 'test' partition{'' if fold is None else f' of fold {fold}'}")
         clip_ids = view.clip_id[split.idx].astype(str)
         origin = None if view.origin is None else np.asarray(view.origin)[split.idx].astype(np.int64)
-        applied = apply_conditions(conditions, split, view)
-        masked += masked_steps(conditions, applied, split, clip_ids, origin, fold or 0)
+        contexts[fold] = ScoringContext(split, tuple(conditions), condition_context(split, view), MaskedRecord(clip_ids, origin, fold or 0))
         for run in runs:
-            (name, seed, path), own = run, run.rate is None
-            name = name if own else f"{name}@{run.rate:g}"
-            model, info = load_trained(path, dev)
-            if (rate := robustness.train_rate(info)) is not None:
-                run_rates.append({"model": name, "fold": fold or 0, "seed": seed, "strategy": info["strategy"],
-                                  "train_param": rate[0], "train_rate": rate[1]})
-            # a grid.rates run: all_present and its test family's curve only, for train_test.csv
-            used = applied if own else {c: a for c, a in applied.items() if cond_family[c] in ("all_present", rate and rate[2])}
-            for cond, (metrics, out) in score_conditions(model, info, split, used, dev, path).items():
-                scored = clip_predictions(task, split, clip_ids, out, origin)
-                if origin is not None:  # every clip (clip step) once, not once per window
-                    metrics = clip_metrics(task, targets, scored)
-                (rows if own else rate_rows).extend({"model": name, "fold": fold or 0, "seed": seed, "condition": cond, "metric": k,
-                                                     "value": v} for k, v in metrics.items())
-                if own:
-                    preds.append(_predictions(task, targets, view.classes, scored, name, seed, cond, fold or 0))
-            del model
-            bar.update()
+            used = None
+            if run.rate is not None:  # a grid.rates run: all_present and its test family's curve only, for train_test.csv
+                rate = robustness.train_rate(read_trained_info(run.path))
+                used = tuple(c.name for c in conditions if cond_family[c.name] in ("all_present", rate and rate[2]))
+            jobs.append((fold, run, ScoreJob(run.path, fold, used)))
+
+    # one bar for the whole family (every fold's runs); no line per condition or fold
+    bar = tqdm(total=len(jobs), desc=only or "evaluate", disable=not progress, mininterval=1.0, leave=False)
+    first_jobs = {fold: job for fold, _, job in reversed(jobs)}
+    for (fold, run, job), scored_run in zip(jobs, score_runs([j for _, _, j in jobs], contexts, dev)):
+        ctx = contexts[fold]
+        split, clip_ids, origin = ctx.split, ctx.masked.clip_ids, ctx.masked.origin
+        if job is first_jobs[fold]:  # the fold's first job carries its masked steps (on Ray, each
+            masked += scored_run.masked_rows or []  # worker's first job of the fold does: those are dropped)
+        (name, seed, _), own = run, run.rate is None
+        name = name if own else f"{name}@{run.rate:g}"
+        if (rate := robustness.train_rate(scored_run.info)) is not None:
+            run_rates.append({"model": name, "fold": fold or 0, "seed": seed, "strategy": scored_run.info["strategy"],
+                              "train_param": rate[0], "train_rate": rate[1]})
+        for cond, (metrics, out) in scored_run.scores.items():
+            scored = clip_predictions(task, split, clip_ids, out, origin)
+            if origin is not None:  # every clip (clip step) once, not once per window
+                metrics = clip_metrics(task, targets, scored)
+            (rows if own else rate_rows).extend({"model": name, "fold": fold or 0, "seed": seed, "condition": cond, "metric": k,
+                                                 "value": v} for k, v in metrics.items())
+            if own:
+                preds.append(_predictions(task, targets, segments.classes, scored, name, seed, cond, fold or 0))
+        bar.update()
     bar.close()
 
     metric_order = list(CLASSIFICATION_METRICS) if task == "classification" else regression_metric_names(targets)
@@ -214,14 +223,8 @@ def evaluate_all(
 
 def apply_conditions(conditions: list[Condition], split: Split, segments: Segments | None = None) -> dict[str, tuple[dict, dict]]:
     """Each condition applied once to the split (generator seeded by `condition_seed(name)`), with the
-    context the mechanisms need: the valid steps of each modality (`split.valid` where the Split
-    carries them, else `segments.valid(m)` of its rows) and the segments' normalisation statistics."""
-    valid = getattr(split, "valid", None)
-    if valid is None and segments is not None and hasattr(segments, "valid"):
-        valid = {m: segments.valid(m)[split.idx] for m in split.mask}
-    context = ConditionContext(valid=valid, mean=None if segments is None else segments.mean,
-                               std=None if segments is None else segments.std)
-    return {c.name: c.apply_with(split.x, split.mask, np.random.default_rng(condition_seed(c.name)), context) for c in conditions}
+    context the mechanisms need (`pipeline.run_scoring.condition_context`)."""
+    return run_scoring.apply_conditions(conditions, split, condition_context(split, segments))
 
 
 def _scorecard_summary(card: pl.DataFrame) -> pl.DataFrame:

@@ -59,7 +59,8 @@ from pipeline.errors import PipelineError
 from pipeline.missing import AllPresent, MissingModality
 from pipeline.paths import IMPORTANCE_DIR, MODELS_DIR
 from pipeline.protocols import replicate
-from pipeline.runs import STANDARD, apply_conditions, check_fits, find_trained, fold_ids, load_trained, score_conditions, selection_metric, task_split
+from pipeline.run_scoring import ScoreJob, ScoringContext, score_runs
+from pipeline.runs import STANDARD, check_fits, find_trained, fold_ids, read_trained_info, selection_metric, task_split
 from pipeline.segments import Segments
 from pipeline.stats import holm, paired_ttest
 from pipeline.store import write_json
@@ -195,27 +196,31 @@ def importance_search(
     dev = pick_device(device)
     scores: dict[str, dict[str, dict[int, float]]] = {}  # model -> condition -> replicate -> score
     meta: dict[str, tuple[str, list[str]]] = {}
-    splits: dict[tuple, Any] = {}
-    for fold, (name, seed, path) in tqdm(runs, desc="importance", disable=not progress):
+    contexts: dict[tuple, ScoringContext] = {}
+    jobs: list[ScoreJob] = []
+    for fold, (name, seed, path) in runs:
         view = segments.for_fold(fold or 0)
-        model, info = load_trained(path, dev)
+        info = read_trained_info(path)
         check_fits(path, info, view)
         key = (fold, info["task"], tuple(info["targets"]), tuple(info["modalities"]))
-        if key not in splits:
+        if key not in contexts:
             split = task_split(view, "devel", list(info["modalities"]), info["task"], info["targets"] or ("arousal", "valence"), who="importance search")
             if len(split) == 0:
                 raise ImportanceError("no labelled sequences in the 'devel' partition; the importance search needs it")
-            conds = [AllPresent()] + [MissingModality(m) for m in info["modalities"]]
-            splits[key] = (split, apply_conditions(conds, split))
-        split, applied = splits[key]
+            contexts[key] = ScoringContext(split, (AllPresent(),) + tuple(MissingModality(m) for m in info["modalities"]))
         metric = selection_metric(info["task"])
         model_name = name.rsplit("/", 1)[0]
         if meta.setdefault(model_name, (metric, list(info["modalities"]))) != (metric, list(info["modalities"])):
             raise ImportanceError(f"{path}: the seeds of '{name}' differ in task or modalities; retrain them together")
-        unit = replicate(fold, seed)
-        for cond, (metrics, _) in score_conditions(model, info, split, applied, dev, path).items():
-            scores.setdefault(model_name, {}).setdefault(cond, {})[unit] = metrics[metric]
-        del model
+        jobs.append(ScoreJob(path, key))
+    # each context's runs together, so a worker applies its conditions once (runs come fold by fold)
+    order = sorted(range(len(jobs)), key=lambda i: list(contexts).index(jobs[i].context))
+    scored = dict(zip(order, tqdm(score_runs([jobs[i] for i in order], contexts, dev), total=len(order),
+                                  desc="importance", disable=not progress)))
+    for i, (fold, (name, seed, _)) in enumerate(runs):  # in the runs' order, as the files list them
+        metric, model_name = selection_metric(scored[i].info["task"]), name.rsplit("/", 1)[0]
+        for cond, (metrics, _) in scored[i].scores.items():
+            scores.setdefault(model_name, {}).setdefault(cond, {})[replicate(fold, seed)] = metrics[metric]
 
     out: dict[str, dict[str, Any]] = {}
     for model_name, by_cond in scores.items():

@@ -27,7 +27,6 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.metrics import classification_metrics, regression_metrics
-from pipeline.missing import Condition, condition_seed
 from pipeline.missing.inputs import model_inputs
 from pipeline.models.registry import ModelError, build_model, check_layout, takes_valid
 from pipeline.segments import Segments
@@ -390,6 +389,3 @@ def score_conditions(
         out[name] = (score(info["task"], split, pred, info["targets"]), pred)
     return out
 
-
-def apply_conditions(conditions: list[Condition], split: Split) -> dict[str, tuple[dict, dict]]:
-    return {c.name: c.apply(split.x, split.mask, np.random.default_rng(condition_seed(c.name))) for c in conditions}

@@ -200,7 +200,7 @@ def test_ray_extraction_equals_local_and_follows_on_error(ray_local, crema_d_dir
                        settings=ComputeSettings(backend="ray", workers=1), factory=partial(EgemapsLld, LldParams(sample_rate=8000)))
 
 
-def test_ray_training_grid_is_byte_identical(ray_local, tmp_path, monkeypatch):
+def test_ray_training_evaluation_and_importance_are_byte_identical(ray_local, tmp_path, monkeypatch):
     import torch
 
     from test_train_evaluate import PARAMS, make_segments
@@ -224,3 +224,27 @@ def test_ray_training_grid_is_byte_identical(ray_local, tmp_path, monkeypatch):
             a = run_dir(tmp_path / "local", "crossmodal", "standard", seed) / f
             b = run_dir(tmp_path / "ray", "crossmodal", "standard", seed) / f
             assert a.read_bytes() == b.read_bytes(), f"seed {seed}: {f} differs"
+
+    # the evaluation grid (each run a Ray work item) and the importance search give the same files
+    from pipeline.evaluate import EvaluateParams, evaluate_all
+    from pipeline.importance import ImportanceParams, importance_search
+
+    conditions = EvaluateParams(conditions=["all_present", "each_missing", "clip_zero_grid", "burst_grid"])
+    out = {}
+    for backend in ("local", "ray"):
+        monkeypatch.setenv("MER_BACKEND", backend)
+        torch.set_num_threads(1)
+        try:
+            evaluate_all(segments, tmp_path / "local", conditions, tmp_path / f"eval_{backend}", tmp_path / f"head_{backend}.json",
+                         device="cpu", progress=False)
+            out[backend] = importance_search(segments, tmp_path / "local", ImportanceParams(), device="cpu", progress=False)
+        finally:
+            torch.set_num_threads(threads)
+    assert out["ray"] == out["local"] and list(out["local"]) == ["crossmodal"]
+    files = sorted(p.name for p in (tmp_path / "eval_local").iterdir())
+    assert {"results.csv", "predictions.csv", "masked_steps.csv", "summary.csv"} <= set(files)
+    for name in files:
+        assert (tmp_path / "eval_local" / name).read_bytes() == (tmp_path / "eval_ray" / name).read_bytes(), f"{name} differs"
+    assert (tmp_path / "head_local.json").read_bytes() == (tmp_path / "head_ray.json").read_bytes()
+    masked = (tmp_path / "eval_local" / "masked_steps.csv").read_text().splitlines()
+    assert len(masked) > 1 and len(set(masked)) == len(masked)  # the fold's rows, once (not once per worker)
