@@ -44,3 +44,13 @@ def pytest_collection_modifyitems(config, items):
     starts at once on a worker while the other worker takes the unit tests, instead of one of them
     starting last and setting the suite's length alone."""
     items.sort(key=lambda item: 0 if Path(str(item.fspath)).name.startswith("test_pipeline_") else 1)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say it loudly when the CREMA-D sample is absent: over a hundred tests then skip, and a green run
+    would hide that they never ran (a clone must sit beside ../shared, as CI's does)."""
+    lacking = [r for r in terminalreporter.stats.get("skipped", []) if "CREMA-D sample not found" in str(r.longrepr)]
+    if lacking:
+        terminalreporter.write_line(
+            f"WARNING: {len(lacking)} tests skipped: the CREMA-D sample clips are not at {CREMA_D} "
+            "(../shared/data/crema-d-sample beside this checkout)", red=True, bold=True)
