@@ -22,6 +22,8 @@ Figures (targets from issue 14; run it on a quiet machine: other processes on th
 - train: a grid of seeds of the cross-modal transformer on synthetic sequences (train_all), local vs
   2 Ray workers, each run a task; the ratio (target >= 1.6) and whether every model.pt, history.csv and
   summary is identical.
+- score: the evaluation grid over those runs (evaluate_all, 5 condition families, each run a work item
+  on 2 actors) against the local loop, and whether every table it writes is identical.
 - load_before: the 1-minute load average before the run.
 
 Ray is started once (a local instance of 2 CPUs, no dashboard) outside the timings; its start-up
@@ -202,6 +204,25 @@ def bench_train(work: Path, n: int, t: int, seeds: int, epochs: int) -> dict:
     return out
 
 
+def bench_score(work: Path, n: int, t: int, seeds: int, **_) -> dict:
+    """The evaluation grid over the trained runs of `bench_train` (each run a work item), local vs 2 Ray workers."""
+    from pipeline.evaluate import EvaluateParams, evaluate_all
+
+    segments, _ = synthetic_segments(n, t)
+    params = EvaluateParams(conditions=["all_present", "each_missing", "clip_zero_grid", "frame_zero_grid", "burst_grid"])
+    secs = {}
+    for backend in ("local", "ray"):
+        os.environ["MER_BACKEND"], os.environ["MER_WORKERS"] = backend, "2"
+        _, secs[backend] = timed(evaluate_all, segments, work / "train" / "local", params, work / "score" / backend,
+                                 device="cpu", progress=False)
+    os.environ.pop("MER_BACKEND"), os.environ.pop("MER_WORKERS")
+    files = sorted(p.name for p in (work / "score" / "local").iterdir())
+    out = {"runs": seeds, "local_s": secs["local"], "ray_s": secs["ray"], "speedup": secs["local"] / secs["ray"],
+           "identical": all(filecmp.cmp(work / "score/local" / f, work / "score/ray" / f, shallow=False) for f in files)}
+    log(f"score: {out}")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="3 clips of 2 s and a tiny grid: a smoke run")
@@ -235,6 +256,7 @@ def main() -> None:
                 result["extract"] = bench_extract(clips, work, repeat=args.repeat, ceiling=args.ceiling)
             if "train" in args.only:
                 result["train"] = bench_train(work, **grid)
+                result["score"] = bench_score(work, **grid)
         finally:
             shutdown()
     print(json.dumps(result))
