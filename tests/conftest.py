@@ -1,4 +1,5 @@
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,26 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 REPO = Path(__file__).resolve().parents[1]
-CREMA_D = REPO.parent / "shared" / "data" / "crema-d-sample"
+SAMPLE = Path("shared") / "data" / "crema-d-sample"
+
+
+def _crema_d_sample() -> Path:
+    """`../shared/data/crema-d-sample` beside this checkout; for a clone made elsewhere (`git clone . $(mktemp -d)`,
+    as CI does), beside the checkout it was cloned from (its `origin`); MER_CREMA_D_SAMPLE overrides both."""
+    if os.environ.get("MER_CREMA_D_SAMPLE"):
+        return Path(os.environ["MER_CREMA_D_SAMPLE"])
+    candidates = [REPO.parent / SAMPLE]
+    try:
+        origin = subprocess.run(["git", "-C", str(REPO), "config", "--get", "remote.origin.url"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        origin = ""
+    if origin and "://" not in origin and Path(origin).is_dir():
+        candidates.append(Path(origin).resolve().parent / SAMPLE)
+    return next((c for c in candidates if (c / "VideoFlash").is_dir()), candidates[0])
+
+
+CREMA_D = _crema_d_sample()
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import yaml
+from conftest import CREMA_D as SAMPLE_ROOT
 from typer.testing import CliRunner
 
 from pipeline import cli
@@ -312,7 +313,7 @@ def test_missing_reasons(monkeypatch, tmp_path):
 # many files in one call: real CREMA-D clips, a real extractor (eGeMAPS), a small model trained on nothing
 
 
-CREMA_D = Path("/work/shared/data/crema-d-sample/VideoFlash")
+CREMA_D = SAMPLE_ROOT / "VideoFlash"  # tests/conftest.py finds the sample
 CLIPS = ["1001_DFA_ANG_XX.flv", "1001_DFA_HAP_XX.flv", "1001_DFA_SAD_XX.flv"]
 
 
