@@ -108,7 +108,8 @@ def masked_steps(conditions: list[Condition], applied: dict[str, tuple[dict, dic
     """For the instance view: per test clip, `missing`-family condition and modality it names, the steps
     the condition removed (present in the data, absent under it) as `step_ranges`, in the clip's own
     steps (with `origin`: window step s is clip step origin + s, a step counted when any window covering
-    it lost it), their number and the clip's valid steps of that modality."""
+    it lost it), their number and the clip's valid steps of that modality. Of `applied` {name: (x, mask)}
+    only the masks are read (the streamed scoring passes one condition's plan masks at a time)."""
     rows: list[dict[str, Any]] = []
     clips, inv = _first_seen(clip_ids)
     start = np.zeros(len(clip_ids), np.int64) if origin is None else origin

@@ -2,8 +2,10 @@
 
 Runs are found under one or more models folders (`<dir>/<model>/<strategy>/seed_<s>/model.pt`, see
 `pipeline.runs`); a run is named `<model>/<strategy>` in every output (the `model` column). Each
-condition is applied ONCE to the test data (its generator seeded with `condition_seed(name)`), and
-every run sees those same arrays, so runs are compared on identical missing data. Conditions are built
+condition's generator is seeded with `condition_seed(name)`, so every run sees the same missing data
+and runs are compared on identical inputs. Scoring streams (`pipeline.run_scoring`): one condition at a
+time, applied to step indices and materialised a batch of rows at a time, so memory does not grow with
+the number of conditions; predictions.csv is written run by run, condition by condition. Conditions are built
 for the union of the runs' modalities; a run never trained on a modality is, under `missing:<that
 modality>`, simply evaluated on its own inputs (which that condition leaves intact). All runs must
 share one task.
@@ -78,7 +80,7 @@ from pipeline.runs import (
 )
 from pipeline.run_scoring import MaskedRecord, ScoreJob, ScoringContext, condition_context, score_runs
 from pipeline.segments import Segments
-from pipeline.store import write_json, write_text
+from pipeline.store import atomic_path, write_json, write_text
 
 JSON_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
 # headline metrics per run family: in git (not data/), so every commit and experiment carries them
@@ -112,11 +114,29 @@ class EvaluateParams(Section):
 class EvaluationResults:
     results: pl.DataFrame
     summary: pl.DataFrame
-    predictions: pl.DataFrame
     conditions: pl.DataFrame
     metrics: dict[str, dict[str, dict[str, float]]]
     scorecard: pl.DataFrame | None = None  # per replicate (`robustness.scorecard`)
     train_test: pl.DataFrame | None = None
+    predictions_path: Path | None = None  # predictions.csv as written
+    task: str = "classification"
+
+    @property
+    def predictions(self) -> pl.DataFrame:
+        """predictions.csv read back (it is written run by run and never held whole: at the size of a
+        regression corpus it is the largest output by far)."""
+        if self.predictions_path is None:
+            raise EvaluateError("these evaluation results were not written to a predictions.csv")
+        return pl.read_csv(self.predictions_path, schema=PREDICTION_SCHEMA[self.task])
+
+
+# predictions.csv's columns (`_predictions`)
+PREDICTION_SCHEMA = {
+    "classification": {"model": pl.String, "fold": pl.Int64, "seed": pl.Int64, "condition": pl.String,
+                       "clip_id": pl.String, "true": pl.String, "pred": pl.String},
+    "regression": {"model": pl.String, "fold": pl.Int64, "seed": pl.Int64, "condition": pl.String, "clip_id": pl.String,
+                   "step": pl.Int64, "target": pl.String, "true": pl.Float64, "pred": pl.Float64},
+}
 
 
 def evaluate_all(
@@ -148,7 +168,6 @@ def evaluate_all(
 
     dev = pick_device(device)
     rows: list[dict[str, Any]] = []
-    preds: list[pl.DataFrame] = []
     masked: list[dict[str, Any]] = []
     run_rates: list[dict[str, Any]] = []
     rate_rows: list[dict[str, Any]] = []  # the grid.rates runs' scores, named "<model>/<strategy>@<rate>"
@@ -163,44 +182,48 @@ def evaluate_all(
         clip_ids = view.clip_id[split.idx].astype(str)
         origin = None if view.origin is None else np.asarray(view.origin)[split.idx].astype(np.int64)
         contexts[fold] = ScoringContext(split, tuple(conditions), condition_context(split, view), MaskedRecord(clip_ids, origin, fold or 0))
-        for run in runs:
+        for i, run in enumerate(runs):
             used = None
             if run.rate is not None:  # a grid.rates run: all_present and its test family's curve only, for train_test.csv
                 rate = robustness.train_rate(read_trained_info(run.path))
                 used = tuple(c.name for c in conditions if cond_family[c.name] in ("all_present", rate and rate[2]))
-            jobs.append((fold, run, ScoreJob(run.path, fold, used)))
-
-    # one bar for the whole family (every fold's runs); no line per condition or fold
-    bar = tqdm(total=len(jobs), desc=only or "evaluate", disable=not progress, mininterval=1.0, leave=False)
-    first_jobs = {fold: job for fold, _, job in reversed(jobs)}
-    for (fold, run, job), scored_run in zip(jobs, score_runs([j for _, _, j in jobs], contexts, dev)):
-        ctx = contexts[fold]
-        split, clip_ids, origin = ctx.split, ctx.masked.clip_ids, ctx.masked.origin
-        if job is first_jobs[fold]:  # the fold's first job carries its masked steps (on Ray, each
-            masked += scored_run.masked_rows or []  # worker's first job of the fold does: those are dropped)
-        (name, seed, _), own = run, run.rate is None
-        name = name if own else f"{name}@{run.rate:g}"
-        if (rate := robustness.train_rate(scored_run.info)) is not None:
-            run_rates.append({"model": name, "fold": fold or 0, "seed": seed, "strategy": scored_run.info["strategy"],
-                              "train_param": rate[0], "train_rate": rate[1]})
-        for cond, (metrics, out) in scored_run.scores.items():
-            scored = clip_predictions(task, split, clip_ids, out, origin)
-            if origin is not None:  # every clip (clip step) once, not once per window
-                metrics = clip_metrics(task, targets, scored)
-            (rows if own else rate_rows).extend({"model": name, "fold": fold or 0, "seed": seed, "condition": cond, "metric": k,
-                                                 "value": v} for k, v in metrics.items())
-            if own:
-                preds.append(_predictions(task, targets, segments.classes, scored, name, seed, cond, fold or 0))
-        bar.update()
-    bar.close()
+            # the fold's first job also returns its masked steps (the conditions do not depend on the run)
+            jobs.append((fold, run, ScoreJob(run.path, fold, used, masked=i == 0)))
 
     metric_order = list(CLASSIFICATION_METRICS) if task == "classification" else regression_metric_names(targets)
     json_metrics = JSON_METRICS if task == "classification" else tuple(metric_order)
-    out = _tables(rows, preds, conditions, metric_order, json_metrics, selection_metric(task))
     out_dir = Path(out_dir)
-    write_text(out_dir / "results.csv", out.results.write_csv())
-    write_text(out_dir / "summary.csv", out.summary.write_csv())
-    write_text(out_dir / "predictions.csv", out.predictions.write_csv())
+    # predictions.csv is appended run by run and condition by condition (header once), renamed into place
+    # with results.csv and summary.csv: the bytes of one table written at once, never held whole
+    with atomic_path(out_dir / "predictions.csv") as preds_tmp:
+        with open(preds_tmp, "wb") as preds_file:
+            # one bar for the whole family (every fold's runs); no line per condition or fold
+            bar = tqdm(total=len(jobs), desc=only or "evaluate", disable=not progress, mininterval=1.0, leave=False)
+            for (fold, run, job), scored_run in zip(jobs, score_runs([j for _, _, j in jobs], contexts, dev)):
+                ctx = contexts[fold]
+                split, clip_ids, origin = ctx.split, ctx.masked.clip_ids, ctx.masked.origin
+                masked += scored_run.masked_rows or []
+                (name, seed, _), own = run, run.rate is None
+                name = name if own else f"{name}@{run.rate:g}"
+                if (rate := robustness.train_rate(scored_run.info)) is not None:
+                    run_rates.append({"model": name, "fold": fold or 0, "seed": seed, "strategy": scored_run.info["strategy"],
+                                      "train_param": rate[0], "train_rate": rate[1]})
+                for cond in list(scored_run.scores):
+                    metrics, out = scored_run.scores.pop(cond)  # each condition's outputs freed once written
+                    scored = clip_predictions(task, split, clip_ids, out, origin)
+                    if origin is not None:  # every clip (clip step) once, not once per window
+                        metrics = clip_metrics(task, targets, scored)
+                    (rows if own else rate_rows).extend({"model": name, "fold": fold or 0, "seed": seed, "condition": cond,
+                                                         "metric": k, "value": v} for k, v in metrics.items())
+                    if own:
+                        chunk = _predictions(task, targets, segments.classes, scored, name, seed, cond, fold or 0)
+                        chunk.write_csv(preds_file, include_header=preds_file.tell() == 0)
+                bar.update()
+            bar.close()
+        out = _tables(rows, conditions, metric_order, json_metrics, selection_metric(task))
+        write_text(out_dir / "results.csv", out.results.write_csv())
+        write_text(out_dir / "summary.csv", out.summary.write_csv())
+    out.predictions_path, out.task = out_dir / "predictions.csv", task
     write_text(out_dir / "masked_steps.csv", pl.DataFrame(masked, schema=MASKED_SCHEMA).write_csv())
     main = selection_metric(task)
     out.scorecard = robustness.scorecard(out.results, main, by=("model", "fold", "seed"), value="value")
@@ -210,7 +233,7 @@ def evaluate_all(
     runs_table = pl.DataFrame(run_rates, schema={"model": pl.String, "fold": pl.Int64, "seed": pl.Int64, "strategy": pl.String,
                                                  "train_param": pl.String, "train_rate": pl.Float64})
     every = out.results if not rate_rows else pl.concat(
-        [out.results, _tables(rate_rows, [pl.DataFrame()], conditions, metric_order, json_metrics, main).results])
+        [out.results, _tables(rate_rows, conditions, metric_order, json_metrics, main).results])
     out.train_test = robustness.train_test_matrix(every, runs_table, main)
     if rate_rows:  # the grid.rates runs under their family's name again
         out.train_test = out.train_test.with_columns(pl.col("model").str.replace(r"@.*$", "")).sort(
@@ -222,8 +245,9 @@ def evaluate_all(
 
 
 def apply_conditions(conditions: list[Condition], split: Split, segments: Segments | None = None) -> dict[str, tuple[dict, dict]]:
-    """Each condition applied once to the split (generator seeded by `condition_seed(name)`), with the
-    context the mechanisms need (`pipeline.run_scoring.condition_context`)."""
+    """Each condition applied to the whole split at once (generator seeded by `condition_seed(name)`), with
+    the context the mechanisms need (`pipeline.run_scoring.condition_context`): a full copy of the split per
+    condition, for small data and tests; `evaluate_all` streams instead (`pipeline.run_scoring`)."""
     return run_scoring.apply_conditions(conditions, split, condition_context(split, segments))
 
 
@@ -311,7 +335,6 @@ def _predictions(
 
 def _tables(
     rows: list[dict[str, Any]],
-    preds: list[pl.DataFrame],
     conditions: list[Condition],
     metric_order: list[str],
     json_metrics: tuple[str, ...],
@@ -345,4 +368,4 @@ def _tables(
     metrics: dict[str, dict[str, dict[str, float]]] = {}
     for r in summary.filter(pl.col("metric").is_in(json_metrics)).iter_rows(named=True):
         metrics.setdefault(r["model"], {}).setdefault(r["condition"], {})[r["metric"]] = r["mean"]
-    return EvaluationResults(results, summary, pl.concat(preds), conditions_table, metrics)
+    return EvaluationResults(results, summary, conditions_table, metrics)

@@ -213,13 +213,16 @@ def importance_search(
         if meta.setdefault(model_name, (metric, list(info["modalities"]))) != (metric, list(info["modalities"])):
             raise ImportanceError(f"{path}: the seeds of '{name}' differ in task or modalities; retrain them together")
         jobs.append(ScoreJob(path, key))
-    # each context's runs together, so a worker applies its conditions once (runs come fold by fold)
+    # each context's runs together (runs come fold by fold)
     order = sorted(range(len(jobs)), key=lambda i: list(contexts).index(jobs[i].context))
-    scored = dict(zip(order, tqdm(score_runs([jobs[i] for i in order], contexts, dev), total=len(order),
-                                  desc="importance", disable=not progress)))
+    # each run's metrics only: its outputs under every condition are dropped as it comes back
+    scored = {i: (r.info, {cond: metrics for cond, (metrics, _) in r.scores.items()})
+              for i, r in zip(order, tqdm(score_runs([jobs[i] for i in order], contexts, dev), total=len(order),
+                                          desc="importance", disable=not progress))}
     for i, (fold, (name, seed, _)) in enumerate(runs):  # in the runs' order, as the files list them
-        metric, model_name = selection_metric(scored[i].info["task"]), name.rsplit("/", 1)[0]
-        for cond, (metrics, _) in scored[i].scores.items():
+        info, by_cond = scored[i]
+        metric, model_name = selection_metric(info["task"]), name.rsplit("/", 1)[0]
+        for cond, metrics in by_cond.items():
             scores.setdefault(model_name, {}).setdefault(cond, {})[replicate(fold, seed)] = metrics[metric]
 
     out: dict[str, dict[str, Any]] = {}

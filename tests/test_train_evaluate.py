@@ -318,7 +318,7 @@ def test_stages_fail_cleanly(segments_dir, tmp_path, monkeypatch, capsys):
     train_main, evaluate_main = _stage_main("train"), _stage_main("evaluate")
     train, evaluate = (lambda: train_main(family)), (lambda: evaluate_main(family))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"modalities": ["a"]}}))
-    assert _fails(train, capsys).startswith("error: data/segments/segments.npz: not found")
+    assert _fails(train, capsys).startswith("error: data/segments/segments.json: not found")
     load_segments(segments_dir).save(tmp_path / "data" / "segments")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"modalities": ["a", "face"]}}))
     assert "error: training needs modalities ['face']" in _fails(train, capsys)
@@ -599,9 +599,7 @@ def test_tables_write_the_tidy_columns_and_an_empty_level_cell():
     conditions = parse_conditions(["all_present", "missing:a+b", "clip_zero:a@0.5", "random_missing@0.3"], ["a", "b", "c"])
     rows = [{"model": "m/standard", "fold": 0, "seed": s, "condition": c.name, "metric": "macro_f1", "value": 0.1 * s + 0.01 * i}
             for s in (0, 1) for i, c in enumerate(reversed(conditions))]
-    preds = [pl.DataFrame({"model": ["m/standard"], "seed": [0], "condition": ["all_present"], "clip_id": ["x"],
-                           "true": ["happy"], "pred": ["sad"]})]
-    out = _tables(rows, preds, conditions, ["macro_f1"], ("macro_f1",), "macro_f1")
+    out = _tables(rows, conditions, ["macro_f1"], ("macro_f1",), "macro_f1")
     assert out.results.columns == ["model", "fold", "seed", "condition", "family", "modality", "level", "metric", "value"]
     assert out.results.select("condition", "family", "modality", "level").rows()[:4] == [
         ("random_missing@0.3", "random_missing", "all", 0.3), ("clip_zero:a@0.5", "clip_zero", "a", 0.5),

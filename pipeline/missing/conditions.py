@@ -46,7 +46,7 @@ import re
 import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
@@ -79,11 +79,14 @@ def _fmt(level: float) -> str:
 class ConditionContext:
     """What a condition may need beyond the arrays: `valid` {modality: [B,T] bool} the steps within each
     sequence's true length (`Segments.valid`, padding False), and the normalisation statistics
-    `mean`, `std` {modality: [D]} that turn the z-scored features back into raw values."""
+    `mean`, `std` {modality: [D]} that turn the z-scored features back into raw values. `norms`
+    {modality: [B,T]}: the rows' signal norms (`ops.signal_norm`) computed beforehand, which `mnar` then
+    uses instead of reading the values (the streamed scoring applies conditions to step indices)."""
 
     valid: dict[str, np.ndarray] | None = None
     mean: dict[str, np.ndarray] | None = None
     std: dict[str, np.ndarray] | None = None
+    norms: Mapping[str, np.ndarray] | None = None
 
 
 class Condition(ABC):
@@ -219,7 +222,8 @@ class WeakestMissing(_Mechanism):
             raise ConditionError(f"condition '{self.name}' needs the features' normalisation statistics "
                                  "(apply_with(…, ConditionContext(mean=…, std=…)))")
         mods = list(x) if self.modality is None else [self.modality]
-        return weakest_missing(x, mask, mods, self.level, context.mean, context.std, zero_fill=self.zero_fill)
+        return weakest_missing(x, mask, mods, self.level, context.mean, context.std, zero_fill=self.zero_fill,
+                               norms=context.norms)
 
 
 class Burst(_Mechanism):

@@ -21,7 +21,7 @@ The evaluation levels of the papers (`CLIP_ZERO_LEVELS`, `FRAME_LEVELS`, `RANDOM
 from __future__ import annotations
 
 import zlib
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -257,29 +257,47 @@ def one_present(x: Arrays, mask: Arrays, keep: str, rate: float, rng: np.random.
     return exact_missing(x, mask, {m: rate for m in x if m != keep}, rng, zero_fill)
 
 
+def signal_norm(xv: np.ndarray, mean: Any, std: Any) -> np.ndarray:
+    """[B,T] float64: each step's signal strength for `weakest_missing`, ‖(x·std + mean) / √(mean² + std²)‖₂
+    over the feature axis of `xv` [B,T,D] (`mean`, `std` [D]). Rows are independent: computed on any
+    batch of rows, a row's values are the same floats as on the whole array."""
+    mu, sd = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    rms = np.sqrt(mu**2 + sd**2)
+    raw = np.asarray(xv).astype(np.float64) * sd + mu
+    return np.linalg.norm(raw / np.where(rms > 0, rms, 1.0), axis=-1)
+
+
+def weakest_steps(norm: np.ndarray, present: np.ndarray, share: float) -> np.ndarray:
+    """[B,T] bool: in each row, the round(share · n_present) present steps of lowest `norm` (ties to the
+    earlier step: stable sort)."""
+    norm = np.where(present, norm, np.inf)
+    n_drop = np.floor(share * present.sum(axis=1) + 0.5 + 1e-9).astype(int)
+    rank = np.argsort(np.argsort(norm, axis=1, kind="stable"), axis=1, kind="stable")
+    return rank < n_drop[:, None]
+
+
 def weakest_missing(x: Arrays, mask: Arrays, modalities: Sequence[str], share: float,
-                    mean: dict[str, Any], std: dict[str, Any], zero_fill: bool = True) -> tuple[Arrays, Arrays]:
+                    mean: dict[str, Any], std: dict[str, Any], zero_fill: bool = True,
+                    norms: Mapping[str, np.ndarray] | None = None) -> tuple[Arrays, Arrays]:
     """Missing not at random, driven by the data: in each sequence, the round(share · n_present) present
     steps of each modality with the WEAKEST signal are made absent. Signal strength is the L2 norm of
     the de-normalised (raw) features, each dimension in units of its training root mean square:
-    ‖(x·std + mean) / √(mean² + std²)‖₂ (`mean`, `std` [D]: the segments' normalisation statistics).
-    A raw value of 0 contributes nothing (silence, unvoiced F0, a blank embedding), and no dimension
-    dominates by its unit (eGeMAPS formants in Hz beside loudness in sones). Ties go to the earlier
-    step (stable sort). No randomness: the same data gives the same mask."""
+    ‖(x·std + mean) / √(mean² + std²)‖₂ (`mean`, `std` [D]: the segments' normalisation statistics;
+    `signal_norm`). A raw value of 0 contributes nothing (silence, unvoiced F0, a blank embedding), and
+    no dimension dominates by its unit (eGeMAPS formants in Hz beside loudness in sones). Ties go to
+    the earlier step (stable sort). No randomness: the same data gives the same mask. `norms`
+    {modality: [B,T]}: the `signal_norm`s of these rows computed beforehand (e.g. batch by batch), so
+    the values of `x` are not read (the streamed scoring, pipeline/run_scoring.py, passes step indices)."""
     _check_known(x, mask, modalities)
     x, mask = dict(x), dict(mask)
     for m in modalities:
         if m not in mean or m not in std:
             raise ConditionError(f"missing-not-at-random on '{m}' needs its normalisation statistics (mean, std)")
-        present = _present(mask[m])
-        xv = x[m].detach().cpu().numpy() if _is_torch(x[m]) else np.asarray(x[m])
-        mu, sd = np.asarray(mean[m], np.float64), np.asarray(std[m], np.float64)
-        rms = np.sqrt(mu**2 + sd**2)
-        raw = xv.astype(np.float64) * sd + mu
-        norm = np.where(present, np.linalg.norm(raw / np.where(rms > 0, rms, 1.0), axis=-1), np.inf)
-        n_drop = np.floor(share * present.sum(axis=1) + 0.5 + 1e-9).astype(int)
-        rank = np.argsort(np.argsort(norm, axis=1, kind="stable"), axis=1, kind="stable")
-        x[m], mask[m] = _mask_steps(x[m], mask[m], rank < n_drop[:, None], zero_fill)
+        if norms is not None:
+            norm = norms[m]
+        else:
+            norm = signal_norm(x[m].detach().cpu().numpy() if _is_torch(x[m]) else np.asarray(x[m]), mean[m], std[m])
+        x[m], mask[m] = _mask_steps(x[m], mask[m], weakest_steps(norm, _present(mask[m]), share), zero_fill)
     return x, mask
 
 
