@@ -18,7 +18,8 @@ and label helpers come from pipeline/segment.py, which imports this module only 
   window") a modality in `stack` is instead averaged onto the frames too, and each frame gets the
   n = round(stack_seconds × rate_hz) frames of a window centred on it side by side (n·D dims; zeros
   outside the clip; the frame present iff its own slot is; `extra["stack"][m]` = n and
-  `extra["stack_seconds"]`); statistics over the training clips' frames, each once.
+  `extra["stack_seconds"]`); statistics over the training clips' frames, each once. The stacked frames
+  are not built: x[m] is a `ContextFrames` (pipeline/lazy_arrays.py) over the D-dim frames.
 - `native` (003 §5.3): each modality at its own rate, unaligned: one step per row of its table in time
   order (one per word for a table of words), cut to `native_max_steps.get(m, max_steps)`; x__<m> is
   [N, T_m, D] with T_m the longest cut sequence of m; `lengths[m]` the true lengths (a clip without
@@ -34,23 +35,21 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.corpus.manifest import read_labels
+from pipeline.lazy_arrays import ContextFrames, release_pages
 from pipeline.layouts import (
     context_frames,
-    context_statistics,
+    context_statistics_of_totals,
     context_sums,
-    cut,
     native_rows,
     sample_starts,
-    stack_context,
     stack_factor,
     stack_frames,
-    statistics,
+    streamed_statistics,
     window_starts,
 )
 from pipeline.segment import (
     SegmentError,
     SegmentParams,
-    _apply,
     _check_present,
     _continuous_labels,
     _info,
@@ -59,13 +58,14 @@ from pipeline.segment import (
     grid_steps,
 )
 from pipeline.segments import Segments
-from pipeline.store import FeatureMeta
 
 __all__ = ["build_native", "build_pieces"]
 
 
-def build_pieces(clips, params: SegmentParams, folds, tables, labels_path) -> Segments:
-    """windows / frames: each clip on the grid over its whole duration, cut into pieces (clip, first step)."""
+def build_pieces(clips, params: SegmentParams, folds, tables, labels_path, store) -> Segments:
+    """windows / frames: each clip on the grid over its whole duration, cut into pieces (clip, first step).
+    Each clip's pieces are filled as its rows arrive (`store`: in memory or the staged .npy); statistics
+    count each step of a clip once (`first_cover`: the steps no earlier piece of the clip covers)."""
     r = params.rate_hz
     full = np.array([grid_steps(c.duration, r, np.iinfo(np.int64).max) for c in clips])
     if params.layout == "windows":
@@ -80,14 +80,17 @@ def build_pieces(clips, params: SegmentParams, folds, tables, labels_path) -> Se
     clip_of = np.array([i for i, _ in pieces], np.int64)
     origin = np.array([s for _, s in pieces], np.int64)
     length = np.minimum(T, full[clip_of] - origin)
+    bounds = np.searchsorted(clip_of, np.arange(len(clips) + 1))  # clip i's pieces: bounds[i] … bounds[i+1] − 1
+    counted = first_cover(clip_of, origin, length, T)
     x, mask, mean, std, mods, fold_mean, fold_std = {}, {}, {}, {}, {}, {}, {}
-    for modality, (path, meta, rows) in tables.items():
+    for modality, table in tables.items():
+        path, meta = table.path, table.meta
         k = 1
         if params.layout == "frames" and modality in params.stack and params.stack_seconds:
             n = context_frames(params.stack_seconds, r)
             extra["stack"][modality] = n
             x[modality], mask[modality], mean[modality], std[modality], fm, fs = _context_modality(
-                clips, rows, meta, path, modality, n, r, full, pieces, T, folds)
+                table, store, n, r, full, pieces, T, folds)
             if fm is not None:
                 fold_mean[modality], fold_std[modality] = fm, fs
             mods[modality] = _info(params.modalities[modality], meta, n * meta.dim)
@@ -98,24 +101,24 @@ def build_pieces(clips, params: SegmentParams, folds, tables, labels_path) -> Se
             except ValueError as e:
                 raise SegmentError(f"segment.stack: modality '{modality}' ({path}) {e}") from None
             extra["stack"][modality] = k
-        values, present = [], []
-        for i, clip in enumerate(clips):
+        xm = store.zeros(f"x__{modality}", (len(pieces), T, k * meta.dim))
+        mm = np.zeros((len(pieces), T), bool)
+        has = np.zeros(len(clips), bool)
+        for i, rows in table:
             if k > 1:  # on a grid k times finer, then each frame's k sub-steps side by side
-                v, p = stack_frames(*align_clip(rows.get(clip.clip_id), int(full[i]) * k, r * k, meta.dim), k)
+                v, p = stack_frames(*align_clip(rows, int(full[i]) * k, r * k, meta.dim), k)
             else:
-                v, p = align_clip(rows.get(clip.clip_id), int(full[i]), r, meta.dim, meta.rate_hz)
-            values.append(v)
-            present.append(p)
-        _check_present(modality, path, np.array([p.any() for p in present]), folds)
-        stats = []
-        for fold in folds:  # statistics over the training clips' whole grids: each step once
-            train = np.flatnonzero(fold == "train")
-            stats.append(statistics(np.concatenate([values[i][present[i]] for i in train])))
-        xm, mm, _ = cut(values, present, pieces, T)
-        x[modality], mean[modality], std[modality] = _apply(xm, mm, *stats[0])
-        if len(folds) > 1:
-            fold_mean[modality] = np.stack([m_ for m_, _ in stats]).astype(np.float32)
-            fold_std[modality] = np.stack([s_ for _, s_ in stats]).astype(np.float32)
+                v, p = align_clip(rows, int(full[i]), r, meta.dim, meta.rate_hz)
+            has[i] = p.any()
+            for w in range(bounds[i], bounds[i + 1]):  # the piece's steps; past the clip's end it stays zero
+                s, steps = origin[w], length[w]
+                xm[w, :steps], mm[w, :steps] = v[s : s + steps], p[s : s + steps]
+            store.wrote(xm, v.nbytes)
+        _check_present(modality, path, has, folds)
+        # z-scored in place (no second copy); statistics over the training clips' whole grids, each step once
+        x[modality], mean[modality], std[modality], fm, fs = _normalised(xm, mm, folds[:, clip_of], counted)
+        if fm is not None:
+            fold_mean[modality], fold_std[modality] = fm, fs
         mask[modality] = mm
         mods[modality] = _info(params.modalities[modality], meta, k * meta.dim)
 
@@ -136,37 +139,62 @@ def build_pieces(clips, params: SegmentParams, folds, tables, labels_path) -> Se
     )
 
 
-def _context_modality(clips, rows, meta: FeatureMeta, path: Path, modality: str, n: int, r: float, full: np.ndarray,
-                      pieces: list[tuple[int, int]], T: int, folds: np.ndarray):
+def first_cover(clip_of: np.ndarray, origin: np.ndarray, length: np.ndarray, steps: int) -> np.ndarray:
+    """[P, steps] bool: the steps of each piece that no earlier piece of its clip covers. Over the pieces in
+    order (each clip's in order of their first step, together), its True steps visit every step of each
+    clip's grid once, in time order: `x[first_cover & …]` holds the rows of the clips' whole grids."""
+    out = np.zeros((len(clip_of), steps), bool)
+    reached = -1, 0  # (clip, first step not yet covered)
+    for w, (i, s, n) in enumerate(zip(clip_of, origin, length)):
+        upto = reached[1] if reached[0] == i else 0
+        out[w, max(upto, s) - s : n] = True
+        reached = i, max(upto, s + n)
+    return out
+
+
+def _context_modality(table, store, n: int, r: float, full: np.ndarray, pieces: list[tuple[int, int]], T: int,
+                      folds: np.ndarray):
     """(x [P, T, n·D] z-scored, mask, mean, std, fold_mean | None, fold_std | None) of one modality under
     frames with a context window (002 §3.2.2): the modality averaged onto the frames (as under aligned),
-    each frame with the n frames around it (`stack_context`). The n·D-d frames are built once, straight
-    into the pieces, and normalised in place; statistics come from per-clip sums (`context_sums`), each
-    training frame once."""
-    values, present = [], []
-    for i, clip in enumerate(clips):
-        v, p = align_clip(rows.get(clip.clip_id), int(full[i]), r, meta.dim, meta.rate_hz)
-        values.append(v)
-        present.append(p)
-    _check_present(modality, path, np.array([p.any() for p in present]), folds)
-    shift = np.concatenate([v[p] for v, p in zip(values, present)]).mean(axis=0, dtype=np.float64)
-    sums = [context_sums(v, p, n, shift) for v, p in zip(values, present)]
-    stats = [context_statistics([sums[i] for i in np.flatnonzero(fold == "train")], shift) for fold in folds]
-    dim = n * meta.dim
-    xm = np.zeros((len(pieces), T, dim), np.float32)
+    each frame with the n frames around it (`stack_context`). x is a `ContextFrames`: each clip's D-dim
+    frames stored once (padded with the zero slots outside the clip) and every piece's first row, the
+    n·D-dim frames built when rows are read (at 002's size the stacked copy would be 60× the frames);
+    statistics come from per-clip sums (`context_sums`), each training frame once, added up clip by
+    clip in clip order. The padded table is filled as the clips' rows arrive (`store`), then read back
+    a clip at a time."""
+    meta, path, modality = table.meta, table.path, table.modality
+    before, after = n // 2, n - 1 - n // 2  # slot j of frame f is the clip's padded row f + j
+    first = np.concatenate([[0], np.cumsum(before + full + after)]).astype(np.int64)
+    frames = store.zeros(f"ctx__{modality}", (int(first[-1]), meta.dim))
+    present = np.zeros(len(frames), bool)  # by padded row, as the table
+    for i, rows in table:
+        v, p = align_clip(rows, int(full[i]), r, meta.dim, meta.rate_hz)
+        frames[first[i] + before : first[i] + before + len(v)] = v
+        present[first[i] + before : first[i] + before + len(p)] = p
+        store.wrote(frames, v.nbytes)
+    own = [slice(first[i] + before, first[i] + before + int(full[i])) for i in range(len(full))]
+    _check_present(modality, path, np.array([present[rows].any() for rows in own]), folds)
+    # the mean of every clip's present frames, in clip order: the table's present rows, row-major
+    shift = streamed_statistics(frames, [present])[0][0] if isinstance(frames, np.memmap) else \
+        frames[present].mean(axis=0, dtype=np.float64)
+    totals = [[0, 0, 0] for _ in folds]  # each fold's (Σ, Σ², count) over its training clips, as `sum` adds them
+    for i, rows in enumerate(own):
+        sums = context_sums(np.asarray(frames[rows]), present[rows], n, shift)
+        release_pages(frames)
+        for k, fold in enumerate(folds):
+            if fold[i] == "train":
+                totals[k] = [a + b for a, b in zip(totals[k], sums)]
+    stats = [context_statistics_of_totals(*tot, shift) for tot in totals]
+    start = np.array([first[i] + s for i, s in pieces], np.int64)
     mm = np.zeros((len(pieces), T), bool)
     for w, (i, s) in enumerate(pieces):
-        steps = min(T, len(present[i]) - s)
-        _, mm[w, :steps] = stack_context(values[i], present[i], n, s, steps, out=xm[w, :steps])
-    mean, std = stats[0]
-    xm -= mean.astype(np.float32)  # in place: at 002's size (3,900-d per frame) no float64 copy
-    xm /= std.astype(np.float32)
-    xm[~mm] = 0.0
+        mm[w, : min(T, int(full[i]) - s)] = present[own[i]][s : s + T]
+    mean, std = (a.astype(np.float32) for a in stats[0])
     fold_mean = fold_std = None
     if len(folds) > 1:
         fold_mean = np.stack([m_ for m_, _ in stats]).astype(np.float32)
         fold_std = np.stack([s_ for _, s_ in stats]).astype(np.float32)
-    return xm, mm, mean.astype(np.float32), std.astype(np.float32), fold_mean, fold_std
+    return ContextFrames(frames, start, mm, n, mean, std), mm, mean, std, fold_mean, fold_std
 
 
 def _cut_steps(a: np.ndarray, full: np.ndarray, pieces: list[tuple[int, int]], steps: int) -> np.ndarray:
@@ -178,19 +206,22 @@ def _cut_steps(a: np.ndarray, full: np.ndarray, pieces: list[tuple[int, int]], s
     return out
 
 
-def build_native(clips, params: SegmentParams, folds, tables, labels_path) -> Segments:
+def build_native(clips, params: SegmentParams, folds, tables, labels_path, store) -> Segments:
     """Each modality at its own rate: one step per row (word) in time order, cut to its own maximum."""
     caps = {m: params.native_max_steps.get(m, params.max_steps) for m in tables}
     x, mask, mean, std, mods, fold_mean, fold_std, lengths, times = {}, {}, {}, {}, {}, {}, {}, {}, {}
-    for modality, (path, meta, rows) in tables.items():
-        per_clip = [native_rows(rows.get(c.clip_id), caps[modality], meta.dim) for c in clips]
-        lengths[modality] = np.array([n for *_, n in per_clip], np.int64)
+    for modality, table in tables.items():
+        path, meta = table.path, table.meta
+        counts = table.row_counts()  # the lengths `native_rows` gives, before the rows: x's shape
+        lengths[modality] = np.where(counts == 0, 1, np.minimum(counts, caps[modality])).astype(np.int64)
         T_m = int(lengths[modality].max())
-        xm = np.zeros((len(clips), T_m, meta.dim), np.float32)
+        xm = store.zeros(f"x__{modality}", (len(clips), T_m, meta.dim))
         mm = np.zeros((len(clips), T_m), bool)
         tm = np.zeros((len(clips), T_m))
-        for i, (v, p, t_, n) in enumerate(per_clip):
+        for i, rows in table:
+            v, p, t_, n = native_rows(rows, caps[modality], meta.dim)
             xm[i, :n], mm[i, :n], tm[i, :n] = v, p, t_
+            store.wrote(xm, v.nbytes)
         _check_present(modality, path, mm.any(axis=1), folds)
         x[modality], mean[modality], std[modality], fm, fs = _normalised(xm, mm, folds)
         if fm is not None:

@@ -36,6 +36,55 @@ def statistics(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return mean, np.where(std < MIN_STD, 1.0, std)
 
 
+def streamed_statistics(x, selections: list[np.ndarray], chunk_bytes: int | None = None) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """`statistics(x[sel])` for each selection, reading x (an ndarray or a memory-mapped [N, T, D] or
+    [R, D]) a block of rows at a time, never the selected rows whole: sel is bool [N, T] (or [R]), its
+    rows visited in `x[sel]`'s order (row-major). The same bits as `statistics`: numpy reduces a
+    C-contiguous [n, D] array over axis 0 (D ≥ 2) one row after another in float64, so a running sum
+    carried from block to block (`np.add.reduce` over [carry; block]) adds in its order; the variance
+    is numpy's two-pass formula (Σ (x − mean)² / n). A single dimension (D = 1) numpy sums pairwise,
+    so there the selected column (4 bytes a row) is gathered and `statistics` applied.
+    tests/test_segment_stream.py checks the equality, constant dimensions included, so a numpy that
+    changes its reduction order is caught there. Every selection is served by the same two passes over x."""
+    from pipeline.lazy_arrays import iter_chunks, take_rows  # lazy_arrays imports nothing of the pipeline
+
+    dim = x.shape[-1]
+    counts = [int(np.count_nonzero(sel)) for sel in selections]
+
+    def blocks():
+        for a, b in iter_chunks(x, chunk_bytes):
+            yield a, b, take_rows(x, np.arange(a, b))
+
+    if dim == 1:
+        picked = [[] for _ in selections]
+        for a, b, block in blocks():
+            for k, sel in enumerate(selections):
+                picked[k].append(block[sel[a:b]])
+        return [statistics(np.concatenate(p)) if n else None for p, n in zip(picked, counts)]
+    total = [np.zeros(dim) for _ in selections]
+    for a, b, block in blocks():
+        for k, sel in enumerate(selections):
+            rows = block[sel[a:b]]
+            if len(rows):
+                total[k] = np.add.reduce(np.concatenate([total[k][None], rows.astype(np.float64)]), axis=0)
+    means = [t / n if n else None for t, n in zip(total, counts)]
+    squares = [np.zeros(dim) for _ in selections]
+    for a, b, block in blocks():
+        for k, sel in enumerate(selections):
+            rows = block[sel[a:b]]
+            if len(rows):
+                centred = rows.astype(np.float64) - means[k]
+                squares[k] = np.add.reduce(np.concatenate([squares[k][None], centred * centred]), axis=0)
+    out = []
+    for mean, sq, n in zip(means, squares, counts):
+        if not n:
+            out.append(None)
+            continue
+        std = np.sqrt(sq / n)
+        out.append((mean, np.where(std < MIN_STD, 1.0, std)))
+    return out
+
+
 def window_starts(n_steps: int, win: int, hop: int) -> np.ndarray:
     """First step of each window of `win` steps every `hop` steps over a clip of `n_steps` steps;
     the last window ends at the clip's end (it may overlap its predecessor by more than win − hop);
@@ -125,11 +174,16 @@ def context_statistics(sums: list[tuple[np.ndarray, np.ndarray, int]], shift: np
     """(mean, std) float64 [n·D] from the `context_sums` (with `shift`) of the training clips: what
     `statistics` gives over their stacked present frames (a constant dimension keeps a scale of 1).
     None without a present frame."""
-    count = sum(c for *_, c in sums)
+    return context_statistics_of_totals(sum(s for s, _, _ in sums), sum(q for _, q, _ in sums), sum(c for *_, c in sums), shift)
+
+
+def context_statistics_of_totals(total, squares, count: int, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """`context_statistics` from the training clips' `context_sums` already added up in clip order
+    (0 + s₀ + s₁ + …, as `sum` does), so they can be accumulated clip by clip."""
     if count == 0:
         return None
-    centred = sum(s for s, _, _ in sums) / count
-    std = np.sqrt(np.maximum(sum(q for _, q, _ in sums) / count - centred**2, 0.0))
+    centred = total / count
+    std = np.sqrt(np.maximum(squares / count - centred**2, 0.0))
     n = len(centred) // len(shift)
     return centred + np.tile(np.asarray(shift, np.float64), n), np.where(std < MIN_STD, 1.0, std)
 
@@ -145,15 +199,3 @@ def native_rows(rows: ClipFeatures | None, max_steps: int, dim: int) -> tuple[np
     values = np.where(present[:, None], rows.values[order], 0.0).astype(np.float32)
     return values, present, rows.t[order], len(order)
 
-
-def cut(values: list[np.ndarray], present: list[np.ndarray], pieces: list[tuple[int, int]], steps: int):
-    """[P, steps, D] values and [P, steps] presence of each piece (clip i, first step s) of the
-    per-clip arrays (zeros past a clip's end), and each piece's length [P]."""
-    dim = values[0].shape[1] if values else 0
-    x = np.zeros((len(pieces), steps, dim), np.float32)
-    mask = np.zeros((len(pieces), steps), bool)
-    length = np.zeros(len(pieces), np.int64)
-    for w, (i, s) in enumerate(pieces):
-        n = min(steps, len(present[i]) - s)
-        x[w, :n], mask[w, :n], length[w] = values[i][s : s + n], present[i][s : s + n], n
-    return x, mask, length

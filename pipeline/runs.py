@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import PipelineError
+from pipeline.lazy_arrays import RowView
 from pipeline.metrics import classification_metrics, regression_metrics
 from pipeline.missing.inputs import model_inputs
 from pipeline.models.registry import ModelError, build_model, check_layout, takes_valid
@@ -64,7 +65,9 @@ class Split:
     """The usable sequences of one partition for a task."""
 
     idx: np.ndarray  # rows of the segments
-    x: dict[str, np.ndarray]
+    # {mod: RowView}: split.x[m][rows] reads segments.x[m][idx[rows]] (pipeline/lazy_arrays.py); a split
+    # holds its masks and labels, never a copy of its features
+    x: dict[str, Any]
     mask: dict[str, np.ndarray]
     y: np.ndarray  # [N] int64 labels, or [N,T,K] float32 targets
     y_mask: np.ndarray | None  # [N,T] bool (regression)
@@ -117,7 +120,7 @@ def task_split(
         raise TrainError(f"unknown task {task!r}; use 'classification' or 'regression'")
     return Split(
         idx,
-        {m: segments.x[m][idx] for m in modalities},
+        {m: RowView(segments.x[m], idx) for m in modalities},
         {m: segments.mask[m][idx].astype(bool) for m in modalities},
         y,
         y_mask,
@@ -134,8 +137,9 @@ def n_outputs(segments: Segments, task: str, targets: list[str]) -> int:
 
 
 def to_tensors(
-    x: dict[str, np.ndarray], mask: dict[str, np.ndarray], rows: np.ndarray, device: torch.device
+    x: dict[str, Any], mask: dict[str, np.ndarray], rows: np.ndarray, device: torch.device
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The batch `rows` as tensors: each array (ndarray, memmap or lazy view) read at those rows only."""
     return (
         {m: torch.from_numpy(np.ascontiguousarray(v[rows], dtype=np.float32)).to(device) for m, v in x.items()},
         {m: torch.from_numpy(np.ascontiguousarray(v[rows], dtype=bool)).to(device) for m, v in mask.items()},
@@ -173,7 +177,8 @@ def predict(
     valid: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Outputs in eval mode: logits [N, C] or per-step predictions [N, T, K] (mode restored after).
-    `valid`: {mod: [N,T_m] bool} the steps within each sequence's true length (None: no padding)."""
+    `valid`: {mod: [N,T_m] bool} the steps within each sequence's true length (None: no padding).
+    `x`'s values are read only as `x[m][rows]`, batch by batch: arrays or row views."""
     was_training = model.training
     model.eval()
     n = len(next(iter(mask.values())))
@@ -379,11 +384,14 @@ def score_conditions(
     applied: dict[str, tuple[dict, dict]],
     device: torch.device,
     path: Path,
+    batch_size: int = EVAL_BATCH_SIZE,
 ) -> dict[str, tuple[dict[str, float], np.ndarray]]:
-    """{condition: (metrics, outputs)} of one run on `split` under each already-applied condition."""
+    """{condition: (metrics, outputs)} of one run on `split` under each already-applied condition
+    {name: (x, mask)}; x's values may be row views (`pipeline.run_scoring.PlannedRows`), which `predict`
+    materialises one batch of rows at a time."""
     mods, out = info["modalities"], {}
     for name, (xc, mc) in applied.items():
-        pred = predict(model, {m: xc[m] for m in mods}, {m: mc[m] for m in mods}, device, valid=split.valid)
+        pred = predict(model, {m: xc[m] for m in mods}, {m: mc[m] for m in mods}, device, batch_size, valid=split.valid)
         if not np.all(np.isfinite(pred)):
             raise EvaluateError(f"{path}: non-finite outputs under condition '{name}'")
         out[name] = (score(info["task"], split, pred, info["targets"]), pred)

@@ -88,15 +88,8 @@ def _make_readable(tree: Path) -> None:
 
 
 def publish_dir(out_dir: str | Path, files: dict[str, bytes | str]) -> None:
-    """Write `files` (relative path -> text or bytes) as the whole of `out_dir`, all or nothing.
-
-    The files are written into a staging folder beside `out_dir`, which is then swapped into place;
-    a failure leaves the previous `out_dir` (or none) as it was, never a mix of old and new files."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
-    old = None
-    try:
+    """Write `files` (relative path -> text or bytes) as the whole of `out_dir`, all or nothing (`staged_dir`)."""
+    with staged_dir(out_dir) as staging:
         for rel, content in files.items():
             target = staging / rel
             if isinstance(content, str):
@@ -104,6 +97,19 @@ def publish_dir(out_dir: str | Path, files: dict[str, bytes | str]) -> None:
             else:
                 with atomic_path(target) as tmp:
                     tmp.write_bytes(content)
+
+
+@contextmanager
+def staged_dir(out_dir: str | Path) -> Iterator[Path]:
+    """Yield a staging folder beside `out_dir`; when the block succeeds it is swapped into place as the
+    whole of `out_dir`. A failure leaves the previous `out_dir` (or none) as it was, never a mix of old
+    and new files, and removes the staging folder."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    old = None
+    try:
+        yield staging
         _make_readable(staging)
         if out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
@@ -314,7 +320,8 @@ def read_feature_meta(path: str | Path) -> FeatureMeta:
 
 
 def read_features(path: str | Path) -> tuple[FeatureMeta, dict[str, ClipFeatures]]:
-    """Read a feature table back into per-clip arrays."""
+    """Read a feature table back into per-clip arrays, the whole table at once (small tables; the segment
+    stage streams with `iter_clip_features`)."""
     meta = read_feature_meta(path)
     table = read_table(path)
     expected = {"clip_id", "t", "present", "value"}
@@ -338,3 +345,72 @@ def read_features(path: str | Path) -> tuple[FeatureMeta, dict[str, ClipFeatures
     for s, e in zip(starts, ends):
         out[str(clip_ids[s])] = ClipFeatures(t[s:e], present[s:e], values[s:e], None if span is None else span[s:e])
     return meta, out
+
+
+# rows per batch when a feature table is streamed: about this many bytes of values (`iter_clip_features`)
+STREAM_BATCH_BYTES = 32 << 20
+
+
+def iter_clip_features(path: str | Path, batch_rows: int | None = None) -> tuple[FeatureMeta, Iterator[tuple[str, ClipFeatures]]]:
+    """(meta, (clip_id, rows) for each clip in table order): the table read a batch of rows at a time
+    (`ParquetFile.iter_batches` over a buffered stream), so memory holds one batch and one clip, never
+    the table. Each clip's rows are what `read_features` gives for it (the same `ClipFeatures`); a clip
+    whose rows span batches is carried over. `batch_rows` (default: about `STREAM_BATCH_BYTES`) is for
+    tests. The table must be grouped by clip (its contract: sorted by clip then time)."""
+    path = Path(path)
+    meta = read_feature_meta(path)
+    try:
+        pf = pq.ParquetFile(path, buffer_size=8 << 20, pre_buffer=False)
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise StoreError(f"{path}: unreadable Parquet file: {e}") from None
+    names = pf.schema_arrow.names
+    expected = {"clip_id", "t", "present", "value"}
+    if not expected <= set(names):
+        raise StoreError(f"{path}: columns {names} lack {sorted(expected - set(names))}")
+    columns = ["clip_id", "t", "present", "value"] + (["t_start", "t_end"] if meta.rate_hz is None else [])
+    batch_rows = batch_rows or max(1, STREAM_BATCH_BYTES // (4 * max(1, meta.dim)))
+
+    def columns_of(batch: pa.RecordBatch) -> tuple[np.ndarray, ...]:
+        n = batch.num_rows
+        out = [batch.column("clip_id").to_numpy(zero_copy_only=False), batch.column("t").to_numpy(),
+               batch.column("present").to_numpy(zero_copy_only=False),
+               batch.column("value").flatten().to_numpy(zero_copy_only=False).reshape(n, meta.dim)]
+        if meta.rate_hz is not None:
+            return (*out, None)
+        return (*out, np.stack([batch.column("t_start").to_numpy(), batch.column("t_end").to_numpy()], axis=1))
+
+    def clip(parts: list[tuple[np.ndarray, ...]]) -> ClipFeatures:
+        if len(parts) == 1:
+            return ClipFeatures(*parts[0][1:])
+        t, present, values = (np.concatenate([part[j] for part in parts]) for j in (1, 2, 3))
+        span = None if parts[0][4] is None else np.concatenate([part[4] for part in parts])
+        return ClipFeatures(t, present, values, span)
+
+    def clips() -> Iterator[tuple[str, ClipFeatures]]:
+        pending: list[tuple[np.ndarray, ...]] = []  # the last clip's rows so far (it may go on in the next batch)
+        pending_id = None
+        try:
+            batches = pf.iter_batches(batch_size=batch_rows, columns=columns)
+            for batch in batches:
+                if batch.num_rows == 0:
+                    continue
+                ids, t, present, values, span = columns_of(batch)
+                change = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+                starts = np.concatenate([[0], change])
+                ends = np.concatenate([change, [len(ids)]])
+                for s, e in zip(starts, ends):
+                    cid = str(ids[s])
+                    part = (cid, t[s:e], present[s:e], values[s:e], None if span is None else span[s:e])
+                    if pending and cid != pending_id:
+                        yield pending_id, clip(pending)
+                        pending = []
+                    pending.append(part)
+                    pending_id = cid
+        except StoreError:
+            raise
+        except (OSError, pa.ArrowException) as e:
+            raise StoreError(f"{path}: unreadable Parquet file: {e}") from None
+        if pending:
+            yield pending_id, clip(pending)
+
+    return meta, clips()

@@ -3,15 +3,14 @@
 from pipeline.config import load_section
 from pipeline.corpus.manifest import read_manifest
 from pipeline.paths import LABELS, MANIFEST, SEGMENTS_DIR
-from pipeline.segment import segment_corpus
+from pipeline.segment import segment_to
 from pipeline.stage import run_stage
 
 
 def main() -> None:
     params = load_section("segment")
     info, clips = read_manifest(MANIFEST)
-    segments = segment_corpus(info, clips, params, labels_path=LABELS)
-    segments.save(SEGMENTS_DIR)
+    segments = segment_to(SEGMENTS_DIR, info, clips, params, labels_path=LABELS)  # streamed: bounded memory
     counts = {p: int((segments.partition == p).sum()) for p in ("train", "devel", "test")}
     if params.layout == "aligned":
         shape = f"{segments.n} sequences of {segments.t.shape[1]} steps at {params.rate_hz} Hz"

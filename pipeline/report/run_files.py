@@ -6,7 +6,8 @@ everything here); the checked reading both share is `reading`.
     data/models/<model>/<strategy>/seed_<s>/model.pt     the modalities the run was trained on
     data/models/<model>/eliminate/importance.json   the importance search behind those runs (optional)
     data/segments/segments.json                     classes, rate_hz, modalities (backbone, pretrained…)
-    data/segments/segments.npz                      optional: the partition of every sequence
+    data/segments/partition.npy                     optional: the partition of every sequence (or
+                                                    segments.npz's, the older format)
     data/corpus/manifest.parquet                    corpus name, classes, clips, speakers
 Under several folds a run's files sit one level deeper, in fold_<f>/seed_<s>/ (`history_path`).
 """
@@ -19,14 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from pipeline.config import MANIFEST, MODELS_DIR, SEGMENTS_DIR
 from pipeline.corpus.manifest import read_manifest
 from pipeline.protocols import REPLICATE
 from pipeline.report.reading import ReportError, json_object, read_csv, require
-from pipeline.segments import META, NPZ, ModalityInfo
+from pipeline.segments import META, ModalityInfo, read_segments_array
 from pipeline.store import StoreError
 
 HISTORY = "history.csv"
@@ -107,15 +107,15 @@ def read_corpus(root: Path) -> CorpusSummary:
         raise ReportError(f"{e}; rerun the `corpus` stage") from None
     partitions = Counter(c.partition for c in clips if c.partition)
     source = "manifest"
-    npz = root / SEGMENTS_DIR / NPZ
-    if not partitions and npz.is_file():
-        # the corpus leaves partitions to `segment`; read only that array (np.load is lazy per key)
+    if not partitions:
+        # the corpus leaves partitions to `segment`; read only that array (either segments format)
         try:
-            with np.load(npz, allow_pickle=False) as z:
-                partitions = Counter(str(p) for p in z["partition"])
+            partition = read_segments_array(root / SEGMENTS_DIR, "partition")
+        except StoreError:
+            partition = None
+        if partition is not None:
+            partitions = Counter(str(p) for p in partition)
             source = "segments"
-        except (OSError, KeyError, ValueError):
-            partitions = Counter()
     labels = Counter(c.label for c in clips if c.label is not None)
     return CorpusSummary(
         name=info.name,
