@@ -64,8 +64,10 @@ class Extractor(ABC):
 
     def process_clips(self, clips: Iterable[Clip], root: Path) -> Iterator[tuple[Clip, ClipFeatures | Exception]]:
         """(clip, rows or the ExtractionError/MediaError it raised) for each clip, in order. Override to
-        batch work across clips (e.g. face crops of several clips in one forward pass); the runner
-        hands in only clips missing from the per-clip cache, in groups of `batch_clips`."""
+        share work across clips (e.g. decoding the next clip while this one runs); the runner hands in
+        only clips missing from the per-clip cache, in groups of `batch_clips`. A clip's rows must not
+        depend on the other clips of its group (issue 22: CPU kernels give other bits for other batch
+        compositions), so batch a network's inputs within one clip (tests/test_extract_determinism.py)."""
         for clip in clips:
             try:
                 yield clip, self.process_clip(clip, root)

@@ -13,10 +13,15 @@ all of it; a subclass only builds its network and says what it is.
   faces stage cropped to another size; no scaling by a std (both conversions' `meta`).
 * Cache key: `input_fingerprint` hashes the clip's detection rows (t, present, crop bytes), not the
   video file, and `config_fingerprint` leaves out the faces stage's provenance, so a re-detection that
-  yields the same crops re-embeds nothing; batch_size and on_error do not change any output and are
-  left out too.
-* Speed: the runner hands `batch_clips` uncached clips at once and their crops go through the network
-  in forward passes of `batch_size`, whatever clip they come from. The network runs as an inference
+  yields the same crops re-embeds nothing; on_error changes no output and is left out too
+  (batch_size is in: it cuts a clip's forward passes, and CPU kernels round other batch sizes
+  differently).
+* Speed and determinism: the runner hands `batch_clips` uncached clips at once; each clip's crops go
+  through the network in forward passes of `batch_size` crops of that clip alone, from its first
+  crop. Crops of several clips never share a pass: a conv or GEMM kernel's bits for one crop change
+  with the batch around it, and a clip's embeddings must depend on the clip and the settings only,
+  not on its neighbours, the resume point, the groups or the worker count (issue 22; measured cost:
+  see benchmarks/extract.py and the report of issue 22). The network runs as an inference
   copy: batch norms folded into the convolutions (`torch.nn.utils.fusion`), channels-last memory
   layout (oneDNN's native one) and, in bf16, bf16 weights under bf16 autocast. `net` stays the plain
   fp32 network (reference and benchmark baseline).
@@ -63,7 +68,7 @@ INPUT_SIZE = 224
 #: crops in the batch the precision chooser times (a few seconds for VGG-Face on one thread)
 PROBE_CROPS = 2
 #: params that change no output value (left out of the cache key)
-NOT_IN_KEY = ("batch_size", "on_error")
+NOT_IN_KEY = ("on_error",)
 
 #: a clip's detections by clip id: a mapping, or a callable returning None for an unknown clip
 Detections = Mapping[str, ClipDetections] | Callable[[str], ClipDetections | None]
@@ -306,7 +311,8 @@ class FaceCropEmbedder(Extractor):
             "model": precision_chooser.model_identity(self.net, layer=self.layer(), weights=weights, probe=PROBE_CROPS),
         }
         decision = precision_chooser.choose_precision(
-            run, identity, log=lambda line: print(f"{self.name}: precision {line}", file=sys.stderr, flush=True)
+            run, identity, pilot=precision_chooser.conv_pilot(self.device),
+            log=lambda line: print(f"{self.name}: precision {line}", file=sys.stderr, flush=True),
         )
         self.precision_decision, self._precision = decision, decision.precision
         self._fast_net = copies.get(decision.precision)  # reuse the copy that was timed, if any
@@ -342,45 +348,32 @@ class FaceCropEmbedder(Extractor):
         return result
 
     def process_clips(self, clips: Iterable[Clip], root: Path) -> Iterator[tuple[Clip, ClipFeatures | Exception]]:
-        """The present crops of all `clips` in forward passes of batch_size (crops of several clips
-        share a pass); crops are decoded batch by batch, so memory stays flat in clip length. A clip
-        whose crop does not decode or whose embedding is not finite gets its ExtractionError; the
-        other clips are unaffected."""
-        clips = list(clips)
-        dets: list[ClipDetections | None] = []
-        values: list[np.ndarray | None] = []
-        failed: dict[int, Exception] = {}
-        for k, clip in enumerate(clips):
+        """Each clip's present crops in forward passes of batch_size crops of that clip alone (so its
+        embeddings do not depend on the other clips); crops are decoded batch by batch, so memory
+        stays flat in clip length. A clip whose crop does not decode or whose embedding is not
+        finite gets its ExtractionError; the other clips are unaffected."""
+        for clip in clips:
             try:
-                det = self._clip_detections(clip.clip_id)
+                yield clip, self._embed_clip(clip)
             except ExtractionError as e:
-                failed[k], det = e, None
-            dets.append(det)
-            values.append(None if det is None else np.zeros((len(det), self.dim), np.float32))
-        steps = [(k, int(i)) for k, det in enumerate(dets) if det is not None for i in np.flatnonzero(det.present)]
-        for batch in batched(steps, self.settings.batch_size):
-            crops, where = [], []
-            for k, i in batch:
-                if k in failed:
-                    continue
+                yield clip, e
+
+    def _embed_clip(self, clip: Clip) -> ClipFeatures:
+        det = self._clip_detections(clip.clip_id)
+        values = np.zeros((len(det), self.dim), np.float32)
+        for batch in batched(np.flatnonzero(det.present).tolist(), self.settings.batch_size):
+            crops = []
+            for i in batch:
                 try:
-                    crops.append(dets[k].crop(i))
-                    where.append((k, i))
+                    crops.append(det.crop(i))
                 except Exception as e:  # PIL raises several types for corrupt JPEG data
-                    failed[k] = ExtractionError(
-                        f"{self.source}: clip {clips[k].clip_id}: crop at t={dets[k].t[i]:.3f} s does not decode ({e})"
-                    )
-            if crops:
-                out = self._forward(crops)
-                for (k, i), row in zip(where, out):
-                    values[k][i] = row
-        for k, clip in enumerate(clips):
-            if k in failed:
-                yield clip, failed[k]
-            elif not np.all(np.isfinite(values[k])):
-                yield clip, ExtractionError(f"{clip.media_path}: non-finite {self.family} features (clip {clip.clip_id})")
-            else:
-                yield clip, ClipFeatures(dets[k].t, dets[k].present, values[k])
+                    raise ExtractionError(
+                        f"{self.source}: clip {clip.clip_id}: crop at t={det.t[i]:.3f} s does not decode ({e})"
+                    ) from None
+            values[batch] = self._forward(crops)
+        if not np.all(np.isfinite(values)):
+            raise ExtractionError(f"{clip.media_path}: non-finite {self.family} features (clip {clip.clip_id})")
+        return ClipFeatures(det.t, det.present, values)
 
     def _clip_detections(self, clip_id: str) -> ClipDetections:
         det = self._lookup(clip_id)

@@ -18,7 +18,7 @@ with its own preprocessing; `face_embed.weights` may point at any state dict wit
 pipeline runs where the real weights cannot be had; the feature table then says RANDOM in its
 FeatureMeta (pretrained=False, notes) and in every output that repeats its weights statement.
 
-Reading the faces table, batching crops across clips, the cache key and precision are shared with
+Reading the faces table, batching crops (within each clip), the cache key and precision are shared with
 `resnet50` (pipeline.extract.face_embed.FaceCropEmbedder). Precision (`face_embed.bf16`): `auto`
 times fp32 and bf16 on this machine once and keeps the faster one that agrees with fp32 (min cosine
 0.999; bf16 ran 0.65x fp32 on an AVX512-BF16 Xeon without AMX, 3-4x with AMX); measured on real

@@ -8,7 +8,7 @@ What lives where (read in this order):
 * `extractor`  — `FacesExtractor`: the detector as an extractor on the one runner
                  (`pipeline.extract.runner.extract_corpus`: per-clip cache keyed by video bytes ×
                  detector params, on_error fail|skip, data/errors/faces.csv, streamed atomic write).
-* `detector`   — `FaceDetector`: MTCNN over batches of frames across clips, one kept face per step,
+* `detector`   — `FaceDetector`: MTCNN over batches of one clip's frames, one kept face per step,
                  detect-every-k, downscaling, truncated-video check.
 * `crops`      — the square crop around a box and its JPEG encoding.
 * `face_track` — which face is kept (selection, tracking) and how steps between detections are filled.

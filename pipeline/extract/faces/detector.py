@@ -26,7 +26,12 @@ time in a Python loop (stages 2 and 3). Here every one of those resamplings is r
 image of the batch: the sums of 8-bit pixels are exact integers, divided in the same order as torch's
 `adaptive_avg_pool2d`, so the networks see bit-identical inputs and the detections equal
 facenet-pytorch's own (tested). The networks, NMS and box regression are facenet-pytorch's. Frames
-are batched (`batch_size`) across clips of the same frame size, and each clip is decoded once,
+are batched (`batch_size`) within one clip, never across clips: CPU kernels and NMS give other bits
+for other batch compositions (a box moves by float rounding, which can flip a tracking or threshold
+decision), so a clip's detections must not depend on its neighbours, the resume point of a killed
+run, the group size or the worker count (issue 22; tests/test_extract_determinism.py). A clip's
+batches start at its first detection step, so they depend on the clip and `batch_size` alone
+(`batch_size` is part of the cache key). Each clip is decoded once,
 converting to RGB only the frames a step shows, by a background thread that runs up to
 `DECODE_AHEAD` frames ahead of detection (PyAV releases the GIL while decoding, so decoding overlaps
 the networks; results do not depend on it).
@@ -253,12 +258,12 @@ class FaceDetector:
     def run(self, videos: Iterable[tuple[Any, Path | VideoSource]]) -> Iterator[tuple[Any, ClipDetections | MediaError]]:
         """(key, detections or the MediaError naming the file) per (key, video path or VideoSource: a
         window and crop of a file), in order.
-        Detection steps are batched (params.batch_size) across consecutive clips of one frame size;
-        a clip whose media or detection fails does not affect the others. Frames are decoded by a
-        background thread a little ahead of detection (`_decode_ahead`)."""
+        Detection steps are batched (params.batch_size) within each clip, from its first step (so a
+        clip's detections do not depend on the other clips); a clip whose media or detection fails
+        does not affect the others. Frames are decoded by a background thread a little ahead of
+        detection (`_decode_ahead`), the next clip's while this one's last batch runs."""
         k = self.params.detect_every
-        queue: list[tuple[_ClipState, float, np.ndarray, list]] = []  # steps awaiting detection
-        states: list[_ClipState] = []  # clips started and not yet handed out, in order
+        queue: list[tuple[_ClipState, float, np.ndarray, list]] = []  # the clip's steps awaiting detection
 
         def flush() -> None:
             try:
@@ -273,15 +278,8 @@ class FaceDetector:
                         s.error = MediaError(f"{s.source}: face detection failed near t={t:.3f} s: {e}")
             queue.clear()
 
-        def done(everything: bool) -> Iterator[tuple[Any, ClipDetections | MediaError]]:
-            waiting = {id(s) for s, *_ in queue}
-            while states and (everything or id(states[0]) not in waiting):
-                s = states.pop(0)
-                yield s.key, s.result()
-
         for key, source, frames in _decode_ahead(videos, self.params.rate_hz):
             state = _ClipState(key, source, self.params)
-            states.append(state)
             try:
                 for i, ((t, frame), last) in enumerate(_mark_last(frames)):
                     state.size = (frame.shape[1], frame.shape[0])
@@ -296,10 +294,10 @@ class FaceDetector:
                         flush()
             except MediaError as e:
                 state.error = e
-            yield from done(False)
-        if queue:
-            flush()
-        yield from done(True)
+            if queue and state.error is None:  # the clip's last batch: never shared with the next clip
+                flush()
+            queue.clear()
+            yield key, state.result()
 
     def _detect_one(self, s: _ClipState, t: float, frame: np.ndarray) -> Candidates:
         try:

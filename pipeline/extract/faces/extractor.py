@@ -3,15 +3,16 @@
 `FacesExtractor` adapts `FaceDetector` to the extractor protocol (`pipeline.extract.base`):
 
 * `process_clips` hands the uncached clips to `FaceDetector.run`, which batches detection frames
-  across consecutive clips of one frame size and yields each clip's detections (or the MediaError
-  naming its file) in order. `batch_clips` is unbounded: the runner hands over every uncached clip
-  at once, so the frame batches are the same as over the whole corpus; `run` streams, keeping only
-  the clips whose frames still wait for a batch.
+  within each clip (never across clips: a clip's detections depend on the clip and the params alone,
+  not on its neighbours, the resume point, the groups or the worker count) and yields each clip's
+  detections (or the MediaError naming its file) in order. `batch_clips` is unbounded: the runner
+  hands over every uncached clip at once, so the next clip decodes while this one is detected.
 * Per-clip cache key: `input_fingerprint` = the digest of the clip's video file (the only thing the
   detector reads), with the clip's window and crop where it has one (`clip_window_key`; a whole-file
   clip's key is the file digest alone, as before windows existed), `config_fingerprint` =
   `cache_key(params)`: detector, its version, STAGE_VERSION
-  and the params that change a detection (not batch_size, not on_error).
+  and the params that change a detection (batch_size too: a clip's batches are cut at batch_size, and
+  CPU kernels round other batch sizes differently; not on_error).
 * Windows and crops: each clip is read through `pipeline.media.clip_video_source` (its window of
   `media_path`, its crop); detection runs on the cropped frames and boxes are in the cropped frame's
   pixels (`pipeline.extract.faces.detector`).
@@ -46,7 +47,7 @@ from pipeline.extract.faces.table import (
 )
 
 #: params that do not change a detection (left out of the cache key)
-_NOT_IN_CACHE_KEY = ("on_error", "batch_size")
+_NOT_IN_CACHE_KEY = ("on_error",)
 
 
 def cache_key(params: FacesParams) -> str:

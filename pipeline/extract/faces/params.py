@@ -18,7 +18,7 @@ class FacesParams(Section):
     min_face_size: int = Field(20, ge=8, description="MTCNN min_face_size in pixels")
     crop_size: int = Field(224, ge=32, description="side of the aligned square crop")
     margin: float = Field(0.2, ge=0, le=1, description="crop margin around the box, share of its side")
-    batch_size: int = Field(16, ge=1, description="frames per MTCNN batch (across clips of one frame size)")
+    batch_size: int = Field(16, ge=1, description="frames per MTCNN batch, within one clip (never across clips)")
     selection: Literal["probability", "largest"] = Field(
         "probability", description="which of several faces is kept: the most confident or the largest"
     )
