@@ -214,11 +214,46 @@ def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
 
 def section_problems(name: str, raw: Any) -> list[str]:
     """One line `<section>.<key>: <problem>` per problem of section `name`'s raw values."""
+    model = SECTIONS[name]
     try:
-        SECTIONS[name].model_validate(raw or {})
+        model.model_validate(raw or {})
     except ValidationError as e:
-        return [f"{'.'.join((name,) + loc)}: {msg}" for loc, msg in flat_errors(e)]
+        lines = []
+        for loc, msg in flat_errors(e):
+            if msg == EXTRA_FORBIDDEN:  # a misspelled key: name the known ones, like sections and models
+                known = known_keys(model, loc[:-1])
+                if known is not None:
+                    msg = f"unknown key{did_you_mean(loc[-1], known)}; known keys: {', '.join(known)}"
+            lines.append(f"{'.'.join((name,) + loc)}: {msg}")
+        return lines
     return []
+
+
+EXTRA_FORBIDDEN = "Extra inputs are not permitted"  # pydantic's message for an unknown key
+
+
+def known_keys(model: Any, loc: tuple[str, ...]) -> list[str] | None:
+    """The keys of the (nested) schema at `loc` below `model`, or None where the path leaves the
+    pydantic models (a dict of entries, a union)."""
+    import typing
+
+    def step(model: Any, key: str) -> Any:
+        fields = getattr(model, "model_fields", None) if isinstance(model, type) else None
+        if fields and key in fields:
+            return fields[key].annotation
+        if fields and set(fields) == {"root"}:  # a RootModel: {name: entry}
+            model = fields["root"].annotation
+        if typing.get_origin(model) is dict:  # an entry of {name: entry}
+            return typing.get_args(model)[1]
+        return None
+
+    for key in loc:
+        model = step(model, key)
+        # X | None: the model among the union's members
+        models = [a for a in typing.get_args(model) if isinstance(a, type) and issubclass(a, BaseModel)]
+        model = models[0] if typing.get_origin(model) in (typing.Union, type(int | None)) and models else model
+    fields = getattr(model, "model_fields", None) if isinstance(model, type) else None
+    return list(fields) if fields else None
 
 
 def load_section(name: str, path: str | Path = PARAMS_FILE) -> Any:
@@ -240,22 +275,41 @@ def check_params(path: str | Path = PARAMS_FILE) -> list[str]:
         data = read_params(path)
     except ConfigError as e:
         return str(e).splitlines()
-    problems = [f"{path}: {line}" for name in SECTIONS for line in section_problems(name, data.get(name))]
-    if problems:
+    invalid: set[str] = set()
+    problems = []
+    for name in SECTIONS:
+        lines = section_problems(name, data.get(name))
+        invalid |= {name} if lines else set()
+        problems += [f"{path}: {line}" for line in lines]
+    # the checks across sections, on the sections that are valid on their own (a mistake is one line:
+    # no knock-on line from a section already reported)
+    if {"train", "grid"} & invalid:
         return problems
-    train, evaluate = load_section("train", path), load_section("evaluate", path)
-    from pipeline.models.registry import ModelError, available_models, fit_modalities
+    train = load_section("train", path)
+    from pipeline.models.registry import ModelError, available_models, check_layout, fit_modalities
 
     # the grid's models: `grid.models` where params.yaml has a grid section, else train.models
     grid, where = (load_section("grid", path), "grid.models") if "grid" in SECTIONS else (train, "train.models")
     every = bool(getattr(grid, "all_models", False))
+    # each grid model must take segment.layout, and train.modalities must be segment's: else the train
+    # stages fail only after segment's full work
+    segment = load_section("segment", path) if "segment" in SECTIONS and "segment" not in invalid else None
+    layout = segment.layout if segment is not None else None
+    if segment is not None:
+        problems += [f"{path}: train.modalities.{i}: '{m}' is not in segment.modalities ({', '.join(segment.modalities)}); "
+                     "the segments would lack it" for i, m in enumerate(train.modalities) if m not in segment.modalities]
     trained: list[str] = []  # the modalities the evaluate stage will see: those the grid's models take
-    for model in available_models() if every else grid.models:
+    for i, model in enumerate(available_models() if every else grid.models):
         try:
             trained += [m for m in fit_modalities(model, {m: 0 for m in train.modalities}) if m not in trained]
+            if layout is not None and not every:
+                check_layout(model, layout, train.task)
         except ModelError as e:
             if not every:
-                problems.append(f"{path}: {where}: {e}")
+                problems.append(f"{path}: {where}.{i}: {e}" + (f" (segment.layout: {layout})" if "layout" in str(e) else ""))
+    if "evaluate" in invalid:
+        return problems
+    evaluate = load_section("evaluate", path)
     for i, entry in enumerate(evaluate.conditions):
         why = condition_problem(entry, trained) if trained else None
         if why:

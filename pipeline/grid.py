@@ -14,6 +14,7 @@ functions that need them.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Annotated, Any, Mapping, Sequence
 
@@ -67,7 +68,12 @@ class GridParams(Section):
     @model_validator(mode="after")
     def _grid(self) -> "GridParams":
         problems: list[tuple[str, str]] = []
-        problems += rate_problems(self.rates, self.strategies, explicit="rates" in self.model_fields_set)
+        known_m, known_s = model_names(), strategy_names()
+        # a misspelled name is one line: the checks that depend on it see the name it was meant to be
+        # (difflib's closest, as the did-you-mean says) or, without one, do not see it at all
+        strategies = [s if s in known_s else _closest(s, known_s) for s in self.strategies]
+        strategies = [s for s in strategies if s is not None]
+        problems += rate_problems(self.rates, strategies, explicit="rates" in self.model_fields_set)
         for key in ("models", "strategies", "eliminate"):
             v = getattr(self, key)
             if len(set(v)) != len(v):
@@ -76,21 +82,28 @@ class GridParams(Section):
             problems.append(("models", "must not be empty"))
         if not self.strategies:
             problems.append(("strategies", "must not be empty"))
-        known_m, known_s = model_names(), strategy_names()
         problems += [(f"models.{i}", unknown_name("model", m, known_m)) for i, m in enumerate(self.models) if m not in known_m]
         for i, s in enumerate(self.strategies):
             if s == "eliminate":
                 problems.append((f"strategies.{i}", "'eliminate' runs after the importance search: list its models in grid.eliminate"))
             elif s not in known_s:
                 problems.append((f"strategies.{i}", unknown_name("strategy", s, known_s)))
+        # a misspelled grid model is one line: the eliminate entry it was meant to match adds none
+        meant = {_closest(m, known_m) for m in self.models if m not in known_m}
         for i, m in enumerate(self.eliminate):
-            if m not in self.models:
+            if m not in self.models and m not in meant:
                 problems.append((f"eliminate.{i}", f"'{m}' is not in grid.models: its standard runs drive the search"))
-        if self.eliminate and "standard" not in self.strategies:
+        if self.eliminate and "standard" not in strategies:
             problems.append(("eliminate", "the importance search needs the 'standard' runs: add it to grid.strategies"))
         if problems:
             raise Problems(problems)
         return self
+
+
+def _closest(name: str, known: Sequence[str]) -> str | None:
+    """The known name `did_you_mean` would suggest for `name`, or None."""
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def rate_problems(rates: Mapping[str, Sequence[float]], strategies: Sequence[str], explicit: bool = True) -> list[tuple[str, str]]:

@@ -113,6 +113,8 @@ def run_adapter(params) -> None:
     check_root(params.root_path())
     read = adapter(params.name).read(params)
     problems = check(read)
+    for note in read.notes:  # e.g. the label scale the adapter inferred: said before anything else
+        print(f"corpus: {note}")
     n_listed = len(read.clips)
     if problems and params.on_error == "fail":
         write_errors(ERRORS, problems)

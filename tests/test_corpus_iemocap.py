@@ -14,6 +14,7 @@ import soundfile as sf
 
 from pipeline.corpus import iemocap
 from pipeline.corpus.adapter import LayoutError
+from pipeline.corpus.validate import check, split
 from pipeline.media import iter_video_frames, probe, read_audio
 
 FPS = 15
@@ -168,7 +169,7 @@ def test_avd_labels_one_row_per_utterance(tmp_path, dialog_media):
     assert set(lab["t"]) == {0.0}
     i = lab["clip_id"].index("Ses01F_impro01_F000")
     assert (lab["valence"][i], lab["arousal"][i], lab["dominance"][i]) == (1.5, 4.0, 4.5)
-    assert read.label_ranges == {"arousal": (1.0, 5.0), "valence": (1.0, 5.0), "dominance": (1.0, 5.0)}
+    assert read.label_ranges == {"arousal": (0.5, 5.5), "valence": (0.5, 5.5), "dominance": (0.5, 5.5)}
     assert read.origin["Ses01F_impro01_F000"][1] == 3  # the line of its EmoEvaluation entry
 
 
@@ -212,9 +213,42 @@ def test_missing_wav_and_avi_are_problems(tmp_path, dialog_media):
     assert {c.clip_id for c in read.clips} == {"Ses01F_impro01_F000", "Ses01F_impro01_M000"}  # kept, with its problem
     (root / "Session1/dialog/avi/DivX/Ses01F_impro01.avi").unlink()
     read = iemocap.read(params(root))
-    avi_problems = [p for p in read.problems if "dialog video not found" in p.message]
-    assert [(p.row, p.clip_id) for p in avi_problems] == [(3, "Ses01F_impro01_F000"), (8, "Ses01F_impro01_M000")]
-    assert all(p.message.endswith("Ses01F_impro01.avi") for p in avi_problems)
+    assert lines_of(read.problems) == lines_of([p])  # the adapter leaves the absent video to the checks
+    # the checks: one line for the dialog video, not one per utterance; `skip` leaves out all its utterances
+    problems = check(read)
+    avi_lines = [q for q in problems if "Ses01F_impro01.avi" in q.message]
+    assert len(problems) == 2 and len(avi_lines) == 1, lines_of(problems)
+    assert avi_lines[0].row == 3 and "file not found (2 clips use it: Ses01F_impro01_F000, Ses01F_impro01_M000)" in avi_lines[0].message
+    clips, _, left_out = split(read, problems)
+    assert clips == [] and left_out == {"Ses01F_impro01_F000", "Ses01F_impro01_M000"}
+
+
+def test_real_consensus_values_half_a_point_outside_the_rating_scale_pass(tmp_path, dialog_media):
+    """The real EmoEvaluation files hold consensus values from 0.5 to 5.5 (e.g. `val 5.5`)."""
+    root = _hostile(tmp_path, dialog_media, S1[:2])
+    emo = root / "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt"
+    # an utterance line of the release's format, its valence 5.5 and dominance 0.5
+    text = emo.read_text().replace("[4.0000, 3.5000, 3.0000]", "[5.5000, 3.5000, 0.5000]")
+    text = text.replace("A-E1:\tval 3; act 2; dom  2;\t()", "A-E1:\tval 5.5; act 3.5; dom  0.5;\t()", 1)
+    emo.write_text(text)
+    read = iemocap.read(params(root))
+    i = read.labels["clip_id"].index("Ses01F_impro01_M000")
+    assert (read.labels["valence"][i], read.labels["dominance"][i]) == (5.5, 0.5)
+    assert check(read) == []
+    # beyond the real range is still a problem
+    emo.write_text(text.replace("[5.5000, 3.5000, 0.5000]", "[5.6000, 3.5000, 0.5000]"))
+    (bad,) = check(iemocap.read(params(root)))
+    assert bad.clip_id == "Ses01F_impro01_M000" and "valence 5.6 at t=0: expected a value in [0.5, 5.5]" in bad.message
+
+
+def test_unusable_dialog_video_is_one_line(tmp_path, dialog_media):
+    root = _hostile(tmp_path, dialog_media, S1[:3])
+    (root / "Session1/dialog/avi/DivX/Ses01F_impro01.avi").write_bytes(b"not a video")
+    read = iemocap.read(params(root))
+    (p,) = read.problems
+    assert "dialog video unusable (3 utterances)" in p.message and p.row == 3
+    assert p.clips() == {"Ses01F_impro01_F000", "Ses01F_impro01_M000", "Ses01F_impro01_F001"}
+    assert len(check(read)) == 1
 
 
 def test_malformed_line_and_window_beyond_video(tmp_path, dialog_media):

@@ -30,7 +30,8 @@ def flvs(crema_d_dir) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def lld() -> EgemapsLld:
-    return EgemapsLld(LldParams())
+    # silence: keep — openSMILE's own values for every frame (the equality tests); mask: tests below
+    return EgemapsLld(LldParams(silence="keep"))
 
 
 def clip_for(path: Path, clip_id: str = "c") -> Clip:
@@ -101,7 +102,7 @@ def test_nan_frames_are_absent_not_values(lld, monkeypatch):
     values[1, 4] = np.nan
     fake = pd.DataFrame(values, index=idx, columns=lld.columns)
     monkeypatch.setattr(lld.smile, "process_signal", lambda signal, sr: fake)
-    rows = lld.process_signal(np.zeros(1000, np.float32), 16000, "x.wav")
+    rows = lld.process_signal(np.full(1000, 0.1, np.float32), 16000, "x.wav")
     assert rows.present.tolist() == [True, False, True]
     assert not rows.values[1].any() and rows.values[0].all()
     np.testing.assert_allclose(rows.t, [0.01, 0.02, 0.03])  # last frame: nominal 20 ms, not 15 ms
@@ -144,7 +145,7 @@ def test_stage_script_bad_media_is_one_line(tmp_path):
 
 @pytest.fixture(scope="module")
 def compare() -> CompareLld:
-    return CompareLld(CompareParams())
+    return CompareLld(CompareParams(silence="keep"))
 
 
 def _smile_file(wav: Path, level: str) -> pd.DataFrame:
@@ -225,11 +226,40 @@ def test_compare_dimension_names_rate_and_meta(compare, flvs):
     assert EgemapsLld(LldParams()).config_fingerprint() != compare.config_fingerprint()
 
 
-def test_compare_silence_is_present_with_zero_deltas(compare):
+def test_compare_silence_kept_is_present_with_zero_deltas(compare):
     rows = compare.process_signal(np.zeros(16000, np.float32), 16000, "silence.wav")
     assert len(rows.t) > 90 and rows.present.all()
     assert not rows.values[:, 65:].any()  # constant LLDs: every delta is zero
     assert np.ptp(rows.values[2:-2, :65], axis=0).max() == 0
+    masked = CompareLld(CompareParams()).process_signal(np.zeros(16000, np.float32), 16000, "silence.wav")
+    assert len(masked.t) == len(rows.t) and not masked.present.any() and not masked.values.any()
+
+
+def _speech_gap_speech() -> np.ndarray:
+    """0.5 s of noise at about -20 dBFS, 0.5 s of digital silence, 0.5 s of noise at about -50 dBFS."""
+    rng = np.random.default_rng(0)
+    return np.concatenate([rng.normal(0, 0.1, 8000), np.zeros(8000), rng.normal(0, 0.003, 8000)]).astype(np.float32)
+
+
+@pytest.mark.parametrize("make", [lambda **kw: EgemapsLld(LldParams(**kw)), lambda **kw: CompareLld(CompareParams(**kw))],
+                         ids=["egemaps", "compare"])
+def test_silence_mask_marks_silent_frames_missing(make):
+    signal = _speech_gap_speech()
+    keep = make(silence="keep").process_signal(signal, 16000, "gap.wav")
+    mask = make().process_signal(signal, 16000, "gap.wav")
+    np.testing.assert_array_equal(mask.t, keep.t)
+    half = make().frame_s / 2
+    inside_gap = (mask.t - half >= 0.5 + 1e-3) & (mask.t + half <= 1.0 - 1e-3)
+    touches_sound = (mask.t - half < 0.5 - 1e-3) | (mask.t + half > 1.0 + 1e-3)
+    assert inside_gap.sum() >= 40 and keep.present.all()
+    assert not mask.present[inside_gap].any() and not mask.values[inside_gap].any()
+    assert mask.present[touches_sound].all()
+    np.testing.assert_array_equal(mask.values[mask.present], keep.values[mask.present])
+    # an energy threshold also masks the quiet noise (about -50 dBFS), not the loud one (about -20)
+    quiet = make(silence_dbfs=-35.0).process_signal(signal, 16000, "gap.wav")
+    assert quiet.present[mask.t + half < 0.5].all() and not quiet.present[mask.t - half > 1.0].any()
+    with pytest.raises(ValueError):
+        LldParams(silence="drop")
 
 
 def test_compare_too_short_signal_is_an_error_naming_the_file(compare, tmp_path):

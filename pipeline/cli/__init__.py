@@ -2,8 +2,8 @@
 
 Here: the app, the small commands (`run`, `params`, `features`) and the one reading of dvc.yaml's
 stages (`dvc_stages`). The larger commands have a module each, registered below in `mer --help`'s
-order: `models` (models.py), `predict` (predict.py) and the `preset` sub-app (presets.py); what they
-all print with is in common.py."""
+order: `models` (models.py), `predict` (predict.py), the `preset` sub-app (presets.py) and `estimate`
+(estimate.py); what they all print with is in common.py."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.cli import models, predict, presets
+from pipeline.cli import estimate, models, predict, presets
 from pipeline.cli.common import console, fail
 from pipeline.cli.models import DEMO_DIMS  # re-exported: tests read cli.DEMO_DIMS
 from pipeline.config import SECTIONS, check_params, did_you_mean, load_section
@@ -140,3 +140,4 @@ def features(directory: Path = typer.Option(FEATURES_DIR, help="where the featur
 app.command()(models.models)
 app.command()(predict.predict)
 app.add_typer(presets.preset_app, name="preset")
+app.command()(estimate.estimate)

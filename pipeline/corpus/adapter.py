@@ -60,6 +60,12 @@ class Problem:
     message: str
     row: int | None = None
     clip_id: str | None = None
+    # every clip the problem concerns when it is more than `clip_id` (e.g. the utterances of one missing
+    # dialog video: one line for the file, all of them left out under `on_error: skip`)
+    clip_ids: tuple[str, ...] = ()
+
+    def clips(self) -> set[str]:
+        return set(self.clip_ids) | ({self.clip_id} if self.clip_id is not None else set())
 
     def line(self) -> str:
         where = self.file + (f":{self.row}" if self.row is not None else "")
@@ -77,6 +83,8 @@ class CorpusRead:
     label_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     # where each clip came from, for error lines: clip_id -> (file, row)
     origin: dict[str, tuple[str, int | None]] = field(default_factory=dict)
+    # what the stage should say without it being a problem (one line each), e.g. an inferred label scale
+    notes: list[str] = field(default_factory=list)
 
 
 def utterance_labels(clips: list[Clip], values: dict[str, dict[str, float | None]]) -> dict[str, list[Any]]:

@@ -44,7 +44,8 @@ neutral, happy, angry, sad, with excited (exc) merged into happy; fru, sur, fea,
 majority) are left out and counted in CorpusInfo.params["left_out"] (not problems). `classes: all`:
 neutral, happy, angry, sad, excited, frustrated, surprised, fearful, disgusted, other (no merging);
 only xxx is left out. The consensus valence/activation/dominance go to CorpusRead.labels as one row
-per utterance at t = 0 (arousal = activation), declared range 1–5.
+per utterance at t = 0 (arousal = activation), declared range [0.5, 5.5]: the real files' consensus
+values (rated on 1–5 scales) run from 0.5 to 5.5.
 """
 
 from __future__ import annotations
@@ -81,7 +82,10 @@ ALL = ["neutral", "happy", "angry", "sad", "excited", "frustrated", "surprised",
 
 LEFT_HALF = [0.0, 0.0, 0.5, 1.0]
 RIGHT_HALF = [0.5, 0.0, 1.0, 1.0]
-SCALE = (1.0, 5.0)  # the consensus valence/activation/dominance
+# The consensus valence/activation/dominance: rated on 1–5 scales, but the released consensus values
+# (EmoEvaluation, all five sessions) run from 0.5 to 5.5 — 5 utterances of the 5,531 four-class ones lie
+# outside [1, 5]; the declared range is the one the real files hold, so none of them is a problem.
+SCALE = (0.5, 5.5)
 WINDOW_SLACK_S = 0.1  # an utterance may end this much after the AVI's last frame (rounding of the times)
 
 _NUM = r"(\d+(?:\.\d*)?)"
@@ -145,6 +149,7 @@ def read(params: Params) -> CorpusRead:
     no_transcript = 0
     seen: dict[str, tuple[str, int]] = {}
     avi_durations: dict[Path, float | str] = {}  # duration, or why the AVI is unusable
+    unusable: dict[Path, tuple[str, int, str, list[str]]] = {}  # AVI -> (first file, row, why, its utterances)
 
     for number, session_dir in sessions(root):
         emo_dir = session_dir / "dialog" / "EmoEvaluation"
@@ -205,17 +210,15 @@ def read(params: Params) -> CorpusRead:
                 wav = session_dir / "sentences" / "wav" / dialog / f"{utt}.wav"
                 if not wav.is_file():
                     problems.append(Problem(where, f"utterance WAV not found: {wav}", row, utt))
-                if not avi.is_file():
-                    problems.append(Problem(where, f"dialog video not found: {avi}", row, utt))
-                else:
+                if avi.is_file():  # an absent one: the checks name it once for all its utterances
                     if avi not in avi_durations:
                         try:
                             avi_durations[avi] = probe(avi).duration
                         except MediaError as e:
                             avi_durations[avi] = str(e)
                     d = avi_durations[avi]
-                    if isinstance(d, str):
-                        problems.append(Problem(where, f"dialog video unusable: {d}", row, utt))
+                    if isinstance(d, str):  # one line per video, after the loop
+                        unusable.setdefault(avi, (where, row, d, []))[3].append(utt)
                     elif end > d + WINDOW_SLACK_S:
                         problems.append(Problem(where, f"window [{start} - {end}] ends after the video {avi} ({d:.3f} s)", row, utt))
                 transcript = transcripts.get(utt)
@@ -242,6 +245,9 @@ def read(params: Params) -> CorpusRead:
                 origin[utt] = (where, row)
                 dims[utt] = {"arousal": act, "valence": val, "dominance": dom}
 
+    for avi, (where, row, why, utts) in unusable.items():
+        problems.append(Problem(where, f"dialog video unusable ({len(utts)} utterance{'s' * (len(utts) != 1)}): {why}",
+                                row, None, tuple(utts)))
     labels = utterance_labels(clips, dims)
 
     info = CorpusInfo(

@@ -14,7 +14,9 @@
 
 Paths in a CSV are relative to the CSV's folder (or absolute). `classes` fixes the classes' order
 (default: the labels found, sorted); `label_ranges` ({column: [lo, hi]}) is what the checks hold each
-label column to.
+label column to; arousal/valence/dominance without an entry are held to the usual scale ([-1, 1],
+[1, 5], [1, 7]) most of their values lie in, and the stage says which (`infer_ranges`). A column the
+adapter does not read is a problem naming it, with did-you-mean (`extra_columns: ignore` accepts it).
 
 `format: mmsa` reads MMSA-FET's layout (CMU-MOSI, CMU-MOSEI, CH-SIMS as MMSA ships them):
 
@@ -54,6 +56,12 @@ MMSA_REQUIRED = ("video_id", "clip_id", "text", "label", "annotation", "mode")
 MMSA_UNIMODAL = {"label_T": "sentiment_text", "label_A": "sentiment_audio", "label_V": "sentiment_video"}
 MMSA_MODES = {"train": "train", "valid": "devel", "test": "test"}
 MMSA_RANGE = (-3.0, 3.0)
+MMSA_OPTIONAL = tuple(MMSA_UNIMODAL)
+# The usual scales of the usual dimensional targets: a labels column among USUAL_TARGETS without a
+# declared `label_ranges` entry is held to the scale most of its values lie in (the narrowest on a
+# tie), and the stage says which it inferred; a value outside it is a problem like any other.
+USUAL_TARGETS = ("arousal", "valence", "dominance")
+USUAL_SCALES = ((-1.0, 1.0), (1.0, 5.0), (1.0, 7.0))
 
 
 class Params(CorpusOptions):
@@ -70,6 +78,9 @@ class Params(CorpusOptions):
         default_factory=dict, description="{label column: [lo, hi]} the checks hold each column to"
     )
     label_rate_hz: float | None = Field(None, gt=0, description="rate of the labels CSV's rows (label times may exceed the clip by half a period)")
+    extra_columns: Literal["error", "ignore"] = Field(
+        "error", description="a column the adapter does not read: error (one problem naming it) or ignore"
+    )
 
     @field_validator("label_ranges")
     @classmethod
@@ -117,6 +128,50 @@ def _rows(path: Path, required: tuple[str, ...], what: str) -> tuple[list[str], 
     return header, rows
 
 
+def _unknown_columns(params: Params, path: Path, header: list[str], known: tuple[str, ...], problems: list[Problem],
+                     hint: str = "") -> None:
+    """One problem per column of `header` the adapter does not read (unless `extra_columns: ignore`):
+    a misspelled `audio` for `audio_path` must not leave the clips without their audio file."""
+    if params.extra_columns == "ignore":
+        return
+    from pipeline.config import did_you_mean
+
+    for column in header:
+        if column and column not in known:
+            problems.append(Problem(str(path), f"column '{column}' is not one the adapter reads"
+                                    f"{did_you_mean(column, known)}; its columns: {', '.join(known)}{hint}; "
+                                    "`corpus.extra_columns: ignore` accepts unread columns", 1))
+
+
+def infer_ranges(labels: dict[str, list[Any]] | None, declared: dict[str, tuple[float, float]], file: str,
+                 problems: list[Problem]) -> tuple[dict[str, tuple[float, float]], list[str]]:
+    """(the range of each usual target column without a declared one, one note per inference): the
+    usual scale (USUAL_SCALES) holding most of the column's finite values, the narrowest on a tie. A
+    column whose values fit no usual scale is a problem asking for `label_ranges`."""
+    inferred: dict[str, tuple[float, float]] = {}
+    notes: list[str] = []
+    for column in USUAL_TARGETS:
+        if not labels or column not in labels or column in declared:
+            continue
+        values = [v for v in labels[column] if isinstance(v, (int, float)) and math.isfinite(v)]
+        if not values:
+            continue
+        inside = [sum(lo <= v <= hi for v in values) for lo, hi in USUAL_SCALES]
+        best = max(range(len(USUAL_SCALES)), key=lambda i: (inside[i], -i))
+        scales = ", ".join(f"[{lo:g}, {hi:g}]" for lo, hi in USUAL_SCALES)
+        if 2 * inside[best] <= len(values):
+            problems.append(Problem(file, f"{column}: values from {min(values):g} to {max(values):g} fit none of the "
+                                    f"usual scales ({scales}); declare its range in corpus.label_ranges"))
+            continue
+        lo, hi = USUAL_SCALES[best]
+        inferred[column] = (lo, hi)
+        outside = len(values) - inside[best]
+        where = f"{outside} of {len(values)} outside it, each a problem" if outside else f"all {len(values)} inside it"
+        notes.append(f"{file}: {column}: no corpus.label_ranges entry; inferred the scale [{lo:g}, {hi:g}] from its "
+                     f"values ({where}); declare corpus.label_ranges.{column} if that is not its scale")
+    return inferred, notes
+
+
 def _number(text: str | None) -> float | None:
     """None for an empty cell; a float (NaN/inf as written: the checks report them); ValueError otherwise."""
     if text is None or not text.strip():
@@ -162,9 +217,11 @@ def _info(params: Params, clips: list[Clip], label_rate_hz: float | None) -> Cor
 
 def _read_csv(params: Params, root: Path) -> ManifestRead:
     path = root / (params.csv or "manifest.csv")
-    _, rows = _rows(path, REQUIRED, "the clips' manifest CSV (clip_id, speaker, media_path, …)")
+    header, rows = _rows(path, REQUIRED, "the clips' manifest CSV (clip_id, speaker, media_path, …)")
     base, file = path.parent, str(path)
     problems: list[Problem] = []
+    _unknown_columns(params, path, header, REQUIRED + OPTIONAL, problems,
+                     "" if params.labels_csv else " (dimensional targets such as arousal go to `labels_csv`)")
     clips: list[Clip] = []
     origin: dict[str, tuple[str, int | None]] = {}
     clip_origin: list[tuple[str, int | None]] = []
@@ -208,12 +265,17 @@ def _read_csv(params: Params, root: Path) -> ManifestRead:
         origin.setdefault(clip_id, (file, line))
         clip_origin.append((file, line))
 
-    labels, label_origin = None, []
+    labels, label_origin, notes = None, [], []
+    ranges = dict(params.label_ranges)
     if params.labels_csv:
         labels, label_origin = _read_labels(root / params.labels_csv, problems)
+        inferred, notes = infer_ranges(labels, ranges, str(root / params.labels_csv), problems)
+        ranges |= inferred
+    info = _info(params, clips, params.label_rate_hz)
+    info.params["label_ranges"] = {k: list(v) for k, v in sorted(ranges.items())}
     return ManifestRead(
-        info=_info(params, clips, params.label_rate_hz), clips=clips, labels=labels, problems=problems,
-        label_ranges=dict(params.label_ranges), origin=origin, clip_origin=clip_origin, label_origin=label_origin,
+        info=info, clips=clips, labels=labels, problems=problems, label_ranges=ranges, origin=origin,
+        clip_origin=clip_origin, label_origin=label_origin, notes=notes,
     )
 
 
@@ -256,6 +318,7 @@ def _read_mmsa(params: Params, root: Path) -> ManifestRead:
     file = str(path)
     unimodal = {k: v for k, v in MMSA_UNIMODAL.items() if k in header}
     problems: list[Problem] = []
+    _unknown_columns(params, path, header, MMSA_REQUIRED + MMSA_OPTIONAL, problems)
     clips: list[Clip] = []
     origin: dict[str, tuple[str, int | None]] = {}
     clip_origin: list[tuple[str, int | None]] = []

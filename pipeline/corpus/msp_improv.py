@@ -32,7 +32,8 @@ CorpusRead.labels as one row per turn at t = 0 (arousal = activation; NaN → nu
 `selection: improvised_other` is 003 §5.1: "We remove the videos shorter than 1 second, and select the
 videos in the 'Other-improvised' group which were recorded in improvised scenarios" — type S turns of
 at least 1 s; the others are left out and counted (params["left_out"]["not_improvised_other"],
-["shorter_than_1s"]). `selection: all` keeps every type.
+["shorter_than_1s"]). `selection: non_read` is 001 §4.1's "7,818 non-read speaking turns": every type
+but R (read), left out and counted as params["left_out"]["read"]. `selection: all` keeps every type.
 """
 
 from __future__ import annotations
@@ -68,8 +69,9 @@ STEM = re.compile(r"^S(\d\d)([AHSN])-([FM])(\d\d)-([TRSP])-([A-Z]{1,2}\d{2,3})$"
 
 class Params(CorpusOptions):
     name: Literal["msp_improv"] = "msp_improv"
-    selection: Literal["all", "improvised_other"] = Field(
-        "all", description="all: every recording type; improvised_other: 003 §5.1, type S turns of at least 1 s"
+    selection: Literal["all", "non_read", "improvised_other"] = Field(
+        "all", description="all: every recording type; non_read: 001 §4.1's 7,818 non-read turns (types T, S, P); "
+        "improvised_other: 003 §5.1, type S turns of at least 1 s"
     )
 
 
@@ -152,6 +154,9 @@ def read(params: Params) -> CorpusRead:
         kind = sm.group(5)
         if params.selection == "improvised_other" and kind != "S":
             left_out["not_improvised_other"] += 1
+            continue
+        if params.selection == "non_read" and kind == "R":
+            left_out["read"] += 1
             continue
         if clip_id in seen:
             problems.append(Problem(where, f"{clip_id} listed again (first at line {seen[clip_id]}); the later one is ignored", row, clip_id))

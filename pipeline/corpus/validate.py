@@ -79,6 +79,9 @@ def check(read: CorpusRead, root: str | os.PathLike = ".") -> list[Problem]:
             exists_cache[path] = os.path.exists(p)
         return exists_cache[path]
 
+    absent_paths: dict[tuple[str, str], list[str]] = defaultdict(list)  # (column, path) -> its clips
+    absent_at: dict[tuple[str, str], int] = {}  # (column, path) -> its problem's index
+    named = {cid for p in read.problems for cid in p.clips()}  # the clips the adapter has a problem with
     for c in read.clips:
         if c.label is not None and c.label not in known:
             add(c, f"label '{c.label}' is not one of the classes ({', '.join(classes) or 'none'})")
@@ -91,10 +94,16 @@ def check(read: CorpusRead, root: str | os.PathLike = ".") -> list[Problem]:
                 add(c, f"empty {what}; expected the path of the clip's {'media' if what == 'media_path' else 'audio'} file")
                 absent_media.add(c.clip_id)
             elif not exists(str(path)):
-                add(c, f"{what} {path}: file not found")
+                # one line per file (a dialog's utterances share one), in the place of its first clip
+                if (what, str(path)) not in absent_paths:
+                    add(c, f"{what} {path}: file not found")
+                    absent_at[(what, str(path))] = len(problems) - 1
+                absent_paths[(what, str(path))].append(c.clip_id)
                 absent_media.add(c.clip_id)
-        if c.clip_id not in absent_media and not (isinstance(c.duration, (int, float)) and math.isfinite(c.duration)
-                                                  and c.duration > 0):
+        # a NaN duration of a clip the adapter already named (an unreadable file) is that problem, not another
+        if c.clip_id not in absent_media and not (isinstance(c.duration, float) and math.isnan(c.duration)
+                                                  and c.clip_id in named) and not (
+                isinstance(c.duration, (int, float)) and math.isfinite(c.duration) and c.duration > 0):
             add(c, f"duration {c.duration!r}: expected a number of seconds > 0")
         if c.start is not None or c.end is not None:
             if c.start is None:
@@ -110,6 +119,12 @@ def check(read: CorpusRead, root: str | os.PathLike = ".") -> list[Problem]:
                 add(c, f"crop {' '.join(_fmt(x) if isinstance(x, (int, float)) else str(x) for x in crop)}: "
                        "expected x0 y0 x1 y1 as fractions of the frame in [0, 1] with x0 < x1 and y0 < y1")
 
+    for key, ids in absent_paths.items():
+        if len(ids) > 1:
+            first = problems[absent_at[key]]
+            listed = ", ".join(ids[:3]) + (", …" if len(ids) > 3 else "")
+            problems[absent_at[key]] = Problem(first.file, f"{first.message} ({len(ids)} clips use it: {listed})",
+                                               first.row, None, tuple(ids))
     problems += _label_problems(read, absent_media, where)
     return problems
 
@@ -176,7 +191,7 @@ def empty_classes(classes: list[str], clips: list[Clip]) -> list[str]:
 def split(read: CorpusRead, problems: list[Problem]) -> tuple[list[Clip], dict[str, list[Any]] | None, set[str]]:
     """(clips left, their label rows, ids left out): every clip a problem names is left out, with all
     its occurrences and label rows."""
-    bad = {p.clip_id for p in problems if p.clip_id is not None}
+    bad = {cid for p in problems for cid in p.clips()}
     clips = [c for c in read.clips if c.clip_id not in bad]
     labels = read.labels
     if labels:

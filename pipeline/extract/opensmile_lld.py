@@ -39,7 +39,9 @@ one frame longer): such a frame is given its place on the 10 ms grid, the previo
 Degradations: a frame whose descriptors openSMILE returns as NaN is a row with present=False (values
 zero). A signal shorter than one openSMILE frame, for which every row is NaN, is an ExtractionError
 naming the file: there is no acoustic information to keep. Digital silence gives finite descriptors
-(openSMILE's floor values), rows present.
+(openSMILE's floor values); under `silence: mask` (the default; `keep` keeps them present) a frame whose
+samples are all zero — or, with `silence_dbfs`, whose RMS level is below it — is a row with
+present=False (values zero), so a model never takes the floor values of silence for speech.
 """
 
 from __future__ import annotations
@@ -56,14 +58,29 @@ from pydantic import Field
 from pipeline.config import ON_ERROR_HELP, OnError, Section
 from pipeline.corpus.manifest import Clip
 from pipeline.extract.base import ExtractionError, Extractor
-from pipeline.media import clip_audio, clip_audio_label
+from pipeline.media import clip_audio, clip_audio_label, silent_steps
 from pipeline.store import ClipFeatures
 
 TAIL_FRAMES = 3  # openSMILE's flush frames at the end of the input: labels may differ between levels
 HOP_S = 0.010  # LLD frame step of the eGeMAPSv02 and ComParE_2016 openSMILE configurations: 100 Hz
 
 
-class LldParams(Section):
+class SilenceOptions(Section):
+    """What the audio stages (lld, compare; wav2vec2 has the same keys) do with silent steps. The papers
+    are silent on silence; `mask` is ours: a model should not learn openSMILE's floor values (or a
+    network's response to zeros) as speech."""
+
+    silence: Literal["mask", "keep"] = Field(
+        "mask", description="mask: a step whose frame is digital silence (all samples zero), or below "
+        "silence_dbfs, is present=False (values zero); keep: rows present, as computed"
+    )
+    silence_dbfs: float | None = Field(
+        None, le=0, description="with mask: also mask frames whose RMS is below this level (dBFS, e.g. -60); "
+        "empty: digital silence only"
+    )
+
+
+class LldParams(SilenceOptions):
     """The `lld` section: openSMILE eGeMAPSv02 LLDs (feature `egemaps`)."""
 
     on_error: OnError = Field("fail", description=ON_ERROR_HELP)
@@ -72,7 +89,7 @@ class LldParams(Section):
     sample_rate: int = Field(16000, ge=8000, description="audio is resampled to this before openSMILE")
 
 
-class CompareParams(Section):
+class CompareParams(SilenceOptions):
     """openSMILE ComParE_2016 LLDs + deltas (feature `compare`, 001 §4.2.2, 002 §3.2.2)."""
 
     on_error: OnError = Field("fail", description=ON_ERROR_HELP)
@@ -138,7 +155,10 @@ class OpenSmileLld(Extractor):
         # nominal frame length: that of every frame but the last (stretched or cut to the signal end)
         frame_s = float(np.median(end[:-1] - start[:-1])) if n > 1 else self.frame_s
         t = on_grid(start) + frame_s / 2
-        return ClipFeatures(t=t, present=finite, values=np.where(finite[:, None], values, 0.0))
+        present = finite
+        if self.params_.silence == "mask":  # the frame's own samples: frame_s centred on t
+            present = finite & ~silent_steps(signal, sample_rate, t, frame_s, self.params_.silence_dbfs)
+        return ClipFeatures(t=t, present=present, values=np.where(present[:, None], values, 0.0))
 
     def process_clip(self, clip: Clip, root: Path) -> ClipFeatures:
         signal = clip_audio(clip, root, self.params_.sample_rate)
@@ -156,8 +176,16 @@ class OpenSmileLld(Extractor):
         return (
             f"openSMILE {opensmile.__version__} {self.feature_set} {' + '.join(self.levels)} "
             f"({self.dim}-d, {self.frame_s * 1000:.0f} ms frames every 10 ms, t = frame centre): a fixed "
-            f"hand-crafted feature set, not learned weights. NaN frames are present=False."
+            f"hand-crafted feature set, not learned weights. NaN frames are present=False; {silence_note(self.params_)}"
         )
+
+
+def silence_note(params: SilenceOptions) -> str:
+    """The silence policy in words (the tables' notes; the report shows `silence` from the params)."""
+    if params.silence == "keep":
+        return "silent frames kept present (silence: keep)."
+    below = f" or below {params.silence_dbfs:g} dBFS" if params.silence_dbfs is not None else ""
+    return f"frames of digital silence{below} are present=False (silence: mask)."
 
 
 LEVEL_NAMES = {"LowLevelDescriptors": "LLD", "LowLevelDescriptors_Deltas": "LLD deltas"}

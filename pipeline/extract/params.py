@@ -78,6 +78,14 @@ class Wav2Vec2Params(Section):
     # 003 is silent on long inputs (its utterances are short): windows of 20 s run whole utterances as one
     chunk_seconds: float = Field(20.0, gt=0, description="audio longer than this runs in overlapping windows")
     overlap_seconds: float = Field(2.5, ge=0, description="context on each side of a window's kept frames")
+    # the papers are silent on silence; as lld/compare (pipeline/extract/opensmile_lld.py SilenceOptions)
+    silence: Literal["mask", "keep"] = Field(
+        "mask", description="mask: a frame whose receptive field (25 ms) is digital silence, or below "
+        "silence_dbfs, is present=False (values zero); keep: rows present, as computed"
+    )
+    silence_dbfs: float | None = Field(
+        None, le=0, description="with mask: also mask frames whose RMS is below this level (dBFS); empty: off"
+    )
     seed: int = 0
     random_config: dict[str, Any] = Field(
         default_factory=lambda: {

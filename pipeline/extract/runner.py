@@ -95,9 +95,16 @@ def extract_corpus(
     start = time.perf_counter()
     with ClipCache(extractor.name, extractor.config_fingerprint(), cache_dir) as cache:
         keys = {c.clip_id: extractor.input_fingerprint(c, root) for c in clips}
-        todo = [c for c in clips if keys[c.clip_id] not in cache]
-        stats.clips, stats.cached = len(clips), len(clips) - len(todo)
-        failed: set[str] = set()
+        # clips shorter than one step give no rows: named all at once, before any work (never an empty table)
+        short = too_short(extractor, clips)
+        if short and on_error == "fail":
+            raise StageError(f"{extractor.name}: {len(short)} clip{'s' * (len(short) != 1)} too short to extract "
+                             "(`on_error: skip` leaves them out, logged):\n"
+                             + "\n".join(f"  clip {clip_id}: {why}" for clip_id, why in short))
+        stats.errors += short
+        failed: set[str] = {clip_id for clip_id, _ in short}
+        todo = [c for c in clips if keys[c.clip_id] not in cache and c.clip_id not in failed]
+        stats.clips, stats.cached = len(clips), len(clips) - len(todo) - len(failed)
         with tqdm(total=len(clips), initial=stats.cached, desc=extractor.name, unit="clip", dynamic_ncols=True) as bar, \
                 closing(_results(extractor, todo, root, factory, settings)) as results:
             for clip, result in results:
@@ -126,6 +133,18 @@ def extract_corpus(
     write_errors(Path(errors_dir) / f"{extractor.name}.csv", stats.errors)
     stats.seconds = time.perf_counter() - start
     return out
+
+
+def too_short(extractor: Extractor, clips: list[Clip]) -> list[tuple[str, str]]:
+    """(clip id, cause) of each clip shorter than one step of the extractor's rate (e.g. 0.08 s at the
+    faces' 5 Hz: no sampled frame), which would give no rows. Extractors with irregular steps (words)
+    have none; an audio clip longer than a step but shorter than a frame is the extractor's own error."""
+    rate = getattr(extractor, "rate_hz", None)
+    if not rate:
+        return []
+    return [(c.clip_id, f"{c.duration:g} s is shorter than one step of {extractor.name} ({1 / rate:g} s at "
+             f"{rate:g} Hz): no step to extract")
+            for c in clips if isinstance(c.duration, (int, float)) and c.duration * rate < 1 - 1e-9]
 
 
 def _results(

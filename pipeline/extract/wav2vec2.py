@@ -22,7 +22,8 @@ Weights, from `wav2vec2.model`:
 Rows: frame k of the CNN covers samples [S·k, S·k + R) where S is the product of the conv strides
 and R the receptive field (320 and 400 for every wav2vec2 config in the wild: 20 ms hop, 25 ms
 window); t = (S·k + R/2) / sample_rate. A clip shorter than one frame is an ExtractionError naming
-the file.
+the file. `silence: mask` (default; `keep` keeps them): a frame whose receptive field is digital silence
+(or, with `silence_dbfs`, below that RMS level) is present=False, values zero.
 The clip's audio is `pipeline.media.clip_audio` (the window rule: the clip's window of its media, or
 its whole separate audio file); t counts from the clip's start.
 
@@ -55,7 +56,7 @@ from pipeline.extract.base import ExtractionError, Extractor
 from pipeline.extract.chunking import plan_windows
 from pipeline.extract.hf import directory_digest, load_pretrained, model_label, resolve_model_dir
 from pipeline.extract.params import Wav2Vec2Params
-from pipeline.media import clip_audio, clip_audio_label
+from pipeline.media import clip_audio, clip_audio_label, silent_steps
 from pipeline.store import ClipFeatures, FeatureMeta
 
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model  # after pipeline.extract.hf: offline
@@ -244,6 +245,9 @@ class Wav2Vec2Features(Extractor):
         present = np.all(np.isfinite(values), axis=1)
         if not present.all():
             raise ExtractionError(f"{source}: wav2vec2 produced non-finite values in {int((~present).sum())} frames")
+        if self.params_.silence == "mask":  # a frame's receptive field of digital silence (or below silence_dbfs)
+            present = ~silent_steps(signal, self.sample_rate, t, self.field / self.sample_rate, self.params_.silence_dbfs)
+            values[~present] = 0.0
         return ClipFeatures(t=t, present=present, values=values)
 
     def process_clip(self, clip: Clip, root: Path) -> ClipFeatures:

@@ -56,6 +56,7 @@ from pipeline.media.decode import (
     probe,
     read_audio,
     sample_times,
+    silent_steps,
     window_label,
 )
 from pipeline.media.encode import write_mp4
@@ -63,5 +64,5 @@ from pipeline.media.encode import write_mp4
 __all__ = [
     "AUDIO_POSTROLL_S", "AUDIO_PREROLL_S", "WINDOW_TOLERANCE_S", "MediaError", "MediaInfo", "VideoSource",
     "check_crop", "clip_audio", "clip_audio_label", "clip_audio_source", "clip_frames", "clip_video_source",
-    "crop_pixels", "iter_video_frames", "probe", "read_audio", "sample_times", "window_label", "write_mp4",
+    "crop_pixels", "iter_video_frames", "probe", "read_audio", "sample_times", "silent_steps", "window_label", "write_mp4",
 ]

@@ -49,7 +49,8 @@ def _open(path: str | Path) -> av.container.InputContainer:
     try:
         return av.open(str(path))
     except av.error.FFmpegError as e:
-        raise MediaError(f"{path}: cannot open as media ({e})") from None
+        # FFmpeg's reason alone: its full message repeats the path the line starts with
+        raise MediaError(f"{path}: cannot open as media ({getattr(e, 'strerror', None) or e})") from None
 
 
 def probe(path: str | Path) -> MediaInfo:
@@ -228,6 +229,25 @@ def sample_times(duration: float, rate_hz: float) -> np.ndarray:
     """Step centres (k + 0.5) / rate that fall inside [0, duration)."""
     n = int(np.floor(duration * rate_hz + 1e-9))
     return (np.arange(n) + 0.5) / rate_hz
+
+
+def silent_steps(signal: np.ndarray, sample_rate: int, centres: np.ndarray, window_s: float,
+                 dbfs: float | None = None) -> np.ndarray:
+    """(T,) bool: the steps whose window (`window_s` centred on each of `centres`, seconds from sample 0,
+    cut to the signal) is digital silence — every sample exactly zero — or, with `dbfs`, has an RMS
+    level below `dbfs` dB relative to full scale (1.0). The audio extractors' `silence: mask` marks
+    these steps missing. Cumulative sums: one pass over the signal, however many steps."""
+    centres = np.asarray(centres, dtype=np.float64)
+    n = signal.size
+    lo = np.clip(np.round((centres - window_s / 2) * sample_rate).astype(np.int64), 0, n)
+    hi = np.clip(np.round((centres + window_s / 2) * sample_rate).astype(np.int64), 0, n)
+    nonzero = np.concatenate([[0], np.cumsum(signal != 0)])
+    silent = (nonzero[hi] - nonzero[lo]) == 0
+    if dbfs is not None:
+        energy = np.concatenate([[0.0], np.cumsum(np.square(signal, dtype=np.float64))])
+        mean_square = (energy[hi] - energy[lo]) / np.maximum(hi - lo, 1)
+        silent |= mean_square < 10.0 ** (dbfs / 10.0)  # RMS < 10^(dbfs/20)
+    return silent
 
 
 def check_crop(path: str | Path, crop: Sequence[float] | None) -> tuple[float, float, float, float] | None:

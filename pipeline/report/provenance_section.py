@@ -41,9 +41,10 @@ def provenance_blocks(inp: Inputs, prov: Provenance, runs: list[str]) -> list:
     ]), "Provenance", numeric=False))
     out.append(Table(
         tb.TableData(
-            ["modality", "feature table", "backbone", "dim", "rate (Hz)", "pretrained", "weights"],
+            ["modality", "feature table", "backbone", "dim", "rate (Hz)", "pretrained", "weights", "silent steps"],
             [[m, i.feature, i.backbone, str(i.dim), "irregular" if i.rate_hz is None else f"{i.rate_hz:g}",
-              "yes" if i.pretrained else "NO (random)", i.weights_statement]
+              "yes" if i.pretrained else "NO (random)", i.weights_statement,
+              {"mask": "masked (missing)", "keep": "kept (present)"}.get(getattr(i, "silence", None) or "", "—")]
              for m, i in inp.segments.modalities.items()],
         ),
         f"Feature tables, aligned by `segment` to a common {inp.segments.rate_hz:g} Hz grid",
