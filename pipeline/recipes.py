@@ -14,7 +14,10 @@ Kept apart from the loop so each recipe reads on its own; the settings are Train
     lr_schedule   none (default) | step: torch StepLR, lr × `lr_factor` every `lr_step` epochs (001
                   §4.3: "learning decay set to five epochs"; its factor is not stated) | plateau: torch
                   ReduceLROnPlateau on the early-stopping value, lr × `lr_factor` after `lr_patience`
-                  epochs without a strictly better one (000 §5.3: halve after 5).
+                  epochs without a strictly better one (000 §5.3: halve after 5; 001's presets: × 0.1
+                  after 5 on the devel loss — the reading of 001 §4.3's "learning decay set to five
+                  epochs" from MulT's code, on which the AuxFormer code builds: its `--decay`/`--when`
+                  is ReduceLROnPlateau's patience with factor 0.1).
     lr_grid       null (default) | [lr, …]: one full run per learning rate (same seed), the best by the
                   early-stopping value kept as the run; lr_grid.csv lists them (004 §4.2).
 

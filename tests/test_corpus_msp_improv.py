@@ -131,6 +131,13 @@ def test_selection_improvised_other(tmp_path, turn_media):
     assert read.problems == []
 
 
+def test_selection_non_read_is_001s_turns(tmp_path, turn_media):
+    read = msp_improv.read(params(build(tmp_path / "r", turn_media), selection="non_read"))
+    assert "MSP-IMPROV-S02H-F02-R-MF03" not in {c.clip_id for c in read.clips} and len(read.clips) == 4
+    assert read.info.params["left_out"] == {"O": 1, "X": 1, "read": 1}
+    assert read.problems == []
+
+
 def test_flat_layout_and_other_spelling(tmp_path, turn_media):
     root = build(tmp_path / "r", turn_media, turns=TURNS[:2], label_file="Evaluation.txt", flat=True)
     read = msp_improv.read(params(root))

@@ -89,7 +89,10 @@ def test_paper_defaults_and_parameter_counts_vs_table5():
         "aux": 7_040_448, "aux_all": 7_054_748 + 2_600, "noaux": 4_762_694, "noaux_all": 4_776_994 + 2_600,
         "mult": 358_384 + 600,  # Table 5 baseline 2: 358,384; +600 = separate K/V LN (2·30 × 10 layers)
     }
-    assert count_parameters(AF.build_unimodal({"video": 4096}, 4, "classification", AF.UnimodalParams())) == 2_878_753
+    # baseline 4: untied auxiliary passes by default (the reading that fits Table 5, test_model_counts.py)
+    assert count_parameters(AF.build_unimodal({"video": 4096}, 4, "classification", AF.UnimodalParams())) == 4_924_173
+    tied = AF.UnimodalParams(aux_tied=True)
+    assert count_parameters(AF.build_unimodal({"video": 4096}, 4, "classification", tied)) == 2_878_753
 
 
 def test_modality_count_errors(registered):
@@ -168,17 +171,29 @@ def test_training_loss_eq6(case):
         expected = (parts["main"] + parts["aux_audio"] + parts["aux_video"]) / 3  # §4.3: λ = ⅓
         assert torch.allclose(parts["total"], expected)
         assert not torch.allclose(parts["aux_audio"], parts["aux_video"])
+        # §4.5.4 / the authors' test.py: inference averages the three networks' logits (default) ...
+        main_out, aux = model._run(x, mask, auxiliary=True)
+        averaged = (main_out + aux["audio"] + aux["video"]) / 3
+        assert model.p.inference == "average" and torch.allclose(model(x, mask), averaged, atol=1e-6)
+        assert not torch.allclose(model(x, mask), main_out, atol=1e-4)
+        # ... and with inference="main" returns the audiovisual head alone, the same weights
+        model.p = model.p.model_copy(update={"inference": "main"})
+        assert torch.allclose(model(x, mask), main_out)
+        model.p = model.p.model_copy(update={"inference": "average"})
     elif name == "unimodal":
         assert torch.allclose(parts["total"], (parts["main"] + parts["aux_video"]) / 2)
         main_out, aux_out = model._run(x, mask)
         assert torch.allclose(model(x, mask), (main_out + aux_out) / 2)  # §4.5.4: outputs averaged
+        # untied auxiliary passes (the default reading of Fig. 2): one encoder per pass, distinct weights
+        encs = model.aux.encoders["video"]
+        assert len(encs) == 2 and encs[0].layers[0].attn.q_proj.weight is not encs[1].layers[0].attn.q_proj.weight
     else:
         assert set(parts) == {"total"}
     model.train()
     parts = model.training_loss(batch, lambda pred: F.cross_entropy(pred, y))
     parts["total"].backward()
     if name == "auxformer":
-        assert model.aux.encoders["audio"].layers[0].attn.q_proj.weight.grad.abs().sum() > 0
+        assert model.aux.encoders["audio"].layers[0].attn.q_proj.weight.grad.abs().sum() > 0  # tied: one encoder
     assert all(torch.all(torch.isfinite(p.grad)) for p in model.parameters() if p.grad is not None)
 
 
@@ -251,3 +266,59 @@ def test_learns_per_step_regression():
     with torch.no_grad():
         ccc = _ccc(model(xt, mt), yt).item()
     assert ccc > 0.5, ccc
+
+
+# ---- 001 §5.3's ablations (Table 3, Figs. 6-7) --------------------------------------------------------
+
+ABLATIONS = [{"positions": "none"}, {"temporal": "lstm"}, {"temporal": "gru"}, {"temporal": "none"},
+             {"token": "mean"}, {"token": "prepend"}]
+
+
+@pytest.mark.parametrize("switch", ABLATIONS, ids=lambda s: "-".join(map(str, s.values())))
+def test_ablation_switches_build_train_and_handle_missing_modalities(switch):
+    dims = {"audio": 6, "video": 10}
+    model = _build(AF.build, AF.Params, dims, TINY_AUX, "classification", **switch)
+    x, mask = _inputs(dims)
+    y = torch.tensor([0, 1, 3])
+    parts = model.training_loss(Batch(x, mask, x, mask, y, None), lambda pred: F.cross_entropy(pred, y))
+    parts["total"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.eval()
+    with torch.no_grad():
+        full = model(x, mask)
+        dropped = model({"audio": x["audio"]}, {"audio": mask["audio"]})
+        masked = model(x, {**mask, "video": torch.zeros_like(mask["video"])})
+    assert full.shape == (B, 4) and torch.allclose(dropped, masked, atol=1e-5)
+    assert not torch.allclose(full, masked, atol=1e-4)
+
+
+def test_ablations_change_what_they_say():
+    dims = {"audio": 6, "video": 10}
+    p = AF.Params(**TINY_AUX)
+    base = count_parameters(AF.build(dims, 4, "classification", p))
+    d = AF.build(dims, 4, "classification", p).d_model
+    stack = count_parameters(AF.build(dims, 4, "classification", p).self_attn["audio"])
+    for temporal, layer in (("lstm", 4 * (2 * d * d + 2 * d)), ("gru", 3 * (2 * d * d + 2 * d)), ("none", 0)):
+        model = AF.build(dims, 4, "classification", p.model_copy(update={"temporal": temporal}))
+        assert count_parameters(model) == base - 2 * stack + 2 * layer, temporal
+    prepend = AF.build(dims, 4, "classification", p.model_copy(update={"token": "prepend"}))
+    assert count_parameters(prepend) == base + 2 * d  # one learnable token per stream
+    # no positions, no order: with the mean token and no temporal layers the main network is invariant to
+    # shuffling the steps of both streams together (the auxiliary networks read the last step: main only)
+    torch.manual_seed(0)
+    bag = AF.build(dims, 4, "classification", p.model_copy(update={
+        "positions": "none", "token": "mean", "temporal": "none", "inference": "main"})).eval()
+    torch.manual_seed(0)
+    ordered = AF.build(dims, 4, "classification", p.model_copy(update={
+        "token": "mean", "temporal": "none", "inference": "main"})).eval()
+    x = {m: torch.randn(B, T, k) for m, k in dims.items()}
+    mask = {m: torch.ones(B, T, dtype=torch.bool) for m in dims}
+    perm = torch.randperm(T)
+    shuffled = {m: v[:, perm] for m, v in x.items()}
+    with torch.no_grad():
+        assert torch.allclose(bag(x, mask), bag(shuffled, mask), atol=1e-5)
+        assert not torch.allclose(ordered(x, mask), ordered(shuffled, mask), atol=1e-4)
+    with pytest.raises(ValueError, match="per-step regression needs token 'last'"):
+        AF.build(dims, 2, "regression", p.model_copy(update={"token": "mean"}))
+    with pytest.raises(ValueError, match="not built for baseline 4"):
+        AF.build_unimodal({"video": 10}, 4, "classification", AF.UnimodalParams(temporal="gru"))

@@ -16,10 +16,13 @@ from pipeline.models.registry import ModelEntry
 DIMS = {"audio": 6, "video": 10}
 B, T = 3, 8
 TINY = {"d_model": 16, "heads": 2, "ff_dim": 32, "head_hidden": 16}
+PAPER_TEXT = {"cross_block": "transformer", "shared_cross": False, "shared_qkv": True, "readout": "concat",
+              "l2_normalize": False}  # 004 §3 read literally: six transformer blocks, Q/K/V per source
 VARIANTS = [
-    {},  # the paper's text
-    {"cross_block": "attention", "shared_cross": True, "shared_qkv": False, "readout": "last", "l2_normalize": True},  # authors' code
-    {"shared_qkv": False},  # independent Q/K/V per block
+    {},  # the authors' code (self-attention head)
+    {"readout": "fc"},  # the authors' FC head
+    PAPER_TEXT,
+    {**PAPER_TEXT, "shared_qkv": False},  # independent Q/K/V per block
     {"positions": "sinusoidal", "layers": 2, "dropout": 0.1},
 ]
 
@@ -48,37 +51,41 @@ def _out_shape(task: str, n_out: int) -> tuple[int, ...]:
 # ---- JMT -----------------------------------------------------------------------------------------
 
 
-def test_defaults_follow_004_and_parameter_count_for_affwild2_dims():
+def test_defaults_are_the_authors_build_and_parameter_counts_for_affwild2_dims():
     p = Params()
-    assert (p.d_model, p.layers, p.heads, p.readout, p.cross_block, p.shared_cross, p.shared_qkv) == (
-        512, 1, 1, "concat", "transformer", False, True)
+    assert (p.d_model, p.layers, p.heads, p.readout, p.cross_block, p.shared_cross, p.shared_qkv, p.l2_normalize) == (
+        512, 1, 1, "last", "attention", True, False, True)
     assert p.missing_input == "zero"
     # §4.2: visual and audio backbones both give 512-d features; valence + arousal per step
-    model = build({"visual": 512, "audio": 512}, 2, "regression", p)
+    dims = {"visual": 512, "audio": 512}
+    model = build(dims, 2, "regression", p)
     d = 512
     lin = d * d + d
     mha, ff, ln = 4 * lin, 2 * lin, 2 * d
-    common = (
-        (2 * d * d + d)  # joint FC 1,024 → 512 (§4.2); 512-d inputs need no projection
-        + 3 * (mha + ff + 2 * ln)  # three post-LN encoders, one layer each
-        + (mha + ff + 2 * ln)  # final self-attention block over the six tokens
-        + (6 * d * 128 + 128) + (128 * 2 + 2)  # FC head on the concatenated tokens
-    )
-    # §3: per source (A, B, J) one pre-attention LayerNorm and W_Q, W_K, W_V shared by the six blocks;
-    # each block its own output projection, feed-forward and FF LayerNorm
-    shared = common + 3 * (3 * lin + ln) + 6 * (lin + ff + ln)
-    assert count_parameters(model) == shared == 14_331_266
-    independent = build({"visual": 512, "audio": 512}, 2, "regression", Params(shared_qkv=False))
+    encoder = mha + ff + 2 * ln  # post-LN, one layer, feed-forward width d
+    regressor = (d * 128 + 128) + (128 * 2 + 2)
+    core = (2 * d * d + d) + 3 * encoder + 3 * mha  # joint FC 1,024 → 512; encoders A, B, J; three bare cross MHAs
+    # the code's self-attention head: an encoder block over the six tokens + one bare self-attention
+    assert count_parameters(model) == core + encoder + mha + regressor
+    assert count_parameters(model) - count_parameters(model.head) == 11_039_232
+    assert len(model.cross) == 3 and model.fc_out is None
+    fc = build(dims, 2, "regression", Params(readout="fc"))  # FC 3,072 → 1,024, no self-attention block
+    assert fc.final is None and count_parameters(fc) - count_parameters(fc.head) == core + (6 * d * 2 * d + 2 * d)
+    assert count_parameters(fc) - count_parameters(fc.head) == 11_557_376
+    # the paper's text read literally: six transformer blocks; per source (A, B, J) one pre-attention
+    # LayerNorm and W_Q, W_K, W_V shared by the six; each block its own output projection, FF and FF LayerNorm
+    text = build(dims, 2, "regression", Params(**PAPER_TEXT))
+    common = (2 * d * d + d) + 3 * encoder + encoder + (6 * d * 128 + 128) + (128 * 2 + 2)
+    assert count_parameters(text) == common + 3 * (3 * lin + ln) + 6 * (lin + ff + ln) == 14_331_266
+    independent = build(dims, 2, "regression", Params(**{**PAPER_TEXT, "shared_qkv": False}))
     assert count_parameters(independent) == common + 6 * (mha + ff + 3 * ln) == 16_704_386
-    assert len(model.cross) == 6 and isinstance(model.proj["A"], torch.nn.Identity)
+    assert len(text.cross) == 6 and isinstance(text.proj["A"], torch.nn.Identity)
     # the blocks really share: A←B and A←J use one W_Q; B←A and J←A one W_K, W_V
-    assert model.cross["AB"].attn.q_proj is model.cross["AJ"].attn.q_proj is model.qkv["A"].q
-    assert model.cross["BA"].attn.k_proj is model.cross["JA"].attn.k_proj is model.qkv["A"].k
-    assert model.cross["AB"].attn.out_proj is not model.cross["AJ"].attn.out_proj
-    code = build({"visual": 512, "audio": 512}, 2, "regression", Params(shared_cross=True, shared_qkv=False))
-    assert len(code.cross) == 3 and count_parameters(independent) - count_parameters(code) == 3 * (mha + ff + 3 * ln)
+    assert text.cross["AB"].attn.q_proj is text.cross["AJ"].attn.q_proj is text.qkv["A"].q
+    assert text.cross["BA"].attn.k_proj is text.cross["JA"].attn.k_proj is text.qkv["A"].k
+    assert text.cross["AB"].attn.out_proj is not text.cross["AJ"].attn.out_proj
     with pytest.raises(ValueError, match="exclude each other"):
-        build({"visual": 512, "audio": 512}, 2, "regression", Params(shared_cross=True))
+        build(dims, 2, "regression", Params(shared_cross=True, shared_qkv=True))
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
@@ -146,7 +153,7 @@ def test_per_step_regression_uses_only_steps_where_some_modality_is_present():
     with torch.no_grad():
         out = model(x, mask)
     # steps with neither modality get the head applied to a zero representation
-    assert torch.allclose(out[:, 5:], model.head(torch.zeros(6 * model.d_model)).expand(B, 3, 2), atol=1e-6)
+    assert torch.allclose(out[:, 5:], model.head(torch.zeros(model.head[0].in_features)).expand(B, 3, 2), atol=1e-6)
 
 
 def test_exactly_two_modalities_and_bad_inputs_are_rejected():

@@ -253,9 +253,17 @@ def test_lfi_counts_only_missing_positions_and_aux_losses_wait_for_their_epoch()
     x_full3 = {m: torch.where(missing[m].unsqueeze(-1), batch.x_full[m] + 3.0, batch.x_full[m]) for m in DIMS}
     third = model.training_loss(Batch(batch.x, batch.mask, x_full3, batch.mask_full, batch.y, None, 1, None, "zero"), loss)
     assert third["lfi"] > base["lfi"]
-    # nothing dropped: no LFI term; the complete view equals the incomplete one, so CMD(P(h), h) remains
-    same = model.training_loss(Batch(batch.x_full, batch.mask_full, batch.x_full, batch.mask_full, batch.y, None, 1, None, "zero"), loss)
+    # nothing dropped (the standard strategy): 003 §6.1.1, MCT-HFR trains as the plain MCT — the task loss alone
+    complete = Batch(batch.x_full, batch.mask_full, batch.x_full, batch.mask_full, batch.y, None, 1, None, "zero")
+    plain = model.training_loss(complete, loss)
+    assert set(plain) == {"total", "task"}
+    assert torch.allclose(plain["total"], loss(model(*complete.inputs_full())))
+    # the authors' train.py: no LFI term, but the complete-view CE and CMD(P(h), h) of identical views remain
+    code = _model(dropout=0.0, attn_dropout=0.0, embed_dropout=0.0, classifier_dropout=0.0, complete_batches="hfr")
+    code.load_state_dict(model.state_dict())
+    same = code.eval().training_loss(complete, loss)
     assert same["lfi"] == 0 and torch.allclose(same["gfa_task"], same["task"])
+    assert same["total"] > plain["total"] and torch.allclose(same["task"], plain["task"])
     # authors' code: auxiliary losses from the second epoch
     late = _model(aux_start_epoch=2).eval()
     assert set(late.training_loss(_batch("classification", epoch=1), loss)) == {"total", "task"}

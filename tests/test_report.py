@@ -771,7 +771,11 @@ window.addEventListener('error', e => window.__errors.push(String(e.message || (
 const __err = console.error; console.error = (...a) => { window.__errors.push(a.join(' ')); __err(...a); };
 window.addEventListener('load', () => {
   const t = document.querySelector('h2#main-table + table');
+  const a = document.querySelector('.callout[role="alert"]');
   const out = {main_top: t ? t.getBoundingClientRect().top + window.scrollY : null,
+    main_bottom: t ? t.getBoundingClientRect().bottom + window.scrollY : null,
+    main_rows: t ? [...t.querySelectorAll('tbody tr')].map(r => [r.cells[0].textContent, r.getBoundingClientRect().bottom]) : [],
+    alert: a ? [a.getBoundingClientRect().top, a.getBoundingClientRect().height, getComputedStyle(a).borderTopColor] : null,
     height: document.documentElement.scrollHeight, width: document.documentElement.scrollWidth,
     images: [...document.images].map(i => i.complete ? i.naturalWidth : 0), errors: window.__errors};
   const pre = document.createElement('pre'); pre.id = '__probe'; pre.textContent = JSON.stringify(out);
@@ -799,6 +803,13 @@ def test_page_in_headless_chromium(built_runs, tmp_path):
     got = in_chromium(built_runs, tmp_path)
     assert got["errors"] == []
     assert got["main_top"] is not None and got["main_top"] < 900, got  # the main table starts on the first screen
+    # ... and all of it is there: every row, ours and the published 'paper:' ones (issue 23)
+    rows = dict(got["main_rows"])
+    assert any(r.startswith("paper:") for r in rows) and any(not r.startswith("paper:") for r in rows), rows
+    assert got["main_bottom"] < 900 and max(rows.values()) < 900, got
+    # the RANDOM-weights warning stays above it, compact but red-bordered
+    top, height, border = got["alert"]
+    assert top < got["main_top"] and height < 140 and border == "rgb(198, 40, 40)", got
     assert len(got["images"]) == built_runs.count("<img ") == 7 and min(got["images"]) > 0  # every figure decodes
     assert got["width"] <= 1280  # no sideways scrolling
     assert 2000 < got["height"] < 12000, got  # per-run detail folded away (it was ~98,000 px on the demo run)

@@ -24,9 +24,20 @@ and of the concatenation in Eq. 5; the architecture is symmetric). Main network 
    token through an MLP d→512→256→d with a residual and a classifier — the MLP and classifier are
    shared by both auxiliary networks (authors' code; "fully-connected layers with shared weights",
    §3.5). Total loss Eq. 6: λ_av·L_av + λ_a·L_a + λ_v·L_v, λ = ⅓ each (§4.3), in `training_loss`.
-   Inference returns F_av's output (§3.4).
+   Inference (`inference`): "average" (default) returns the equal average of F_av's and the two
+   auxiliary networks' outputs — 001 §4.5.4 ("Likewise, the networks' outputs are equally averaged
+   during inference") and the authors' train.py/test.py, which average the three networks' logits;
+   "main" returns F_av's output alone (§3.4 read alone).
 Heads 10, layers 5 (§4.3); dropout 0.1 on residuals (§4.3), also used for attention weights and the
 feed-forward ReLU (the code: 0.1, except 0 on cross-modal attention weights; one rate per block here).
+
+Ablations (001 §5.3), switches of the main network whose defaults are the model: `positions: none`
+(Table 3, no positional embeddings: the auxiliary networks share the inputs, so they lose them too);
+`temporal: lstm | gru | none` (Fig. 6: the self-attention layers with learnable scalars replaced by one
+LSTM or GRU layer, d → d, or removed); `token: mean | prepend` (Fig. 7: the sequence mean of the present
+steps, or a learnable token prepended to each stream — to both the query and the key/value side of the
+fusion layers — and read at its position; the auxiliary networks keep their last-step tokens; 001 gives
+no more detail). Set them per run (`model_params.auxformer`, `dvc exp run -S`).
 
 Choices where 001 is silent or where the code differs (all documented options):
 - "Last time step" for masked, variable-length sequences = the LAST PRESENT step of each stream's
@@ -74,6 +85,7 @@ from pipeline.models.blocks import (
     TransformerEncoderLayer,
     causal_mask,
     complete_inputs,
+    masked_mean,
     readout,
 )
 from pipeline.models.registry import ModelParams
@@ -100,11 +112,31 @@ class NoAuxParams(ModelParams):
     missing_input: Literal["mask", "zero"] = Field(
         "zero", description="001 §3.6, §5.2: missing features replaced by zeros, the model is not told"
     )
+    # 001's ablations (§5.3, Table 3, Figs. 6-7), as switches of the main network; defaults = the model
+    positions: Literal["sinusoidal", "none"] = Field(
+        "sinusoidal", description="§3.1 Eq. 1; 'none' = Table 3's model without positional embeddings"
+    )
+    temporal: Literal["self_attention", "lstm", "gru", "none"] = Field(
+        "self_attention", description="§3.3's self-attention layers with learnable scalars; Fig. 6: replaced by "
+        "one LSTM or GRU layer, or removed"
+    )
+    token: Literal["last", "mean", "prepend"] = Field(
+        "last", description="§3.4 last time-step token; Fig. 7: 'mean' = sequence mean token, 'prepend' = a "
+        "learnable token prepended to each stream (BERT-like), read at its position (classification only)"
+    )
 
 
 class _AuxFields(NoAuxParams):
     aux_repeats: int = Field(3, ge=1, description="authors' code: the auxiliary encoder is applied 3 times")
+    aux_tied: bool = Field(
+        True, description="authors' code: the repeated auxiliary encoder passes share one set of weights; False: "
+        "each pass its own"
+    )
     aux_hidden: tuple[int, ...] = Field((512, 256), description="authors' code: auxiliary MLP d→512→256→d")
+    inference: Literal["average", "main"] = Field(
+        "average", description="001 §4.5.4 'the networks' outputs are equally averaged during inference' and the "
+        "authors' train.py/test.py ((va + a + v) / 3 of the logits); 'main' = the audiovisual head only"
+    )
 
 
 class Params(_AuxFields):
@@ -119,6 +151,10 @@ class UnimodalParams(_AuxFields):
     """Baseline 4 (§4.5.4): the losses are equally weighted; width 130 as in the AV model (§3.1)."""
 
     d_model: int | None = Field(130, ge=1, description="§3.1: the AV model's width 130 (None: the input width)")
+    aux_tied: bool = Field(
+        False, description="001 silent (Fig. 2 only): each auxiliary pass its own weights — the reading that gives "
+        "Table 5's 4,364,354 within 0.7 % (130-d audio); True = the AV model's tied passes"
+    )
     loss_weights: tuple[float, float] = Field((0.5, 0.5), description="§4.5.4: main and auxiliary loss, equal")
 
 
@@ -158,6 +194,24 @@ def scaled_encoder(d_model: int, heads: int, layers: int, dropout: float) -> Tra
     return enc
 
 
+def temporal_layers(p: NoAuxParams, d: int) -> nn.Module:
+    """§3.3's self-attention stack with learnable scalars, or Fig. 6's replacements: one LSTM or GRU layer
+    (d → d, forward in time, so the last present step has seen the sequence) or nothing."""
+    if p.temporal == "self_attention":
+        return scaled_encoder(d, p.heads, p.layers, p.dropout)
+    if p.temporal == "none":
+        return nn.Identity()
+    return {"lstm": nn.LSTM, "gru": nn.GRU}[p.temporal](d, d, batch_first=True)
+
+
+def run_temporal(layer: nn.Module, h: Tensor, mask: Tensor, attn: Tensor | None) -> Tensor:
+    if isinstance(layer, nn.RNNBase):  # absent steps are zero (mask mode) and run through; readout skips them
+        return layer(h * mask.unsqueeze(-1).to(h.dtype))[0]
+    if isinstance(layer, nn.Identity):
+        return h
+    return layer(h, key_mask=mask, attn_mask=attn)
+
+
 def resolve_d_model(dims: dict[str, int], p: NoAuxParams) -> int:
     if p.d_model is not None:
         if p.d_model % p.heads:
@@ -173,8 +227,13 @@ class AuxiliaryNetworks(nn.Module):
     def __init__(self, modalities: list[str], d: int, n_outputs: int, p: _AuxFields) -> None:
         super().__init__()
         self.repeats = p.aux_repeats
+
+        def encoder() -> TransformerEncoder:
+            return TransformerEncoder(d, p.heads, p.layers, 4 * d, p.dropout, norm_first=True)
+
+        # tied: one encoder applied `repeats` times (authors' code); untied: one encoder per pass
         self.encoders = nn.ModuleDict(
-            {m: TransformerEncoder(d, p.heads, p.layers, 4 * d, p.dropout, norm_first=True) for m in modalities}
+            {m: encoder() if p.aux_tied else nn.ModuleList(encoder() for _ in range(p.aux_repeats)) for m in modalities}
         )
         self.head = ResidualHead(d, p.aux_hidden, n_outputs, p.out_dropout)
 
@@ -182,8 +241,8 @@ class AuxiliaryNetworks(nn.Module):
         out = {}
         for m, enc in self.encoders.items():
             h = e[m]
-            for _ in range(self.repeats):
-                h = enc(h, key_mask=masks[m], attn_mask=attn)
+            for i in range(self.repeats):
+                h = (enc[i] if isinstance(enc, nn.ModuleList) else enc)(h, key_mask=masks[m], attn_mask=attn)
             out[m] = self.head(readout(h, masks[m], per_step))
         return out
 
@@ -228,27 +287,52 @@ class AuxFormer(nn.Module):
         a, v = self.modalities
         # keyed by the query (target) modality: "v" holds z_{A→V} (visual queries attend to audio)
         self.source = {a: v, v: a}
+        if p.positions == "none":  # Table 3: no positional embeddings (the auxiliary networks share these inputs)
+            for emb in self.embed.values():
+                emb.pos = nn.Identity()
+        if per_step and p.token != "last":
+            raise ValueError(f"token {p.token!r} gives one vector per sequence; per-step regression needs token 'last'")
         self.fusion = nn.ModuleDict({m: CrossModalEncoder(d, p.heads, p.layers, p.dropout, p.shared_kv_norm) for m in dims})
-        self.self_attn = nn.ModuleDict({m: scaled_encoder(d, p.heads, p.layers, p.dropout) for m in dims})
+        self.self_attn = nn.ModuleDict({m: temporal_layers(p, d) for m in dims})
+        # Fig. 7's prepending token: one learnable vector per stream (BERT's [CLS]), at step 0
+        self.cls = nn.ParameterDict({m: nn.Parameter(0.02 * torch.randn(d)) for m in dims}) if p.token == "prepend" else None
         self.head = ResidualHead(2 * d, (p.mlp_hidden,), n_outputs, p.out_dropout)
         self.aux = AuxiliaryNetworks(self.modalities, d, n_outputs, p) if auxiliary else None
 
     def _run(self, x: dict[str, Tensor], mask: dict[str, Tensor], auxiliary: bool) -> tuple[Tensor, dict[str, Tensor]]:
         xs, ms = complete_inputs(self.modalities, x, mask, self.dims, same_length=self.per_step or self.p.causal)
-        attn = _causal(self.p.causal, ms)
         e = {m: self.embed[m](xs[m], ms[m]) for m in self.modalities}
+        aux_in = (e, ms, _causal(self.p.causal, ms))  # the auxiliary networks never see the prepended token
+        if self.cls is not None:
+            e = {m: torch.cat([self.cls[m].expand(v.shape[0], 1, -1), v], dim=1) for m, v in e.items()}
+            ms = {m: torch.cat([v.new_ones(v.shape[0], 1), v], dim=1) for m, v in ms.items()}
+        attn = _causal(self.p.causal, ms)
         tokens = []
         for m in self.modalities:
             s = self.source[m]
             h = self.fusion[m](e[m], e[s], ms[s], attn)
-            h = self.self_attn[m](h, key_mask=ms[m], attn_mask=attn)
-            tokens.append(readout(h, ms[m], self.per_step))
+            h = run_temporal(self.self_attn[m], h, ms[m], attn)
+            tokens.append(self._token(h, ms[m]))
         main = self.head(torch.cat(tokens, dim=-1))
-        aux = self.aux(e, ms, attn, self.per_step) if auxiliary and self.aux is not None else {}
+        aux = self.aux(*aux_in, self.per_step) if auxiliary and self.aux is not None else {}
         return main, aux
 
+    def _token(self, h: Tensor, mask: Tensor) -> Tensor:
+        """§3.4's representation of a stream (Fig. 7's variants); per step: the zeroed sequence."""
+        if self.p.token == "prepend":
+            return h[:, 0]
+        if self.p.token == "mean":
+            return masked_mean(h, mask)
+        return readout(h, mask, self.per_step)
+
     def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> Tensor:
-        return self._run(x, mask, auxiliary=False)[0]
+        """F_av's output, or (`inference="average"`, the default with auxiliary networks) the equal average of
+        F_av's and the auxiliary networks' outputs (logits / per-step predictions)."""
+        average = self.aux is not None and self.p.inference == "average"
+        main, aux = self._run(x, mask, auxiliary=average)
+        if not average:
+            return main
+        return torch.stack([main] + [aux[m] for m in self.modalities]).mean(dim=0)
 
     def auxiliary_outputs(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> dict[str, Tensor]:
         """The auxiliary networks' outputs {mod: ...} (empty without them)."""
@@ -267,9 +351,13 @@ class UnimodalAuxFormer(nn.Module):
     """Baseline 4 (§4.5.4, Fig. 2): one modality; a self-attention stack with learnable scalars (§3.3)
     read at its last present step → residual MLP (260 hidden, §4.3) → output, plus one auxiliary network
     (§3.5). Two equally weighted losses in training; inference averages the two networks' outputs
-    (logits / per-step predictions) (§4.5.4). 001 gives no more detail (its Fig. 2 only), and its Table
-    5 count (4,364,354) is not reproduced by this reading: with the defaults, 4,096-d video and 4
-    classes this model has 2,878,753 parameters, with 130-d audio 2,346,273 (`project_all`: 2,363,173).
+    (logits / per-step predictions) (§4.5.4; `inference="main"`: the main network alone). 001 gives no
+    more detail (its Fig. 2 only) and does not say which modality Table 5's single baseline-4 count is
+    for. The auxiliary encoder's three passes have their own weights by default (`aux_tied=False`): with
+    it the 130-d audio model with 4 classes has 4,391,693 parameters, +0.63 % from Table 5's 4,364,354
+    (tests/test_model_counts.py); the 4,096-d video model has 4,924,173 (the 4,096 → 130 projection adds
+    532,480). With the AV model's tied passes (`aux_tied=True`) the two have 2,346,273 / 2,878,753 — far
+    from any reading of Table 5, which is why the untied reading is the default.
     A fully missing modality gives finite outputs from zero tokens; leaving it out of the dict is the
     same as masking it fully."""
 
@@ -277,6 +365,11 @@ class UnimodalAuxFormer(nn.Module):
         super().__init__()
         if len(dims) != 1:
             raise ValueError(f"the unimodal baseline takes exactly 1 modality, got {len(dims)}: {list(dims)}")
+        ablated = {k: getattr(p, k) for k in ("positions", "temporal", "token")
+                   if getattr(p, k) != UnimodalParams.model_fields[k].default}
+        if ablated:
+            raise ValueError(f"the ablation switches {ablated} (001 §5.3) are the audiovisual model's; "
+                             "not built for baseline 4")
         (m, dm), = dims.items()
         d = resolve_d_model(dims, p)
         self.modalities, self.dims, self.p, self.per_step = [m], dict(dims), p, per_step
@@ -296,7 +389,7 @@ class UnimodalAuxFormer(nn.Module):
 
     def forward(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> Tensor:
         main, aux = self._run(x, mask)
-        return (main + aux) / 2
+        return (main + aux) / 2 if self.p.inference == "average" else main
 
     def training_loss(self, batch, task_loss) -> dict[str, Tensor]:
         main, aux = self._run(*batch.inputs())

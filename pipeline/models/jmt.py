@@ -12,25 +12,25 @@ output of the cross-attended features is concatenated, and an FC layer is used f
 prediction". Each six-vector sequence belongs to one time step (one 512-d vector per clip and source,
 §4.2), so the final block attends across the six tokens of a step, not across time.
 
-What we follow (default = the paper's text; `Params` offers the authors' code where cheap, see
-/work/shared/seeds/IMPLEMENTATION_NOTES.md and the repository's models/mm_multi_transformers.py):
-- Q/K/V sharing: `shared_qkv=True` (default; §3: "the K (key matrix), V (value matrix), and Q (query
-  matrix) vectors are shared among the six transformer blocks"; §3.2: "the query matrix Q is shared
-  with the key K and value V matrix of the other source"): each source s ∈ {A, B, J} has ONE W_Q^s,
-  W_K^s, W_V^s (and one pre-attention LayerNorm) used by every cross block it enters — as query in its
-  two blocks s←·, as keys/values in the two blocks ·←s (blocks.py `SourceProjections`, `share_qkv`).
-  Each block keeps its own output projection, feed-forward and FF LayerNorm (what makes it one of
-  "six transformer blocks"). `shared_qkv=False`: independent projections per block (the earlier reading).
-- cross blocks: `cross_block="transformer"` (default; §3 "six transformer blocks": blocks.py's
-  `CrossAttentionBlock`, attention + feed-forward with residuals) or "attention" (code: a bare
-  multi-head attention, no residual); `shared_cross=False` (default: six blocks) or True (code: three
-  blocks, one per query source, each used for both of its contexts);
-- readout: `readout="concat"` (default; Fig. 2: the six attended tokens of a step are concatenated,
-  6·d → FC head) or "last" (code's SELF_ATTEN path: the encoder block over the six tokens, then one
-  more bare self-attention, then the LAST token — B←J in the code's stacking order A←B, B←A, J←A, A←J,
-  J←B, B←J, which we use for both readouts). The released config_file.json actually uses
-  output_format "FC" (no final self-attention at all); that variant is not offered;
-- `l2_normalize=False` (paper silent; code: True, F.normalize on the backbone features);
+What we follow (default = the authors' public code where 004's text leaves the build open, issue 23; see
+/work/shared/seeds/IMPLEMENTATION_NOTES.md and the repository's models/mm_multi_transformers.py). With the
+defaults at 004's settings (512-d visual and audio, 1 layer) the model has 11,039,232 parameters without
+the regressor and with `readout="fc"` 11,557,376 — the official code's counts to the parameter
+(tests/test_model_counts.py):
+- cross blocks: `shared_cross=True` (default, code: three blocks, one per query source A, B, J, each used
+  with both of its contexts — §3's "Q, K, V shared" read per query block) with `cross_block="attention"`
+  (default, code: a bare multi-head attention, no residual). `shared_cross=False` gives six independent
+  blocks; `cross_block="transformer"` adds a feed-forward and residuals to each (§3's "six transformer
+  blocks" read literally); `shared_qkv=True` (needs `shared_cross=False`) is the per-source reading: each
+  source s ∈ {A, B, J} has ONE W_Q^s, W_K^s, W_V^s (and one pre-attention LayerNorm) used by every block
+  it enters (blocks.py `SourceProjections`, `share_qkv`).
+- readout: `readout="last"` (default; §3.2 "a transformer self-attention block dynamically selects and
+  weighs these feature vectors", the code's SELF_ATTEN head): the encoder block over the six tokens of a
+  step, then one more bare self-attention, then the LAST token — B←J in the code's stacking order A←B,
+  B←A, J←A, A←J, J←B, B←J; `readout="fc"`: the code's FC head (its released config's output_format):
+  the six cross tokens concatenated, FC 6·d → 2·d (3,072 → 1,024), no self-attention block; `"concat"`:
+  Fig. 2 read as the self-attention block followed by concatenation (6·d → regressor).
+- `l2_normalize=True` (paper silent; code: F.normalize on the backbone features);
 - FC head: paper "FC layers", sizes silent; we use the code's regressor Linear(·,128)-ReLU-Dropout-
   Linear(128, n_outputs), one shared hidden layer for all outputs (the code has one such regressor per
   target).
@@ -93,7 +93,10 @@ class Params(ModelParams):
     missing_input: Literal["mask", "zero"] = Field(
         "zero", description="004 §4.1: missing frames become black frames; authors' code: no masks"
     )
-    shared_qkv: bool = Field(True, description="004 §3: Q, K, V shared among the six blocks; False = independent")
+    shared_qkv: bool = Field(
+        False, description="004 §3's 'Q, K, V shared among the six blocks' read per source (one W_Q/W_K/W_V per "
+        "source); the authors' code (default) shares them per query block instead: shared_cross"
+    )
     d_model: int = Field(512, ge=8, description="004 §4.2: 512-d features, joint FC 1,024 → 512, cross outputs 512")
     layers: int = Field(1, ge=1, description="paper silent; authors' config num_layers=1")
     heads: int = Field(1, ge=1, description="paper silent; authors' config num_heads=1")
@@ -104,14 +107,20 @@ class Params(ModelParams):
         None, description="(A, B) among the input modalities; None = the first two keys of dims, which must be exactly two"
     )
     cross_block: Literal["transformer", "attention"] = Field(
-        "transformer", description="§3 'six transformer blocks'; 'attention' = authors' bare attention"
+        "attention", description="authors' code: a bare multi-head attention; 'transformer' = §3's 'six transformer "
+        "blocks' read as attention + feed-forward"
     )
-    shared_cross: bool = Field(False, description="False: six blocks (§3.2); True: authors' three blocks used twice")
-    readout: Literal["concat", "last"] = Field(
-        "concat", description="Fig. 2: concatenate the six attended tokens; 'last' = authors' last token"
+    shared_cross: bool = Field(
+        True, description="authors' code: three blocks, one per query source, each used with both contexts (its "
+        "Q/K/V shared by the two, 004 §3); False: six independent blocks"
+    )
+    readout: Literal["last", "fc", "concat"] = Field(
+        "last", description="§3.2 / authors' SELF_ATTEN head: self-attention over the six tokens, last token; 'fc' = "
+        "authors' FC head (six tokens concatenated, FC 6·d → 2·d, no self-attention); 'concat' = Fig. 2 read as "
+        "self-attention then concatenation"
     )
     positions: Literal["none", "sinusoidal"] = Field("none", description="paper silent; authors' code: none")
-    l2_normalize: bool = Field(False, description="paper silent; authors' code L2-normalises the inputs")
+    l2_normalize: bool = Field(True, description="paper silent; authors' code L2-normalises the inputs")
 
 
 def build(dims: dict[str, int], n_outputs: int, task: str, params: Params) -> "JointMultimodalTransformer":
@@ -175,19 +184,19 @@ class JointMultimodalTransformer(nn.Module):
         ff_dim: int | None = None,  # paper silent; d_model as in the authors' code
         dropout: float = 0.0,  # paper silent; authors' code
         head_hidden: int = 128,  # paper silent; authors' regressor
-        cross_block: str = "transformer",  # §3 "six transformer blocks"
-        shared_cross: bool = False,  # §3.2 six blocks
-        shared_qkv: bool = True,  # §3: Q, K, V shared among the six blocks
-        readout: str = "concat",  # Fig. 2
+        cross_block: str = "attention",  # authors' code
+        shared_cross: bool = True,  # authors' code: Q/K/V shared per query block
+        shared_qkv: bool = False,  # per-source sharing (a reading of §3), excludes shared_cross
+        readout: str = "last",  # §3.2 / authors' SELF_ATTEN head
         positions: str = "none",  # paper silent; authors' code
-        l2_normalize: bool = False,  # paper silent
+        l2_normalize: bool = True,  # paper silent; authors' code
         per_step: bool = False,
         ignored: list[str] | None = None,
     ) -> None:
         super().__init__()
         if len(dims) != 2:
             raise ValueError(f"JMT fuses exactly two modalities, got {list(dims)}")
-        if cross_block not in ("transformer", "attention") or readout not in ("concat", "last"):
+        if cross_block not in ("transformer", "attention") or readout not in ("concat", "last", "fc"):
             raise ValueError(f"unknown cross_block {cross_block!r} or readout {readout!r}")
         if shared_qkv and shared_cross:
             raise ValueError(
@@ -221,10 +230,13 @@ class JointMultimodalTransformer(nn.Module):
             self.qkv = nn.ModuleDict({s: SourceProjections(d_model, norm=cross_block == "transformer") for s in "ABJ"})
             for q, k in CROSS_ORDER:
                 share_qkv(self.cross[q if shared_cross else q + k], self.qkv[q], self.qkv[k])
-        self.final = TransformerEncoder(d_model, heads, layers, ff, dropout)  # §3.2 self-attention over six tokens
+        # §3.2 self-attention over the six tokens of a step (the authors' FC head has none)
+        self.final = TransformerEncoder(d_model, heads, layers, ff, dropout) if readout != "fc" else None
         self.final_attn = MultiHeadAttention(d_model, heads, dropout) if readout == "last" else None
-        head_in = len(CROSS_ORDER) * d_model if readout == "concat" else d_model
-        self.head = mlp(head_in, head_hidden, n_outputs, dropout)
+        # the authors' FC head: the six tokens concatenated, FC 3,072 → 1,024 (at d = 512), then the regressor
+        self.fc_out = nn.Linear(len(CROSS_ORDER) * d_model, 2 * d_model) if readout == "fc" else None
+        head_in = {"concat": len(CROSS_ORDER) * d_model, "last": d_model, "fc": 2 * d_model}[readout]
+        self.head = mlp(head_in, head_hidden, n_outputs, dropout)  # the regressor
 
     def _inputs(self, x: dict[str, Tensor], mask: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Projected, zero-filled features and masks of A and B (a dropped modality = fully masked)."""
@@ -260,12 +272,14 @@ class JointMultimodalTransformer(nn.Module):
         b, t, n, d = z.shape
         z = z.masked_fill(~zv.unsqueeze(-1), 0.0).reshape(b * t, n, d)
         zv = zv.reshape(b * t, n)
-        # §3.2: per time step, self-attention across the six stacked tokens
-        out = self.final(z, key_mask=zv)
-        if self.final_attn is None:  # Fig. 2: concatenate the attended tokens
-            fused = out.masked_fill(~zv.unsqueeze(-1), 0.0).reshape(b, t, n * d)
-        else:  # authors' code: one more self-attention, keep the last token
-            fused = self.final_attn(out, out, key_mask=zv)[:, -1].reshape(b, t, d)
+        if self.final is None:  # the authors' FC head: the six (zeroed where absent) tokens concatenated, one FC
+            fused = self.fc_out(z.reshape(b, t, n * d))
+        else:
+            out = self.final(z, key_mask=zv)  # §3.2: per time step, self-attention across the six stacked tokens
+            if self.final_attn is None:  # Fig. 2: concatenate the attended tokens
+                fused = out.masked_fill(~zv.unsqueeze(-1), 0.0).reshape(b, t, n * d)
+            else:  # authors' code: one more self-attention, keep the last token
+                fused = self.final_attn(out, out, key_mask=zv)[:, -1].reshape(b, t, d)
         step_valid = zv.any(dim=1).reshape(b, t)  # = A or B present
         fused = fused.masked_fill(~step_valid.unsqueeze(-1), 0.0)
         if self.per_step:

@@ -39,6 +39,11 @@ Where the paper is silent we choose, and say so (IMPLEMENTATION_NOTES = the auth
   context in the MRAU, which is what lets the decoder imagine the missing feature.
 - GFA predictor FC_p: Linear(M·d → M·d/2, no bias) → ReLU → Linear(→ M·d) (code, without its BatchNorm).
   `gfa_symmetric=True` is the code's variant: ½[CMD(P(h), sg(h̄)) + CMD(P(h̄), sg(h))].
+- Complete batches (`complete_batches`): a batch in which the training strategy removed nothing (every
+  presence mask equals the complete view's: the `standard` strategy, "conventional complete training")
+  trains on the task loss alone, 003 §6.1.1: "MCT-HFR is equivalent to MCT" there — LFI has nothing to
+  reconstruct and GFA would align a view with itself. `"hfr"` is the authors' train.py, which still adds
+  α·(CE of the complete view + CMD of the two identical views) from its second epoch.
 - Auxiliary losses from epoch `aux_start_epoch` (default 1: Eq. 18 from the start; the authors' code
   starts them at epoch 2, set 2 for that). Before it, only the task loss.
 - T_max (γ_e's base): `max_len[m]` where given (003 §5.3 uses 400/40/50 for audio/vision/text at their
@@ -118,6 +123,11 @@ class Params(ModelParams):
     cmd_moments: int = Field(5, ge=1, description="003 Eq. 16 K; paper silent; code: 5")
     gfa_symmetric: bool = Field(False, description="paper: CMD(FC_p(h), h̄); True = code's symmetric stop-grad form")
     aux_start_epoch: int = Field(1, ge=1, description="paper silent (Eq. 18 throughout); code: 2")
+    complete_batches: Literal["plain", "hfr"] = Field(
+        "plain", description="003 §6.1.1 'MCT-HFR is equivalent to MCT when using the conventional complete "
+        "training': a batch the strategy left complete trains on the task loss alone; 'hfr' = the authors' "
+        "train.py, which adds α·(complete-view CE + CMD) to it too"
+    )
 
     @field_validator("kernel_sizes")
     @classmethod
@@ -351,6 +361,10 @@ class MCTHFR(nn.Module):
         pred, g, enc = self._run(*batch.inputs(), batch.valid)
         task = task_loss(pred)
         if batch.epoch < self.p.aux_start_epoch or (self.p.alpha == 0 and self.p.beta == 0):
+            return {"total": task, "task": task}
+        if self.p.complete_batches == "plain" and all(
+            torch.equal(batch.mask[m], batch.mask_full[m]) for m in batch.mask_full
+        ):  # 003 §6.1.1: complete training = the plain MCT
             return {"total": task, "task": task}
         pred_full, g_full, _ = self._run(*batch.inputs_full(), batch.valid)  # complete view, shared encoder
         gfa_task = task_loss(pred_full)

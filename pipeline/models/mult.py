@@ -15,6 +15,9 @@ classes this gives 358,984 parameters; 001 Table 5 reports 358,384 for baseline 
 the separate LayerNorm for keys/values in blocks.py's `CrossAttentionBlock` (MulT shares one LayerNorm
 for queries and keys/values): 2·30 per crossmodal layer × 10 layers; `shared_kv_norm=True` (MulT's code)
 gives exactly 358,384. It is off by default so that model files written before it load unchanged.
+003 runs MulT at its own size (§6.1.2: 4 layers, 4 heads × 32 = d 128; 2 self-attention layers in the
+authors' baselines/model.py): the 003 presets set those as overrides (registry.PAPER_VARIANTS["003 MulT"],
+pinned in tests/test_model_counts.py).
 
 This module holds MulT's Params, builder and model only. Its layers are shared with AuxFormer (001
 builds on MulT's crossmodal transformer) and live in blocks.py: `InputEmbedding`, `CrossModalEncoder`

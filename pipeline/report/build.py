@@ -212,7 +212,8 @@ def compose(inp: Inputs, params: ReportParams, prov: Provenance) -> Document:
     runs = tb.models(inp.results)
     main = rb.main_metric(inp.results)
     instance = instance_choice(inp, params, runs, mods)  # a bad report.instances fails before any drawing
-    blocks: list = [Para(_opening(inp, runs, main)), Table(_glance(inp, runs, main), numeric=False),
+    # the first screen at 1280 × 900: the compact summary and warning, then the main table with every row
+    blocks: list = [Para(_opening(inp, runs, main)), Table(_glance(inp, runs, main), numeric=False, compact=True),
                     _weights_callout(inp)]
     blocks += _paper_blocks(inp, params, runs, mods, main)
     blocks.append(Toc())

@@ -49,6 +49,7 @@ class Table:
     data: TableData
     caption: str = ""
     numeric: bool = True  # right-align every column but the first; False: all left (key/value, prose)
+    compact: bool = False  # small type and tight cells (the first screen's summary)
 
 
 @dataclass
@@ -99,21 +100,31 @@ class Document:
 
 
 CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; max-width: 62rem;
-       margin: 2rem auto; padding: 0 1rem; color: #1d1d1f; line-height: 1.45; }
-h1 { font-size: 1.7rem; margin-bottom: 0.4rem; }
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; max-width: 76rem;
+       margin: 1rem auto 2rem; padding: 0 1rem; color: #1d1d1f; line-height: 1.45; }
+h1 { font-size: 1.5rem; margin: 0 0 0.3rem; }
 h2 { font-size: 1.3rem; margin-top: 2rem; border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; }
+h2#main-table { margin-top: 0.8rem; }  /* the first screen: summary, warning, then the main table */
 h3 { font-size: 1.1rem; margin-top: 1.4rem; }
+body > p:first-of-type { margin: 0.3rem 0; }
 table { border-collapse: collapse; margin: 0.6rem 0 1.2rem; font-variant-numeric: tabular-nums;
         display: block; max-width: 100%; overflow-x: auto; }  /* a wide table scrolls, not the page */
 th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; vertical-align: top; }
 th { background: #f3f3f5; }
 th:first-child, td:first-child, table.text th, table.text td { text-align: left; }
 caption { caption-side: top; text-align: left; font-size: 0.9rem; color: #555; padding-bottom: 0.3rem; }
-.callout { border: 3px solid #c62828; background: #fdecea; padding: 0.8rem 1.1rem; margin: 1.2rem 0;
-           border-radius: 6px; }
+table.compact { font-size: 0.85rem; margin: 0.3rem 0 0.5rem; line-height: 1.3; }
+table.compact td { padding: 0.05rem 0.5rem; }
+h2#main-table + table { margin-top: 0.3rem; }
+h2#main-table + table caption { font-size: 0.8rem; }
+h2#main-table + table th, h2#main-table + table td { padding: 0.15rem 0.5rem; }
+.callout { border: 3px solid #c62828; background: #fdecea; padding: 0.35rem 0.9rem; margin: 0.5rem 0;
+           border-radius: 6px; font-size: 0.9rem; line-height: 1.35; }  /* compact: the first screen */
+.callout h2 { display: inline; border: none; margin: 0 0.5rem 0 0; padding: 0; color: #b71c1c; font-size: 1.05rem; }
+.callout:not(.note) h2::before { content: "\\26A0\\FE0E  "; }
+.callout p { display: inline; margin: 0; }
+.callout ul { margin: 0.15rem 0 0; padding-left: 1.2rem; }
 .callout.note { border-color: #2e7d32; background: #edf7ee; }
-.callout h2 { border: none; margin: 0 0 0.4rem; color: #b71c1c; font-size: 1.25rem; }
 .callout.note h2 { color: #1b5e20; }
 figure { margin: 1rem 0; }
 figure img { max-width: 100%; border: 1px solid #eee; }
@@ -182,7 +193,8 @@ def _html_blocks(doc: Document, blocks: list) -> list[str]:
             head = "".join(f"<th>{_e(h)}</th>" for h in b.data.header)
             thead = f"<thead><tr>{head}</tr></thead>" if any(b.data.header) else ""  # key/value: no header
             body = "".join("<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in b.data.rows)
-            cls = "" if b.numeric else ' class="text"'
+            classes = ([] if b.numeric else ["text"]) + (["compact"] if b.compact else [])
+            cls = f' class="{" ".join(classes)}"' if classes else ""
             parts.append(f"<table{cls}>{cap}{thead}<tbody>{body}</tbody></table>")
         elif isinstance(b, Figure):
             data = base64.b64encode(b.png).decode("ascii")
