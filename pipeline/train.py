@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -235,18 +236,20 @@ def train_one(
         best, best_epoch, best_state = -np.inf, 0, None
         live = _live(target / LIVE_DIR)
         bar = tqdm(range(1, params.epochs + 1), desc=f"train {name} seed {seed}", disable=not progress, leave=False)
+        max_steps, tick = benchmark_max_steps(), time.perf_counter()
         for epoch in bar:
             model.train()
             order = order_rng.permutation(len(tr))
             sums: dict[str, float] = {}
             lr = optim.param_groups[0]["lr"]
-            for start in range(0, len(order), params.batch_size):
+            for start in range(0, len(order), params.batch_size)[:max_steps]:
                 rows = order[start : start + params.batch_size]
                 parts = _step(model, strategy, strategy_rng, tr, rows, task, epoch, dev, optim, grad_clip)
                 if not np.isfinite(parts["total"]):
                     raise TrainError(f"{name} seed {seed}: non-finite training loss at epoch {epoch}; lower train.lr")
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + v * len(rows)
+            stepped = time.perf_counter()
             row: dict[str, float] = {"epoch": epoch, "lr": lr, "train_loss": sums.pop("total") / len(tr)}
             row.update({f"train_{k}": v / len(tr) for k, v in sums.items()})
             row.update(_devel_row(task, dv, predict(model, dv.x, dv.mask, dev, valid=dv.valid), targets))
@@ -259,6 +262,9 @@ def train_one(
                 best, best_epoch = current, epoch
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             elif epoch - best_epoch >= params.patience:
+                break
+            if max_steps is not None:  # benchmark hook: one capped epoch, timed (benchmark_max_steps)
+                _benchmark_line(name, seed, fold, params, len(order), max_steps, tick, stepped)
                 break
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step(current)  # follows the early-stopping quantity (as a score: mode 'max')
@@ -332,6 +338,24 @@ def _step(
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)  # 001 §4.3: 0.8
     optim.step()
     return {k: float(v.detach()) for k, v in parts.items()}
+
+
+def benchmark_max_steps() -> int | None:
+    """Benchmark hook (benchmarks/scale.py): with env MER_MAX_STEPS=S every run stops after S optimiser
+    steps of its first epoch (then its devel pass, as usual) and prints one line `MER_BENCHMARK {json}`
+    with the timing; unset (the pipeline's normal runs), None and nothing changes."""
+    return int(os.environ.get("MER_MAX_STEPS") or 0) or None
+
+
+def _benchmark_line(name: str, seed: int, fold: int | None, params: TrainParams, n: int, max_steps: int,
+                    tick: float, stepped: float) -> None:
+    import json
+
+    per_epoch = -(-n // params.batch_size)
+    print("MER_BENCHMARK " + json.dumps({
+        "run": name, "seed": seed, "fold": fold, "epochs": params.epochs, "batch_size": params.batch_size,
+        "sequences": n, "steps_per_epoch": per_epoch, "steps": min(max_steps, per_epoch),
+        "steps_s": stepped - tick, "devel_s": time.perf_counter() - stepped}), flush=True)
 
 
 def _live(path: Path) -> Any:
