@@ -137,7 +137,11 @@ class PlannedRows:
             values = np.take_along_axis(values, (np.where(keep, src, 1) - 1)[..., None].astype(np.intp), axis=1)
         if keep.all():
             return values
-        return np.where(keep[..., None], values, np.zeros((), values.dtype))
+        if not values.flags.writeable or (isinstance(self.x, np.ndarray) and np.may_share_memory(values, self.x)):
+            values = values.copy()  # never write the split (a view of it, or a read-only map)
+        # zeroed in place (+0.0, as np.where writes): one batch of values alive, not two
+        np.copyto(values, np.zeros((), values.dtype), where=~keep[..., None])
+        return values
 
 
 def _step_indices(n: int, t: int) -> np.ndarray:
