@@ -1,31 +1,44 @@
-"""Where the pipeline's parallel work runs: in this process (`local`, the default) or on Ray.
+"""Where the pipeline's parallel work runs: on a pool of worker processes of this machine (`local`, the
+default) or on Ray.
 
 Three callers share one API, `map_ordered(fn, items, ...)`: extraction (`pipeline.extract.runner`: clips
-sharded over a pool of Ray actors, each building its extractor once), the training grid
-(`pipeline.grid_runs.train_all`: each run a Ray task), and the scoring of trained runs by the
-importance search and the evaluation grid (`pipeline.run_scoring`: each run an item on a pool of actors). Results come back in the items' order, so the
-caller writes exactly what the local loop writes, in the same order, with the same error policy.
+in groups, each worker building its extractor once), the training grid (`pipeline.grid_runs.train_all`:
+each run an item), and the scoring of trained runs by the importance search and the evaluation grid
+(`pipeline.run_scoring`: each run an item). Results come back in the items' order, so the caller writes
+exactly what a one-process loop writes, in the same order, with the same error policy.
 
 Settings are environment variables, i.e. execution settings and not parameters: DVC never reruns a
 stage because they changed (like MER_THREADS, `pipeline.stage`).
 
     MER_BACKEND           local | ray (default local)
+    MER_WORKERS           how many workers. local: worker processes, default one per usable core
+                          (`os.sched_getaffinity`) divided by the threads each runs (MER_THREADS, 1), and 1
+                          where the work runs on a GPU; 1 = everything in the stage's own process.
+                          ray: actors or concurrent tasks, default what the cluster's resources allow
     RAY_ADDRESS           Ray's own variable: the cluster to join (`auto`: the cluster this machine
                           joined with `ray start`; `ray://head:10001`: Ray Client). Unset: a private
                           local Ray instance is started (and shut down at exit)
-    MER_WORKERS           how many workers (actors for extraction, concurrent runs for training);
-                          default: the CPUs (and GPUs) Ray offers / what one worker asks for
-    MER_CPUS_PER_WORKER   CPUs one worker asks Ray for (default 1); its torch/OpenMP threads
-    MER_GPUS_PER_WORKER   GPUs one worker asks Ray for (default 0; fractions share a GPU)
+    MER_CPUS_PER_WORKER   CPUs one Ray worker asks for (default 1); its torch/OpenMP threads
+    MER_GPUS_PER_WORKER   GPUs one Ray worker asks for (default 0; fractions share a GPU)
 
-Reproducibility: a worker runs torch on as many threads as the CPUs Ray gives it. With the default
-1 CPU per worker this is the local stages' default (MER_THREADS=1), and the outputs are byte-identical
-to the local backend's (tested); another count sums floats in another order (see `pipeline.stage`).
+The local pool (why processes, why forkserver): torch runs one thread per worker, so threads in one
+process would serialise on the GIL around every small op; processes each pinned to one thread sum every
+float in the same order as the one-process run, so every output is byte-identical whatever the worker
+count (tests/test_compute.py, tests/test_pipeline_resume_after_kill.py). Workers come from a forkserver
+(spawn where there is none) that has imported torch once: 2.4 s for two workers against 3.7 s with
+spawn on the 2-core project machine, and never `fork` (a forked child of a process whose thread pools
+have started can deadlock). The pool is used only where there are two or more items and two or more
+workers, so a stage with one item pays nothing. Ray would work too (MER_BACKEND=ray), but pays its
+daemons' start-up (10-20 s) in every stage.
 
-What travels through Ray: the function (with its arguments, e.g. the training arrays, put in Ray's
-object store once) and each item's result back to this process, which writes every output. The
-workers run in this process's working directory when it exists on their machine (the same path on
-shared storage: they read the media, and training runs write their run directory there).
+Reproducibility: a worker runs torch on MER_THREADS threads (1 unless set) locally, or on as many threads
+as the CPUs Ray gives it. With 1 thread per worker the outputs are byte-identical to a one-process run's
+(tested); another count sums floats in another order (see `pipeline.stage`).
+
+What travels to the workers: the function and the per-worker setup (cloudpickle, once per worker), each
+item, and each result back to this process, which writes every output. Read-only memory-mapped arrays
+(the segments) travel as their file and offset, not their bytes (`pipeline.lazy_arrays`). The workers
+run in this process's working directory (the same path on shared storage, for Ray).
 """
 
 from __future__ import annotations
@@ -41,6 +54,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.errors import PipelineError
+from pipeline.stage import _POOL_ENVS, pin_threads, stage_threads, usable_cores
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -65,7 +79,7 @@ class ComputeSettings(BaseModel):
 
     backend: Literal["local", "ray"] = "local"
     address: str | None = Field(None, description="RAY_ADDRESS: a cluster to join; None: a local instance")
-    workers: int | None = Field(None, ge=1, description="None: as many as the cluster's resources allow")
+    workers: int | None = Field(None, ge=1, description="None: local, one per usable core; ray, what the cluster allows")
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
 
@@ -97,6 +111,7 @@ def compute_settings(environ: dict[str, str] | None = None) -> ComputeSettings:
 
 _STARTED = False  # whether this process started (and so shuts down) the Ray instance
 _NOTED: dict[str, bool] = {}  # notes printed once per process
+_UNSET: Any = object()  # map_ordered's `state` when the caller has none
 
 
 def ray_runtime(settings: ComputeSettings) -> Any:
@@ -160,13 +175,25 @@ def shutdown() -> None:
         _STARTED = False
 
 
-def worker_count(n_items: int, settings: ComputeSettings | None = None) -> int:
-    """How many workers `map_ordered` runs `n_items` items on: 1 locally; on Ray, MER_WORKERS or what
-    the cluster's resources allow (joining or starting Ray), never more than the items."""
+def worker_count(n_items: int, settings: ComputeSettings | None = None, gpu: bool = False) -> int:
+    """How many workers `map_ordered` runs `n_items` items on, never more than the items. local:
+    MER_WORKERS, else `local_workers(gpu)`; ray: MER_WORKERS or what the cluster's resources allow
+    (joining or starting Ray)."""
     settings = settings or compute_settings()
-    if settings.backend == "local" or n_items < 1:
+    if n_items < 2:
         return 1
+    if settings.backend == "local":
+        n = settings.workers if settings.workers is not None else local_workers(gpu)
+        return max(1, min(n, n_items))
     return _worker_count(ray_runtime(settings), settings, n_items)
+
+
+def local_workers(gpu: bool = False) -> int:
+    """The default local worker count: one per usable core, each running MER_THREADS threads (1 unless
+    set); 1 where the work runs on a GPU (the GPU is the worker; processes would only share it)."""
+    if gpu:
+        return 1
+    return max(1, usable_cores() // stage_threads())
 
 
 def _worker_count(ray: Any, settings: ComputeSettings, n_items: int) -> int:
@@ -206,12 +233,8 @@ def _prepare(cwd: str, threads: int) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if "torch" in sys.modules:
-        from pipeline.stage import pin_threads
-
         pin_threads(threads)
     else:
-        from pipeline.stage import _POOL_ENVS
-
         for name in _POOL_ENVS:
             os.environ[name] = str(threads)
 
@@ -260,11 +283,16 @@ def map_ordered(
     resources: dict[str, float] | None = None,
     setup: Callable[[], Any] | None = None,
     settings: ComputeSettings | None = None,
+    gpu: bool = False,
+    state: Any = _UNSET,
 ) -> Iterator[R]:
     """`fn(item)` for each item — or `fn(state, item)` with `state = setup()` made once per worker —
     yielded in the items' order.
 
-    local: in this process, one item after the other (`setup()` once). ray: `fn` (and `setup`) go to
+    local: with one worker (`worker_count`; `gpu`: the work runs on a GPU), in this process, one item
+    after the other (`setup()` once, or `state` where the caller has it already); with n, in this
+    process and n - 1 helper processes (each runs `setup()` once and pins MER_THREADS threads; items go
+    to a helper once it is ready). ray: `fn` (and `setup`) go to
     Ray's object store once; without `setup` each item is a Ray task, with it the items are shared
     over a pool of actors; `resources` (default: the settings' `num_cpus`/`num_gpus`) are what each
     task or actor asks for. At most `workers` items run at once, and at most 2 × workers results wait
@@ -277,12 +305,165 @@ def map_ordered(
     (cloudpickle: module functions, partials, dataclasses, numpy arrays)."""
     settings = settings or compute_settings()
     items = list(items)
-    if settings.backend == "local" or not items:
-        state = setup() if setup is not None else None
+    if settings.backend == "local":
+        n = worker_count(len(items), settings, gpu)
+        if n > 1:
+            yield from _map_pool(fn, items, setup, n, state)
+            return
+        if state is _UNSET:
+            state = setup() if setup is not None and items else None
         for item in items:
             yield fn(item) if setup is None else fn(state, item)
         return
-    yield from _map_ray(fn, items, resources, setup, settings)
+    if items:
+        yield from _map_ray(fn, items, resources, setup, settings)
+
+
+# ---- the local pool ------------------------------------------------------------------------------
+# n workers = this process + (n - 1) helper processes. This process never waits idle while the helpers
+# start (2-3 s: a forkserver fork, the work unpickled, the setup built): it runs items itself, and an
+# item goes to the helpers only once one of them says it is ready. A stage with little work is done
+# before any helper is up, and costs what the one-process loop costs.
+
+_POOL: dict[str, Any] = {}  # a helper's function, setup and state
+#: the latest local pool in this process: its workers and the items its helpers ran (tests, notes)
+LAST_POOL: dict[str, int] = {"workers": 0, "on_helpers": 0}
+
+
+def _pool_init(blob: bytes, cwd: str, threads: int, environ: dict[str, str]) -> None:
+    """A helper's start: the caller's environment (the forkserver kept the one it started with), its
+    working directory and thread count, then the function and setup."""
+    import cloudpickle
+
+    os.environ.clear()
+    os.environ.update(environ)
+    _prepare(cwd, threads)
+    fn, setup = cloudpickle.loads(blob)
+    _POOL.update(fn=fn, setup=setup, ready=setup is None, state=None, cwd=cwd, threads=threads)
+    _prepare(cwd, threads)  # pins torch where unpickling the work loaded it
+
+
+def _pool_ready() -> int | _Raised:
+    """Build the helper's state (once): its pid when it is ready to take items, or the setup's error."""
+    try:
+        if not _POOL["ready"]:
+            _POOL["state"], _POOL["ready"] = _POOL["setup"](), True
+            _prepare(_POOL["cwd"], _POOL["threads"])  # pins torch where building the state loaded it
+        return os.getpid()
+    except PipelineError as e:
+        return _Raised(e)
+
+
+def _pool_run(item_blob: bytes) -> Any:
+    import cloudpickle
+
+    item = cloudpickle.loads(item_blob)
+    ready = _pool_ready()
+    if isinstance(ready, _Raised):
+        return ready
+    try:
+        return _POOL["fn"](item) if _POOL["setup"] is None else _POOL["fn"](_POOL["state"], item)
+    except PipelineError as e:
+        return _Raised(e)
+
+
+def _pool_context(fn: Callable) -> Any:
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    # the server imports torch and the work's own module once, so each helper starts with them (no
+    # effect once this process's server runs)
+    module = getattr(getattr(fn, "func", fn), "__module__", None)
+    ctx.set_forkserver_preload([m for m in ("torch", module) if m and m.startswith(("torch", "pipeline.")) and m in sys.modules])
+    return ctx
+
+
+def _map_pool(fn: Callable, items: list, setup: Callable | None, n: int, state: Any = _UNSET) -> Iterator:
+    """`map_ordered` on this process and n - 1 helper processes. At most 2 × n + 1 items are out (running,
+    queued or waiting to be yielded), so memory stays bounded. `state`: this process's own state for
+    the items it runs (default: `setup()`, built at its first item)."""
+    import cloudpickle
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        blob = cloudpickle.dumps((fn, setup))
+    except Exception as e:  # e.g. a model that only serialises through its state_dict
+        raise ComputeError(f"MER_WORKERS={n}: cannot send the work to worker processes ({type(e).__name__}: {e}); "
+                           "MER_WORKERS=1 runs it in this process") from None
+    pool = ProcessPoolExecutor(n - 1, mp_context=_pool_context(fn), initializer=_pool_init,
+                               initargs=(blob, os.getcwd(), stage_threads(), dict(os.environ)))
+    probes = [pool.submit(_pool_ready) for _ in range(n - 1)]
+    LAST_POOL.update(workers=n, on_helpers=0)
+    if not _NOTED.get("pool"):
+        _NOTED["pool"] = True
+        print(f"workers: this process and {n - 1} helper process{'es' * (n > 2)}, {stage_threads()} thread each "
+              "(MER_WORKERS sets how many; MER_WORKERS=1: this process alone)", file=sys.stderr)
+    mine = {"state": state}  # _UNSET: setup() at this process's first item
+    out: dict[int, Future] = {}  # item index → its future on a helper
+    done: dict[int, tuple[bool, Any]] = {}  # item index → (ok, result or exception)
+    next_out = assigned = 0
+    window = 2 * n + 1
+
+    def ready_helpers() -> int:
+        pids = {f.result() for f in probes if f.done() and not f.exception()}
+        return sum(isinstance(pid, int) for pid in pids)
+
+    def run_here(i: int) -> None:
+        try:
+            if mine["state"] is _UNSET:
+                mine["state"] = setup() if setup is not None else None
+            done[i] = (True, fn(items[i]) if setup is None else fn(mine["state"], items[i]))
+        except Exception as e:  # raised when its turn comes, as the one-process loop would
+            done[i] = (False, e)
+
+    def collect(i: int) -> None:
+        try:
+            done[i] = (True, out.pop(i).result())
+        except BrokenProcessPool as e:
+            died = ComputeError(f"MER_WORKERS={n}: a worker process died (killed, or out of memory?): {e}; "
+                                "fewer workers (MER_WORKERS) need less memory")
+            died.__suppress_context__ = True
+            done[i] = (False, died)
+        except Exception as e:
+            done[i] = (False, e)
+
+    try:
+        while next_out < len(items):
+            # the helpers that are up get up to two items each (one running, one queued behind it)
+            while assigned < len(items) and assigned - next_out < window and len(out) < 2 * ready_helpers():
+                out[assigned] = pool.submit(_pool_run, cloudpickle.dumps(items[assigned]))
+                assigned += 1
+                LAST_POOL["on_helpers"] += 1
+            if next_out in out and out[next_out].done():
+                collect(next_out)
+            if next_out in done:
+                ok, value = done.pop(next_out)
+                next_out += 1
+                if not ok:
+                    raise value
+                if isinstance(value, _Raised):
+                    raise value.error from None
+                yield value
+            elif assigned < len(items) and assigned - next_out < window:
+                assigned += 1
+                run_here(assigned - 1)  # the next result is on a helper (or nobody has it): work meanwhile
+            else:
+                wait([out[next_out], *(f for f in probes if not f.done())], return_when=FIRST_COMPLETED)
+    finally:
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        for f in [*out.values(), *probes]:
+            f.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
+        # helpers idle or still starting (a short stage), or running items an error or an early close
+        # left without a use: stopped, not waited for
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=10)
 
 
 def _map_ray(fn, items, resources, setup, settings) -> Iterator:
@@ -355,4 +536,4 @@ def _map_ray(fn, items, resources, setup, settings) -> Iterator:
                 ray.kill(w)
 
 
-__all__ = ["ComputeError", "ComputeSettings", "compute_settings", "map_ordered", "ray_runtime", "shutdown", "worker_count"]
+__all__ = ["ComputeError", "ComputeSettings", "compute_settings", "local_workers", "map_ordered", "ray_runtime", "shutdown", "worker_count"]

@@ -1,5 +1,5 @@
 """The training grid: models × strategies × seeds (× folds, × extra missing rates), each run trained by
-`pipeline.train.train_one`, one after the other in this process or as Ray tasks
+`pipeline.train.train_one`, in this process, on a pool of local worker processes or as Ray tasks
 (`pipeline.compute.map_ordered`).
 
 Apart from the loop because it is about which runs there are and where they execute, not how one run
@@ -41,13 +41,13 @@ def train_all(
     every seed (and fold) of the strategy's families, under rate_<r>/ (keys "rate_<r>/seed_<s>", after
     the family's own runs, which stay as they are without `rates`).
 
-    Backend (`pipeline.compute`, environment variables): locally the runs train one after the other
-    in this process; under MER_BACKEND=ray each (model, strategy, seed, fold) run is a Ray task asking
-    for MER_CPUS_PER_WORKER CPUs (its torch threads) and MER_GPUS_PER_WORKER GPUs, writing its own run
-    directory; summaries come back in the grid's order, errors as the local loop raises them. Runs are
-    seeded, so with 1 CPU per worker (the local stage's MER_THREADS=1) model.pt and history.csv are
-    byte-identical to the local backend's."""
-    from pipeline.compute import compute_settings, map_ordered
+    Backend (`pipeline.compute`, environment variables): each (model, strategy, seed, fold) run is an
+    item: locally on a pool of one worker process per core (MER_WORKERS; 1: one after the other in this
+    process, and on a GPU by default), under MER_BACKEND=ray a Ray task asking for MER_CPUS_PER_WORKER
+    CPUs and MER_GPUS_PER_WORKER GPUs; each writes its own run directory; summaries come back in the
+    grid's order, errors as the one-process loop raises them. Runs are seeded, so with 1 thread per
+    worker (MER_THREADS=1) model.pt and history.csv are byte-identical whatever the worker count."""
+    from pipeline.compute import compute_settings, map_ordered, worker_count
 
     require_modalities(segments, list(params.modalities), "training")
     pairs = resolve_grid(params, strategies, importance)
@@ -59,24 +59,26 @@ def train_all(
     out: dict[str, dict[str, dict[str, Any]]] = {}
     unbuildable: set[str] = set()
     settings = compute_settings()
-    local = settings.backend == "local"
+    gpu = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
+    # in this process alone: each run shows its own progress bar
+    inline = settings.backend == "local" and worker_count(len(runs), settings, gpu) == 1
 
     def run(i: int) -> dict[str, Any] | ModelBuildError | None:
         # by index: a Ray worker unpickles `runs` with params in one piece, so model.pt (a pickle, whose
         # bytes follow which of its strings are one object) is byte-identical to the local run's.
         # cloudpickle sends this closure by value and `train_one` by reference (pipeline.train.train_one)
         model, strategy, seed, fold, rate = runs[i]
-        if model in unbuildable:  # local: not trained at all (a Ray task sees its own, empty copy)
+        if model in unbuildable:  # inline: not trained at all (a worker sees its own, empty copy)
             return None
         try:
             return train_one(
-                views[fold], params, model, strategy, seed, out_dir, device, progress and local, (importance or {}).get(model), fold,
+                views[fold], params, model, strategy, seed, out_dir, device, progress and inline, (importance or {}).get(model), fold,
                 rate,
             )
         except ModelBuildError as e:
             return e
 
-    results = map_ordered(run, range(len(runs)), settings=settings)
+    results = map_ordered(run, range(len(runs)), settings=settings, gpu=gpu)
     for (model, strategy, seed, fold, rate), result in tqdm(
         zip(runs, results), total=len(runs), desc="runs", disable=not progress or len(runs) < 2
     ):

@@ -14,6 +14,7 @@ time (`pipeline.runs.to_tensors`), so only that batch is ever built.
 
 from __future__ import annotations
 
+import copyreg
 import mmap
 from typing import Any
 
@@ -175,3 +176,37 @@ class ContextFrames(LazyRows):
         out = (raw - self.mean) / self.std
         out[~self.mask[idx]] = 0.0
         return out
+
+
+# ---- pickling a read-only memory map by reference ------------------------------------------------
+# numpy pickles a np.memmap (and every view of one) by value: sending the segments to a worker process
+# (pipeline.compute) would copy the whole split into the pickle and into each worker. A read-only map
+# travels instead as (file, byte offset, shape, strides, dtype) and is mapped again on arrival, so every
+# worker shares the kernel's page cache. Registered with copyreg, which pickle, cloudpickle and Ray's
+# serialiser all consult. Writable or copy-on-write maps keep numpy's by-value pickling (a reference
+# would share writes that the by-value copy would not).
+
+_MAPPED: dict[str, np.memmap] = {}  # a worker's whole-file maps, one per file
+
+
+def _reduce_memmap(a: np.memmap) -> tuple:
+    mapping = getattr(a, "_mmap", None)
+    if a.mode != "r" or not a.filename or not isinstance(mapping, mmap.mmap) or a.size == 0:
+        return np.asarray(a).view(np.ndarray).__reduce__()
+    # the mapping starts at the allocation boundary below the original array's offset (np.memmap.__new__),
+    # and every view of it shares that mapping and that `offset` attribute
+    start = a.offset - a.offset % mmap.ALLOCATIONGRANULARITY
+    at = start + (a.__array_interface__["data"][0] - np.frombuffer(mapping, np.uint8).ctypes.data)
+    return _mapped_view, (str(a.filename), at, a.shape, a.strides, a.dtype.str)
+
+
+def _mapped_view(filename: str, at: int, shape: tuple, strides: tuple, dtype: str) -> np.memmap:
+    whole = _MAPPED.get(filename)
+    if whole is None:
+        whole = _MAPPED[filename] = np.memmap(filename, np.uint8, mode="r")
+    view = np.ndarray.__new__(np.memmap, shape, np.dtype(dtype), buffer=whole._mmap, offset=at, strides=strides)
+    view._mmap, view.filename, view.offset, view.mode = whole._mmap, whole.filename, at, "r"  # release_pages uses _mmap
+    return view
+
+
+copyreg.pickle(np.memmap, _reduce_memmap)

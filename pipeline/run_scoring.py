@@ -263,7 +263,8 @@ def score_runs(
     computes a context's signal norms once). A job's error (a PipelineError: a non-finite output, a
     model file that does not load) is raised when its turn comes, after every earlier job's result.
     `batch_size`: the rows the model predicts at once, which are also the rows materialised at once."""
-    return map_ordered(_score, list(jobs), setup=partial(_Scorer, dict(contexts), str(device), batch_size), settings=settings)
+    return map_ordered(_score, list(jobs), setup=partial(_Scorer, dict(contexts), str(device), batch_size), settings=settings,
+                       gpu=torch.device(device).type == "cuda")
 
 
 __all__ = ["MaskedRecord", "Plan", "PlannedRows", "ScoreJob", "ScoredRun", "ScoringContext", "SignalNorms",

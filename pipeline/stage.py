@@ -43,7 +43,8 @@ STAGE_THREADS: dict[str, int] = {
 }
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask: a container's or `taskset`'s limit)."""
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
@@ -55,7 +56,7 @@ def stage_threads(stage: str | None = None) -> int:
     STAGE_THREADS (capped at the usable cores), else 1."""
     raw = os.environ.get(THREADS_ENV)
     if raw is None:
-        return max(1, min(STAGE_THREADS.get(stage or "", 1), _usable_cores()))
+        return max(1, min(STAGE_THREADS.get(stage or "", 1), usable_cores()))
     try:
         n = int(raw)
     except ValueError:

@@ -13,10 +13,10 @@ from pipeline import stage as S
 def test_stage_defaults_cap_and_override(monkeypatch):
     monkeypatch.delenv(S.THREADS_ENV, raising=False)
     monkeypatch.setitem(S.STAGE_THREADS, "face_embed", 2)
-    monkeypatch.setattr(S, "_usable_cores", lambda: 2)
+    monkeypatch.setattr(S, "usable_cores", lambda: 2)
     assert S.stage_threads("face_embed") == 2
     assert S.stage_threads("segment") == 1 and S.stage_threads() == 1  # not in the table: 1
-    monkeypatch.setattr(S, "_usable_cores", lambda: 1)
+    monkeypatch.setattr(S, "usable_cores", lambda: 1)
     assert S.stage_threads("face_embed") == 1  # never more threads than cores
     monkeypatch.setenv(S.THREADS_ENV, "3")
     assert S.stage_threads("face_embed") == 3 and S.stage_threads("segment") == 3  # MER_THREADS wins

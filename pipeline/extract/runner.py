@@ -14,12 +14,12 @@ then treats the modality as missing for the whole clip) and the error is recorde
 `data/errors/<feature>.csv`, so nothing is silently dropped. Errors are not cached: a skipped clip is
 tried again next run.
 
-Backends (`pipeline.compute`, environment variables): locally the clips run in this process; under
-MER_BACKEND=ray the groups go to a pool of Ray actors (each building its extractor once, its torch
-threads pinned to the CPUs Ray gives it) and come back in clip order, so the cache, the table, the
-error policy (the same clip stops a `fail` run, the same clips are skipped) and the outputs are those
-of the local run. The results travel back through Ray; this process alone writes the cache and the
-table.
+Workers (`pipeline.compute`, environment variables): the uncached clips are cut into groups that go to
+a pool of workers — local processes, one per core by default (MER_WORKERS; 1, or a GPU: the clips run
+in this process), or Ray actors under MER_BACKEND=ray — each building its extractor once, its torch
+threads pinned, and come back in clip order, so the cache, the table, the error policy (the same clip
+stops a `fail` run, the same clips are skipped) and the outputs are those of the one-process run. The
+results travel back to this process, which alone writes the cache and the table.
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ def extract_corpus(
     """Extract every clip (reusing cached clips under `cache_dir`; None: no persistent cache) and
     write the table `out` (default: `out_dir`/<name>.parquet); returns its path.
 
-    `settings` (default: the environment, `pipeline.compute`): under MER_BACKEND=ray the uncached
-    clips go to a pool of Ray actors, each building its own extractor once with `factory` (a
+    `settings` (default: the environment, `pipeline.compute`): with several workers the uncached
+    clips go to a pool of worker processes or Ray actors, each building its own extractor once with `factory` (a
     picklable callable giving an extractor identical to `extractor`, e.g. the registry's builder with
     the stage's params section; None: `extractor` itself is pickled to them)."""
     stats = stats if stats is not None else RunStats()
@@ -150,25 +150,32 @@ def too_short(extractor: Extractor, clips: list[Clip]) -> list[tuple[str, str]]:
 def _results(
     extractor: Extractor, todo: list[Clip], root: Path, factory: Callable[[], Extractor] | None, settings: ComputeSettings
 ) -> Iterator[tuple[Clip, Any]]:
-    """(clip, rows or its error) for each clip of `todo`, in order: here, or from Ray actors."""
-    if settings.backend == "local":
+    """(clip, rows or its error) for each clip of `todo`, in order: here, or from workers (local processes
+    or Ray actors), each building its own extractor once."""
+    device = getattr(extractor, "device", None)
+    gpu = getattr(device, "type", device) == "cuda"
+    workers = worker_count(len(todo), settings, gpu)
+    if settings.backend == "local" and workers == 1:
         for group in batched(todo, extractor.batch_clips):
             yield from extractor.process_clips(group, root)
         return
-    groups = list(batched(todo, ray_group_size(extractor.batch_clips, len(todo), worker_count(len(todo), settings))))
+    groups = list(batched(todo, ray_group_size(extractor.batch_clips, len(todo), workers)))
+    # the params resolved here (e.g. a measured precision, kept in the per-machine decision file) are
+    # what every worker's extractor must resolve too
     setup = partial(_remote_extractor, factory or partial(_same, extractor), extractor.name, extractor.config_fingerprint(),
                     extractor.meta().params)
-    for done in map_ordered(partial(_process_group, root=root), groups, setup=setup, settings=settings):
+    for done in map_ordered(partial(_process_group, root=root), groups, setup=setup, settings=settings, gpu=gpu,
+                            state=extractor):
         yield from done
 
 
-#: groups per Ray worker: enough that the workers finish together (a last large group would leave the
+#: groups per worker: enough that the workers finish together (a last large group would leave the
 #: others idle), few enough that each group still batches across clips
 GROUPS_PER_WORKER = 4
 
 
 def ray_group_size(batch_clips: int, n_clips: int, workers: int) -> int:
-    """Clips per Ray item: the extractor's `batch_clips`, cut so that every worker gets about
+    """Clips per work item (with several workers): the extractor's `batch_clips`, cut so that every worker gets about
     GROUPS_PER_WORKER groups (faces' unbounded batch would otherwise be one item on one worker).
     The outputs do not depend on it: an extractor's rows for a clip are the same in any group
     (tested for every extractor in tests/test_compute.py)."""
@@ -180,20 +187,20 @@ def _same(extractor: Extractor) -> Extractor:
 
 
 def _remote_extractor(factory: Callable[[], Extractor], name: str, fingerprint: str, params: dict[str, Any]) -> Extractor:
-    """A Ray actor's extractor: built once, and checked to be configured as the caller's — the cache
+    """A worker's extractor: built once, and checked to be configured as the caller's — the cache
     key's configuration, and the params the table's metadata records (which include choices made on
     the machine, e.g. a face embedder's measured precision under `bf16: auto`)."""
     extractor = factory()
     if extractor.config_fingerprint() != fingerprint:
         raise StageError(
-            f"{name}: the extractor built on a Ray worker is configured differently from this process's "
+            f"{name}: the extractor built on a worker is configured differently from this process's "
             f"(its factory must build it from the same params and weights)"
         )
     mine = extractor.meta().params
     if mine != params:
         keys = sorted(k for k in set(mine) | set(params) if mine.get(k) != params.get(k))
         raise StageError(
-            f"{name}: a Ray worker resolved {', '.join(f'{k}={mine.get(k)!r}' for k in keys)} where this process has "
+            f"{name}: a worker resolved {', '.join(f'{k}={mine.get(k)!r}' for k in keys)} where this process has "
             f"{', '.join(f'{k}={params.get(k)!r}' for k in keys)}; workers on another kind of machine decide for "
             "themselves: set these in params.yaml (e.g. bf16: true or false) to use one choice everywhere"
         )
@@ -201,8 +208,8 @@ def _remote_extractor(factory: Callable[[], Extractor], name: str, fingerprint: 
 
 
 def _process_group(extractor: Extractor, group: list[Clip], root: Path) -> list[tuple[Clip, Any]]:
-    """One group on a Ray actor: per-clip rows or media errors travel back; any other error is a bug
-    and raised there (Ray returns it with the worker's traceback)."""
+    """One group on a worker: per-clip rows or media errors travel back; any other error is a bug
+    and raised there (it comes back with the worker's traceback)."""
     out = list(extractor.process_clips(group, root))
     for _, result in out:
         if isinstance(result, BaseException) and not isinstance(result, (ExtractionError, MediaError)):

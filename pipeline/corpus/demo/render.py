@@ -5,18 +5,14 @@ clips in parallel worker processes, with bytes that do not depend on the number 
 
 from __future__ import annotations
 
-import os
-import sys
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.compute import ComputeSettings, compute_settings, map_ordered
 from pipeline.corpus.demo.params import CorpusParams
 from pipeline.corpus.demo.plan import (
     BASE_AV,
@@ -219,39 +215,23 @@ def _render_job(job: tuple[ClipPlan, CorpusParams, Path]) -> RenderedClip:
     return render_clip(*job)
 
 
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def generate_demo(
     params: CorpusParams, out_dir: Path, progress: bool = True, workers: int | None = None
 ) -> tuple[CorpusInfo, list[Clip], dict[str, list]]:
     """Write every clip under `out_dir/media/` (its biosignals under `out_dir/biosignals/`); return the
     corpus info, the clips (manifest rows) and the labels rows (for `write_labels`). `workers` processes
-    render clips in parallel (default: the usable cores); the output does not depend on it."""
+    render clips in parallel (`pipeline.compute`'s local pool; default MER_WORKERS, else the usable
+    cores); the output does not depend on it."""
     out_dir = Path(out_dir)
     plans = plan_corpus(params)
     try:
         (out_dir / "media").mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CorpusError(f"{out_dir / 'media'}: cannot create the media folder ({e.strerror or e})") from None
-    workers = min(workers or default_workers(), len(plans))
     jobs = [(p, params, out_dir) for p in plans]
     bar = dict(total=len(plans), desc="demo corpus", unit="clip", disable=not progress, dynamic_ncols=True)
-    if workers <= 1:
-        rendered = [_render_job(j) for j in tqdm(jobs, **bar)]
-    else:
-        # fork is cheap and needs no `__main__` guard in the caller; but a process that has loaded
-        # torch may hold OpenMP threads that a fork copies broken, so then spawn
-        method = "spawn" if "torch" in sys.modules else "fork"
-        try:
-            with ProcessPoolExecutor(workers, mp_context=get_context(method)) as pool:
-                rendered = list(tqdm(pool.map(_render_job, jobs), **bar))
-        except BrokenProcessPool as e:
-            raise CorpusError(f"a worker process rendering the demo corpus died ({e}); try fewer workers") from None
+    settings = ComputeSettings(workers=workers or compute_settings().workers)  # local whatever MER_BACKEND says
+    rendered = list(tqdm(map_ordered(_render_job, jobs, settings=settings), **bar))
     write_biosignals(plans, params, out_dir)
     labels: dict[str, list] = {"clip_id": [], "t": [], "arousal": [], "valence": []}
     for r in rendered:
