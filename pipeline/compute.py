@@ -381,11 +381,15 @@ def _pool_context(fn: Callable) -> Any:
 
 
 def _map_pool(fn: Callable, items: list, setup: Callable | None, n: int, state: Any = _UNSET) -> Iterator:
-    """`map_ordered` on this process and n - 1 helper processes. At most 2 × n + 1 items are out (running,
-    queued or waiting to be yielded), so memory stays bounded. `state`: this process's own state for
-    the items it runs (default: `setup()`, built at its first item)."""
+    """`map_ordered` on this process and n - 1 helper processes. Items are claimed in order, one at a
+    time, by this process (between the results it yields) and by a feeder thread that gives each ready
+    helper one item at a time, so nobody holds an item another could start now. At most 2 × n + 1 items
+    are claimed and not yet yielded, so memory stays bounded. `state`: this process's own state for the
+    items it runs (default: `setup()`, built at its first item)."""
+    import threading
+
     import cloudpickle
-    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    from concurrent.futures import Future, ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     try:
@@ -395,67 +399,103 @@ def _map_pool(fn: Callable, items: list, setup: Callable | None, n: int, state: 
                            "MER_WORKERS=1 runs it in this process") from None
     pool = ProcessPoolExecutor(n - 1, mp_context=_pool_context(fn), initializer=_pool_init,
                                initargs=(blob, os.getcwd(), stage_threads(), dict(os.environ)))
-    probes = [pool.submit(_pool_ready) for _ in range(n - 1)]
     LAST_POOL.update(workers=n, on_helpers=0)
     if not _NOTED.get("pool"):
         _NOTED["pool"] = True
         print(f"workers: this process and {n - 1} helper process{'es' * (n > 2)}, {stage_threads()} thread each "
               "(MER_WORKERS sets how many; MER_WORKERS=1: this process alone)", file=sys.stderr)
-    mine = {"state": state}  # _UNSET: setup() at this process's first item
-    out: dict[int, Future] = {}  # item index → its future on a helper
-    done: dict[int, tuple[bool, Any]] = {}  # item index → (ok, result or exception)
-    next_out = assigned = 0
+    cond = threading.Condition()
+    probes = [pool.submit(_pool_ready) for _ in range(n - 1)]
+    for f in probes:
+        f.add_done_callback(lambda _: _notify(cond))
+    results: dict[int, Future | tuple[bool, Any]] = {}  # claimed item → its future, or (ok, value) run here
+    claim = {"next": 0, "out": 0, "in_flight": 0, "stop": False}
     window = 2 * n + 1
+    mine = {"state": state}  # _UNSET: setup() at this process's first item
+
+    def claimable() -> bool:
+        return claim["next"] < len(items) and claim["next"] - claim["out"] < window
 
     def ready_helpers() -> int:
-        pids = {f.result() for f in probes if f.done() and not f.exception()}
-        return sum(isinstance(pid, int) for pid in pids)
+        return len({f.result() for f in probes if f.done() and not f.cancelled() and not f.exception()
+                    and isinstance(f.result(), int)})
 
-    def run_here(i: int) -> None:
+    def finished(i: int, f: Future) -> None:
+        with cond:
+            results[i] = f
+            claim["in_flight"] -= 1
+            cond.notify_all()
+
+    def feed() -> None:  # the helpers' share: one item at a time to each ready helper
+        while True:
+            with cond:
+                while not claim["stop"] and not (claimable() and claim["in_flight"] < ready_helpers()):
+                    if claim["next"] >= len(items):
+                        return
+                    cond.wait(0.05)
+                if claim["stop"]:
+                    return
+                i = claim["next"]
+                claim["next"] += 1
+                claim["in_flight"] += 1
+                LAST_POOL["on_helpers"] += 1
+            try:
+                future = pool.submit(_pool_run, cloudpickle.dumps(items[i]))
+            except Exception as e:  # a broken pool refuses new work
+                future = Future()
+                future.set_exception(e)
+            future.add_done_callback(lambda f, i=i: finished(i, f))
+
+    def run_here(i: int) -> tuple[bool, Any]:
         try:
             if mine["state"] is _UNSET:
                 mine["state"] = setup() if setup is not None else None
-            done[i] = (True, fn(items[i]) if setup is None else fn(mine["state"], items[i]))
+            return True, (fn(items[i]) if setup is None else fn(mine["state"], items[i]))
         except Exception as e:  # raised when its turn comes, as the one-process loop would
-            done[i] = (False, e)
+            return False, e
 
-    def collect(i: int) -> None:
-        try:
-            done[i] = (True, out.pop(i).result())
-        except BrokenProcessPool as e:
-            died = ComputeError(f"MER_WORKERS={n}: a worker process died (killed, or out of memory?): {e}; "
-                                "fewer workers (MER_WORKERS) need less memory")
-            died.__suppress_context__ = True
-            done[i] = (False, died)
-        except Exception as e:
-            done[i] = (False, e)
-
+    feeder = threading.Thread(target=feed, name="mer-pool-feeder", daemon=True)
+    feeder.start()
     try:
-        while next_out < len(items):
-            # the helpers that are up get up to two items each (one running, one queued behind it)
-            while assigned < len(items) and assigned - next_out < window and len(out) < 2 * ready_helpers():
-                out[assigned] = pool.submit(_pool_run, cloudpickle.dumps(items[assigned]))
-                assigned += 1
-                LAST_POOL["on_helpers"] += 1
-            if next_out in out and out[next_out].done():
-                collect(next_out)
-            if next_out in done:
-                ok, value = done.pop(next_out)
-                next_out += 1
-                if not ok:
-                    raise value
-                if isinstance(value, _Raised):
-                    raise value.error from None
-                yield value
-            elif assigned < len(items) and assigned - next_out < window:
-                assigned += 1
-                run_here(assigned - 1)  # the next result is on a helper (or nobody has it): work meanwhile
-            else:
-                wait([out[next_out], *(f for f in probes if not f.done())], return_when=FIRST_COMPLETED)
+        while claim["out"] < len(items):
+            with cond:
+                while claim["out"] not in results and not claimable():
+                    cond.wait()
+                result = results.pop(claim["out"], None)
+                if result is None:  # nothing to yield yet: this process takes the next item itself
+                    i = claim["next"]
+                    claim["next"] += 1
+            if result is None:
+                done = run_here(i)
+                with cond:
+                    results[i] = done
+                    cond.notify_all()
+                continue
+            if isinstance(result, Future):
+                try:
+                    result = (True, result.result())
+                except BrokenProcessPool as e:
+                    died = ComputeError(f"MER_WORKERS={n}: a worker process died (killed, or out of memory?): {e}; "
+                                        "fewer workers (MER_WORKERS) need less memory")
+                    died.__suppress_context__ = True
+                    result = (False, died)
+                except Exception as e:
+                    result = (False, e)
+            with cond:
+                claim["out"] += 1
+                cond.notify_all()
+            ok, value = result
+            if not ok:
+                raise value
+            if isinstance(value, _Raised):
+                raise value.error from None
+            yield value
     finally:
+        with cond:
+            claim["stop"] = True
+            cond.notify_all()
+        feeder.join(timeout=10)
         procs = list((getattr(pool, "_processes", None) or {}).values())
-        for f in [*out.values(), *probes]:
-            f.cancel()
         pool.shutdown(wait=False, cancel_futures=True)
         # helpers idle or still starting (a short stage), or running items an error or an early close
         # left without a use: stopped, not waited for
@@ -464,6 +504,11 @@ def _map_pool(fn: Callable, items: list, setup: Callable | None, n: int, state: 
                 p.terminate()
         for p in procs:
             p.join(timeout=10)
+
+
+def _notify(cond: Any) -> None:
+    with cond:
+        cond.notify_all()
 
 
 def _map_ray(fn, items, resources, setup, settings) -> Iterator:

@@ -5,13 +5,22 @@ The papers do not share one split, so `segment.partition.protocol` offers:
     corpus                the corpus's own partition (every clip has one in the manifest); a corpus
                           without one gets a single seeded speaker-independent split (`devel`/`test`
                           shares of the speakers) — the demo's case.
+    official              where a corpus's test labels are withheld (Aff-Wild2: the official split is train and
+                          validation): its validation set (the manifest's `devel`) is the test set, and
+                          devel is a `devel` share of its training speakers (seeded), as 002 and 004
+                          report on the official validation set. A corpus whose split has a test
+                          partition keeps it (as `corpus`); one without a split gets the seeded split.
     speaker_random        `repeats` fresh speaker-independent splits (001 §4.3: 70/15/15 × 20),
                           repeat k drawn with seed [seed, k].
     leave_one_group_out   one fold per group (`group: speaker | session`; 003: 5-fold IEMOCAP,
-                          6-fold MSP-IMPROV by session): the group is the test set; `devel` of the
-                          remaining speakers (at least one, seeded per fold) select the epoch. 003 does
-                          not say how it selected epochs; a held-out share of the training speakers is
-                          our choice.
+                          6-fold MSP-IMPROV by session). `devel_from: training`: the group is the test
+                          set and a `devel` share of the remaining speakers (at least one, seeded per
+                          fold) selects the epoch. `devel_from: held_out` (003 §5.3: "the data from a
+                          certain session was split by speakers into the validation and testing sets"):
+                          half of the group's speakers (seeded per fold; the smaller half when odd, at
+                          least one) select the epoch and the others test; the other groups train.
+                          003 does not say which speaker of a session validates, nor whether the roles
+                          are swapped; a seeded choice, not swapped, is ours.
 
 `assign_folds` returns partitions as an array [K, N] of 'train' | 'devel' | 'test' (fold k, clip i);
 every fold keeps speakers apart: no speaker is in two partitions of one fold.
@@ -35,7 +44,7 @@ def replicate(fold: int | None, seed: int) -> int:
     """The replicate number of a run: its seed with one fold, (fold + 1)·REPLICATE + seed with several."""
     return seed if fold is None else (fold + 1) * REPLICATE + seed
 
-Protocol = Literal["corpus", "speaker_random", "leave_one_group_out"]
+Protocol = Literal["corpus", "official", "speaker_random", "leave_one_group_out"]
 
 
 class ProtocolError(PipelineError):
@@ -69,13 +78,16 @@ def assign_folds(
     repeats: int = 1,
     group: Literal["speaker", "session"] = "speaker",
     seed: int = 0,
+    devel_from: Literal["training", "held_out"] = "training",
 ) -> np.ndarray:
     """Partitions [K, N] (see the module docstring)."""
     if not clips:
         raise ProtocolError("the manifest holds no clips")
     speakers = [c.speaker for c in clips]
-    if protocol == "corpus":
-        given = [c.partition for c in clips]
+    given = [c.partition for c in clips]
+    if protocol == "official" and all(p is not None for p in given) and "test" not in given:
+        return _official(clips, devel, seed)
+    if protocol in ("corpus", "official"):
         if all(p is not None for p in given):
             unknown = sorted(set(given) - set(PARTITIONS))
             if unknown:
@@ -83,7 +95,8 @@ def assign_folds(
             lacking = [p for p in ("train", "test") if p not in given]
             if lacking:  # e.g. Aff-Wild2's official split: train and validation, the test labels are not public
                 raise ProtocolError(f"the corpus's own split has no {' and no '.join(lacking)} partition "
-                                    f"(it has {sorted(set(given))}); use protocol speaker_random or leave_one_group_out")
+                                    f"(it has {sorted(set(given))}); use protocol official (its devel set tests), "
+                                    "speaker_random or leave_one_group_out")
             return np.array([given], dtype=str)
         if any(p is not None for p in given):
             n = sum(p is None for p in given)
@@ -117,6 +130,16 @@ def assign_folds(
                 raise ProtocolError(f"leave_one_group_out by {group}: speakers {overlap[:3]} appear in '{held}' and in "
                                     "other groups, so a fold would test on a training speaker")
             in_devel: set[str] = set()
+            if devel_from == "held_out":
+                mine = sorted({s for s, g in zip(speakers, groups) if g == held})
+                if len(mine) < 2:
+                    raise ProtocolError(f"fold '{held}': devel_from held_out needs at least 2 speakers in the held-out "
+                                        f"{group}, it has {len(mine)}")
+                rng = np.random.default_rng([seed, k])
+                in_devel = {mine[i] for i in rng.permutation(len(mine))[:len(mine) // 2]}
+                folds.append(["devel" if s in in_devel else "test" if g == held else "train"
+                              for s, g in zip(speakers, groups)])
+                continue
             if devel > 0:
                 if len(rest) < 2:
                     raise ProtocolError(f"fold '{held}': {len(rest)} training speaker(s) cannot give a devel share")
@@ -125,4 +148,27 @@ def assign_folds(
                 in_devel = {rest[i] for i in rng.permutation(len(rest))[:n_devel]}
             folds.append(["test" if g == held else "devel" if s in in_devel else "train" for s, g in zip(speakers, groups)])
         return np.array(folds, dtype=str)
-    raise ProtocolError(f"unknown protocol {protocol!r}; use corpus, speaker_random or leave_one_group_out")
+    raise ProtocolError(f"unknown protocol {protocol!r}; use corpus, official, speaker_random or leave_one_group_out")
+
+
+def _official(clips: list[Clip], devel: float, seed: int) -> np.ndarray:
+    """The `official` protocol on a split of train and devel (see the module docstring)."""
+    unknown = sorted({c.partition for c in clips} - {"train", "devel"})
+    if unknown:
+        raise ProtocolError(f"protocol official: manifest partitions {unknown} are not train or devel")
+    train = sorted({c.speaker for c in clips if c.partition == "train"})
+    held = {c.speaker for c in clips if c.partition == "devel"}
+    if not train or not held:
+        raise ProtocolError(f"protocol official: the corpus's split needs train and devel (its validation set) clips; "
+                            f"it has {len(train)} training and {len(held)} validation speakers")
+    both = sorted(held & set(train))
+    if both:
+        raise ProtocolError(f"protocol official: speakers {both[:3]} are in the corpus's training and validation sets, so "
+                            "the test set would share speakers with training; use speaker_random")
+    n_devel = max(1, int(round(devel * len(train)))) if devel > 0 else 0
+    if len(train) - n_devel < 1:
+        raise ProtocolError(f"protocol official: {len(train)} training speakers cannot give a devel share of {devel}")
+    rng = np.random.default_rng(seed)
+    in_devel = {train[i] for i in rng.permutation(len(train))[:n_devel]}
+    return np.array([["test" if c.partition == "devel" else "devel" if c.speaker in in_devel else "train" for c in clips]],
+                    dtype=str)

@@ -54,14 +54,18 @@ __all__ = ["MIN_STD", "PartitionParams", "SegmentParams", "SegmentError", "align
 class PartitionParams(Section):
     """Which clips train, select and test (pipeline/protocols.py)."""
 
-    protocol: Literal["corpus", "speaker_random", "leave_one_group_out"] = Field(
-        "corpus", description="corpus: the corpus's split (else one seeded speaker split); speaker_random: "
+    protocol: Literal["corpus", "official", "speaker_random", "leave_one_group_out"] = Field(
+        "corpus", description="corpus: the corpus's split (else one seeded speaker split); official: its validation "
+        "set tests, devel carved from its training speakers (Aff-Wild2; 002, 004); speaker_random: "
         "`repeats` speaker splits (001 §4.3); leave_one_group_out: a fold per `group` (003)",
     )
     devel: float = Field(0.2, ge=0, lt=1, description="share of speakers for devel (of the training groups' under leave_one_group_out)")
     test: float = Field(0.2, gt=0, lt=1, description="share of speakers for test (speaker splits)")
     repeats: int = Field(1, ge=1, description="speaker_random: number of fresh splits (001 §4.3: 20)")
     group: Literal["speaker", "session"] = Field("speaker", description="leave_one_group_out: what a fold holds out")
+    devel_from: Literal["training", "held_out"] = Field(
+        "training", description="leave_one_group_out: devel speakers drawn from the training groups (a `devel` share) "
+        "or from the held-out group (half its speakers, seeded; the other half tests: 003 §5.3)")
     seed: int = 0
 
 
@@ -260,7 +264,8 @@ def segment_corpus(
         raise SegmentError("the manifest holds no clips")
     split = params.partition
     try:
-        folds = assign_folds(clips, split.protocol, split.devel, split.test, split.repeats, split.group, split.seed)
+        folds = assign_folds(clips, split.protocol, split.devel, split.test, split.repeats, split.group, split.seed,
+                             split.devel_from)
     except ProtocolError as e:
         raise SegmentError(f"segment.partition: {e}") from None
     for k, fold in enumerate(folds):

@@ -64,6 +64,7 @@ from pipeline.missing.inputs import model_inputs
 from pipeline.models.registry import ModelError, build_model, fit_modalities
 from pipeline.paths import MODELS_DIR
 from pipeline.recipes import early_stop_column, make_optimizer, make_scheduler, stop_score, train_lr_grid
+from pipeline.protocols import replicate
 from pipeline.runs import (
     ELIMINATE,
     HISTORY_FILE,
@@ -222,7 +223,9 @@ def train_one(
     target = run_dir(out_dir, model_name, strategy_name, seed, fold, rate)
     name = run_name(model_name, strategy_name) + ("" if rate is None else f" at rate {rate:g}")
 
-    with deterministic(seed):
+    # the seed the run draws from: its own per fold under `seed_per_fold` (001 §4.2), else the configured one
+    draw = replicate(fold, seed) if params.seed_per_fold and fold is not None else seed
+    with deterministic(draw):
         try:
             model = build_model(model_name, dims, n_out, task, params.model_params.get(model_name)).to(dev)
         except ModelError as e:
@@ -230,7 +233,7 @@ def train_one(
         strategy = make_training_strategy(strategy_name, mods, params, importance)
         optim = make_optimizer(model.parameters(), params)
         scheduler = make_scheduler(optim, params)
-        order_rng, strategy_rng = np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
+        order_rng, strategy_rng = np.random.default_rng([draw, 0]), np.random.default_rng([draw, 1])
         history: list[dict[str, float]] = []
         # `best` is the early-stopping value as a score (higher better): the metric, or −loss
         best, best_epoch, best_state = -np.inf, 0, None

@@ -33,6 +33,11 @@ class TrainParams(Section):
     all_models: bool = Field(False, description="one switch: every registered model under every strategy")
     modalities: list[str] = Field(default_factory=lambda: ["face", "acoustic", "speech", "text"])
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    seed_per_fold: bool = Field(
+        False, description="under several folds, each fold's runs train with their own seed, replicate(fold, seed) "
+        "(pipeline.protocols): 001 §4.2 trains 20 times 'using random seeds with different splits every time'; "
+        "false: every fold trains with the configured seeds (run directories are named by those either way)",
+    )
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(16, ge=1)
     optimizer: Literal["adam", "adamw", "sgd"] = Field(

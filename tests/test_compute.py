@@ -299,7 +299,7 @@ def test_training_evaluation_and_importance_on_workers_are_byte_identical(backen
         list(map_ordered(lambda x: time.sleep(0.5), range(8), settings=POOL2))
     # enough runs, of enough work, that the helper process (or the Ray workers) surely train some
     seeds = [0, 1] if backend == "ray" else list(range(8))
-    params = PARAMS.model_copy(update={"seeds": seeds, "epochs": 2} if backend == "ray" else {"seeds": seeds, "epochs": 10, "patience": 10})
+    params = PARAMS.model_copy(update={"seeds": seeds, "epochs": 2} if backend == "ray" else {"seeds": seeds, "epochs": 16, "patience": 16})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the local stage's MER_THREADS=1, as each worker pins
     try:

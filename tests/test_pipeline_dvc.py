@@ -216,15 +216,33 @@ def test_clone_that_pulls_runs_nothing_and_stays_clean(lab, tmp_path):
     assert _git_dirty(b) == ""
 
 
-def test_clone_with_only_the_features_runs_segment_and_after(lab, tmp_path):
+def test_clone_with_only_the_features_runs_segment_and_after(lab, tmp_path, monkeypatch):
+    """...on two workers (this process and a helper; the lab ran on one): the same bytes."""
     root, remote, _ = lab
     c = _clone(root, tmp_path / "c", remote)
     _dvc(["pull", *EXTRACTION], c)
-    ran = _ran(_dvc(["repro"], c))
+    monkeypatch.setenv("MER_WORKERS", "2")
+    out = _dvc(["repro"], c)
+    ran = _ran(out)
     assert ran[0] == "segment" and not set(ran) & set(EXTRACTION)
     assert set(ran) == set(ALL_STAGES) - set(EXTRACTION)
+    assert "workers: this process and 1 helper process" in out.stderr  # the training grid's 4+ runs
     # the same code and data give the same bytes: dvc.lock and the committed metrics are unchanged
     assert _git_dirty(c) == ""
+
+
+def test_clone_extracting_on_two_workers_gives_the_same_features(lab, tmp_path, monkeypatch):
+    """Every extraction stage on two workers (the lab ran on one) from the pulled corpus: dvc.lock's
+    entries, so every table's bytes, unchanged. The face embedder's measured precision is the lab's
+    (its per-machine decision file), so the two runs compare the workers, not two timings."""
+    root, remote, _ = lab
+    d = _clone(root, tmp_path / "d", remote)
+    _dvc(["pull", "corpus"], d)
+    monkeypatch.setenv("MER_WORKERS", "2")
+    monkeypatch.setenv("MER_PRECISION_CACHE", str(root / "data" / "cache" / "precision.json"))
+    ran = _ran(_dvc(["repro", *EXTRACTION], d))
+    assert set(ran) == set(EXTRACTION) - {"corpus"}
+    assert _git_dirty(d) == ""
 
 
 def test_forced_extraction_rerun_reads_every_clip_from_the_cache(lab):

@@ -59,6 +59,27 @@ def test_leave_one_session_out_tests_each_session_once():
         assign_folds(clips(), "leave_one_group_out", group="session")
 
 
+def test_leave_one_session_out_with_devel_inside_the_held_out_session():
+    """003 §5.3: the held-out session's speakers split into validation and test; every other session trains."""
+    cs = clips(10, sessions=5)  # IEMOCAP's shape: 2 speakers per session
+    f = assign_folds(cs, "leave_one_group_out", group="session", devel_from="held_out", seed=0)
+    assert f.shape == (5, 30)
+    for k, fold in enumerate(f):
+        assert speaker_apart(cs, fold)
+        devel = {c.speaker for c, p in zip(cs, fold) if p == "devel"}
+        test = {c.speaker for c, p in zip(cs, fold) if p == "test"}
+        assert len(devel) == len(test) == 1 and {c.session for c in cs if c.speaker in devel | test} == {f"S{k}"}
+        assert all(p == "train" for c, p in zip(cs, fold) if c.session != f"S{k}")  # the devel share is not drawn
+    assert np.array_equal(f, assign_folds(cs, "leave_one_group_out", group="session", devel_from="held_out", seed=0))
+    other = assign_folds(cs, "leave_one_group_out", group="session", devel_from="held_out", seed=1)
+    assert not np.array_equal(f, other)  # which speaker validates is seeded
+    three = clips(9, sessions=3)  # 3 speakers a session: 1 devel, 2 test
+    assert all((fold == "devel").sum() == 3 and (fold == "test").sum() == 6
+               for fold in assign_folds(three, "leave_one_group_out", group="session", devel_from="held_out"))
+    with pytest.raises(ProtocolError, match=r"fold 'spk0': devel_from held_out needs at least 2 speakers in the held-out speaker"):
+        assign_folds(clips(3), "leave_one_group_out", devel_from="held_out")
+
+
 def test_leave_one_speaker_out_and_its_errors():
     cs = clips(4)
     f = assign_folds(cs, "leave_one_group_out", devel=0.3, group="speaker")
@@ -76,3 +97,22 @@ def test_a_corpus_split_without_test_is_an_error_naming_the_fix():
     cs[0].partition = "devel"  # Aff-Wild2's official split: train and validation only
     with pytest.raises(ProtocolError, match="no test partition.*speaker_random"):
         assign_folds(cs)
+
+
+def test_official_protocol_tests_on_the_validation_set_and_carves_devel_from_training():
+    """002/004 report on Aff-Wild2's official validation set; its test labels are not public."""
+    cs = clips(10, partition="train")
+    for c in cs:
+        if c.speaker in ("spk8", "spk9"):
+            c.partition = "devel"  # the official validation set
+    f = assign_folds(cs, "official", devel=0.25, seed=0)
+    assert f.shape == (1, 30) and speaker_apart(cs, f[0])
+    assert {c.speaker for c, p in zip(cs, f[0]) if p == "test"} == {"spk8", "spk9"}
+    assert len({c.speaker for c, p in zip(cs, f[0]) if p == "devel"}) == 2  # round(0.25 × 8)
+    assert np.array_equal(f, assign_folds(cs, "official", devel=0.25, seed=0))
+    with pytest.raises(ProtocolError, match=r"use protocol official"):
+        assign_folds(cs, "corpus")
+    assert assign_folds(clips(), "official").shape == (1, 30)  # no split: the seeded speaker split, as corpus
+    cs[0].partition = "devel"  # spk0 in both sets
+    with pytest.raises(ProtocolError, match=r"speakers \['spk0'\] are in the corpus's training and validation sets"):
+        assign_folds(cs, "official")

@@ -717,3 +717,28 @@ def test_windows_evaluation_scores_each_clip_once(segments, trained, tmp_path):
     assert row["steps"] == step_ranges(sorted(present))
     n_valid = len(set(range(te.valid["b"][0].sum())) | set(range(3, 3 + te.valid["b"][1].sum())))
     assert row["n_steps"] == n_valid
+
+
+def test_seed_per_fold_gives_each_split_its_own_seed(tmp_path, one_torch_thread):
+    """001 §4.2: 20 trials "using random seeds with different splits every time". Two folds with the same
+    partition: with the configured seed alone they train the same model; under `seed_per_fold` each fold
+    draws replicate(fold, seed), so the two differ, from each other and from seed 0."""
+    base = make_segments(40)
+    two = Segments(**{**base.__dict__, "folds": np.stack([base.partition, base.partition]),
+                      "fold_mean": {m: np.stack([v, v]) for m, v in base.mean.items()},
+                      "fold_std": {m: np.stack([v, v]) for m, v in base.std.items()}})
+    params = PARAMS.model_copy(update={"seeds": [0], "epochs": 2})
+    weights = {}
+    for per_fold in (False, True):
+        out = tmp_path / str(per_fold)
+        summary = train_all(two, params.model_copy(update={"seed_per_fold": per_fold}), out, device="cpu", progress=False)
+        assert list(summary["crossmodal/standard"]) == ["fold_0/seed_0", "fold_1/seed_0"]  # named by the configured seed
+        weights[per_fold] = [torch.load(run_dir(out, "crossmodal", "standard", 0, k) / MODEL_FILE, weights_only=False)
+                             for k in (0, 1)]
+
+    def same(a, b) -> bool:
+        sa, sb = a["state_dict"], b["state_dict"]
+        return all(torch.equal(sa[k], sb[k]) for k in sa)
+
+    assert same(*weights[False])
+    assert not same(*weights[True]) and not same(weights[True][0], weights[False][0])
