@@ -69,7 +69,7 @@ def dvc_project(where: Path, corpus_root: Path) -> Path:
             dst = proj / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
-    for rel in ("stages/corpus.py", "pipeline/corpus/registry.py", "pipeline/corpus/validate.py",
+    for rel in ("stages/corpus.py", "pipeline/corpus/stage.py", "pipeline/corpus/registry.py", "pipeline/corpus/validate.py",
                 "pipeline/corpus/manifest_csv.py", "dvc.yaml", "params.yaml"):  # the working tree's versions
         shutil.copy2(REPO / rel, proj / rel)
     (proj / "dvc.lock").unlink(missing_ok=True)

@@ -41,7 +41,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.config import load_section  # noqa: E402
+from pipeline.core.config import load_section  # noqa: E402
 from pipeline.corpus.demo import generate_demo  # noqa: E402
 from pipeline.corpus.demo.params import CorpusParams
 from pipeline.corpus.manifest import Clip  # noqa: E402

@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.config import load_section  # noqa: E402
+from pipeline.core.config import load_section  # noqa: E402
 from pipeline.corpus.demo import generate_demo  # noqa: E402
 from pipeline.corpus.demo.params import CorpusParams  # noqa: E402
 from pipeline.extract.faces import FacesExtractor, read_detections  # noqa: E402

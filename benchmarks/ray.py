@@ -53,13 +53,13 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import numpy as np  # noqa: E402
 
-from pipeline.compute import ComputeSettings, ray_runtime, shutdown  # noqa: E402
-from pipeline.config import load_section  # noqa: E402
+from pipeline.core.compute import ComputeSettings, ray_runtime, shutdown  # noqa: E402
+from pipeline.core.config import load_section  # noqa: E402
+from pipeline.core.stage import pin_threads  # noqa: E402
 from pipeline.corpus.demo import generate_demo  # noqa: E402
 from pipeline.corpus.demo.params import CorpusParams  # noqa: E402
 from pipeline.extract.registry import EXTRACTORS  # noqa: E402
 from pipeline.extract.runner import RunStats, extract_corpus  # noqa: E402
-from pipeline.stage import pin_threads  # noqa: E402
 
 PARAMS = REPO / "params.yaml"
 LOCAL = ComputeSettings(backend="local")
@@ -152,7 +152,7 @@ def bench_extract(clips, work: Path, repeat: int = 1, ceiling: bool = False) -> 
 
 def synthetic_segments(n: int, t: int, seed: int = 0):
     """A 4-class task over three modalities (one carries each bit of the label, one is noise)."""
-    from pipeline.segments import ModalityInfo, Segments
+    from pipeline.segment.contract import ModalityInfo, Segments
 
     dims = {"a": 25, "b": 64, "c": 128}
     rng = np.random.default_rng(seed)
@@ -180,9 +180,9 @@ def synthetic_segments(n: int, t: int, seed: int = 0):
 
 
 def bench_train(work: Path, n: int, t: int, seeds: int, epochs: int) -> dict:
-    from pipeline.grid_runs import train_all
-    from pipeline.runs import HISTORY_FILE, MODEL_FILE, run_dir
-    from pipeline.train_params import TrainParams
+    from pipeline.runs.files import HISTORY_FILE, MODEL_FILE, run_dir
+    from pipeline.runs.params import TrainParams
+    from pipeline.train.families import train_all
 
     segments, mods = synthetic_segments(n, t)
     params = TrainParams(modalities=mods, models=["crossmodal"], strategies=["standard"], seeds=list(range(seeds)),
@@ -206,7 +206,8 @@ def bench_train(work: Path, n: int, t: int, seeds: int, epochs: int) -> dict:
 
 def bench_score(work: Path, n: int, t: int, seeds: int, **_) -> dict:
     """The evaluation grid over the trained runs of `bench_train` (each run a work item), local vs 2 Ray workers."""
-    from pipeline.evaluate import EvaluateParams, evaluate_all
+    from pipeline.evaluate.grid import evaluate_all
+    from pipeline.evaluate.params import EvaluateParams
 
     segments, _ = synthetic_segments(n, t)
     params = EvaluateParams(conditions=["all_present", "each_missing", "clip_zero_grid", "frame_zero_grid", "burst_grid"])

@@ -17,7 +17,7 @@
    os.wait4's ru_maxrss (the largest resident set of the stage's process and of the descendants it waited
    for, not their sum), taken by a bare wrapper process (see _WRAPPER); bytes_written, the growth of data/
    (file sizes) over the stage.
-   Training is capped through pipeline/train.py's benchmark hook (env MER_MAX_STEPS = --steps): every run
+   Training is capped through pipeline/train/loop.py's benchmark hook (env MER_MAX_STEPS = --steps): every run
    makes --steps optimiser steps of its first epoch, then its devel pass, and prints their times. The full
    preset's training time is extrapolated as the sum over runs of epochs x (steps per epoch x seconds per
    step + devel seconds), times the seeds and repeats cut away, plus the train stages' time outside those
@@ -60,7 +60,7 @@ import scale_corpus  # noqa: E402  (benchmarks/ is not a package)
 
 DOWNSTREAM = ("segment", "train", "importance", "train_eliminate", "evaluate", "evaluate_eliminate", "report")
 TRAINING = ("train", "train_eliminate")
-HOOK = "MER_BENCHMARK "  # the line pipeline/train.py's benchmark hook prints per run
+HOOK = "MER_BENCHMARK "  # the line pipeline/train/loop.py's benchmark hook prints per run
 DISK_MARGIN = 1 << 30  # bytes kept free besides the estimate (logs, models, reports, temporary files)
 GB = 1e9
 
@@ -156,8 +156,13 @@ def disk_estimate(plan, specs: dict[str, Any], seg) -> dict[str, float]:
     the .npz arrays were stored when this benchmark was written."""
     import numpy as np
 
-    from pipeline.layouts import context_frames, sample_starts, stack_factor, window_starts
-    from pipeline.segment import grid_steps
+    from pipeline.segment.align import grid_steps
+    from pipeline.segment.layouts import (
+        context_frames,
+        sample_starts,
+        stack_factor,
+        window_starts,
+    )
 
     features = 0
     for modality, feature in seg.modalities.items():
@@ -315,7 +320,7 @@ def cpu_info() -> dict[str, Any]:
 
 
 def rehearse(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    from pipeline.config import load_section
+    from pipeline.core.config import load_section
     from pipeline.presets import load_preset
 
     load_preset(args.preset)  # a clear line for an unknown preset
@@ -392,7 +397,7 @@ def rehearse(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 def scale_corpus_section(params_file: Path) -> dict[str, Any]:
-    from pipeline.config import read_params
+    from pipeline.core.config import read_params
 
     return dict(read_params(params_file)["corpus"])
 
@@ -425,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = args.workdir.resolve()
     else:
         workdir = Path(tempfile.mkdtemp(prefix=f"scale-{args.preset}-"))
-    from pipeline.errors import PipelineError
+    from pipeline.core.errors import PipelineError
 
     try:
         result = rehearse(args, workdir)
@@ -443,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     print(line, flush=True)
     if args.dry_run:
         return 0
-    from pipeline.store import write_text
+    from pipeline.core.store import write_text
 
     partial = f"_to-{args.stop_after}" if args.stop_after else ""  # never mistaken for a whole rehearsal
     write_text(args.results / f"scale_{args.preset}_{args.fraction:g}{partial}.json", line + "\n")

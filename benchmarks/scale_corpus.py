@@ -1,7 +1,7 @@
 """A synthetic stand-in for what the `corpus` and extraction stages write, at a corpus's real size
 (scaled by a fraction): data/corpus/manifest.parquet and labels.parquet (the corpus contract,
 pipeline/corpus/manifest.py, through its own writers) and data/features/<name>.parquet (the feature
-table contract, pipeline/store.py: clip_id, t, present, value fixed_size_list<float32>[D], t_start/t_end
+table contract, pipeline/core/store.py: clip_id, t, present, value fixed_size_list<float32>[D], t_start/t_end
 for words, the `mer` FeatureMeta metadata), streamed clip chunk by clip chunk through the store's
 TableWriter, so memory stays flat in the corpus size. Used by benchmarks/scale.py; no media.
 
@@ -22,8 +22,15 @@ from typing import Any, Iterator
 import numpy as np
 import pyarrow as pa
 
-from pipeline.corpus.manifest import Clip, CorpusInfo, labels_schema, write_labels, write_manifest
-from pipeline.store import FeatureMeta, TableWriter, feature_schema
+from pipeline.core.features import FeatureMeta, feature_schema
+from pipeline.core.store import TableWriter
+from pipeline.corpus.manifest import (
+    Clip,
+    CorpusInfo,
+    labels_schema,
+    write_labels,
+    write_manifest,
+)
 
 # ------------------------------------------------------------------------------------------------
 # The corpora's figures. Each entry: (value, source). Durations are drawn from a log-normal with the
@@ -304,7 +311,7 @@ class FeatureSpec:
 def feature_spec(feature: str, params_file: Path) -> FeatureSpec:
     """The spec of feature table `feature` under params.yaml `params_file` (its extractor's class gives
     name, version, modality; dimension and rate as the extractor computes them, sources in `source`)."""
-    from pipeline.config import load_section
+    from pipeline.core.config import load_section
     from pipeline.extract.registry import EXTRACTORS
 
     if feature not in EXTRACTORS or feature == "import":
@@ -315,11 +322,13 @@ def feature_spec(feature: str, params_file: Path) -> FeatureSpec:
     if feature in ("vggface", "resnet50"):
         rate = float(load_section("faces", params_file).rate_hz)  # the faces stage's rate (faces.rate_hz)
         if feature == "vggface":
-            from pipeline.extract.vggface import FC6_DIM, VggFaceExtractor as cls
+            from pipeline.extract.vggface import FC6_DIM
+            from pipeline.extract.vggface import VggFaceExtractor as cls
 
             dim, src = FC6_DIM, "VGG-Face fc6, 4,096-d (001 §4.2.1, 002 §3.2.1)"
         else:
-            from pipeline.extract.resnet50 import DIMS, ResNet50Extractor as cls
+            from pipeline.extract.resnet50 import DIMS
+            from pipeline.extract.resnet50 import ResNet50Extractor as cls
 
             dim, src = DIMS[section.layer], f"ResNet-50 (VGGFace2) {section.layer}, {DIMS[section.layer]}-d (003 §5.2.3)"
     elif feature in ("compare", "egemaps"):

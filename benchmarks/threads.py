@@ -1,6 +1,6 @@
 """Threads under contention: a training workload with the stages' pinned threads vs torch's default.
 
-Every stage runs torch on `MER_THREADS` threads (default 1; pipeline/stage.py). This benchmark
+Every stage runs torch on `MER_THREADS` threads (default 1; pipeline/core/stage.py). This benchmark
 measures why: the same training steps of the demo's cross-modal transformer (d_model 128, batch 16,
 4 modalities, 64 steps) timed in a fresh process
 
@@ -13,7 +13,7 @@ the same run. Printed last, one JSON line: seconds per condition and the slowdow
 
     python benchmarks/threads.py [--steps 40]
 
-`--stages` measures instead what the per-stage defaults of `pipeline.stage.STAGE_THREADS` rest on:
+`--stages` measures instead what the per-stage defaults of `pipeline.core.stage.STAGE_THREADS` rest on:
 every extraction stage (faces, face_embed, resnet50, lld, compare, wav2vec2, bert) with its
 extractor from params.yaml on the same small generated demo corpus, in a fresh process pinned to
 1 and to 2 torch/OpenMP threads (`pin_threads(n)`), once quiet and once while one other process keeps
@@ -43,7 +43,7 @@ import os, sys, time
 mode, steps = sys.argv[1], int(sys.argv[2])
 import torch
 if mode == "pinned":
-    from pipeline.stage import pin_threads
+    from pipeline.core.stage import pin_threads
     pin_threads()
 from pipeline.models.registry import build_model
 torch.manual_seed(0)
@@ -84,7 +84,7 @@ def run(mode: str, steps: int, busy: bool) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-STAGES = {  # DVC stage (pipeline/stage.py's table) → the feature it writes
+STAGES = {  # DVC stage (pipeline/core/stage.py's table) → the feature it writes
     "faces": "faces", "face_embed": "vggface", "resnet50": "resnet50", "lld": "egemaps",
     "compare": "compare", "wav2vec2": "wav2vec2", "bert": "bert",
 }
@@ -93,7 +93,7 @@ STAGE_WORKLOAD = r"""
 import json, os, sys, tempfile, time
 from pathlib import Path
 stage, feature, n, corpus, det = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5])
-from pipeline.stage import pin_threads
+from pipeline.core.stage import pin_threads
 pin_threads(n)
 import torch
 from pipeline.corpus.manifest import read_manifest
@@ -102,7 +102,7 @@ from pipeline.extract.registry import build_extractor
 _, clips = read_manifest(corpus / "manifest.parquet")
 root = corpus.parent
 if stage == "faces":
-    from pipeline.config import load_section
+    from pipeline.core.config import load_section
     from pipeline.extract.faces import FacesExtractor
     ex = FacesExtractor(load_section("faces", "params.yaml"), device="cpu")
 elif feature in ("vggface", "resnet50"):
@@ -145,10 +145,10 @@ def bench_stages(clips: int, seconds: float, only: list[str]) -> dict:
     from pathlib import Path
 
     sys.path.insert(0, str(REPO))
+    from pipeline.core.stage import pin_threads
     from pipeline.corpus.demo import generate_demo
     from pipeline.corpus.demo.params import CorpusParams
     from pipeline.corpus.manifest import CorpusInfo, write_manifest
-    from pipeline.stage import pin_threads
 
     load = os.getloadavg()[0]
     out: dict = {"cores": os.cpu_count(), "load_avg_1min_before": round(load, 2), "clips": clips, "clip_seconds": seconds}
@@ -163,7 +163,7 @@ def bench_stages(clips: int, seconds: float, only: list[str]) -> dict:
                    PYTHONPATH=str(REPO))
         det = work / "det.parquet"
         if any(s in only for s in ("face_embed", "resnet50")):
-            from pipeline.config import load_section
+            from pipeline.core.config import load_section
             from pipeline.extract.faces import FacesExtractor
             from pipeline.extract.runner import extract_corpus
 

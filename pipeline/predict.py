@@ -1,7 +1,7 @@
 """`mer predict FILE|FOLDER …`: the pipeline's own extractors, alignment and trained models on new files.
 
 The same code paths as `dvc repro`: each modality's extractor is built from params.yaml
-(`pipeline.extract.registry`), its rows are put on the segment grid by `pipeline.segment.align_clip`
+(`pipeline.extract.registry`), its rows are put on the segment grid by `pipeline.segment.stage.align_clip`
 and z-normalised with the training partition's statistics stored in `data/segments/`, and the
 trained models of `data/models*/` predict. A modality whose media cannot be used (no audio track,
 no face, no transcript) is marked missing — the models were trained to cope — and reported.
@@ -22,12 +22,13 @@ from typing import Any
 import numpy as np
 from scipy.special import softmax
 
-from pipeline.config import MODELS_DIR, SEGMENTS_DIR, load_section
+from pipeline.core.config import load_section
+from pipeline.core.errors import PipelineError
+from pipeline.core.paths import MODELS_DIR, SEGMENTS_DIR
 from pipeline.corpus.manifest import Clip
-from pipeline.errors import PipelineError
 from pipeline.media import MediaError, probe
-from pipeline.segment import align_clip, grid_steps
-from pipeline.segments import Segments, load_segments
+from pipeline.segment.align import align_clip, grid_steps
+from pipeline.segment.contract import Segments, load_segments
 
 
 class PredictError(PipelineError):
@@ -192,7 +193,7 @@ class Predictor:
     loaded once (`load_seconds`); `predict` then runs on one file at a time, averaging over runs."""
 
     def __init__(self, models_dirs: list[Path] | None = None, segments_dir: Path = SEGMENTS_DIR, model: str | None = None):
-        from pipeline.runs import find_trained, fold_ids, load_trained
+        from pipeline.runs.files import find_trained, fold_ids, load_trained
 
         t0 = time.perf_counter()
         self.segments: Segments = load_segments(segments_dir)
@@ -212,7 +213,7 @@ class Predictor:
 
     def predict(self, video: str | Path, transcript: str | None = None) -> Prediction:
         """The prediction for one media file; PipelineError (naming the file) when it cannot be read."""
-        from pipeline.runs import predict
+        from pipeline.runs.feed import predict
 
         t0 = time.perf_counter()
         video, segments = Path(video), self.segments

@@ -33,10 +33,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.errors import PipelineError
-from pipeline.paths import PARAMS_FILE, REPO_ROOT
-from pipeline.report.params import Published  # one schema: the report prints these beside ours
-from pipeline.store import write_text
+from pipeline.core.errors import PipelineError
+from pipeline.core.paths import PARAMS_FILE, REPO_ROOT
+from pipeline.core.store import write_text
+from pipeline.report.params import (
+    Published,  # one schema: the report prints these beside ours
+)
 
 PRESETS_DIR = REPO_ROOT / "presets"
 
@@ -122,7 +124,7 @@ def preset_edits(preset: Preset, demo: bool = False) -> list[tuple[dict[str, Any
 
 
 def _strategy_names() -> list[str]:
-    from pipeline.config import strategy_names
+    from pipeline.runs.params import strategy_names
 
     return [s for s in strategy_names() if s != "eliminate"]  # eliminate has no rate and no rates entry
 
@@ -130,10 +132,10 @@ def _strategy_names() -> list[str]:
 def apply_preset(name: str, params_file: str | Path = PARAMS_FILE, demo: bool = False,
                  directory: Path = PRESETS_DIR) -> list[str]:
     """Rewrite params.yaml with the preset applied (see the module docstring); returns the changed keys.
-    The result is validated (`pipeline.config.check_params`) before it replaces the file."""
+    The result is validated (`pipeline.params_checks.check_params`) before it replaces the file."""
     from ruamel.yaml import YAML
 
-    from pipeline.config import check_params
+    from pipeline.params_checks import check_params
 
     preset = load_preset(name, directory)
     params_file = Path(params_file)

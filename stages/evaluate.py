@@ -10,11 +10,11 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline.config import load_section
-from pipeline.evaluate import HEADLINE_DIR, evaluate_all
-from pipeline.paths import EVALUATE_DIR, MODELS_DIR
-from pipeline.segments import load_segments
-from pipeline.stage import run_stage
+from pipeline.core.config import load_section
+from pipeline.core.paths import EVALUATE_DIR, MODELS_DIR
+from pipeline.core.stage import run_stage
+from pipeline.evaluate.grid import HEADLINE_DIR, evaluate_all
+from pipeline.segment.contract import load_segments
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,13 +3,13 @@
 runner: clips already detected under the same params are read from the per-clip cache
 (data/cache/faces, `MER_CACHE_DIR`)."""
 
-from pipeline.config import load_section
+from pipeline.core.config import load_section
+from pipeline.core.paths import CACHE_DIR, FACES, MANIFEST
+from pipeline.core.stage import run_stage
+from pipeline.core.store import read_table
 from pipeline.corpus.manifest import read_manifest
 from pipeline.extract.faces import FacesExtractor
 from pipeline.extract.runner import RunStats, extract_corpus
-from pipeline.paths import CACHE_DIR, FACES, MANIFEST
-from pipeline.stage import run_stage
-from pipeline.store import read_table
 
 
 def main() -> None:

@@ -5,9 +5,9 @@ IEMOCAP, …) gets a table without rows, and the stage says so: the `import` fea
 every clip (a modality built on it in segment.modalities is absent throughout).
 """
 
-from pipeline.config import load_section
+from pipeline.core.config import load_section
+from pipeline.core.stage import run_stage
 from pipeline.extract.stage import extract_stage
-from pipeline.stage import run_stage
 
 
 def main() -> None:

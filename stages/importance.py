@@ -6,12 +6,17 @@ the devel partition (params.yaml `importance`) → data/importance/<model>.json.
 
 import argparse
 
-from pipeline.config import load_section
-from pipeline.importance import ImportanceError, importance_file, importance_search, write_importance
-from pipeline.paths import MODELS_DIR
-from pipeline.runs import STANDARD
-from pipeline.segments import load_segments
-from pipeline.stage import run_stage
+from pipeline.core.config import load_section
+from pipeline.core.paths import MODELS_DIR
+from pipeline.core.stage import run_stage
+from pipeline.evaluate.importance import (
+    ImportanceError,
+    importance_file,
+    importance_search,
+    write_importance,
+)
+from pipeline.runs.feed import STANDARD
+from pipeline.segment.contract import load_segments
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,11 +7,11 @@ and, last, `Report: <absolute path of index.html>`.
 import sys
 from pathlib import Path
 
-from pipeline.config import ConfigError, load_section
-from pipeline.paths import REPORT_DIR
+from pipeline.core.config import ConfigError, load_section
+from pipeline.core.paths import REPORT_DIR
+from pipeline.core.store import StoreError
 from pipeline.report import ReportError, build_report
 from pipeline.report.params import ReportParams
-from pipeline.store import StoreError
 
 
 def main() -> int:

@@ -1,10 +1,10 @@
 """DVC stage `segment`: feature tables → aligned, partitioned, normalised sequences."""
 
-from pipeline.config import load_section
+from pipeline.core.config import load_section
+from pipeline.core.paths import LABELS, MANIFEST, SEGMENTS_DIR
+from pipeline.core.stage import run_stage
 from pipeline.corpus.manifest import read_manifest
-from pipeline.paths import LABELS, MANIFEST, SEGMENTS_DIR
-from pipeline.segment import segment_to
-from pipeline.stage import run_stage
+from pipeline.segment.stage import segment_to
 
 
 def main() -> None:

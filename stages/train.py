@@ -11,14 +11,18 @@
 
 import argparse
 
-from pipeline.grid import family_params, family_rates
-from pipeline.grid_runs import train_all
-from pipeline.importance import IMPORTANCE_COPY, importance_file, read_importance
-from pipeline.paths import MODELS_DIR
-from pipeline.runs import ELIMINATE
-from pipeline.segments import load_segments
-from pipeline.stage import run_stage
-from pipeline.store import write_json
+from pipeline.core.paths import MODELS_DIR
+from pipeline.core.stage import run_stage
+from pipeline.core.store import write_json
+from pipeline.evaluate.importance import (
+    IMPORTANCE_COPY,
+    importance_file,
+    read_importance,
+)
+from pipeline.runs.feed import ELIMINATE
+from pipeline.segment.contract import load_segments
+from pipeline.train.families import train_all
+from pipeline.train.grid import family_params, family_rates
 
 
 def main(argv: list[str] | None = None) -> None:

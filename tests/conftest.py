@@ -10,7 +10,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # the workers' thread pools fight over the cores (25-40x slower on shared cores, DEVELOPERS.md)
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
-# and, for the same reason, each test's stages in one process (`pipeline.compute`'s default is a worker
+# and, for the same reason, each test's stages in one process (`pipeline.core.compute`'s default is a worker
 # per core); the tests of several workers set MER_WORKERS themselves (tests/test_compute.py,
 # tests/test_pipeline_dvc.py)
 os.environ.setdefault("MER_WORKERS", "1")

@@ -7,13 +7,18 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
-from pipeline.config import ConfigError
+from pipeline.core.config import ConfigError
+from pipeline.core.features import (
+    FeatureMeta,
+    feature_table,
+    read_features,
+    write_features,
+)
 from pipeline.corpus.manifest import Clip
 from pipeline.extract.bert import BertWords, clip_words
 from pipeline.extract.chunking import plan_windows
 from pipeline.extract.hf import shipped_model_dir
 from pipeline.extract.params import BertParams
-from pipeline.store import FeatureMeta, feature_table, read_features, write_features
 
 SENTENCE = "Don't forget a jacket, unbelievably cold outside!"
 

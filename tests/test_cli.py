@@ -14,9 +14,16 @@ from conftest import CREMA_D as SAMPLE_ROOT
 from typer.testing import CliRunner
 
 from pipeline import cli
-from pipeline.config import SECTIONS, ConfigError, check_params, load_section
-from pipeline.predict import NO_TRANSCRIPT, PredictError, check_transcript, random_weights, read_transcript_file
-from pipeline.train_params import LOOP_FIELDS
+from pipeline.core.config import SECTIONS, ConfigError, load_section
+from pipeline.params_checks import check_params
+from pipeline.predict import (
+    NO_TRANSCRIPT,
+    PredictError,
+    check_transcript,
+    random_weights,
+    read_transcript_file,
+)
+from pipeline.runs.params import LOOP_FIELDS
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -182,7 +189,7 @@ def test_section_loading_stays_light(project):
     import subprocess
     import sys
 
-    code = "import sys; from pipeline.config import load_section; load_section('corpus'); print('torch' in sys.modules)"
+    code = "import sys; from pipeline.core.config import load_section; load_section('corpus'); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path.cwd(),
                          env={"PYTHONPATH": str(REPO), "PATH": ""}, check=True)
     assert out.stdout.strip() == "False"
@@ -324,9 +331,9 @@ def predict_project(tmp_path_factory):
 
     from pipeline.extract.registry import build_extractor
     from pipeline.models.registry import build_model
-    from pipeline.runs import save_trained
-    from pipeline.segments import ModalityInfo, Segments
-    from pipeline.train_params import TrainParams
+    from pipeline.runs.files import save_trained
+    from pipeline.runs.params import TrainParams
+    from pipeline.segment.contract import ModalityInfo, Segments
 
     if not all((CREMA_D / c).exists() for c in CLIPS):
         pytest.skip(f"the CREMA-D sample clips are not in {CREMA_D}")
@@ -359,7 +366,7 @@ def test_predict_many_files_loads_once(predict_project, monkeypatch):
     are built once, every good file gets the row a one-file call gives, the bad one an error row naming it,
     and the exit status says that one failed."""
     import pipeline.extract.registry as registry
-    import pipeline.runs as runs
+    import pipeline.runs.files as runs
 
     monkeypatch.chdir(predict_project)
     folder = predict_project / "folder"

@@ -1,4 +1,4 @@
-"""Several workers (`pipeline.compute`: the local pool of this process + helper processes, and Ray) give
+"""Several workers (`pipeline.core.compute`: the local pool of this process + helper processes, and Ray) give
 what one process gives: the same extraction table, errors file and error policy (openSMILE eGeMAPS on
 the CREMA-D sample clips plus a broken file), byte-identical model.pt, history.csv, evaluation tables
 and importance search from a training grid; and the settings come from the environment with one-line
@@ -16,8 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.compute import ComputeError, ComputeSettings, compute_settings, map_ordered
-from pipeline.errors import PipelineError
+from pipeline.core.compute import (
+    ComputeError,
+    ComputeSettings,
+    compute_settings,
+    map_ordered,
+)
+from pipeline.core.errors import PipelineError
 
 
 def _ray_daemons(session_dir: str) -> set[int]:
@@ -88,8 +93,8 @@ def test_local_map_builds_state_once_and_keeps_order():
 
 
 def test_default_local_workers_are_the_usable_cores_over_the_threads_and_one_on_a_gpu(monkeypatch):
-    from pipeline import compute, stage
-    from pipeline.compute import local_workers, worker_count
+    from pipeline.core import compute, stage
+    from pipeline.core.compute import local_workers, worker_count
 
     monkeypatch.setattr(compute, "usable_cores", lambda: 8)
     monkeypatch.delenv("MER_THREADS", raising=False)
@@ -152,7 +157,7 @@ def test_local_pool_a_helper_killed_is_one_line(tmp_path):
 
 
 def test_without_ray_or_with_a_dead_address_the_error_is_one_line(monkeypatch):
-    from pipeline.compute import ray_runtime
+    from pipeline.core.compute import ray_runtime
 
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(ComputeError, match=r"^MER_BACKEND=ray: Ray is not installed; `pip install ray`"):
@@ -289,10 +294,10 @@ def test_training_evaluation_and_importance_on_workers_are_byte_identical(backen
     env = {"MER_BACKEND": "ray", "MER_WORKERS": "2"} if backend == "ray" else {"MER_BACKEND": "local", "MER_WORKERS": "2"}
     one = {"MER_BACKEND": "local", "MER_WORKERS": "1"}
     import torch
-
     from test_train_evaluate import PARAMS, make_segments
-    from pipeline.grid_runs import train_all
-    from pipeline.runs import HISTORY_FILE, MODEL_FILE, run_dir
+
+    from pipeline.runs.files import HISTORY_FILE, MODEL_FILE, run_dir
+    from pipeline.train.families import train_all
 
     segments = make_segments(40)
     if backend == "pool":  # this process's forkserver started (it imports torch once), as in a stage's second pool
@@ -312,7 +317,7 @@ def test_training_evaluation_and_importance_on_workers_are_byte_identical(backen
     finally:
         torch.set_num_threads(threads)
     if backend == "pool":
-        from pipeline.compute import LAST_POOL
+        from pipeline.core.compute import LAST_POOL
 
         assert LAST_POOL["workers"] == 2 and 0 < LAST_POOL["on_helpers"] < len(seeds), LAST_POOL  # both processes trained
     assert remote == local and list(remote["crossmodal/standard"]) == [f"seed_{s}" for s in seeds]
@@ -323,8 +328,9 @@ def test_training_evaluation_and_importance_on_workers_are_byte_identical(backen
             assert a.read_bytes() == b.read_bytes(), f"seed {seed}: {f} differs"
 
     # the evaluation grid (each run a Ray work item) and the importance search give the same files
-    from pipeline.evaluate import EvaluateParams, evaluate_all
-    from pipeline.importance import ImportanceParams, importance_search
+    from pipeline.evaluate.grid import evaluate_all
+    from pipeline.evaluate.importance import ImportanceParams, importance_search
+    from pipeline.evaluate.params import EvaluateParams
 
     conditions = EvaluateParams(conditions=["all_present", "each_missing", "clip_zero_grid", "burst_grid"])
     out = {}

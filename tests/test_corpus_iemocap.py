@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus_media import write_avi as _write_avi
 import soundfile as sf
+from corpus_media import write_avi as _write_avi
 
 from pipeline.corpus import iemocap
 from pipeline.corpus.adapter import LayoutError

@@ -21,13 +21,19 @@ import pytest
 import soundfile
 import yaml
 
-from pipeline.config import ConfigError, load_section
+from pipeline.core.config import ConfigError, load_section
+from pipeline.core.errors import PipelineError
 from pipeline.corpus.adapter import CorpusRead, LayoutError, Problem
 from pipeline.corpus.demo.params import CorpusParams
-from pipeline.corpus.manifest import Clip, CorpusInfo, read_labels, read_manifest, write_labels
+from pipeline.corpus.manifest import (
+    Clip,
+    CorpusInfo,
+    read_labels,
+    read_manifest,
+    write_labels,
+)
 from pipeline.corpus.registry import ADAPTERS, NAMES, CorpusSection, adapter
 from pipeline.corpus.validate import check, empty_classes
-from pipeline.errors import PipelineError
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("stage_corpus", REPO / "stages" / "corpus.py")

@@ -10,7 +10,12 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.corpus.adapter import LayoutError
-from pipeline.corpus.manifest import read_labels, read_manifest, write_labels, write_manifest
+from pipeline.corpus.manifest import (
+    read_labels,
+    read_manifest,
+    write_labels,
+    write_manifest,
+)
 from pipeline.corpus.ulm_tsst import Params, read
 
 STEPS = 6  # 2 Hz rows per sample: 0 … 2500 ms

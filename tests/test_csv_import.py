@@ -10,14 +10,13 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from pipeline.config import ConfigError
+from pipeline.core.config import ConfigError
+from pipeline.core.features import read_features, write_features
 from pipeline.corpus.demo import biosignals_path_for, plan_corpus, write_biosignals
 from pipeline.corpus.demo.params import CorpusParams
 from pipeline.corpus.manifest import Clip
 from pipeline.extract.base import ExtractionError
-from pipeline.extract.csv_import import ImportParams
-from pipeline.extract.csv_import import CsvImport
-from pipeline.store import read_features, write_features
+from pipeline.extract.csv_import import CsvImport, ImportParams
 
 PARAMS = CorpusParams(speakers=4, clips_per_speaker=4, seconds=6.0)
 

@@ -16,7 +16,6 @@ import pytest
 from skimage.color import rgb2gray
 from skimage.transform import warp
 
-from pipeline.corpus.demo.params import CorpusParams
 from pipeline.corpus.demo import (
     CLASSES,
     SENTENCES,
@@ -31,10 +30,16 @@ from pipeline.corpus.demo import (
     speaker_look,
     write_biosignals,
 )
+from pipeline.corpus.demo.params import CorpusParams
 from pipeline.corpus.demo.synth_face import FaceRenderer, FaceState
-from pipeline.corpus.manifest import read_labels, read_manifest, write_labels, write_manifest
+from pipeline.corpus.manifest import (
+    read_labels,
+    read_manifest,
+    write_labels,
+    write_manifest,
+)
 from pipeline.media import read_audio
-from pipeline.protocols import assign_folds
+from pipeline.segment.protocols import assign_folds
 
 REPO = Path(__file__).resolve().parents[1]
 # every speaker says all four emotions once: within-speaker comparisons are possible

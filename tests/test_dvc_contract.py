@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import dvc_deps
+from pipeline.core import dvc_deps
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_every_stage_lists_the_import_closure_of_its_script():
     problems = dvc_deps.drift()
-    assert problems == {}, f"dvc.yaml code deps drifted (run `python -m pipeline.dvc_deps --write`): {problems}"
+    assert problems == {}, f"dvc.yaml code deps drifted (run `python -m pipeline.core.dvc_deps --write`): {problems}"
 
 
 def test_the_closure_follows_lazy_and_registry_imports():
@@ -22,17 +22,17 @@ def test_the_closure_follows_lazy_and_registry_imports():
     assert deps[0] == "stages/train.py"
     # the model registry imports its models by name (importlib): every model module is a dependency
     assert "pipeline/models/jmt.py" in deps and "pipeline/models/mct_hfr.py" in deps
-    assert "pipeline/missing/strategies.py" in deps and "pipeline/runs.py" in deps
+    assert "pipeline/missing/strategies.py" in deps and "pipeline/runs/files.py" in deps
     # packages on the way are imported too; extraction code is not what training runs
     assert "pipeline/__init__.py" in deps and not any(d.startswith("pipeline/extract/") and "device" not in d and "__init__" not in d for d in deps)
     report = dvc_deps.closure("stages/report.py")
-    assert "pipeline/segments.py" in report and "pipeline/models/jmt.py" not in report
+    assert "pipeline/segment/contract.py" in report and "pipeline/models/jmt.py" not in report
 
 
 def test_each_stage_reaches_the_schemas_of_its_params_sections():
     """A section's schema holds its defaults (they change results): the module defining it must be a
     code dep of every stage that lists the section, even though `load_section` imports it lazily."""
-    from pipeline.config import schema_module
+    from pipeline.core.config import schema_module
 
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     expected = dvc_deps.expected_code_deps()
@@ -46,7 +46,7 @@ def test_each_stage_reaches_the_schemas_of_its_params_sections():
 
 def test_rewrite_replaces_only_code_lines_and_is_idempotent(tmp_path):
     text = (REPO / "dvc.yaml").read_text()
-    broken = text.replace("      - pipeline/runs.py\n", "", 1).replace("      - stages/train.py\n", "      - stages/train.py\n      - pipeline/gone.py\n", 1)
+    broken = text.replace("      - pipeline/runs/files.py\n", "", 1).replace("      - stages/train.py\n", "      - stages/train.py\n      - pipeline/gone.py\n", 1)
     fixed = dvc_deps.rewrite(broken, dvc_deps.expected_code_deps())
     assert fixed == text
     assert dvc_deps.rewrite(text, dvc_deps.expected_code_deps()) == text
@@ -87,8 +87,8 @@ def test_dvc_exp_run_set_param_changes_one_line(tmp_path, override):
 def test_a_stage_pins_its_threads(monkeypatch):
     import torch
 
-    from pipeline.errors import PipelineError
-    from pipeline.stage import pin_threads, stage_threads
+    from pipeline.core.errors import PipelineError
+    from pipeline.core.stage import pin_threads, stage_threads
 
     before = torch.get_num_threads()
     try:

@@ -1,4 +1,4 @@
-"""`mer estimate` (pipeline/estimate.py): the corpus's size from a manifest or its known size, the CPU
+"""`mer estimate` (pipeline/estimate/): the corpus's size from a manifest or its known size, the CPU
 kind, figures from a fake rates table, the rehearsal's lines, the does-not-fit lines, the CLI's JSON."""
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+import pipeline.estimate as est
 from pipeline import cli
-from pipeline import estimate as est
 from pipeline.corpus.manifest import Clip, CorpusInfo, write_manifest
+from pipeline.estimate import after_extraction as est_after
+from pipeline.estimate import shapes as est_shapes
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -122,6 +124,19 @@ def test_demo_figures_from_the_rates_table():
     assert e.totals()["cpu_s"] == pytest.approx(sum(s.cpu_s for s in e.stages if s.cpu_s is not None))
 
 
+def test_workers_share_the_time_and_each_holds_its_own_memory():
+    """The rates are one process's; with the default workers (one per core) a stage that shares its work
+    takes its time ÷ workers and holds its peak × workers, and says so."""
+    params = demo_params()
+    size = est.corpus_size(params, None)
+    one = {s.stage: s for s in est.estimate(params, size, RATES, machine(), stage_names=["faces", "segment"], workers=1).stages}
+    e = est.estimate(params, size, RATES, machine(), stage_names=["faces", "segment"], workers=4)
+    four = {s.stage: s for s in e.stages}
+    assert four["faces"].cpu_s == pytest.approx(one["faces"].cpu_s / 4) and four["faces"].peak_mb == pytest.approx(one["faces"].peak_mb * 4)
+    assert (four["segment"].cpu_s, four["segment"].peak_mb) == (one["segment"].cpu_s, one["segment"].peak_mb)  # one process
+    assert any(n.startswith("4 workers (MER_WORKERS") for n in e.notes) and "÷ 4 workers" in four["faces"].how_time
+
+
 def test_faces_scale_with_the_detection_rate_and_frame_size():
     params = demo_params()
     params["faces"]["rate_hz"] = 30.0
@@ -205,7 +220,7 @@ def test_cli_json_and_table(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(demo_params()))
     (tmp_path / "rates.json").write_text(json.dumps(RATES))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(est, "cpu_kind", lambda *a, **k: KIND)
+    monkeypatch.setattr("pipeline.estimate.rates.cpu_kind", lambda *a, **k: KIND)
     res = runner.invoke(cli.app, ["estimate", "--json", "--rates", "rates.json", "--clips", "10"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
@@ -223,9 +238,9 @@ def test_cli_json_and_table(tmp_path, monkeypatch):
 def test_folds_follow_the_protocol():
     iemocap = est.load_params(REPO / "params.yaml", "003-iemocap")
     size = est.corpus_size(iemocap, None)
-    assert est._folds(iemocap, size)[0] == 5  # leave one session out (003 §5.3)
+    assert est_after._folds(iemocap, size)[0] == 5  # leave one session out (003 §5.3)
     crema = est.load_params(REPO / "params.yaml", "001-crema-d")
-    folds, train, test = est._folds(crema, est.corpus_size(crema, None))
+    folds, train, test = est_after._folds(crema, est.corpus_size(crema, None))
     assert (folds, train, test) == (20, pytest.approx(0.7), 0.15)  # 001 §4.3: 20 speaker splits, 70/15/15
 
 
@@ -237,18 +252,18 @@ def test_calibration_needs_a_warm_up_clip_and_one_to_time(tmp_path):
 
 def test_training_step_scales_from_the_nearest_calibrated_record():
     params = demo_params()
-    _, shapes, _ = est._sequences(params, est.corpus_size(params, None))  # 4 modalities × 20 steps
-    n = est._param_count(params, "crossmodal", shapes)
+    _, shapes, _ = est_shapes._sequences(params, est.corpus_size(params, None))  # 4 modalities × 20 steps
+    n = est_after._param_count(params, "crossmodal", shapes)
     assert n and n > 10_000
     records = {"crossmodal": [
         {"s": 0.2, "batch": 16, "steps": 80, "params": n, "label": "params.yaml"},  # this very shape
         {"s": 9.0, "batch": 32, "steps": 400, "params": 20 * n, "label": "big"},
     ]}
     rec = {"batch_size": 16}
-    assert est._step_seconds(records, "crossmodal", rec, shapes, params) == pytest.approx(0.2)
+    assert est_after._step_seconds(records, "crossmodal", rec, shapes, params) == pytest.approx(0.2)
     # twice the batch: the same record, twice the tokens
-    assert est._step_seconds(records, "crossmodal", {"batch_size": 32}, shapes, params) == pytest.approx(0.4)
-    assert est._step_seconds(records, "auxformer", rec, shapes, params) is None
+    assert est_after._step_seconds(records, "crossmodal", {"batch_size": 32}, shapes, params) == pytest.approx(0.4)
+    assert est_after._step_seconds(records, "auxformer", rec, shapes, params) is None
 
 
 def test_a_training_calibration_keeps_the_other_figures(tmp_path, monkeypatch):
@@ -256,8 +271,8 @@ def test_a_training_calibration_keeps_the_other_figures(tmp_path, monkeypatch):
     rates["kinds"][KIND]["train_step_s"] = {"mult": [{"s": 1.0, "batch": 8, "steps": 10, "label": "003-iemocap"},
                                                      {"s": 2.0, "batch": 8, "steps": 10, "label": "params.yaml"}]}
     (tmp_path / "rates.json").write_text(json.dumps(rates))
-    monkeypatch.setattr(est, "cpu_kind", lambda *a, **k: KIND)
-    monkeypatch.setattr(est, "measure_train_steps", lambda params, log, label: {
+    monkeypatch.setattr("pipeline.estimate.calibration.cpu_kind", lambda *a, **k: KIND)
+    monkeypatch.setattr("pipeline.estimate.calibration.measure_train_steps", lambda params, log, label: {
         "mult": {"s": 5.0, "batch": 32, "steps": 490, "label": label}, "mct_hfr": {"s": 3.0, "batch": 32, "steps": 490, "label": label}})
     est.calibrate(0, REPO / "params.yaml", tmp_path / "rates.json", log=lambda m: None, preset="003-iemocap", extractors=False)
     entry = json.loads((tmp_path / "rates.json").read_text())["kinds"][KIND]

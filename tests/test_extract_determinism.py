@@ -91,7 +91,12 @@ def _build(feature: str, detections):
         cls, params = {"vggface": (VggFaceExtractor, FaceEmbedParams), "resnet50": (ResNet50Extractor, ResNet50Params)}[feature]
         return cls(params(weights="random", bf16=False, batch_size=BATCH), detections=det, faces_meta=meta, source=str(path), device="cpu")
     if feature in ("egemaps", "compare"):
-        from pipeline.extract.opensmile_lld import CompareLld, CompareParams, EgemapsLld, LldParams
+        from pipeline.extract.opensmile_lld import (
+            CompareLld,
+            CompareParams,
+            EgemapsLld,
+            LldParams,
+        )
 
         return EgemapsLld(LldParams()) if feature == "egemaps" else CompareLld(CompareParams())
     if feature == "wav2vec2":

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.core.features import ClipFeatures, read_features
 from pipeline.corpus.manifest import Clip
 from pipeline.extract.base import ExtractionError, Extractor
 from pipeline.extract.runner import RunStats, StageError, extract_corpus
-from pipeline.store import ClipFeatures, read_features
 
 
 class Counting(Extractor):
@@ -134,7 +134,7 @@ def test_mer_features_tells_fixed_sets_pretrained_and_random_weights_apart(tmp_p
     from typer.testing import CliRunner
 
     from pipeline.cli import app
-    from pipeline.store import FeatureMeta, write_features
+    from pipeline.core.features import FeatureMeta, write_features
 
     rows = {"a": ClipFeatures([0.05], [True], np.ones((1, 2), np.float32))}
     for name, pretrained, learned in [("fixed", True, False), ("learned", True, True), ("random", False, True)]:
@@ -148,9 +148,9 @@ def test_mer_features_tells_fixed_sets_pretrained_and_random_weights_apart(tmp_p
 def test_a_feature_only_corpus_gives_media_extractors_empty_tables(tmp_path, monkeypatch, capsys):
     """Ulm-TSST without its videos: the media stages write tables without rows and say why, instead of
     trying to decode the feature CSVs the manifest points at."""
+    from pipeline.core.features import read_features
     from pipeline.corpus.manifest import Clip, CorpusInfo, write_manifest
     from pipeline.extract.stage import extract_stage
-    from pipeline.store import read_features
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text("lld: {}\n")

@@ -9,13 +9,11 @@ import av
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
-
-from pipeline.corpus.manifest import Clip
-from pipeline.extract.faces.params import FacesParams
 import torch
+from PIL import Image
 from torch.nn.functional import interpolate
 
+from pipeline.corpus.manifest import Clip
 from pipeline.extract.faces import (
     SCHEMA,
     Candidates,
@@ -28,7 +26,15 @@ from pipeline.extract.faces import (
     square_crop,
 )
 from pipeline.extract.faces.face_track import iou
-from pipeline.extract.faces.mtcnn_fast import ONET_CHUNK, RNET_CHUNK, AreaSampler, ExactMaxPool, fast_mtcnn_detect, in_chunks
+from pipeline.extract.faces.mtcnn_fast import (
+    ONET_CHUNK,
+    RNET_CHUNK,
+    AreaSampler,
+    ExactMaxPool,
+    fast_mtcnn_detect,
+    in_chunks,
+)
+from pipeline.extract.faces.params import FacesParams
 from pipeline.extract.runner import RunStats, StageError, extract_corpus
 from pipeline.media import MediaError, iter_video_frames, probe, sample_times
 

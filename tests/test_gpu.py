@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.device import pick_device
+from pipeline.core.device import pick_device
 from pipeline.extract.precision import MIN_COSINE
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
@@ -58,8 +58,8 @@ def test_wav2vec2_on_cuda_agrees_with_the_cpu():
 def test_training_runs_on_cuda_and_its_model_loads_on_the_cpu(tmp_path):
     from test_train_evaluate import PARAMS, make_segments
 
-    from pipeline.grid_runs import train_all
-    from pipeline.runs import MODEL_FILE, load_trained, run_dir
+    from pipeline.runs.files import MODEL_FILE, load_trained, run_dir
+    from pipeline.train.families import train_all
 
     segments = make_segments()
     params = PARAMS.model_copy(update={"seeds": [0], "epochs": 2})

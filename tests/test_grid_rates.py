@@ -13,14 +13,22 @@ import pytest
 import torch
 import yaml
 
-from pipeline import robustness
-from pipeline.config import ConfigError, load_section
-from pipeline.evaluate import EvaluateParams, evaluate_all
-from pipeline.grid import RATE_PARAM, GridParams, extra_rates
-from pipeline.grid_runs import train_all
-from pipeline.runs import MODEL_FILE, TrainError, find_trained, read_trained_info, run_dir, run_key
-from pipeline.segments import load_segments
-from pipeline.train_params import TrainParams
+from pipeline.core.config import ConfigError, load_section
+from pipeline.evaluate import robustness
+from pipeline.evaluate.grid import evaluate_all
+from pipeline.evaluate.params import EvaluateParams
+from pipeline.runs.feed import TrainError
+from pipeline.runs.files import (
+    MODEL_FILE,
+    find_trained,
+    read_trained_info,
+    run_dir,
+    run_key,
+)
+from pipeline.runs.params import TrainParams
+from pipeline.segment.contract import load_segments
+from pipeline.train.families import train_all
+from pipeline.train.grid import RATE_PARAM, GridParams, extra_rates
 from tests.test_train_evaluate import DIMS, make_segments
 
 REPO = Path(__file__).resolve().parents[1]

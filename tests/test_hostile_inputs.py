@@ -16,17 +16,17 @@ import soundfile
 import yaml
 from typer.testing import CliRunner
 
-from pipeline.config import check_params
+from pipeline.core.errors import PipelineError
+from pipeline.core.features import read_features
 from pipeline.corpus import manifest_csv
 from pipeline.corpus.manifest import Clip
 from pipeline.corpus.validate import check
-from pipeline.errors import PipelineError
 from pipeline.extract.faces.extractor import FacesExtractor
 from pipeline.extract.faces.params import FacesParams
 from pipeline.extract.opensmile_lld import EgemapsLld, LldParams
 from pipeline.extract.runner import RunStats, StageError, extract_corpus
 from pipeline.media import silent_steps, write_mp4
-from pipeline.store import read_features
+from pipeline.params_checks import check_params
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -235,10 +235,11 @@ def test_report_names_the_silence_policy(tmp_path):
 
     from test_report import fabricate
 
-    from pipeline.config import REPORT_DIR, ReportParams
+    from pipeline.core.features import FeatureMeta
+    from pipeline.core.paths import REPORT_DIR
     from pipeline.report import build_report
-    from pipeline.segment import _info
-    from pipeline.store import FeatureMeta
+    from pipeline.report.params import ReportParams
+    from pipeline.segment.align import modality_info as _info
 
     meta = FeatureMeta(name="egemaps", extractor="EgemapsLld", version="1", dim=25, rate_hz=100.0, modality="audio",
                        backbone="openSMILE eGeMAPSv02 LLD", pretrained=True, params=LldParams().model_dump(mode="json"),

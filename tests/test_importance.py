@@ -6,7 +6,12 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from pipeline.importance import ImportanceError, ImportanceParams, decide, derive_rho
+from pipeline.evaluate.importance import (
+    ImportanceError,
+    ImportanceParams,
+    decide,
+    derive_rho,
+)
 
 ALL = {0: 0.36, 1: 0.35, 2: 0.37, 3: 0.36, 4: 0.34}
 
@@ -55,8 +60,8 @@ def test_rho_eliminate():
 
 def _fake_tests(monkeypatch, pvalues, drop=0.01):
     """decide() on hand-made p-values: paired_ttest returns them (every modality with a mean drop)."""
-    import pipeline.importance as imp
-    from pipeline.stats import TTest
+    import pipeline.evaluate.importance as imp
+    from pipeline.evaluate.stats import TTest
 
     calls = []
 
@@ -98,7 +103,7 @@ def test_importance_params_scope_and_validation():
 
 
 def test_rho_gives_exactly_the_documented_values():
-    from pipeline.importance import rho_none
+    from pipeline.evaluate.importance import rho_none
 
     # 'paper' (000 §6.2): one important modality 0.25 (ρ_none 0.75), two 0.333 each (ρ_none 0.334)
     assert derive_rho(["video"], "paper") == {"video": 0.25}

@@ -7,13 +7,21 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import runs
 from pipeline.missing.inputs import InputConventionError, model_inputs
 from pipeline.models import mct_hfr as mct_module
-from pipeline.models.registry import MODELS, ModelError, build_model, check_layout, model_params, takes_valid
-from pipeline.segments import ModalityInfo, Segments
-from pipeline.train import TrainBatch, _step, train_one
-from pipeline.train_params import TrainParams
+from pipeline.models.registry import (
+    MODELS,
+    ModelError,
+    build_model,
+    check_layout,
+    model_params,
+    takes_valid,
+)
+from pipeline.runs import feed as runs
+from pipeline.runs import files
+from pipeline.runs.params import TrainParams
+from pipeline.segment.contract import ModalityInfo, Segments
+from pipeline.train.loop import TrainBatch, _step, train_one
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -74,10 +82,10 @@ def test_layouts_fail_with_one_line_naming_model_layout_and_accepted():
         check_layout("mct_hfr", "native", "regression")
     check_layout("mct_hfr", "native", "classification")
     with pytest.raises(runs.ModelBuildError, match=r"^model 'mmte_fc' does not take segment layout 'native'.*\n?"):
-        runs.check_model_layout("mmte_fc", "native", "regression")
+        files.check_model_layout("mmte_fc", "native", "regression")
     info = {"model": "crossmodal", "task": "classification", "modalities": ["a"], "dims": {"a": 2}, "classes": ["x", "y"]}
     with pytest.raises(runs.EvaluateError, match=r"^run/model\.pt: model 'crossmodal' does not take segment layout 'native'"):
-        runs.check_fits(runs.Path("run/model.pt"), info, _segments(layout="native"))
+        files.check_fits(files.Path("run/model.pt"), info, _segments(layout="native"))
 
 
 # ---- padding: carried from the segments to every forward pass ------------------------------------------
@@ -244,7 +252,7 @@ def test_legacy_model_file_loads_with_the_convention_it_was_trained_under(tmp_pa
     path = tmp_path / "model.pt"
     with open(path, "wb") as f:
         torch.save({**payload, "format": 2}, f)  # written before missing_input existed
-    loaded, _ = runs.load_trained(path)
+    loaded, _ = files.load_trained(path)
     assert loaded.missing_input == "mask"  # what crossmodal did then
-    runs.save_trained(path, payload)  # the current format: the paper's default
-    assert runs.load_trained(path)[0].missing_input == "zero"
+    files.save_trained(path, payload)  # the current format: the paper's default
+    assert files.load_trained(path)[0].missing_input == "zero"

@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
-from pipeline.config import section_problems
+from pipeline.core.config import section_problems
+from pipeline.core.features import ClipFeatures, FeatureMeta, write_features
 from pipeline.corpus.manifest import Clip, CorpusInfo, write_labels
-from pipeline.layouts import (
+from pipeline.segment.contract import load_segments
+from pipeline.segment.layouts import (
     context_statistics,
     context_sums,
     sample_starts,
@@ -13,9 +15,8 @@ from pipeline.layouts import (
     statistics,
     window_starts,
 )
-from pipeline.segment import PartitionParams, SegmentError, SegmentParams, segment_corpus
-from pipeline.segments import load_segments
-from pipeline.store import ClipFeatures, FeatureMeta, write_features
+from pipeline.segment.params import PartitionParams, SegmentError, SegmentParams
+from pipeline.segment.stage import segment_corpus
 
 INFO = CorpusInfo(name="t", classes=["a", "b"])
 

@@ -2,7 +2,13 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.media import MediaError, iter_video_frames, probe, read_audio, sample_times
+from pipeline.media import (
+    MediaError,
+    iter_video_frames,
+    probe,
+    read_audio,
+    sample_times,
+)
 
 
 def _write_video(path, n_frames=10, fps=10, audio=False, sr=16000):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from pipeline.metrics import (
+from pipeline.runs.metrics import (
     CLASSIFICATION_METRICS,
     accuracy,
     balanced_accuracy,
@@ -93,7 +93,7 @@ def test_classification_edge_cases():
 
 
 def test_regression_metrics_per_target_and_mean():
-    from pipeline.metrics import regression_metric_names, regression_metrics
+    from pipeline.runs.metrics import regression_metric_names, regression_metrics
 
     rng = np.random.default_rng(1)
     t = rng.normal(size=(50, 2))

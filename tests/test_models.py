@@ -8,8 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.models import ModelError, available_models, build_model, count_parameters, list_models
-from pipeline.train_params import TrainParams
+from pipeline.models import (
+    ModelError,
+    available_models,
+    build_model,
+    count_parameters,
+    list_models,
+)
 from pipeline.models.blocks import (
     CrossAttentionBlock,
     LearnedPositionalEncoding,
@@ -22,6 +27,7 @@ from pipeline.models.blocks import (
     sinusoidal_positions,
 )
 from pipeline.models.crossmodal import CrossModalTransformer
+from pipeline.runs.params import TrainParams
 
 DIMS = {"face": 7, "acoustic": 5, "text": 3}
 B, T = 4, 6

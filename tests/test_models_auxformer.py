@@ -9,8 +9,14 @@ from torch.nn import functional as F
 from pipeline.models import auxformer as AF
 from pipeline.models import mult as MT
 from pipeline.models.blocks import last_present
-from pipeline.models.registry import ModelEntry, MODELS, build_model, count_parameters, ModelError
-from pipeline.train import TrainBatch
+from pipeline.models.registry import (
+    MODELS,
+    ModelEntry,
+    ModelError,
+    build_model,
+    count_parameters,
+)
+from pipeline.train.loop import TrainBatch
 
 B, T = 3, 8
 DIMS3 = {"audio": 6, "video": 10, "text": 5}

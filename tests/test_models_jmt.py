@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from pipeline import metrics
 from pipeline.models import ModelError, build_model, count_parameters, registry
 from pipeline.models.cnn1d import CNN1D, conv_out_length, frame_signal
 from pipeline.models.jmt import CROSS_ORDER, JointMultimodalTransformer, Params, build
 from pipeline.models.registry import ModelEntry
+from pipeline.runs import metrics
 
 DIMS = {"audio": 6, "video": 10}
 B, T = 3, 8

@@ -11,10 +11,17 @@ from torch import Tensor
 
 from pipeline.missing.inputs import model_inputs
 from pipeline.models import registry
-from pipeline.models.mct_hfr import MCTHFR, Params, build, cmd, rescale_factors
+from pipeline.models.mct_hfr import (
+    MCTHFR,
+    Params,
+    build,
+    cmd,
+    gfa_distance,
+    rescale_factors,
+)
 from pipeline.models.pooling import AttentionPooling
 from pipeline.models.registry import ModelEntry
-from pipeline.train import TrainBatch as Batch
+from pipeline.train.loop import TrainBatch as Batch
 
 DIMS = {"audio": 6, "video": 10, "text": 5}
 B, T = 3, 8
@@ -184,7 +191,7 @@ def test_forward_backward_with_each_modality_missing(task, missing):
         masked[m][:] = False
         dropped_x = {k: v for k, v in x.items() if k != m}
         dropped_m = {k: v for k, v in mask.items() if k != m}
-        with torch.no_grad():  # through the input convention, as pipeline.runs.forward does
+        with torch.no_grad():  # through the input convention, as pipeline.runs.feed.forward does
             a, b = model(*model_inputs(missing, x, masked)), model(*model_inputs(missing, dropped_x, dropped_m))
         assert a.shape == b.shape == shape and torch.isfinite(a).all() and torch.isfinite(b).all()
         if missing == "mask":  # the architecture implies masked == dropped
@@ -276,6 +283,27 @@ def test_cmd_is_zero_for_equal_batches_and_grows_with_a_shift():
     assert cmd(a, a) == 0
     assert cmd(a, a + 0.5) > cmd(a, a + 0.1) > 0
     assert torch.allclose(cmd(a, a * 2, moments=1), torch.linalg.vector_norm(a.mean(0) - 2 * a.mean(0)))
+
+
+@pytest.mark.parametrize("kind", ["cmd", "cosine", "jsd", "smooth_l1"])
+def test_gfa_distances_of_fig6_are_zero_for_equal_batches_and_grow_apart(kind):
+    """003 §6.2.3 compares CMD with smooth L1, cosine similarity and JSD as GFA's distance."""
+    torch.manual_seed(0)
+    a = torch.randn(32, 6)
+    b = torch.randn(32, 6)
+    assert float(gfa_distance(kind, a, a)) == pytest.approx(0.0, abs=1e-6)
+    assert float(gfa_distance(kind, a, b)) > 1e-3
+    by_hand = {"cosine": (1 - F.cosine_similarity(a, b, dim=-1)).mean(), "smooth_l1": F.smooth_l1_loss(a, b), "cmd": cmd(a, b)}
+    if kind in by_hand:
+        assert torch.allclose(gfa_distance(kind, a, b), by_hand[kind])
+    else:  # JSD of the softmax distributions: symmetric, at most ln 2
+        p, q = a.softmax(-1), b.softmax(-1)
+        m = (p + q) / 2
+        ref = 0.5 * ((p * (p / m).log()).sum(-1) + (q * (q / m).log()).sum(-1)).mean()
+        assert torch.allclose(gfa_distance(kind, a, b), ref, atol=1e-6)
+        assert torch.allclose(gfa_distance(kind, a, b), gfa_distance(kind, b, a), atol=1e-6) and float(ref) <= math.log(2)
+    model = MCTHFR({"a": 4, "v": 3}, 2, Params(d_model=16, heads=2, layers=1, lfi_layers=1, gfa_distance=kind))
+    assert model.p.gfa_distance == kind
 
 
 # ---- learning ------------------------------------------------------------------------------------

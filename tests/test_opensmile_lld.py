@@ -11,12 +11,17 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from pipeline.core.features import read_features
 from pipeline.corpus.manifest import Clip, CorpusInfo, write_manifest
 from pipeline.extract.base import ExtractionError
-from pipeline.extract.opensmile_lld import CompareParams, LldParams
-from pipeline.extract.opensmile_lld import CompareLld, EgemapsLld, on_grid
+from pipeline.extract.opensmile_lld import (
+    CompareLld,
+    CompareParams,
+    EgemapsLld,
+    LldParams,
+    on_grid,
+)
 from pipeline.media import MediaError, read_audio
-from pipeline.store import read_features
 
 REPO = Path(__file__).resolve().parents[1]
 

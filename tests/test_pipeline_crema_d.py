@@ -10,7 +10,6 @@ import sys
 
 import pytest
 import yaml
-
 from test_pipeline_dvc import GIT, _dvc, _ran, _run, copy_project
 
 pytestmark = pytest.mark.integration

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.core.features import read_features
 from pipeline.corpus.manifest import read_manifest
-from pipeline.segments import load_segments
-from pipeline.store import read_features
+from pipeline.segment.contract import load_segments
 
 pytestmark = pytest.mark.integration
 

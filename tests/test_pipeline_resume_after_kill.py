@@ -32,7 +32,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from test_pipeline_dvc import GIT, _dvc, _ran, _run, copy_project, set_params
 
 pytestmark = pytest.mark.integration

@@ -172,7 +172,7 @@ def test_decision_is_cached_and_keyed(tmp_path, monkeypatch):
 
 
 def test_default_location_follows_the_cache_root(monkeypatch, tmp_path):
-    from pipeline import paths
+    from pipeline.core import paths
 
     monkeypatch.delenv(P.PRECISION_CACHE_ENV, raising=False)
     monkeypatch.setattr(paths, "CACHE_DIR", tmp_path / "c")

@@ -128,8 +128,8 @@ def test_001_presets_decay_the_learning_rate_as_the_authors_code(name):
     5 epochs in a row bring no better devel loss — for every model of the grid."""
     import torch
 
-    from pipeline.recipes import make_scheduler
-    from pipeline.train_params import TrainParams
+    from pipeline.runs.params import TrainParams
+    from pipeline.train.recipes import make_scheduler
 
     params = load_preset(name).params
     for model in params["grid"]["models"]:

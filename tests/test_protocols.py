@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.corpus.manifest import Clip
-from pipeline.protocols import ProtocolError, assign_folds
+from pipeline.segment.protocols import ProtocolError, assign_folds
 
 
 def clips(n_speakers=10, per=3, sessions=None, partition=None):
@@ -78,6 +78,14 @@ def test_leave_one_session_out_with_devel_inside_the_held_out_session():
                for fold in assign_folds(three, "leave_one_group_out", group="session", devel_from="held_out"))
     with pytest.raises(ProtocolError, match=r"fold 'spk0': devel_from held_out needs at least 2 speakers in the held-out speaker"):
         assign_folds(clips(3), "leave_one_group_out", devel_from="held_out")
+    # the segment stage passes `notes`: a session of one speaker (the demo's odd last one) draws its
+    # fold's devel from the training speakers, and that is said
+    odd, notes = clips(5, sessions=3), []
+    odd_folds = assign_folds(odd, "leave_one_group_out", group="session", devel_from="held_out", notes=notes)
+    assert notes == ["fold 'S2': the held-out session has one speaker (spk2), so its devel is a 0.2 share of the "
+                     "training speakers (devel_from: training)"]
+    last = odd_folds[2]
+    assert {c.speaker for c, p in zip(odd, last) if p == "test"} == {"spk2"} and (last == "devel").any()
 
 
 def test_leave_one_speaker_out_and_its_errors():

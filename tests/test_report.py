@@ -16,15 +16,17 @@ import polars as pl
 import pytest
 import yaml
 
-from pipeline.config import REPORT_DIR, ReportParams
+from pipeline.core.features import FeatureMeta
+from pipeline.core.paths import REPORT_DIR
+from pipeline.core.store import publish_dir, write_json
 from pipeline.corpus.manifest import Clip, CorpusInfo, write_manifest
-from pipeline.evaluate import condition_columns
+from pipeline.evaluate.grid import condition_columns
 from pipeline.missing import parse_conditions
 from pipeline.report import ReportError, build_report
 from pipeline.report import tables as tb
-from pipeline.report.inputs import Result, SummaryRow
+from pipeline.report.eval_files import Result, SummaryRow
+from pipeline.report.params import ReportParams
 from pipeline.report.provenance import code_version
-from pipeline.store import FeatureMeta, publish_dir, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["neutral", "happy", "angry", "sad"]
@@ -369,6 +371,15 @@ def test_provenance_names_code_by_content_and_time_only_when_asked(tmp_path, mon
     assert re.fullmatch(r"[0-9a-f]{16}", first) and code_hash(tmp_path) == first
     (tmp_path / "pipeline" / "a.py").write_text("x = 2\n")
     assert code_hash(tmp_path) != first
+    # with a dvc.yaml: the report stage's own code deps only, so a change to code the report does not
+    # run (which DVC does not rerun it for) leaves its hash as it is
+    (tmp_path / "pipeline" / "b.py").write_text("y = 1\n")
+    (tmp_path / "dvc.yaml").write_text("stages:\n  report:\n    cmd: x\n    deps:\n      - pipeline/a.py\n      - data/evaluate\n")
+    mine = code_hash(tmp_path)
+    (tmp_path / "pipeline" / "b.py").write_text("y = 2\n")
+    assert code_hash(tmp_path) == mine
+    (tmp_path / "pipeline" / "a.py").write_text("x = 3\n")
+    assert code_hash(tmp_path) != mine
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     assert generated_at() == ""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "86400")
@@ -678,7 +689,8 @@ def test_scorecard_effective_robustness_and_markers_by_hand():
 
 
 def test_train_test_heat_map_only_with_several_training_rates(tmp_path):
-    from pipeline.report.build import load_inputs, scorecard_blocks
+    from pipeline.report.build import scorecard_blocks
+    from pipeline.report.inputs import load_inputs
     from pipeline.report.render import Figure, Para
 
     fabricate_runs(tmp_path)
@@ -722,8 +734,8 @@ def test_page_opens_with_what_was_run_then_the_main_table_then_contents(built_ru
 
 
 def test_training_panels_are_titled_by_what_they_plot():
+    from pipeline.report.eval_files import History
     from pipeline.report.figures import training_titles
-    from pipeline.report.inputs import History
 
     h = History([1, 2], {"train_loss": [1.0, 0.9], "devel_loss": [1.1, 1.0], "devel_macro_f1": [0.3, 0.4]})
     assert training_titles({0: h}) == ("devel UF1 (devel_macro_f1) per epoch; dot = epoch kept (highest devel_macro_f1)",
@@ -848,7 +860,7 @@ def test_blind_rule_per_family_and_new_families_become_curves():
 
 
 def test_history_names_the_column_that_kept_the_epoch(tmp_path):
-    from pipeline.report.inputs import read_history
+    from pipeline.report.eval_files import read_history
 
     write_csv(tmp_path / "data/models/m/s/seed_0/history.csv", ["epoch", "devel_loss", "devel_macro_f1", "early_stop"],
               [[1, 1.0, 0.2, "devel_loss"], [2, 0.7, 0.3, "devel_loss"]])

@@ -14,19 +14,26 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from pipeline.config import ConfigError
+from pipeline.core.config import ConfigError
+from pipeline.core.features import read_features
+from pipeline.core.store import write_table
 from pipeline.corpus.manifest import Clip
+from pipeline.extract import precision as precision_chooser
 from pipeline.extract.base import ExtractionError
 from pipeline.extract.face_embed import preprocess
 from pipeline.extract.faces import FacesExtractor, detections_table, read_detections
 from pipeline.extract.faces.params import FacesParams
-from pipeline.extract import precision as precision_chooser
 from pipeline.extract.params import ResNet50Params
 from pipeline.extract.precision import MIN_COSINE, PRECISION_CACHE_ENV
-from pipeline.extract.resnet50 import MEAN_RGB, ResNet50Extractor, ResNet50Face, build_network, dag_names
+from pipeline.extract.resnet50 import (
+    MEAN_RGB,
+    ResNet50Extractor,
+    ResNet50Face,
+    build_network,
+    dag_names,
+)
 from pipeline.extract.runner import RunStats, extract_corpus
 from pipeline.media import probe
-from pipeline.store import read_features, write_table
 
 CLIPS = ("1001_DFA_ANG_XX", "1001_DFA_HAP_XX", "1001_DFA_SAD_XX")
 HOLE = (CLIPS[1], 2)  # a step made faceless in the detections fixture

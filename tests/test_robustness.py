@@ -1,4 +1,4 @@
-"""The robustness scorecard (pipeline.robustness) and its headline figures, on hand-computed curves."""
+"""The robustness scorecard (pipeline.evaluate.robustness) and its headline figures, on hand-computed curves."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 from scipy import stats as sps
 
-from pipeline import robustness as rb
-from pipeline.evaluate import condition_columns, headline_metrics
+from pipeline.evaluate import robustness as rb
+from pipeline.evaluate.grid import condition_columns, headline_metrics
 from pipeline.missing import parse_conditions
 
 RATES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
@@ -179,7 +179,7 @@ def test_train_test_matrix_pairs_training_and_test_rates(tmp_path):
 
 
 def test_evaluate_applies_mechanisms_with_the_segments_context():
-    from pipeline.evaluate import apply_conditions
+    from pipeline.evaluate.grid import apply_conditions
 
     rng = np.random.default_rng(3)
     n, t = 8, 10

@@ -2,15 +2,16 @@ import numpy as np
 import pytest
 
 from pipeline.corpus.manifest import Clip, CorpusInfo, write_labels
-from pipeline.segment import PartitionParams, SegmentParams
-from pipeline.protocols import ProtocolError, assign_folds
-from pipeline.segment import SegmentError, align_clip, normalise, segment_corpus
+from pipeline.segment.align import align_clip, normalise
+from pipeline.segment.params import PartitionParams, SegmentError, SegmentParams
+from pipeline.segment.protocols import ProtocolError, assign_folds
+from pipeline.segment.stage import segment_corpus
 
 
 def assign_partitions(clips, devel, test, seed):
     return assign_folds(clips, "corpus", devel, test, seed=seed)[0]
-from pipeline.segments import load_segments
-from pipeline.store import ClipFeatures, FeatureMeta, write_features
+from pipeline.core.features import ClipFeatures, FeatureMeta, write_features
+from pipeline.segment.contract import load_segments
 
 
 def test_align_regular_rows_average_within_steps():
@@ -125,7 +126,7 @@ def test_missing_feature_table_names_the_file(tmp_path):
 
 
 def test_a_feature_slower_than_the_grid_holds_each_sample_over_its_period():
-    from pipeline.segment import align_clip
+    from pipeline.segment.align import align_clip
 
     rows = ClipFeatures([0.0, 0.5, 1.0, 1.5], [True, True, False, True], np.array([[1.0], [3.0], [0.0], [7.0]]))
     plain, plain_present = align_clip(rows, 10, 5.0, 1)
@@ -165,7 +166,7 @@ def test_several_folds_are_stored_once_with_each_folds_statistics(tmp_path):
 
 
 def test_continuous_labels_never_bridge_unannotated_samples(tmp_path):
-    from pipeline.segment import _continuous_labels
+    from pipeline.segment.align import continuous_labels as _continuous_labels
 
     clips = _clips(2, 1)
     # 10 Hz labels over 1 s; samples 0.4–0.6 s not annotated (null) in the first clip; the second has one row

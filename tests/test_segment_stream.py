@@ -9,12 +9,30 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline import lazy_arrays, segment, store
+from pipeline.core import features as store
+from pipeline.core.features import (
+    ClipFeatures,
+    FeatureMeta,
+    feature_table,
+    iter_clip_features,
+    read_features,
+    write_features,
+)
+from pipeline.core.store import write_table
 from pipeline.corpus.manifest import Clip, CorpusInfo, write_labels
-from pipeline.layouts import MIN_STD, stack_frames, statistics, streamed_statistics
-from pipeline.segment import PartitionParams, SegmentError, SegmentParams, align_clip, grid_steps, segment_corpus, segment_to
-from pipeline.segments import load_segments
-from pipeline.store import ClipFeatures, FeatureMeta, feature_table, iter_clip_features, read_features, write_features, write_table
+from pipeline.segment import align as segment_align
+from pipeline.segment import lazy as lazy_arrays
+from pipeline.segment import stage as segment
+from pipeline.segment.align import align_clip, grid_steps
+from pipeline.segment.contract import load_segments
+from pipeline.segment.layouts import (
+    MIN_STD,
+    stack_frames,
+    statistics,
+    streamed_statistics,
+)
+from pipeline.segment.params import PartitionParams, SegmentError, SegmentParams
+from pipeline.segment.stage import segment_corpus, segment_to
 
 INFO = CorpusInfo(name="t", classes=["a", "b"])
 LOGO = PartitionParams(protocol="leave_one_group_out", devel=0.25)
@@ -192,7 +210,7 @@ def _align_whole(rows, n_steps, rate_hz, dim, source_rate_hz=None):
 def test_aligning_a_block_of_steps_at_a_time_gives_the_whole_clip_bits(block_bytes, monkeypatch):
     """A long clip's rows are averaged onto the grid a block of steps at a time (bounded float64 sums);
     each step adds the same rows in the same order as the whole-clip np.add.at, so the same bits."""
-    monkeypatch.setattr(segment, "ALIGN_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(segment_align, "ALIGN_BLOCK_BYTES", block_bytes)
     rng = np.random.default_rng(7)
     t = rng.uniform(-0.2, 6.2, 300)  # unsorted, some outside the clip, several rows per step
     values = (rng.normal(size=(300, 4)) * 10 ** rng.uniform(-12, 12, size=(300, 4))).astype(np.float32)

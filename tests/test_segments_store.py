@@ -1,5 +1,5 @@
 """The segments folder (format 2: one .npy per array, features memory-mapped) and the lazy views over it
-(pipeline/lazy_arrays.py): the same values and the same trained model as the whole arrays they replace."""
+(pipeline/segment/lazy.py): the same values and the same trained model as the whole arrays they replace."""
 
 from __future__ import annotations
 
@@ -10,16 +10,31 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.core.features import (
+    ClipFeatures,
+    FeatureMeta,
+    read_features,
+    write_features,
+)
+from pipeline.core.store import StoreError
 from pipeline.corpus.manifest import Clip, CorpusInfo, write_labels
-from pipeline import lazy_arrays
-from pipeline.lazy_arrays import ContextFrames, Renormalised, RowView
-from pipeline.layouts import stack_context
-from pipeline.runs import MODEL_FILE, HISTORY_FILE, run_dir, task_split
-from pipeline.segment import PartitionParams, SegmentParams, align_clip, grid_steps, normalise, segment_corpus
-from pipeline.segments import META, NPZ, Segments, load_segments, read_segments_array
-from pipeline.store import ClipFeatures, FeatureMeta, StoreError, read_features, write_features
-from pipeline.train import train_one
-from pipeline.train_params import TrainParams
+from pipeline.runs.feed import task_split
+from pipeline.runs.files import HISTORY_FILE, MODEL_FILE, run_dir
+from pipeline.runs.params import TrainParams
+from pipeline.segment import lazy as lazy_arrays
+from pipeline.segment.align import align_clip, grid_steps, normalise
+from pipeline.segment.contract import (
+    META,
+    NPZ,
+    Segments,
+    load_segments,
+    read_segments_array,
+)
+from pipeline.segment.layouts import stack_context
+from pipeline.segment.lazy import ContextFrames, Renormalised, RowView
+from pipeline.segment.params import PartitionParams, SegmentParams
+from pipeline.segment.stage import segment_corpus
+from pipeline.train.loop import train_one
 
 INFO = CorpusInfo(name="t", classes=["a", "b"])
 LOGO = PartitionParams(protocol="leave_one_group_out", devel=0.25)
@@ -230,7 +245,7 @@ def test_an_incomplete_folder_is_rejected_with_one_line(corpus, tmp_path):
 
 
 def test_a_failed_save_leaves_the_previous_folder(corpus, tmp_path, monkeypatch):
-    import pipeline.segments as segments_mod
+    import pipeline.segment.contract as segments_mod
 
     seg = _build(corpus, "aligned")
     seg.save(tmp_path / "seg")

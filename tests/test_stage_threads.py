@@ -1,4 +1,4 @@
-"""Per-stage thread defaults (pipeline/stage.py STAGE_THREADS): MER_THREADS overrides them, they are
+"""Per-stage thread defaults (pipeline/core/stage.py STAGE_THREADS): MER_THREADS overrides them, they are
 capped at the usable cores, and a stage script is recognised by its file name."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pipeline import stage as S
+from pipeline.core import stage as S
 
 
 def test_stage_defaults_cap_and_override(monkeypatch):

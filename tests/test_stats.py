@@ -7,7 +7,7 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from pipeline.stats import (
+from pipeline.evaluate.stats import (
     AUILC_RATES,
     StatsError,
     auilc,

@@ -1,4 +1,4 @@
-"""The streamed scoring (pipeline/run_scoring.py) against the all-at-once application it replaced.
+"""The streamed scoring (pipeline/evaluate/scoring.py) against the all-at-once application it replaced.
 
 A condition is applied to step indices (`plan_condition`) and materialised a batch of rows at a time
 (`PlannedRows`); the result must be the very bytes `apply_conditions` (every condition applied to the
@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-import pipeline.run_scoring as rs
-from pipeline.clip_scores import masked_steps
+import pipeline.evaluate.scoring as rs
+from pipeline.evaluate.clip_scores import masked_steps
 from pipeline.missing import ConditionContext, parse_conditions
-from pipeline.missing.ops import signal_norm
 from pipeline.missing.conditions import (
     Availability,
     Burst,
@@ -33,9 +32,11 @@ from pipeline.missing.conditions import (
     RandomMissing,
     WeakestMissing,
 )
+from pipeline.missing.ops import signal_norm
 from pipeline.models.registry import build_model
-from pipeline.runs import Split, load_trained, save_trained, score_conditions
-from pipeline.train_params import TrainParams
+from pipeline.runs.feed import Split, score_conditions
+from pipeline.runs.files import load_trained, save_trained
+from pipeline.runs.params import TrainParams
 
 DIMS = {"a": 3, "b": 2, "c": 4}
 NATIVE = {"a": 12, "b": 12, "c": 5}  # 'c' at its own rate: fewer steps (layout `native`)

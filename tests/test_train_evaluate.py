@@ -20,14 +20,21 @@ import pytest
 import torch
 import yaml
 
-from pipeline.evaluate import EvaluateParams
-from pipeline.evaluate import evaluate_all
-from pipeline.grid_runs import train_all
+from pipeline.core.stage import run_stage
+from pipeline.evaluate.grid import evaluate_all
+from pipeline.evaluate.params import EvaluateParams
 from pipeline.missing import drop_modalities
-from pipeline.runs import HISTORY_FILE, MODEL_FILE, EvaluateError, TrainError, find_trained, load_trained, predict, run_dir, task_split
-from pipeline.segments import ModalityInfo, Segments, load_segments
-from pipeline.stage import run_stage
-from pipeline.train_params import TrainParams
+from pipeline.runs.feed import EvaluateError, TrainError, predict, task_split
+from pipeline.runs.files import (
+    HISTORY_FILE,
+    MODEL_FILE,
+    find_trained,
+    load_trained,
+    run_dir,
+)
+from pipeline.runs.params import TrainParams
+from pipeline.segment.contract import ModalityInfo, Segments, load_segments
+from pipeline.train.families import train_all
 
 REPO = Path(__file__).resolve().parents[1]
 DIMS = {"a": 5, "b": 3, "c": 7}
@@ -150,7 +157,7 @@ def test_saved_model_round_trips(trained, segments):
     # the saved weights are the best epoch's: they reproduce its devel macro-F1
     dv = task_split(segments, "devel", list(DIMS))
     x, m, y = dv.x, dv.mask, dv.y
-    from pipeline.metrics import macro_f1
+    from pipeline.runs.metrics import macro_f1
 
     assert macro_f1(y, predict(model, x, m, valid=dv.valid).argmax(1)) == pytest.approx(info["devel_macro_f1"])
     assert find_trained(out) == [(RUN, 0, path), (RUN, 1, run_dir(out, "crossmodal", "standard", 1) / MODEL_FILE)]
@@ -353,8 +360,8 @@ def test_regression_learns_the_time_continuous_targets(regression, tmp_path):
         ]
         assert hist["devel_loss"].to_list() == pytest.approx((1 - hist["devel_ccc_mean"]).to_list())
     # the saved model reproduces its devel CCC from the concatenated valid steps (population CCC)
-    from pipeline.metrics import ccc
-    from pipeline.runs import predict, task_split
+    from pipeline.runs.feed import predict, task_split
+    from pipeline.runs.metrics import ccc
 
     model, info = load_trained(run_dir(out, "crossmodal", "standard", 0) / MODEL_FILE)
     assert info["task"] == "regression" and info["targets"] == ["arousal", "valence"] and info["n_outputs"] == 2
@@ -381,8 +388,8 @@ def test_regression_learns_the_time_continuous_targets(regression, tmp_path):
 
 
 def test_ccc_loss_is_one_minus_the_population_ccc_over_valid_steps():
-    from pipeline.metrics import ccc
-    from pipeline.train import ccc_loss
+    from pipeline.runs.metrics import ccc
+    from pipeline.train.loop import ccc_loss
 
     g = torch.Generator().manual_seed(0)
     y, p = torch.randn(3, 5, 2, generator=g), torch.randn(3, 5, 2, generator=g)
@@ -426,8 +433,8 @@ class _Recorder(torch.nn.Module):
 
 def test_strategies_and_training_losses_pass_through(segments, tmp_path, monkeypatch):
     import pipeline.missing as missing_mod
-    import pipeline.train as train_mod
-    from pipeline.train import TrainBatch
+    import pipeline.train.loop as train_mod
+    from pipeline.train.loop import TrainBatch
 
     calls, seen, made = [], [], []
 
@@ -456,7 +463,7 @@ def test_strategies_and_training_losses_pass_through(segments, tmp_path, monkeyp
 
 
 def test_grid_layout_and_model_validation(segments, tmp_path):
-    from pipeline.grid import resolve_grid
+    from pipeline.train.grid import resolve_grid
 
     with pytest.raises(TrainError, match=r"unknown model.*'nope'.*available: .*crossmodal"):
         train_all(segments, PARAMS.model_copy(update={"models": ["nope"]}), tmp_path, progress=False)
@@ -467,7 +474,7 @@ def test_grid_layout_and_model_validation(segments, tmp_path):
 
 
 def test_importance_search_finds_the_modality_that_carries_the_signal(regression, tmp_path):
-    from pipeline.importance import ImportanceParams, importance_search
+    from pipeline.evaluate.importance import ImportanceParams, importance_search
 
     segs, out, _ = regression
     res = importance_search(segs, out, ImportanceParams(alpha=0.05, min_drop=0.1), device="cpu", progress=False)
@@ -481,7 +488,7 @@ def test_importance_search_finds_the_modality_that_carries_the_signal(regression
     assert all(abs(t[m]["mean_drop"]) < 0.1 and not t[m]["important"] for m in ("b", "c"))
     assert t["a"]["p_holm"] == pytest.approx(min(1.0, 3 * min(v["p"] for v in t.values())))  # Holm, smallest p
     # the scores behind the test are the evaluation's: all-present devel mean CCC of each seed
-    from pipeline.runs import predict, score, task_split
+    from pipeline.runs.feed import predict, score, task_split
 
     dv = task_split(segs, "devel", list(DIMS), "regression", ["arousal", "valence"])
     means = [score("regression", dv, predict(load_trained(run_dir(out, "crossmodal", "standard", s) / MODEL_FILE)[0], dv.x, dv.mask, valid=dv.valid))["ccc_mean"] for s in (0, 1, 2)]
@@ -530,11 +537,11 @@ def test_standard_importance_eliminate_stages_in_order(segments_dir, tmp_path, m
 
 def test_all_models_skips_models_that_do_not_take_the_inputs(segments, tmp_path, monkeypatch):
     from pipeline.models import registry
-    from pipeline.train import ModelBuildError
+    from pipeline.runs.feed import ModelBuildError
 
     # a registered model whose builder refuses these inputs (as AuxFormer refuses three modalities)
     monkeypatch.setattr(registry, "MODELS", {"crossmodal": registry.MODELS["crossmodal"], "two_only": registry.ModelEntry("crossmodal", "no_such_builder")})
-    import pipeline.train as train_mod
+    import pipeline.train.loop as train_mod
 
     real = train_mod.build_model
 
@@ -566,8 +573,8 @@ def test_plateau_schedule_halves_the_lr_and_grad_clip_is_applied(segments, tmp_p
 
 
 def test_all_models_grid_gives_each_model_only_strategies_it_can_run():
-    from pipeline.grid import resolve_grid
     from pipeline.models.registry import available_models
+    from pipeline.train.grid import resolve_grid
 
     grid = resolve_grid(PARAMS.model_copy(update={"all_models": True}), strategies=["standard", "auxformer", "clip_zero"])
     assert {m for m, _ in grid} == set(available_models())
@@ -577,7 +584,7 @@ def test_all_models_grid_gives_each_model_only_strategies_it_can_run():
 
 
 def test_condition_columns_are_the_conditions_own_attributes():
-    from pipeline.evaluate import condition_columns
+    from pipeline.evaluate.grid import condition_columns
     from pipeline.missing import parse_conditions
 
     entries = ["all_present", "missing:a", "missing:a+b", "clip_zero:a@0.5", "random_missing@0.3", "random_missing:b@0.3"]
@@ -593,7 +600,7 @@ def test_condition_columns_are_the_conditions_own_attributes():
 
 
 def test_tables_write_the_tidy_columns_and_an_empty_level_cell():
-    from pipeline.evaluate import _tables
+    from pipeline.evaluate.grid import _tables
     from pipeline.missing import parse_conditions
 
     conditions = parse_conditions(["all_present", "missing:a+b", "clip_zero:a@0.5", "random_missing@0.3"], ["a", "b", "c"])
@@ -615,7 +622,7 @@ def test_tables_write_the_tidy_columns_and_an_empty_level_cell():
 
 def test_saving_the_same_model_twice_gives_the_same_bytes(trained, tmp_path):
     # DVC hashes model.pt: identical runs must give identical files (no temporary names inside)
-    from pipeline.runs import save_trained
+    from pipeline.runs.files import save_trained
 
     out, _ = trained
     blob = torch.load(run_dir(out, "crossmodal", "standard", 0) / MODEL_FILE, weights_only=False)
@@ -631,9 +638,9 @@ def test_saving_the_same_model_twice_gives_the_same_bytes(trained, tmp_path):
 def test_windows_merge_counts_a_step_covered_by_two_windows_once():
     """Clip A: windows at origin 0 and 2 (4 steps each), so clip steps 2 and 3 are covered twice; clip B:
     one window. Window step 3 of A's second window is unlabelled (y_mask False): clip step 5 is left out."""
-    from pipeline.clip_scores import clip_metrics, clip_predictions
-    from pipeline.metrics import regression_metrics
-    from pipeline.runs import Split
+    from pipeline.evaluate.clip_scores import clip_metrics, clip_predictions
+    from pipeline.runs.feed import Split
+    from pipeline.runs.metrics import regression_metrics
 
     clip_ids = np.array(["A", "B", "A"])
     origin = np.array([0, 0, 2])
@@ -669,7 +676,7 @@ def test_windows_merge_counts_a_step_covered_by_two_windows_once():
 
 
 def test_step_ranges():
-    from pipeline.clip_scores import step_ranges
+    from pipeline.evaluate.clip_scores import step_ranges
 
     assert step_ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
     assert step_ranges([3]) == "3" and step_ranges([]) == ""
@@ -681,7 +688,7 @@ def test_windows_evaluation_scores_each_clip_once(segments, trained, tmp_path):
     and which steps of the missing modality each clip lost."""
     from dataclasses import replace
 
-    from pipeline.metrics import classification_metrics
+    from pipeline.runs.metrics import classification_metrics
 
     test = segments.indices("test")
     clip_id, origin, label = segments.clip_id.astype(object).copy(), np.zeros(segments.n, np.int64), segments.label.copy()
@@ -712,7 +719,7 @@ def test_windows_evaluation_scores_each_clip_once(segments, trained, tmp_path):
     row = masked.filter((pl.col("condition") == "missing:b") & (pl.col("clip_id") == "w00")).row(0, named=True)
     present = set(np.flatnonzero(te.mask["b"][0]).tolist()) | set((3 + np.flatnonzero(te.mask["b"][1])).tolist())
     assert row["modality"] == "b" and row["n_masked"] == len(present)
-    from pipeline.clip_scores import step_ranges
+    from pipeline.evaluate.clip_scores import step_ranges
 
     assert row["steps"] == step_ranges(sorted(present))
     n_valid = len(set(range(te.valid["b"][0].sum())) | set(range(3, 3 + te.valid["b"][1].sum())))

@@ -1,4 +1,4 @@
-"""The papers' training recipes in the loop (pipeline/recipes.py, applied by pipeline/train.py):
+"""The papers' training recipes in the loop (pipeline/train/recipes.py, applied by pipeline/train/loop.py):
 optimiser, learning-rate schedule and the quantity early stopping and model selection follow.
 
 Two kinds of tests: the real loop on a tiny synthetic task (tests/test_train_evaluate.py's
@@ -14,11 +14,12 @@ import pytest
 import torch
 from test_train_evaluate import DIMS, make_segments
 
-import pipeline.train as train_mod
-from pipeline.recipes import early_stop_column, make_optimizer, make_scheduler
-from pipeline.runs import HISTORY_FILE, MODEL_FILE, TrainError, load_trained, predict, run_dir, task_split
-from pipeline.train import train_one
-from pipeline.train_params import LOOP_FIELDS, LoopParams, TrainParams
+import pipeline.train.loop as train_mod
+from pipeline.runs.feed import TrainError, predict, task_split
+from pipeline.runs.files import HISTORY_FILE, MODEL_FILE, load_trained, run_dir
+from pipeline.runs.params import LOOP_FIELDS, LoopParams, TrainParams
+from pipeline.train.loop import train_one
+from pipeline.train.recipes import early_stop_column, make_optimizer, make_scheduler
 
 TINY = TrainParams(
     modalities=list(DIMS), seeds=[0], epochs=6, batch_size=16, lr=3e-3, patience=50,
@@ -173,7 +174,7 @@ def test_the_kept_weights_are_those_of_the_lowest_loss_epoch(segs, tmp_path):
 
 
 def test_invalid_recipe_values_are_one_line_errors_naming_the_key(tmp_path):
-    from pipeline.config import check_params
+    from pipeline.params_checks import check_params
 
     (tmp_path / "params.yaml").write_text(
         "train:\n  optimizer: rmsprop\n  early_stop: los\n  lr_schedule: cosine\n  lr_step: 0\n  lr_grid:\n  - 0.1\n  - 0.1\n"

@@ -10,18 +10,31 @@ import pytest
 import torch
 import torchvision
 
-from pipeline.config import ConfigError
+from pipeline.core.config import ConfigError
+from pipeline.core.device import (
+    autocast_context,
+    bf16_supported,
+    cpu_has_amx,
+    pick_device,
+    precision,
+)
+from pipeline.core.features import read_features
+from pipeline.core.store import write_table
 from pipeline.corpus.manifest import Clip
-from pipeline.device import autocast_context, bf16_supported, cpu_has_amx, pick_device, precision
 from pipeline.extract.base import ExtractionError
 from pipeline.extract.faces import FacesExtractor, detections_table, read_detections
 from pipeline.extract.faces.params import FacesParams
 from pipeline.extract.params import FaceEmbedParams
 from pipeline.extract.precision import MIN_COSINE
 from pipeline.extract.runner import extract_corpus
-from pipeline.extract.vggface import MEAN_RGB, VggFaceDag, VggFaceExtractor, build_network, preprocess
+from pipeline.extract.vggface import (
+    MEAN_RGB,
+    VggFaceDag,
+    VggFaceExtractor,
+    build_network,
+    preprocess,
+)
 from pipeline.media import probe
-from pipeline.store import read_features, write_table
 
 CLIP = "1001_DFA_ANG_XX"
 HOLE = 1  # the step made faceless in the detections fixture

@@ -10,16 +10,21 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, Wav2Vec2Model
+from transformers import (
+    Wav2Vec2Config,
+    Wav2Vec2FeatureExtractor,
+    Wav2Vec2ForCTC,
+    Wav2Vec2Model,
+)
 
-from pipeline.config import ConfigError
+from pipeline.core.config import ConfigError
+from pipeline.core.features import read_features
 from pipeline.corpus.manifest import Clip, CorpusInfo, write_manifest
 from pipeline.extract.base import ExtractionError
 from pipeline.extract.chunking import Window, plan_windows
 from pipeline.extract.params import Wav2Vec2Params
 from pipeline.extract.wav2vec2 import Wav2Vec2Features, conv_geometry
 from pipeline.media import read_audio
-from pipeline.store import read_features
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64, "conv_dim": [32] * 7}

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 import pipeline.media.decode as media  # the decoding internals (seek points)
-from pipeline.media import VideoSource
+from pipeline.corpus.clip_media import clip_audio, clip_audio_source, clip_frames
 from pipeline.corpus.manifest import Clip
 from pipeline.extract.base import clip_window_key, file_digest
 from pipeline.extract.faces import FaceDetector, FacesExtractor
@@ -21,14 +21,7 @@ from pipeline.extract.faces.face_track import iou
 from pipeline.extract.faces.params import FacesParams
 from pipeline.extract.opensmile_lld import EgemapsLld, LldParams
 from pipeline.extract.runner import RunStats, extract_corpus
-from pipeline.media import (
-    MediaError,
-    clip_audio,
-    clip_audio_source,
-    clip_frames,
-    iter_video_frames,
-    read_audio,
-)
+from pipeline.media import MediaError, VideoSource, iter_video_frames, read_audio
 
 SR = 16000
 NAMES = ("1001_DFA_ANG_XX", "1001_DFA_HAP_XX", "1001_DFA_SAD_XX")

@@ -20,9 +20,10 @@ from rich.table import Table
 from pipeline.cli import estimate, models, predict, presets
 from pipeline.cli.common import console, fail
 from pipeline.cli.models import DEMO_DIMS  # re-exported: tests read cli.DEMO_DIMS
-from pipeline.config import SECTIONS, check_params, did_you_mean, load_section
-from pipeline.errors import PipelineError
-from pipeline.paths import FEATURES_DIR, PARAMS_FILE
+from pipeline.core.config import SECTIONS, did_you_mean, load_section
+from pipeline.core.errors import PipelineError
+from pipeline.core.paths import FEATURES_DIR, PARAMS_FILE
+from pipeline.params_checks import check_params
 
 __all__ = ["app", "DVC_FILE", "dvc_stages", "dvc_stage_names", "DEMO_DIMS"]
 
@@ -118,7 +119,8 @@ def params(section: str = typer.Argument(None, help="a params.yaml section; all 
 @app.command()
 def features(directory: Path = typer.Option(FEATURES_DIR, help="where the feature tables are")) -> None:
     """List the feature tables with their dimension, rate and backbone weights."""
-    from pipeline.store import read_feature_meta, read_table
+    from pipeline.core.features import read_feature_meta
+    from pipeline.core.store import read_table
 
     table = Table("feature", "modality", "dim", "rate (Hz)", "rows", "backbone", "weights")
     paths = sorted(Path(directory).glob("*.parquet"))

@@ -1,4 +1,4 @@
-"""`mer estimate`: time, disk and peak memory of each stage before a long run (pipeline/estimate.py
+"""`mer estimate`: time, disk and peak memory of each stage before a long run (pipeline/estimate/
 computes them; docs/estimate.md says how each figure is obtained). `--calibrate` measures this
 machine's extraction rates into benchmarks/rates.json."""
 
@@ -12,8 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.common import console, fail
-from pipeline.errors import PipelineError
-from pipeline.paths import MANIFEST, PARAMS_FILE
+from pipeline.core.errors import PipelineError
+from pipeline.core.paths import MANIFEST, PARAMS_FILE
 
 
 def _duration(s: float | None) -> str:
@@ -51,7 +51,7 @@ def estimate(
     """Expected wall time, disk written and peak memory of every stage `dvc repro` would run, on CPU (and
     on GPU where rates were measured there), from the corpus's size and this machine's measured rates,
     with how each figure is obtained; a line with the numbers when a stage cannot fit this machine."""
-    from pipeline import estimate as est
+    import pipeline.estimate as est
 
     rates_path = rates_file or est.RATES_FILE
     try:

@@ -8,9 +8,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.common import console, fail
-from pipeline.config import SECTIONS, load_section
-from pipeline.errors import PipelineError
-from pipeline.paths import PARAMS_FILE
+from pipeline.core.config import SECTIONS, load_section
+from pipeline.core.errors import PipelineError
+from pipeline.core.paths import PARAMS_FILE
 
 
 def _model_overrides(train) -> dict[str, dict]:
@@ -41,8 +41,15 @@ def models(
     (trainable parameters, biases and LayerNorm included, shared tensors once)."""
     import json
 
-    from pipeline.models.registry import MODELS, ModelError, build_model, count_parameters, fit_modalities, model_params
-    from pipeline.segments import META, SEGMENTS_DIR
+    from pipeline.models.registry import (
+        MODELS,
+        ModelError,
+        build_model,
+        count_parameters,
+        fit_modalities,
+        model_params,
+    )
+    from pipeline.segment.contract import META, SEGMENTS_DIR
 
     unknown = [n for n in names or [] if n not in MODELS]
     if unknown:
@@ -75,7 +82,7 @@ def models(
         fail(str(e))
     rows: dict[str, tuple[list[str], int | None, str]] = {}  # name -> (modalities, count, why not)
     for name in names or sorted(MODELS):
-        try:  # exactly as pipeline/train.py: a model of fixed arity takes the first of train.modalities
+        try:  # exactly as pipeline/train/loop.py: a model of fixed arity takes the first of train.modalities
             mods = list(fit_modalities(name, {m: dims[m] for m in train.modalities}))
         except ModelError as e:
             rows[name] = ([], None, str(e))

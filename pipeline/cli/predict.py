@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from pipeline.cli.common import console, fail
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 
 def predict(
@@ -27,7 +27,12 @@ def predict(
     import json
     import time
 
-    from pipeline.predict import Predictor, check_transcript, expand_inputs, read_transcript_file
+    from pipeline.predict import (
+        Predictor,
+        check_transcript,
+        expand_inputs,
+        read_transcript_file,
+    )
 
     try:
         if transcript is not None and transcript_file is not None:
@@ -121,7 +126,7 @@ def _print_predictions(results) -> None:
 def _write_csv(path: Path, rows: list[dict]) -> None:
     import csv as csv_module
 
-    from pipeline.store import atomic_path
+    from pipeline.core.store import atomic_path
 
     fields = list(dict.fromkeys(k for row in rows for k in row))
     with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:

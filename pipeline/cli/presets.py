@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.common import console, fail
-from pipeline.paths import PARAMS_FILE
+from pipeline.core.paths import PARAMS_FILE
 
 preset_app = typer.Typer(help="Each paper's experiment as a preset: list, show, apply (presets/*.yaml).",
                          no_args_is_help=True)

@@ -31,9 +31,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from pipeline.config import Section
+from pipeline.core.config import Section
+from pipeline.core.errors import PipelineError
 from pipeline.corpus.manifest import Clip, CorpusInfo
-from pipeline.errors import PipelineError
 
 
 class LayoutError(PipelineError):

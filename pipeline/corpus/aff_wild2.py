@@ -30,7 +30,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from pipeline.corpus.adapter import CorpusOptions, CorpusRead, LayoutError, Problem, require_path
+from pipeline.corpus.adapter import (
+    CorpusOptions,
+    CorpusRead,
+    LayoutError,
+    Problem,
+    require_path,
+)
 from pipeline.corpus.manifest import Clip, CorpusInfo
 from pipeline.media import MediaError, probe
 

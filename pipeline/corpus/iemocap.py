@@ -57,7 +57,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipeline.corpus.adapter import CorpusOptions, CorpusRead, LayoutError, Problem, read_lines, utterance_labels
+from pipeline.corpus.adapter import (
+    CorpusOptions,
+    CorpusRead,
+    LayoutError,
+    Problem,
+    read_lines,
+    utterance_labels,
+)
 from pipeline.corpus.manifest import Clip, CorpusInfo
 from pipeline.media import MediaError, probe
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.store import META_KEY, StoreError, read_table, write_table
+from pipeline.core.store import META_KEY, StoreError, read_table, write_table
 
 PARTITIONS = ("train", "devel", "test")
 

@@ -134,7 +134,7 @@ def _unknown_columns(params: Params, path: Path, header: list[str], known: tuple
     a misspelled `audio` for `audio_path` must not leave the clips without their audio file."""
     if params.extra_columns == "ignore":
         return
-    from pipeline.config import did_you_mean
+    from pipeline.core.config import did_you_mean
 
     for column in header:
         if column and column not in known:

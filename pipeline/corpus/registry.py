@@ -13,7 +13,7 @@ The section is a union discriminated on `name` (default `demo`) over the demo's 
 adapter's `Params`. Validating it imports only the chosen adapter (the adapters import PyAV through
 pipeline.media; the demo's params import nothing heavy), so `load_section("corpus")` stays cheap. Each
 adapter is imported by an explicit `from pipeline.corpus import <name>` inside `adapter()`: the static
-import closure (pipeline/dvc_deps.py) sees every adapter as code of the corpus stage.
+import closure (pipeline/core/dvc_deps.py) sees every adapter as code of the corpus stage.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class _Name(BaseModel):
 
 
 class CorpusSection:
-    """params.yaml's `corpus` (pipeline/config.py SCHEMAS points here): `model_validate(raw)` returns the
+    """params.yaml's `corpus` (pipeline/core/config.py SCHEMAS points here): `model_validate(raw)` returns the
     chosen corpus's params (a `CorpusParams` or an adapter's `Params`), or raises pydantic's
     ValidationError whose locations are keys of the section (`name`, `root`, an option): an unknown
     key is named, with the known ones."""
@@ -107,7 +107,7 @@ class CorpusSection:
 
 def _with_known_keys(e: ValidationError, name: str, known: list[str]) -> ValidationError:
     """`e` with each 'Extra inputs are not permitted' replaced by one that says which options exist."""
-    from pipeline.config import did_you_mean
+    from pipeline.core.config import did_you_mean
 
     errors = []
     for err in e.errors():

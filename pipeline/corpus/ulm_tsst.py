@@ -35,7 +35,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from pipeline.corpus.adapter import CorpusOptions, CorpusRead, LayoutError, Problem, require_path
+from pipeline.corpus.adapter import (
+    CorpusOptions,
+    CorpusRead,
+    LayoutError,
+    Problem,
+    require_path,
+)
 from pipeline.corpus.manifest import PARTITIONS, Clip, CorpusInfo
 
 NAME = "ulm_tsst"

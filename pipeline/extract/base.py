@@ -11,17 +11,22 @@ across clips, say what it reads, or write another kind of table (the `faces` det
 
 from __future__ import annotations
 
-from pipeline.errors import PipelineError
-from abc import ABC, abstractmethod
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator
 
 import pyarrow as pa
 
+from pipeline.core.errors import PipelineError
+from pipeline.core.features import (
+    ClipFeatures,
+    FeatureMeta,
+    feature_schema,
+    feature_table,
+)
 from pipeline.corpus.manifest import Clip
-from pipeline.store import ClipFeatures, FeatureMeta, feature_schema, feature_table
 
 
 class ExtractionError(PipelineError):

@@ -45,10 +45,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import AutoModel  # after pipeline.extract.hf: offline
 
-from pipeline.config import ConfigError
+from pipeline.core.config import ConfigError
+from pipeline.core.device import pick_device
+from pipeline.core.features import ClipFeatures, FeatureMeta
 from pipeline.corpus.manifest import Clip
-from pipeline.device import pick_device
 from pipeline.extract.base import ExtractionError, Extractor
 from pipeline.extract.chunking import plan_windows
 from pipeline.extract.hf import (
@@ -61,9 +63,6 @@ from pipeline.extract.hf import (
     shipped_version,
 )
 from pipeline.extract.params import BertParams
-from pipeline.store import ClipFeatures, FeatureMeta
-
-from transformers import AutoModel  # after pipeline.extract.hf: offline
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ Key = (stage name, config key, input key):
 Layout: `<root>/<name>/<config key[:16]>/<input key[:2]>/<input key>.arrow`, one small Arrow IPC
 (Feather v2, LZ4) table per clip — about 7× faster to read back than a small Parquet file, which is
 what a run over a mostly cached corpus spends its time on — written atomically (a killed run never leaves an entry that reads as done). The root
-is `data/cache` (`pipeline.paths.CACHE_DIR`; `MER_CACHE_DIR` overrides it). It is not a DVC output:
+is `data/cache` (`pipeline.core.paths.CACHE_DIR`; `MER_CACHE_DIR` overrides it). It is not a DVC output:
 DVC deletes a stage's outputs before rerunning it, which is exactly when the cache must survive. It is
 safe to delete at any time (everything is recomputed); entries of old configurations are kept so
 switching params back costs nothing — `rm -rf data/cache/<name>` reclaims their space.
@@ -34,7 +34,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.feather as feather
 
-from pipeline.store import atomic_path
+from pipeline.core.store import atomic_path
 
 
 def config_key(*parts: Any) -> str:

@@ -39,10 +39,15 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
 
-from pipeline.config import ON_ERROR_HELP, ConfigError, OnError, Section
+from pipeline.core.config import ON_ERROR_HELP, ConfigError, OnError, Section
+from pipeline.core.features import ClipFeatures
 from pipeline.corpus.manifest import Clip
-from pipeline.extract.base import ExtractionError, Extractor, clip_window_key, file_digest
-from pipeline.store import ClipFeatures
+from pipeline.extract.base import (
+    ExtractionError,
+    Extractor,
+    clip_window_key,
+    file_digest,
+)
 
 SEGMENT_ID = "segment_id"  # MuSe's segment column: never a feature
 RATE_TOLERANCE = 0.05  # share of the sampling period a step may deviate from a whole number of periods

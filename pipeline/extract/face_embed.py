@@ -54,15 +54,15 @@ import torch
 from PIL import Image
 from torch import nn
 
-from pipeline.config import ConfigError
+from pipeline.core.config import ConfigError
+from pipeline.core.device import pick_device
+from pipeline.core.features import ClipFeatures, FeatureMeta
 from pipeline.corpus.manifest import Clip
-from pipeline.device import pick_device
 from pipeline.extract import precision as precision_chooser
 from pipeline.extract.base import ExtractionError, Extractor, file_digest
 from pipeline.extract.cache import config_key
 from pipeline.extract.faces.table import ClipDetections
 from pipeline.extract.runner import batched
-from pipeline.store import ClipFeatures, FeatureMeta
 
 INPUT_SIZE = 224
 #: crops in the batch the precision chooser times (a few seconds for VGG-Face on one thread)

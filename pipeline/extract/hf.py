@@ -24,7 +24,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from pipeline.config import ConfigError  # noqa: E402
+from pipeline.core.config import ConfigError  # noqa: E402
 from pipeline.extract.base import file_digest  # noqa: E402
 
 #: params.yaml name -> (importable package, model directory inside it, the checkpoint it packages)

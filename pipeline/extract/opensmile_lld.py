@@ -55,11 +55,12 @@ import opensmile
 import pandas as pd
 from pydantic import Field
 
-from pipeline.config import ON_ERROR_HELP, OnError, Section
+from pipeline.core.config import ON_ERROR_HELP, OnError, Section
+from pipeline.core.features import ClipFeatures
+from pipeline.corpus.clip_media import clip_audio, clip_audio_label
 from pipeline.corpus.manifest import Clip
 from pipeline.extract.base import ExtractionError, Extractor
-from pipeline.media import clip_audio, clip_audio_label, silent_steps
-from pipeline.store import ClipFeatures
+from pipeline.media import silent_steps
 
 TAIL_FRAMES = 3  # openSMILE's flush frames at the end of the input: labels may differ between levels
 HOP_S = 0.010  # LLD frame step of the eGeMAPSv02 and ComParE_2016 openSMILE configurations: 100 Hz

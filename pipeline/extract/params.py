@@ -17,8 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from pipeline.config import ON_ERROR_HELP, OnError, Section
-
+from pipeline.core.config import ON_ERROR_HELP, OnError, Section
 
 #: `bf16` of the face embedders. The papers are silent on precision (they name no numeric format); auto
 #: keeps fp32 unless bf16 is measured faster on this machine and agrees with fp32 (min cosine 0.999).

@@ -46,7 +46,7 @@ from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 
-from pipeline.store import write_json
+from pipeline.core.store import write_json
 
 #: the agreement required of bf16: min cosine between bf16 and fp32 embeddings of the same crops, the
 #: tolerance tests/test_vggface.py and tests/test_resnet50.py assert for bf16 vs fp32
@@ -95,7 +95,7 @@ def decision_file() -> Path:
     env = os.environ.get(PRECISION_CACHE_ENV)
     if env:
         return Path(env)
-    from pipeline import paths
+    from pipeline.core import paths
 
     return Path(paths.CACHE_DIR) / "precision.json"
 

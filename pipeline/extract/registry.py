@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline.config import load_section
+from pipeline.core.config import load_section
+from pipeline.core.paths import FACES
 from pipeline.extract.base import Extractor
-from pipeline.paths import FACES
 
 
 def _face_inputs(detections, faces_meta, kw: dict) -> dict:
@@ -90,7 +90,7 @@ EXTRACTORS: dict[str, ExtractorEntry] = {
 
 def build_extractor(feature: str, params_file: str | Path = "params.yaml", **kwargs) -> Extractor:
     """The extractor that writes feature table `feature`, configured from params.yaml."""
-    from pipeline.config import ConfigError
+    from pipeline.core.config import ConfigError
 
     if feature not in EXTRACTORS:
         raise ConfigError(f"unknown feature '{feature}'; extractors exist for {', '.join(sorted(EXTRACTORS))}")

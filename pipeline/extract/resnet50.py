@@ -47,8 +47,13 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.resnet import Bottleneck, ResNet
 
-from pipeline.config import ConfigError
-from pipeline.extract.face_embed import FaceCropEmbedder, check_state, missing_weights, unwrap_state
+from pipeline.core.config import ConfigError
+from pipeline.extract.face_embed import (
+    FaceCropEmbedder,
+    check_state,
+    missing_weights,
+    unwrap_state,
+)
 from pipeline.extract.params import ResNet50Params
 
 SECTION = "resnet50"

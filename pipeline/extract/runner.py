@@ -14,7 +14,7 @@ then treats the modality as missing for the whole clip) and the error is recorde
 `data/errors/<feature>.csv`, so nothing is silently dropped. Errors are not cached: a skipped clip is
 tried again next run.
 
-Workers (`pipeline.compute`, environment variables): the uncached clips are cut into groups that go to
+Workers (`pipeline.core.compute`, environment variables): the uncached clips are cut into groups that go to
 a pool of workers — local processes, one per core by default (MER_WORKERS; 1, or a GPU: the clips run
 in this process), or Ray actors under MER_BACKEND=ray — each building its extractor once, its torch
 threads pinned, and come back in clip order, so the cache, the table, the error policy (the same clip
@@ -36,14 +36,20 @@ from typing import Any, Callable, Iterable, Iterator, Literal, TypeVar
 
 from tqdm import tqdm
 
-from pipeline.compute import ComputeSettings, compute_settings, map_ordered, worker_count
+from pipeline.core.compute import (
+    ComputeSettings,
+    compute_settings,
+    map_ordered,
+    worker_count,
+)
+from pipeline.core.errors import PipelineError
+from pipeline.core.features import ClipFeatures
+from pipeline.core.paths import ERRORS_DIR, FEATURES_DIR
+from pipeline.core.store import TableWriter, write_text
 from pipeline.corpus.manifest import Clip
-from pipeline.errors import PipelineError
 from pipeline.extract.base import ExtractionError, Extractor
 from pipeline.extract.cache import ClipCache
 from pipeline.media import MediaError
-from pipeline.paths import ERRORS_DIR, FEATURES_DIR
-from pipeline.store import ClipFeatures, TableWriter, write_text
 
 OnError = Literal["fail", "skip"]
 T = TypeVar("T")
@@ -86,7 +92,7 @@ def extract_corpus(
     """Extract every clip (reusing cached clips under `cache_dir`; None: no persistent cache) and
     write the table `out` (default: `out_dir`/<name>.parquet); returns its path.
 
-    `settings` (default: the environment, `pipeline.compute`): with several workers the uncached
+    `settings` (default: the environment, `pipeline.core.compute`): with several workers the uncached
     clips go to a pool of worker processes or Ray actors, each building its own extractor once with `factory` (a
     picklable callable giving an extractor identical to `extractor`, e.g. the registry's builder with
     the stage's params section; None: `extractor` itself is pickled to them)."""

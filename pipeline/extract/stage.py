@@ -8,11 +8,11 @@ from functools import partial
 
 def extract_stage(feature: str, clips: list | None = None) -> None:
     """Extract `feature` for the corpus's clips (or `clips`, e.g. none) and print a summary."""
-    from pipeline.config import load_section
+    from pipeline.core.config import load_section
+    from pipeline.core.paths import CACHE_DIR, MANIFEST
     from pipeline.corpus.manifest import read_manifest
     from pipeline.extract.registry import EXTRACTORS, build_extractor
     from pipeline.extract.runner import RunStats, extract_corpus
-    from pipeline.paths import CACHE_DIR, MANIFEST
 
     entry = EXTRACTORS[feature]
     section = load_section(entry.section)

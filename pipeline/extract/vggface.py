@@ -35,7 +35,12 @@ import torch
 from torch import nn
 
 from pipeline.extract import face_embed
-from pipeline.extract.face_embed import Detections, FaceCropEmbedder, check_state, load_torch_state
+from pipeline.extract.face_embed import (
+    Detections,
+    FaceCropEmbedder,
+    check_state,
+    load_torch_state,
+)
 from pipeline.extract.params import FaceEmbedParams
 
 #: the vgg_face_dag.pth conversion's meta: RGB mean in 0–255, input side

@@ -48,18 +48,27 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from torch import nn
+from transformers import (  # after pipeline.extract.hf: offline
+    Wav2Vec2Config,
+    Wav2Vec2FeatureExtractor,
+    Wav2Vec2Model,
+)
 
-from pipeline.config import ConfigError
+from pipeline.core.config import ConfigError
+from pipeline.core.device import pick_device
+from pipeline.core.features import ClipFeatures, FeatureMeta
+from pipeline.corpus.clip_media import clip_audio, clip_audio_label
 from pipeline.corpus.manifest import Clip
-from pipeline.device import pick_device
 from pipeline.extract.base import ExtractionError, Extractor
 from pipeline.extract.chunking import plan_windows
-from pipeline.extract.hf import directory_digest, load_pretrained, model_label, resolve_model_dir
+from pipeline.extract.hf import (
+    directory_digest,
+    load_pretrained,
+    model_label,
+    resolve_model_dir,
+)
 from pipeline.extract.params import Wav2Vec2Params
-from pipeline.media import clip_audio, clip_audio_label, silent_steps
-from pipeline.store import ClipFeatures, FeatureMeta
-
-from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model  # after pipeline.extract.hf: offline
+from pipeline.media import silent_steps
 
 RANDOM = "random"
 STATS_BLOCK = 8192  # first-conv-layer frames per block when computing whole-clip GroupNorm statistics

@@ -1,5 +1,6 @@
 """Media files with PyAV (FFmpeg): decoding video frames and audio, whatever the container and codec
-(`decode`), the window rule per manifest clip (`clip`), and encoding an MP4 (H.264 + AAC) whose bytes
+(`decode`), a video's window and crop (`source`; the window rule per manifest clip is
+`pipeline.corpus.clip_media`), and encoding an MP4 (H.264 + AAC) whose bytes
 depend on its input alone (`encode.write_mp4`). Import from `pipeline.media`.
 
 Every failure is a `MediaError` that names the file and the cause (missing file, no such stream,
@@ -36,14 +37,6 @@ it, is a `MediaError` naming the file and the window; a window ending within the
 track (a container's tracks end a little apart) is cut at the track's end.
 """
 
-from pipeline.media.clip import (
-    VideoSource,
-    clip_audio,
-    clip_audio_label,
-    clip_audio_source,
-    clip_frames,
-    clip_video_source,
-)
 from pipeline.media.decode import (
     AUDIO_POSTROLL_S,
     AUDIO_PREROLL_S,
@@ -60,9 +53,11 @@ from pipeline.media.decode import (
     window_label,
 )
 from pipeline.media.encode import write_mp4
+from pipeline.media.source import VideoSource
 
 __all__ = [
-    "AUDIO_POSTROLL_S", "AUDIO_PREROLL_S", "WINDOW_TOLERANCE_S", "MediaError", "MediaInfo", "VideoSource",
-    "check_crop", "clip_audio", "clip_audio_label", "clip_audio_source", "clip_frames", "clip_video_source",
+    "VideoSource",
+    "AUDIO_POSTROLL_S", "AUDIO_PREROLL_S", "WINDOW_TOLERANCE_S", "MediaError", "MediaInfo",
+    "check_crop",
     "crop_pixels", "iter_video_frames", "probe", "read_audio", "sample_times", "silent_steps", "window_label", "write_mp4",
 ]

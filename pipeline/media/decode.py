@@ -12,8 +12,7 @@ from typing import Iterator, Sequence
 import av
 import numpy as np
 
-from pipeline.errors import PipelineError
-
+from pipeline.core.errors import PipelineError
 
 #: audio windows starting later than this into a file seek to this much before their start
 AUDIO_PREROLL_S = 1.0

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Iterable
 
 import av
-from av.video.reformatter import VideoReformatter
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
+from pipeline.core.store import atomic_path
 from pipeline.media.decode import MediaError
-from pipeline.store import atomic_path
 
 
 def write_mp4(path: str | Path, frames: Iterable[np.ndarray], audio: np.ndarray, fps: int, sample_rate: int) -> None:

@@ -1,5 +1,5 @@
 """What a model is given for missing steps: its input convention, applied in ONE place for training and
-evaluation (`model_inputs`; `pipeline.runs.forward` calls it for every forward pass).
+evaluation (`model_inputs`; `pipeline.runs.feed.forward` calls it for every forward pass).
 
 Strategies (training) and conditions (evaluation) only change x and the presence mask. Padding — steps
 beyond a sequence's true length, `Segments.valid(m)` — is a separate boolean [B, T_m] that travels with
@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 MissingInput = Literal["mask", "zero"]
 CONVENTIONS: tuple[str, ...] = ("mask", "zero")

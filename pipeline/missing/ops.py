@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 Arrays = dict[str, Any]  # {modality: np.ndarray | torch.Tensor}
 
@@ -287,7 +287,7 @@ def weakest_missing(x: Arrays, mask: Arrays, modalities: Sequence[str], share: f
     no dimension dominates by its unit (eGeMAPS formants in Hz beside loudness in sones). Ties go to
     the earlier step (stable sort). No randomness: the same data gives the same mask. `norms`
     {modality: [B,T]}: the `signal_norm`s of these rows computed beforehand (e.g. batch by batch), so
-    the values of `x` are not read (the streamed scoring, pipeline/run_scoring.py, passes step indices)."""
+    the values of `x` are not read (the streamed scoring, pipeline/evaluate/scoring.py, passes step indices)."""
     _check_known(x, mask, modalities)
     x, mask = dict(x), dict(mask)
     for m in modalities:

@@ -25,8 +25,16 @@ from typing import Any, ClassVar, Literal, Mapping, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.errors import PipelineError
-from pipeline.missing.ops import Arrays, _bt, _like, clip_zero, drop_modalities, frame_repeat, frame_zero
+from pipeline.core.errors import PipelineError
+from pipeline.missing.ops import (
+    Arrays,
+    _bt,
+    _like,
+    clip_zero,
+    drop_modalities,
+    frame_repeat,
+    frame_zero,
+)
 
 
 class StrategyError(PipelineError, ValueError):

@@ -35,7 +35,13 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from pipeline.models.blocks import check_inputs, MultiHeadAttention, SinusoidalPositionalEncoding, TransformerEncoder, masked_mean
+from pipeline.models.blocks import (
+    MultiHeadAttention,
+    SinusoidalPositionalEncoding,
+    TransformerEncoder,
+    check_inputs,
+    masked_mean,
+)
 from pipeline.models.registry import ModelParams
 
 

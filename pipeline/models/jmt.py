@@ -42,7 +42,7 @@ Inputs whose width is not d_model get a Linear projection to d_model (the code d
 feature that is not 512-d); the joint FC reads the projected features (2·d_model → d_model).
 
 Tasks: 004 does per-frame valence/arousal regression (Aff-Wild2, CCC loss Eq. 3 — that loss lives in
-pipeline/train.py) and pain estimation (BioVid, accuracy). 'regression' returns [B, T, K] per step;
+pipeline/train/loop.py) and pain estimation (BioVid, accuracy). 'regression' returns [B, T, K] per step;
 'classification' (paper silent on how a sequence is pooled) averages each step's fused representation
 over the steps where A or B is present, then applies the head.
 
@@ -71,13 +71,13 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from pipeline.models.blocks import (
-    check_inputs,
     CrossAttentionBlock,
     MultiHeadAttention,
     SinusoidalPositionalEncoding,
-    TransformerEncoder,
-    masked_mean,
     SourceProjections,
+    TransformerEncoder,
+    check_inputs,
+    masked_mean,
     mlp,
     share_qkv,
 )

@@ -77,12 +77,12 @@ from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from pipeline.models.blocks import (
-    check_inputs,
     CrossAttentionBlock,
     FeedForward,
     MultiHeadAttention,
     SinusoidalPositionalEncoding,
     TransformerEncoderLayer,
+    check_inputs,
     mlp,
 )
 from pipeline.models.pooling import AttentionPooling
@@ -121,6 +121,10 @@ class Params(ModelParams):
     alpha: float = Field(0.4, ge=0, description="003 Eq. 18, §6.2.4: α = 0.4 (GFA)")
     beta: float = Field(0.6, ge=0, description="003 Eq. 18, §6.2.4: β = 0.6 (LFI)")
     cmd_moments: int = Field(5, ge=1, description="003 Eq. 16 K; paper silent; code: 5")
+    gfa_distance: Literal["cmd", "cosine", "jsd", "smooth_l1"] = Field(
+        "cmd", description="GFA's distance (003 §4.3 Eq. 16: CMD); §6.2.3 / Fig. 6 compares smooth L1, cosine "
+        "similarity (1 − cos) and JSD, which the paper does not define further: here the JSD of the two "
+        "vectors' softmax distributions, averaged over the batch (our reading)")
     gfa_symmetric: bool = Field(False, description="paper: CMD(FC_p(h), h̄); True = code's symmetric stop-grad form")
     aux_start_epoch: int = Field(1, ge=1, description="paper silent (Eq. 18 throughout); code: 2")
     complete_batches: Literal["plain", "hfr"] = Field(
@@ -210,6 +214,19 @@ class LFIDecoder(nn.Module):
         for sa, ca in zip(self.self_layers, self.cross_layers):
             x = ca(sa(x, key_mask=query_mask), memory)
         return self.out(self.norm(x))
+
+
+def gfa_distance(kind: str, x1: Tensor, x2: Tensor, moments: int = 5) -> Tensor:
+    """GFA's distance between two batches [B,d] of global vectors (`Params.gfa_distance`)."""
+    if kind == "cmd":
+        return cmd(x1, x2, moments)
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(x1, x2.to(x1.dtype))
+    if kind == "cosine":
+        return (1 - F.cosine_similarity(x1, x2.to(x1.dtype), dim=-1)).mean()
+    p, q = F.log_softmax(x1, dim=-1), F.log_softmax(x2.to(x1.dtype), dim=-1)  # jsd
+    m = torch.logsumexp(torch.stack([p, q]), dim=0) - math.log(2)
+    return 0.5 * (F.kl_div(m, p, log_target=True, reduction="batchmean") + F.kl_div(m, q, log_target=True, reduction="batchmean"))
 
 
 def cmd(x1: Tensor, x2: Tensor, moments: int = 5) -> Tensor:
@@ -348,12 +365,13 @@ class MCTHFR(nn.Module):
         return total
 
     def _gfa_cmd(self, g_incomplete: Tensor, g_complete: Tensor) -> Tensor:
-        k = self.p.cmd_moments
+        """GFA's distance term (CMD unless `gfa_distance` says otherwise; the loss keeps the name gfa_cmd)."""
+        k, kind = self.p.cmd_moments, self.p.gfa_distance
         if not self.p.gfa_symmetric:  # Eq. 17: CMD(FC_p(h), h̄)
-            return cmd(self.gfa_predictor(g_incomplete), g_complete, k)
+            return gfa_distance(kind, self.gfa_predictor(g_incomplete), g_complete, k)
         return 0.5 * (
-            cmd(self.gfa_predictor(g_incomplete), g_complete.detach(), k)
-            + cmd(self.gfa_predictor(g_complete), g_incomplete.detach(), k)
+            gfa_distance(kind, self.gfa_predictor(g_incomplete), g_complete.detach(), k)
+            + gfa_distance(kind, self.gfa_predictor(g_complete), g_incomplete.detach(), k)
         )
 
     def training_loss(self, batch, task_loss) -> dict[str, Tensor]:

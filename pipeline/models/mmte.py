@@ -53,11 +53,11 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from pipeline.models.blocks import (
-    check_inputs,
     FeedForward,
     LearnedPositionalEncoding,
     MultiHeadAttention,
     TransformerEncoder,
+    check_inputs,
     masked_mean,
     mlp,
 )

@@ -7,15 +7,15 @@ registry name to that module's builder and Params. Modules are imported only whe
 Every model takes `forward(x: {mod: [B,T,D]}, mask: {mod: bool [B,T]})` and returns logits [B, n_outputs]
 for task 'classification' or predictions [B, T, n_outputs] for task 'regression'. A model may also take
 `valid: {mod: bool [B,T_m]}` (the steps within each sequence's true length; MCT-HFR's Eq. 6 counts them).
-Callers never call a model directly: `pipeline.runs.forward` applies the model's input convention
+Callers never call a model directly: `pipeline.runs.feed.forward` applies the model's input convention
 (`missing_input`, the field every Params has through `ModelParams`; `pipeline.missing.inputs`) and passes
 `valid` to models whose forward takes it, identically in training and evaluation.
 
-`ModelEntry.layouts`: the segment layouts (`segment.layout`, pipeline/segments.py) a model takes;
+`ModelEntry.layouts`: the segment layouts (`segment.layout`, pipeline/segment/contract.py) a model takes;
 `check_layout` fails with one line otherwise. `native` (each modality its own T_m) is for per-sequence
 classification only: per-step regression needs one time grid. A model may also
 define `training_loss(batch, task_loss) -> dict[str, Tensor]` (key 'total' plus named parts) when its
-paper trains with more than the task loss (auxiliary heads, reconstruction); see pipeline/train.py.
+paper trains with more than the task loss (auxiliary heads, reconstruction); see pipeline/train/loop.py.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import nn
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 TASKS = ("classification", "regression")
 LAYOUTS = ("aligned", "windows", "frames", "native")
@@ -125,7 +125,7 @@ def build_model(
         model = builder(dict(dims), n_outputs, task, params)
     except ValueError as e:
         raise ModelError(f"model '{name}': {e}") from None
-    # the input convention `pipeline.runs.forward` applies (pipeline/missing/inputs.py)
+    # the input convention `pipeline.runs.feed.forward` applies (pipeline/missing/inputs.py)
     model.missing_input = params.missing_input
     return model
 

@@ -10,7 +10,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from pipeline.report.inputs import DEVEL_METRICS, History, Trace
+from pipeline.report.eval_files import DEVEL_METRICS, History, Trace
 from pipeline.report.robust import Curve
 from pipeline.report.tables import Key, Stat, condition_label, metric_label
 
@@ -68,7 +68,7 @@ def metric_by_condition(
 
 def kept_epoch(h: History) -> tuple[int | None, str]:
     """(index of the epoch training kept, how it was chosen): the lowest devel loss where history.csv's
-    early_stop says so, else the first highest devel selection metric (pipeline.train keeps a strictly
+    early_stop says so, else the first highest devel selection metric (pipeline.train.loop keeps a strictly
     better epoch only)."""
     if h.early_stop.endswith("loss") and h.early_stop in h.columns:
         y, pick, how = np.asarray(h.columns[h.early_stop], dtype=np.float64), np.nanargmin, f"lowest {h.early_stop}"

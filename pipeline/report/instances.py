@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from pipeline.config import ReportParams
-from pipeline.protocols import REPLICATE
 from pipeline.report import robust as rb
 from pipeline.report import tables as tb
-from pipeline.report.inputs import ReportError
+from pipeline.report.eval_files import ReportError
+from pipeline.report.params import ReportParams
 from pipeline.report.render import Heading, Para, Table
+from pipeline.segment.protocols import REPLICATE
 
 if TYPE_CHECKING:  # annotations only: build imports this module
-    from pipeline.report.build import Inputs
+    from pipeline.report.inputs import Inputs
 
 
 def replicate_label(r: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from pipeline.config import Section
+from pipeline.core.config import Section
 
 
 class Published(Section):

@@ -2,8 +2,9 @@
 defaults) and their hashes, and the code.
 
 The report is a DVC output, so it is a function of its inputs only: the code is named by a hash of
-its content (every .py file of pipeline/ and stages/, the files the stages' deps hash), not by the
-git commit or the clock, which differ between two runs of the same inputs (a clone that reproduces the
+the content of the report stage's own code deps (the .py files dvc.yaml lists for `report`, its import
+closure: the code that rerunning the report would run; each upstream stage's code is in dvc.lock), not
+by the git commit or the clock, which differ between two runs of the same inputs (a clone that reproduces the
 pipeline would otherwise change dvc.lock and the committed report hash). The time is shown only when
 `SOURCE_DATE_EPOCH` is set (the reproducible-builds convention).
 """
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline.config import PARAMS_FILE, ConfigError, load_section, section_hash
-from pipeline.report.inputs import ReportError
+from pipeline.core.config import PARAMS_FILE, ConfigError, load_section, section_hash
+from pipeline.report.eval_files import ReportError
 
 SHOWN_SECTIONS = ("train", "evaluate")
 
@@ -32,10 +33,29 @@ class Provenance:
     generated_utc: str
 
 
+def report_code(root: Path) -> list[Path]:
+    """The .py files among the report stage's deps in dvc.yaml (folders: their .py files); without a
+    dvc.yaml that lists them, every .py file of pipeline/ and stages/."""
+    try:
+        import yaml
+
+        deps = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["report"]["deps"]
+    except (OSError, KeyError, TypeError, ValueError):
+        deps = ["pipeline", "stages"]
+    files: set[Path] = set()
+    for dep in deps:
+        path = root / str(dep)
+        if path.is_dir() and str(dep).split("/")[0] in ("pipeline", "stages"):
+            files |= {p for p in path.rglob("*.py") if "__pycache__" not in p.parts}
+        elif path.suffix == ".py" and path.is_file():
+            files.add(path)
+    return sorted(files)
+
+
 def code_hash(root: Path) -> str:
-    """sha256 (16 hex digits) of pipeline/**/*.py and stages/*.py by path and content; 'unknown' if none."""
+    """sha256 (16 hex digits) of the report stage's code (`report_code`) by path and content; 'unknown' if none."""
     h = hashlib.sha256()
-    files = sorted(p for d in ("pipeline", "stages") for p in (root / d).rglob("*.py") if "__pycache__" not in p.parts)
+    files = report_code(root)
     for p in files:
         h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()[:16] if files else "unknown"

@@ -14,7 +14,7 @@ from pipeline.report.provenance import Provenance
 from pipeline.report.render import Code, Details, Heading, Table
 
 if TYPE_CHECKING:  # annotations only: build imports this module
-    from pipeline.report.build import Inputs
+    from pipeline.report.inputs import Inputs
 
 
 def provenance_blocks(inp: Inputs, prov: Provenance, runs: list[str]) -> list:

@@ -4,7 +4,7 @@ Curves group conditions by the family, modality and level columns evaluate write
 (`tables.ConditionInfo`); no condition name is parsed here.
 
 Run names are '<model>/<strategy>' (a bare '<model>' has no strategy and so no ‡ comparison).
-Markers (000 §6, Table 2; tests in `pipeline.stats`):
+Markers (000 §6, Table 2; tests in `pipeline.evaluate.stats`):
     ‡  the run beats its model's `standard` run under the condition: one-sided paired t-test across
        seeds, Holm-corrected across the model's other runs compared under that condition
     ✓  the condition's score is not significantly different (two-sided paired t-test) from the run's
@@ -17,8 +17,8 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from pipeline import stats
-from pipeline.report.inputs import ReportError
+from pipeline.evaluate import stats
+from pipeline.report.eval_files import ReportError
 from pipeline.report.tables import (
     ALL_PRESENT,
     EVERY_MODALITY,
@@ -29,8 +29,8 @@ from pipeline.report.tables import (
     Stat,
     TableData,
     fmt_number,
-    metric_label,
     fmt_stat,
+    metric_label,
     seed_stat,
 )
 

@@ -17,7 +17,7 @@ from pipeline.report import tables as tb
 from pipeline.report.render import Details, Figure, Heading, Para, Table
 
 if TYPE_CHECKING:  # annotations only: build imports this module
-    from pipeline.report.build import Inputs
+    from pipeline.report.inputs import Inputs
 
 
 def inputs_text(run_inputs: list[str] | None) -> str:

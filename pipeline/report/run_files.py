@@ -22,15 +22,15 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.config import MANIFEST, MODELS_DIR, SEGMENTS_DIR
+from pipeline.core.paths import MANIFEST, MODELS_DIR, SEGMENTS_DIR
+from pipeline.core.store import StoreError
 from pipeline.corpus.manifest import read_manifest
-from pipeline.protocols import REPLICATE
 from pipeline.report.reading import ReportError, json_object, read_csv, require
-from pipeline.segments import META, ModalityInfo, read_segments_array
-from pipeline.store import StoreError
+from pipeline.segment.contract import META, ModalityInfo, read_segments_array
+from pipeline.segment.protocols import REPLICATE
 
 HISTORY = "history.csv"
-DEVEL_METRICS = ("devel_macro_f1", "devel_ccc_mean")  # classification, regression (pipeline.train)
+DEVEL_METRICS = ("devel_macro_f1", "devel_ccc_mean")  # classification, regression (pipeline.train.loop)
 
 
 @dataclass

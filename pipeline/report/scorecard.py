@@ -1,5 +1,5 @@
 """The report's robustness scorecard and train-rate × test-rate matrix: pure logic on the evaluate stages'
-tables (pipeline/robustness.py computes every figure; nothing is re-derived here). No files here.
+tables (pipeline/evaluate/robustness.py computes every figure; nothing is re-derived here). No files here.
 
 Scorecard (docs/robustness.md): per replicate (fold, seed) of every run, the relative robustness (RR) of
 each score-vs-missing-rate curve and, where the late-fusion reference family was evaluated on the same
@@ -21,8 +21,14 @@ from typing import Mapping, Sequence
 
 import polars as pl
 
-from pipeline import robustness
-from pipeline.report.tables import EVERY_MODALITY, ConditionInfo, TableData, fmt_stat, seed_stat
+from pipeline.evaluate import robustness
+from pipeline.report.tables import (
+    EVERY_MODALITY,
+    ConditionInfo,
+    TableData,
+    fmt_stat,
+    seed_stat,
+)
 
 SIGNIFICANT = "†"
 FIGURES = {"relative_robustness": "RR", "effective_robustness": "ER"}

@@ -13,12 +13,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from pipeline.report.inputs import ReportError, Result, SummaryRow
+from pipeline.report.eval_files import ReportError, Result, SummaryRow
 
 ALL_PRESENT = "all_present"
 MISSING = "missing:"
 MISSING_FAMILY = "missing"  # whole modalities absent: missing:<m>[+<m>…]
-EVERY_MODALITY = "all"  # the modality column of a condition on every modality (pipeline.evaluate.condition_columns)
+EVERY_MODALITY = "all"  # the modality column of a condition on every modality (pipeline.evaluate.grid.condition_columns)
 MAIN_METRIC = "macro_f1"
 
 # metric name in results.csv -> (column label, meaning); this order is the table's column order

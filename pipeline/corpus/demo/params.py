@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipeline.config import Section
+from pipeline.core.config import Section
 
 DEMO_ROOT = "pipeline/corpus/demo"
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.core.errors import PipelineError
 from pipeline.corpus.demo.params import CorpusParams
 from pipeline.corpus.demo.synth_audio import Voice
 from pipeline.corpus.demo.synth_face import Look
-from pipeline.errors import PipelineError
 
 CLASSES = ["neutral", "happy", "angry", "sad"]
 BASE_AV = {"neutral": (-0.15, 0.0), "happy": (0.5, 0.6), "angry": (0.6, -0.55), "sad": (-0.55, -0.5)}

@@ -12,7 +12,8 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.compute import ComputeSettings, compute_settings, map_ordered
+from pipeline.core.compute import ComputeSettings, compute_settings, map_ordered
+from pipeline.core.store import write_text
 from pipeline.corpus.demo.params import CorpusParams
 from pipeline.corpus.demo.plan import (
     BASE_AV,
@@ -27,10 +28,13 @@ from pipeline.corpus.demo.plan import (
 )
 from pipeline.corpus.demo.synth_audio import STYLES, Utterance, speak
 from pipeline.corpus.demo.synth_face import FaceRenderer, FaceState
-from pipeline.corpus.demo.synth_signals import biosignals_csv, speaker_physiology, synthesise_biosignals
+from pipeline.corpus.demo.synth_signals import (
+    biosignals_csv,
+    speaker_physiology,
+    synthesise_biosignals,
+)
 from pipeline.corpus.manifest import Clip, CorpusInfo
 from pipeline.media import MediaError, write_mp4
-from pipeline.store import write_text
 
 
 def voice_arousal(plan: ClipPlan, t: np.ndarray) -> np.ndarray:
@@ -220,7 +224,7 @@ def generate_demo(
 ) -> tuple[CorpusInfo, list[Clip], dict[str, list]]:
     """Write every clip under `out_dir/media/` (its biosignals under `out_dir/biosignals/`); return the
     corpus info, the clips (manifest rows) and the labels rows (for `write_labels`). `workers` processes
-    render clips in parallel (`pipeline.compute`'s local pool; default MER_WORKERS, else the usable
+    render clips in parallel (`pipeline.core.compute`'s local pool; default MER_WORKERS, else the usable
     cores); the output does not depend on it."""
     out_dir = Path(out_dir)
     plans = plan_corpus(params)

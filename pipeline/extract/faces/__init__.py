@@ -19,10 +19,20 @@ with `out=FACES` and prints a one-line summary; `mer predict` runs `FaceDetector
 file and hands the in-memory detections to the embedder.
 """
 
-from pipeline.extract.faces.crops import JPEG_QUALITY, decode_jpeg, encode_jpeg, square_crop
+from pipeline.extract.faces.crops import (
+    JPEG_QUALITY,
+    decode_jpeg,
+    encode_jpeg,
+    square_crop,
+)
 from pipeline.extract.faces.detector import FaceDetector
 from pipeline.extract.faces.extractor import FacesExtractor, cache_key
-from pipeline.extract.faces.face_track import SELECTORS, Candidates, StepFace, select_face
+from pipeline.extract.faces.face_track import (
+    SELECTORS,
+    Candidates,
+    StepFace,
+    select_face,
+)
 from pipeline.extract.faces.table import (
     DETECTOR,
     SCHEMA,

@@ -54,9 +54,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from pipeline.device import pick_device
+from pipeline.core.device import pick_device
 from pipeline.extract.faces.crops import encode_jpeg, square_crop
-from pipeline.extract.faces.params import FacesParams
 from pipeline.extract.faces.face_track import (
     SELECTORS,
     Candidates,
@@ -65,7 +64,13 @@ from pipeline.extract.faces.face_track import (
     interpolate,
     needs_detection,
 )
-from pipeline.extract.faces.mtcnn_fast import EmptyCrop, area_downscale, fast_mtcnn_detect, fast_pools
+from pipeline.extract.faces.mtcnn_fast import (
+    EmptyCrop,
+    area_downscale,
+    fast_mtcnn_detect,
+    fast_pools,
+)
+from pipeline.extract.faces.params import FacesParams
 from pipeline.extract.faces.table import ClipDetections
 from pipeline.media import MediaError, VideoSource, probe
 

@@ -31,12 +31,12 @@ from typing import Any, ClassVar, Iterable, Iterator
 import pyarrow as pa
 import torch
 
+from pipeline.corpus.clip_media import clip_video_source
 from pipeline.corpus.manifest import Clip
 from pipeline.extract.base import Extractor, clip_window_key, file_digest
 from pipeline.extract.cache import config_key
 from pipeline.extract.faces.detector import FaceDetector
 from pipeline.extract.faces.params import FacesParams
-from pipeline.media import clip_video_source
 from pipeline.extract.faces.table import (
     DETECTOR,
     STAGE_VERSION,

@@ -137,7 +137,12 @@ def fast_mtcnn_detect(mtcnn: Any, frames: np.ndarray) -> list[Candidates]:
     with every area resampling read off one integral image (see the module docstring): the same
     candidates, in the same order, per frame. Raises EmptyCrop in the one case it does not cover."""
     from facenet_pytorch.models.utils.detect_face import (
-        batched_nms, batched_nms_numpy, bbreg, generateBoundingBox, pad, rerec,
+        batched_nms,
+        batched_nms_numpy,
+        bbreg,
+        generateBoundingBox,
+        pad,
+        rerec,
     )
 
     device = next(mtcnn.pnet.parameters()).device

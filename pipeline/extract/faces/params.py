@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipeline.config import ON_ERROR_HELP, OnError, Section
+from pipeline.core.config import ON_ERROR_HELP, OnError, Section
 
 
 class FacesParams(Section):

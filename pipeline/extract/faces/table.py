@@ -1,4 +1,4 @@
-"""The detections table contract: `data/faces/detections.parquet` (`pipeline.paths.FACES`).
+"""The detections table contract: `data/faces/detections.parquet` (`pipeline.core.paths.FACES`).
 
 One row per detection step of each clip, sorted by clip then t:
 
@@ -35,10 +35,10 @@ from typing import Any, Iterable
 import numpy as np
 import pyarrow as pa
 
+from pipeline.core.store import META_KEY, StoreError, read_meta, read_table
 from pipeline.extract.faces.crops import JPEG_QUALITY, decode_jpeg
 from pipeline.extract.faces.face_track import N_LANDMARKS, StepFace
 from pipeline.extract.faces.params import FacesParams
-from pipeline.store import META_KEY, StoreError, read_meta, read_table
 
 DETECTOR = "facenet-pytorch MTCNN"
 STAGE_VERSION = "2"  # bump when the output of the same params changes

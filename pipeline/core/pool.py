@@ -1,0 +1,202 @@
+"""The local backend's pool (`pipeline.core.compute`, MER_BACKEND=local with MER_WORKERS > 1): this process
+and n - 1 helper processes share a stage's items. Why processes and a forkserver: compute.py's docstring."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable, Iterator
+
+from pipeline.core.errors import PipelineError
+from pipeline.core.stage import stage_threads
+from pipeline.core.workers import NOTED, UNSET, ComputeError, Raised, prepare
+
+# n workers = this process + (n - 1) helper processes. This process never waits idle while the helpers
+# start (2-3 s: a forkserver fork, the work unpickled, the setup built): it runs items itself, and an
+# item goes to the helpers only once one of them says it is ready. A stage with little work is done
+# before any helper is up, and costs what the one-process loop costs.
+
+_POOL: dict[str, Any] = {}  # a helper's function, setup and state
+#: the latest local pool in this process: its workers and the items its helpers ran (tests, notes)
+LAST_POOL: dict[str, int] = {"workers": 0, "on_helpers": 0}
+
+
+def _pool_init(blob: bytes, cwd: str, threads: int, environ: dict[str, str]) -> None:
+    """A helper's start: the caller's environment (the forkserver kept the one it started with), its
+    working directory and thread count, then the function and setup."""
+    import cloudpickle
+
+    os.environ.clear()
+    os.environ.update(environ)
+    prepare(cwd, threads)
+    fn, setup = cloudpickle.loads(blob)
+    _POOL.update(fn=fn, setup=setup, ready=setup is None, state=None, cwd=cwd, threads=threads)
+    prepare(cwd, threads)  # pins torch where unpickling the work loaded it
+
+
+def _pool_ready() -> int | Raised:
+    """Build the helper's state (once): its pid when it is ready to take items, or the setup's error."""
+    try:
+        if not _POOL["ready"]:
+            _POOL["state"], _POOL["ready"] = _POOL["setup"](), True
+            prepare(_POOL["cwd"], _POOL["threads"])  # pins torch where building the state loaded it
+        return os.getpid()
+    except PipelineError as e:
+        return Raised(e)
+
+
+def _pool_run(item_blob: bytes) -> Any:
+    import cloudpickle
+
+    item = cloudpickle.loads(item_blob)
+    ready = _pool_ready()
+    if isinstance(ready, Raised):
+        return ready
+    try:
+        return _POOL["fn"](item) if _POOL["setup"] is None else _POOL["fn"](_POOL["state"], item)
+    except PipelineError as e:
+        return Raised(e)
+
+
+def _pool_context(fn: Callable) -> Any:
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    # the server imports torch and the work's own module once, so each helper starts with them (no
+    # effect once this process's server runs)
+    module = getattr(getattr(fn, "func", fn), "__module__", None)
+    ctx.set_forkserver_preload([m for m in ("torch", module) if m and m.startswith(("torch", "pipeline.")) and m in sys.modules])
+    return ctx
+
+
+def map_pool(fn: Callable, items: list, setup: Callable | None, n: int, state: Any = UNSET) -> Iterator:
+    """`map_ordered` on this process and n - 1 helper processes. Items are claimed in order, one at a
+    time, by this process (between the results it yields) and by a feeder thread that gives each ready
+    helper one item at a time, so nobody holds an item another could start now. At most 2 × n + 1 items
+    are claimed and not yet yielded, so memory stays bounded. `state`: this process's own state for the
+    items it runs (default: `setup()`, built at its first item)."""
+    import threading
+    from concurrent.futures import Future, ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    import cloudpickle
+
+    try:
+        blob = cloudpickle.dumps((fn, setup))
+    except Exception as e:  # e.g. a model that only serialises through its state_dict
+        raise ComputeError(f"MER_WORKERS={n}: cannot send the work to worker processes ({type(e).__name__}: {e}); "
+                           "MER_WORKERS=1 runs it in this process") from None
+    pool = ProcessPoolExecutor(n - 1, mp_context=_pool_context(fn), initializer=_pool_init,
+                               initargs=(blob, os.getcwd(), stage_threads(), dict(os.environ)))
+    LAST_POOL.update(workers=n, on_helpers=0)
+    if not NOTED.get("pool"):
+        NOTED["pool"] = True
+        print(f"workers: this process and {n - 1} helper process{'es' * (n > 2)}, {stage_threads()} thread each "
+              "(MER_WORKERS sets how many; MER_WORKERS=1: this process alone)", file=sys.stderr)
+    cond = threading.Condition()
+    probes = [pool.submit(_pool_ready) for _ in range(n - 1)]
+    for f in probes:
+        f.add_done_callback(lambda _: _notify(cond))
+    results: dict[int, Future | tuple[bool, Any]] = {}  # claimed item → its future, or (ok, value) run here
+    claim = {"next": 0, "out": 0, "in_flight": 0, "stop": False}
+    window = 2 * n + 1
+    mine = {"state": state}  # UNSET: setup() at this process's first item
+
+    def claimable() -> bool:
+        return claim["next"] < len(items) and claim["next"] - claim["out"] < window
+
+    def ready_helpers() -> int:
+        return len({f.result() for f in probes if f.done() and not f.cancelled() and not f.exception()
+                    and isinstance(f.result(), int)})
+
+    def finished(i: int, f: Future) -> None:
+        with cond:
+            results[i] = f
+            claim["in_flight"] -= 1
+            cond.notify_all()
+
+    def feed() -> None:  # the helpers' share: one item at a time to each ready helper
+        while True:
+            with cond:
+                while not claim["stop"] and not (claimable() and claim["in_flight"] < ready_helpers()):
+                    if claim["next"] >= len(items):
+                        return
+                    cond.wait(0.05)
+                if claim["stop"]:
+                    return
+                i = claim["next"]
+                claim["next"] += 1
+                claim["in_flight"] += 1
+                LAST_POOL["on_helpers"] += 1
+            try:
+                future = pool.submit(_pool_run, cloudpickle.dumps(items[i]))
+            except Exception as e:  # a broken pool refuses new work
+                future = Future()
+                future.set_exception(e)
+            future.add_done_callback(lambda f, i=i: finished(i, f))
+
+    def run_here(i: int) -> tuple[bool, Any]:
+        try:
+            if mine["state"] is UNSET:
+                mine["state"] = setup() if setup is not None else None
+            return True, (fn(items[i]) if setup is None else fn(mine["state"], items[i]))
+        except Exception as e:  # raised when its turn comes, as the one-process loop would
+            return False, e
+
+    feeder = threading.Thread(target=feed, name="mer-pool-feeder", daemon=True)
+    feeder.start()
+    try:
+        while claim["out"] < len(items):
+            with cond:
+                while claim["out"] not in results and not claimable():
+                    cond.wait()
+                result = results.pop(claim["out"], None)
+                if result is None:  # nothing to yield yet: this process takes the next item itself
+                    i = claim["next"]
+                    claim["next"] += 1
+            if result is None:
+                done = run_here(i)
+                with cond:
+                    results[i] = done
+                    cond.notify_all()
+                continue
+            if isinstance(result, Future):
+                try:
+                    result = (True, result.result())
+                except BrokenProcessPool as e:
+                    died = ComputeError(f"MER_WORKERS={n}: a worker process died (killed, or out of memory?): {e}; "
+                                        "fewer workers (MER_WORKERS) need less memory")
+                    died.__suppress_context__ = True
+                    result = (False, died)
+                except Exception as e:
+                    result = (False, e)
+            with cond:
+                claim["out"] += 1
+                cond.notify_all()
+            ok, value = result
+            if not ok:
+                raise value
+            if isinstance(value, Raised):
+                raise value.error from None
+            yield value
+    finally:
+        with cond:
+            claim["stop"] = True
+            cond.notify_all()
+        feeder.join(timeout=10)
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        # helpers idle or still starting (a short stage), or running items an error or an early close
+        # left without a use: stopped, not waited for
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=10)
+
+
+def _notify(cond: Any) -> None:
+    with cond:
+        cond.notify_all()
