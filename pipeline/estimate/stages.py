@@ -50,7 +50,7 @@ def estimate(params: dict, corpus: CorpusSize, rates: dict, machine: Machine, re
              stage_names: list[str] | None = None, workers: int | None = None) -> Estimate:
     """The figures of every stage. `workers` (default: MER_WORKERS, else one per usable core, as the
     stages run): the rates are one process's, so a stage whose work the workers share takes its time
-    ÷ workers (the ideal; two workers ran the demo's stages 1.3-2.9× faster, docs/benchmarks.md) and
+    ÷ workers (the ideal; two workers ran the demo's stages 1.2-1.9× faster, docs/benchmarks.md) and
     holds its peak × workers (each worker process holds its own model and batch)."""
     notes: list[str] = []
     warnings: list[str] = []
