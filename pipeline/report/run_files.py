@@ -1,5 +1,5 @@
 """Readers of the report's run and upstream files: what each training run left beside its model and what
-the corpus and segment stages wrote. The evaluate stages' tables are read in `inputs` (which re-exports
+the corpus and segment stages wrote. The evaluate stages' tables are read in `eval_files` (which re-exports
 everything here); the checked reading both share is `reading`.
 
     data/models/<model>/<strategy>/seed_<s>/history.csv  epoch, devel_macro_f1 (+ train_loss, devel_loss, …)

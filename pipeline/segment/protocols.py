@@ -130,12 +130,12 @@ def assign_folds(
         folds = []
         for k, held in enumerate(names):
             rest = sorted({s for s, g in zip(speakers, groups) if g != held})
-            overlap = sorted({s for s, g in zip(speakers, groups) if g == held} & set(rest))
+            mine = sorted({s for s, g in zip(speakers, groups) if g == held})
+            overlap = sorted(set(mine) & set(rest))
             if overlap:
                 raise ProtocolError(f"leave_one_group_out by {group}: speakers {overlap[:3]} appear in '{held}' and in "
                                     "other groups, so a fold would test on a training speaker")
             in_devel: set[str] = set()
-            mine = sorted({s for s, g in zip(speakers, groups) if g == held})
             if devel_from == "held_out" and len(mine) < 2 and notes is not None:
                 # one speaker cannot both validate and test: this fold draws devel as `training` does
                 notes.append(f"fold '{held}': the held-out {group} has one speaker ({mine[0]}), so its devel is "

@@ -3,8 +3,7 @@
 (`pipeline.core.compute.map_ordered`).
 
 Apart from the loop because it is about which runs there are and where they execute, not how one run
-trains; `pipeline.train.loop` re-exports `train_all` for older imports. Run layout, summaries and history
-columns: pipeline/train/loop.py.
+trains. Run layout, summaries and history columns: pipeline/train/loop.py.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from pipeline.core.device import pick_device
 from pipeline.core.paths import MODELS_DIR
 from pipeline.runs.feed import ModelBuildError, require_modalities
 from pipeline.runs.files import fold_ids, run_key, run_name
@@ -60,7 +60,7 @@ def train_all(
     out: dict[str, dict[str, dict[str, Any]]] = {}
     unbuildable: set[str] = set()
     settings = compute_settings()
-    gpu = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
+    gpu = pick_device(device).type == "cuda"
     # in this process alone: each run shows its own progress bar
     inline = settings.backend == "local" and worker_count(len(runs), settings, gpu) == 1
 
