@@ -45,7 +45,6 @@ from pipeline.core.config import load_section  # noqa: E402
 from pipeline.corpus.demo import generate_demo  # noqa: E402
 from pipeline.corpus.demo.params import CorpusParams
 from pipeline.corpus.manifest import Clip  # noqa: E402
-from pipeline.extract.faces.params import FacesParams
 from pipeline.extract.registry import EXTRACTORS, build_extractor  # noqa: E402
 from pipeline.extract.runner import RunStats, extract_corpus  # noqa: E402
 

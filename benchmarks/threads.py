@@ -148,7 +148,7 @@ def bench_stages(clips: int, seconds: float, only: list[str]) -> dict:
     from pipeline.core.stage import pin_threads
     from pipeline.corpus.demo import generate_demo
     from pipeline.corpus.demo.params import CorpusParams
-    from pipeline.corpus.manifest import CorpusInfo, write_manifest
+    from pipeline.corpus.manifest import write_manifest
 
     load = os.getloadavg()[0]
     out: dict = {"cores": os.cpu_count(), "load_avg_1min_before": round(load, 2), "clips": clips, "clip_seconds": seconds}

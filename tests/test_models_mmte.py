@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from pipeline.models import late_fusion, mmte
-from pipeline.models.blocks import TransformerEncoder
 from pipeline.models.tcn import TCN
 
 DIMS = {"audio": 6, "video": 10, "text": 5}

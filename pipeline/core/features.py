@@ -47,7 +47,9 @@ class FeatureMeta:
     params: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
     learned: bool = True  # False for fixed feature sets (openSMILE): no weights to be random
-
+    # the feature of the token a missing step stands for (BERT's [UNK], 003 §5.2.1), written in the
+    # table's schema only (not in each clip's cache entry); None: the extractor has none
+    missing_token: list[float] | None = None
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True, default=json_default)

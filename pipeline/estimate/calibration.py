@@ -161,8 +161,7 @@ def measure_train_steps(params: dict, n_steps: int = 3, log=print, label: str = 
     The best of `n_steps` after one warm-up step. A model that cannot be built is skipped with one line."""
     import torch
 
-    from pipeline.models.registry import build_model, fit_modalities
-    from pipeline.runs.feed import forward
+    from pipeline.models.registry import build_model, fit_modalities, forward
 
     corpus = (params.get("corpus") or {}).get("name", "demo")
     size = corpus_size(params, None, clips=None if corpus in KNOWN_CORPORA or corpus == "demo" else 1)

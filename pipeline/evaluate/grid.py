@@ -82,7 +82,6 @@ from pipeline.runs.feed import EvaluateError, Split, selection_metric, task_spli
 from pipeline.runs.files import (
     MODEL_FILE,
     find_trained,
-    fold_ids,
     read_trained_info,
     run_task,
 )
@@ -140,7 +139,7 @@ def evaluate_all(
     where = models_dir if isinstance(models_dir, (str, Path)) else " or ".join(map(str, models_dir))
     which = f"'{only}' " if only else ""
     by_fold = {}  # each fold's runs, tested on that fold's test partition (with its statistics)
-    for fold in fold_ids(segments):
+    for fold in segments.fold_ids:
         # with the runs at grid.rates' other training rates (run.rate): they enter train_test.csv only
         runs = [r for r in find_trained(models_dir, fold, rates=True) if only is None or r[0] == only]
         if not any(r.rate is None for r in runs):

@@ -62,7 +62,7 @@ from pipeline.evaluate.scoring import ScoreJob, ScoringContext, score_runs
 from pipeline.evaluate.stats import holm, paired_ttest
 from pipeline.missing import AllPresent, MissingModality
 from pipeline.runs.feed import STANDARD, selection_metric, task_split
-from pipeline.runs.files import check_fits, find_trained, fold_ids, read_trained_info
+from pipeline.runs.files import check_fits, find_trained, read_trained_info
 from pipeline.segment.contract import Segments
 from pipeline.segment.protocols import replicate
 
@@ -191,7 +191,7 @@ def importance_search(
     params = params or ImportanceParams()
     wanted = lambda r: r[0].endswith(f"/{STANDARD}") and (only is None or r[0] == f"{only}/{STANDARD}")  # noqa: E731
     # with several folds each (fold, seed) is one paired replicate (pipeline.segment.protocols.replicate)
-    runs = [(fold, r) for fold in fold_ids(segments) for r in find_trained(models_dir, fold) if wanted(r)]
+    runs = [(fold, r) for fold in segments.fold_ids for r in find_trained(models_dir, fold) if wanted(r)]
     if not runs:
         return {}
     dev = pick_device(device)

@@ -44,12 +44,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 from transformers import AutoModel  # after pipeline.extract.hf: offline
 
 from pipeline.core.config import ConfigError
 from pipeline.core.device import pick_device
-from pipeline.core.features import ClipFeatures, FeatureMeta
+from pipeline.core.features import ClipFeatures, FeatureMeta, feature_schema
 from pipeline.corpus.manifest import Clip
 from pipeline.extract.base import ExtractionError, Extractor
 from pipeline.extract.chunking import plan_windows
@@ -192,6 +193,23 @@ class BertWords(Extractor):
             "model_sha256": self.model_sha256,
             "layers_averaged": self.layers_used,
         }
+
+    def table_schema(self, clip_ids: list[str], skipped: dict[str, str]) -> pa.Schema:
+        """The table's schema, its metadata carrying the [UNK] token's feature (`missing_token`)."""
+        meta = self.meta()
+        meta.missing_token = self.unknown_token_feature()
+        return feature_schema(meta)
+
+    def unknown_token_feature(self) -> list[float] | None:
+        """The feature of the tokenizer's unknown token ([UNK]) alone, as `encode_words` encodes a word:
+        what a missing word becomes under the input convention `token` (003 §5.2.1 replaces missing
+        tokens by [UNK] before encoding; here the token's own feature, without the sentence's context).
+        None when the tokenizer has no unknown token."""
+        unk = self.tokenizer.unk_token
+        if unk is None:
+            return None
+        values, present = self.encode_words([unk], source=unk)
+        return [float(v) for v in values[0]] if present[0] else None
 
     def meta(self) -> FeatureMeta:
         meta = super().meta()

@@ -109,7 +109,7 @@ class NoAuxParams(ModelParams):
         False, description="authors' code (MulT's layers): one LayerNorm for queries and keys/values in the fusion "
         "layers; paper Eq. 3 silent. True with project_all reproduces 001 Table 5 exactly"
     )
-    missing_input: Literal["mask", "zero"] = Field(
+    missing_input: Literal["mask", "zero", "token"] = Field(
         "zero", description="001 §3.6, §5.2: missing features replaced by zeros, the model is not told"
     )
     # 001's ablations (§5.3, Table 3, Figs. 6-7), as switches of the main network; defaults = the model

@@ -20,7 +20,6 @@ signal [B, N] into such windows.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 

@@ -48,7 +48,7 @@ from pipeline.models.registry import ModelParams
 class Params(ModelParams):
     """Hyper-parameters; defaults from 002 §3.3 where it gives them."""
 
-    missing_input: Literal["mask", "zero"] = Field(
+    missing_input: Literal["mask", "zero", "token"] = Field(
         "zero", description="002 §2.2, §3.1: ablated clips/frames are zeroed, the model is not told"
     )
     d_model: int = Field(512, ge=8, description="002 §3.3: 512 nodes")

@@ -90,7 +90,7 @@ CROSS_ORDER: tuple[tuple[str, str], ...] = (("A", "B"), ("B", "A"), ("J", "A"), 
 class Params(ModelParams):
     """Hyper-parameters; defaults from 004 §3/§4.2 where given, else the authors' code (see module doc)."""
 
-    missing_input: Literal["mask", "zero"] = Field(
+    missing_input: Literal["mask", "zero", "token"] = Field(
         "zero", description="004 §4.1: missing frames become black frames; authors' code: no masks"
     )
     shared_qkv: bool = Field(

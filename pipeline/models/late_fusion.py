@@ -38,7 +38,7 @@ from pipeline.models.registry import ModelParams
 
 
 class Params(ModelParams):
-    missing_input: Literal["mask", "zero"] = Field(
+    missing_input: Literal["mask", "zero", "token"] = Field(
         "mask", description="000 §6.1 / MuSe 2022 silent (no gaps in its data); our fusion leaves a missing branch out"
     )
     d_rnn: int = Field(64, ge=1, description="MuSe 2022 main.py default (stress scripts: 16-128 per feature)")

@@ -59,9 +59,11 @@ Inputs and padding: forward(x, mask, valid=None). `valid[m]` [B,T_m] marks the s
 sample's true length (padding False; None = the mask); T_m of Eq. 6 is its count, and padding is never
 a key nor pooled. Each modality may have its own T_m (unaligned, 003 §3.1: layout `native`).
 Missing tokens are the input convention `missing_input` (pipeline/missing/inputs.py): the paper
-zero-fills missing features ([UNK] tokens for text, zero vectors for audio/vision, §5.2) and still
-attends to them (IMPLEMENTATION_NOTES), so the default is "zero": missing steps are zero tokens the
-model is not told about (its mask = valid). "mask" excludes them from every attention and the pooling
+replaces missing text tokens by BERT's [UNK] (§5.2.1) and missing audio/vision by zero vectors (§5.2),
+and still attends to them (IMPLEMENTATION_NOTES), so the default is "token": a missing step holds its
+feature's missing token where the extractor records one (bert: the [UNK] token's feature), zeros
+elsewhere, and the model is not told (its mask = valid). "zero": zeros everywhere (the project's
+behaviour before the token). "mask" excludes them from every attention and the pooling
 (T_m still counts the true length). Called without `valid` (T_m = the mask's count), a fully masked
 modality gives exactly the output of that modality dropped from the dict.
 """
@@ -106,8 +108,9 @@ class Params(ModelParams):
     )
     gamma_b: bool = Field(True, description="003 Eq. 6 balance factor 1/√T_m (False = Table 5 ablation)")
     gamma_e: bool = Field(True, description="003 Eq. 6 extrapolation factor log_{ΣT_max} ΣT (False = ablation)")
-    missing_input: Literal["zero", "mask"] = Field(
-        "zero", description="003 §5.2: missing features zero-filled and attended (authors' code: zeroed, attended)"
+    missing_input: Literal["token", "zero", "mask"] = Field(
+        "token", description="003 §5.2: missing text = BERT's [UNK] feature, missing audio/vision zeros, attended "
+        "(authors' code: attended); zero: zeros for text too; mask: masked out"
     )
     ff_mult: int = Field(4, ge=1, description="paper silent; code: 4·d FFN")
     dropout: float = Field(0.1, ge=0, lt=1, description="paper silent; code: residual/ReLU dropout 0.1")

@@ -69,7 +69,7 @@ class EncoderParams(ModelParams):
     """MMTE hyper-parameters (000 §5.3). lr 1e-4 (Adam β=(0.9, 0.999), halved after 5 epochs without
     improvement), batch 64, ≤ 100 epochs, early stop after 15 — those are TrainParams, not here."""
 
-    missing_input: Literal["mask", "zero"] = Field(
+    missing_input: Literal["mask", "zero", "token"] = Field(
         "mask", description="000 §2.2, §4: the attention simply does not attend to a missing modality"
     )
     d_model: int = Field(64, ge=2, description="000 §5.3: d_model = 64")

@@ -60,7 +60,7 @@ from pipeline.models.blocks import (
 )
 from pipeline.models.registry import ModelParams
 
-Missing = Literal["mask", "zero"]
+Missing = Literal["mask", "zero", "token"]
 
 
 class Params(ModelParams):

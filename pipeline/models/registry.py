@@ -7,7 +7,7 @@ registry name to that module's builder and Params. Modules are imported only whe
 Every model takes `forward(x: {mod: [B,T,D]}, mask: {mod: bool [B,T]})` and returns logits [B, n_outputs]
 for task 'classification' or predictions [B, T, n_outputs] for task 'regression'. A model may also take
 `valid: {mod: bool [B,T_m]}` (the steps within each sequence's true length; MCT-HFR's Eq. 6 counts them).
-Callers never call a model directly: `pipeline.runs.feed.forward` applies the model's input convention
+Callers never call a model directly: `pipeline.models.registry.forward` applies the model's input convention
 (`missing_input`, the field every Params has through `ModelParams`; `pipeline.missing.inputs`) and passes
 `valid` to models whose forward takes it, identically in training and evaluation.
 
@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from torch import nn
 
 from pipeline.core.errors import PipelineError
+from pipeline.missing.inputs import model_inputs
 
 TASKS = ("classification", "regression")
 LAYOUTS = ("aligned", "windows", "frames", "native")
@@ -40,12 +41,14 @@ class ModelParams(BaseModel):
     """Base of every model's Params: the input convention (pipeline/missing/inputs.py).
 
     `missing_input`: "mask" = missing and padded steps are masked out of attention/pooling; "zero" =
-    missing values are zeros the model is not told about (its mask = the padding mask only). Each model
+    missing values are zeros the model is not told about (its mask = the padding mask only); "token" =
+    as zero, but a modality whose extractor records a missing token (BERT's [UNK]) gets that token
+    (the model's `missing_tokens`, set by training and by `load_trained`). Each model
     overrides the default with its paper's. A `missing` key (this field's name in model.pt files and
     params written before it existed) is read as `missing_input`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    missing_input: Literal["mask", "zero"] = Field("mask", description="input convention for missing steps")
+    missing_input: Literal["mask", "zero", "token"] = Field("mask", description="input convention for missing steps")
 
     @model_validator(mode="before")
     @classmethod
@@ -125,7 +128,7 @@ def build_model(
         model = builder(dict(dims), n_outputs, task, params)
     except ValueError as e:
         raise ModelError(f"model '{name}': {e}") from None
-    # the input convention `pipeline.runs.feed.forward` applies (pipeline/missing/inputs.py)
+    # the input convention `pipeline.models.registry.forward` applies (pipeline/missing/inputs.py)
     model.missing_input = params.missing_input
     return model
 
@@ -133,6 +136,17 @@ def build_model(
 def takes_valid(model: nn.Module) -> bool:
     """Whether the model's forward takes `valid` (the padding mask) besides x and mask."""
     return "valid" in inspect.signature(model.forward).parameters
+
+
+def forward(model: nn.Module, x: dict[str, Any], mask: dict[str, Any], valid: dict[str, Any] | None = None) -> Any:
+    """THE forward pass of a registered model, in training and evaluation alike: the model's input
+    convention (`missing_input`, pipeline/missing/inputs.py, with the model's `missing_tokens`) applied to
+    the presence masks `mask` and the padding masks `valid`, and `valid` passed to a model whose forward
+    takes it."""
+    xs, ms = model_inputs(getattr(model, "missing_input", "mask"), x, mask, valid, getattr(model, "missing_tokens", None))
+    if takes_valid(model):
+        return model(xs, ms, valid=valid)
+    return model(xs, ms)
 
 
 def check_layout(name: str, layout: str, task: str = "classification") -> None:

@@ -13,7 +13,6 @@ absent steps, so nothing computed there leaks into attention that forgets to mas
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 

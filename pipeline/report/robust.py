@@ -13,7 +13,6 @@ Markers (000 §6, Table 2; tests in `pipeline.evaluate.stats`):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 

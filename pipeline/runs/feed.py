@@ -1,7 +1,13 @@
-"""Feeding a run: the labelled split of a partition for a task (`task_split`), tensors a batch of rows at a
-time, the forward pass and prediction in eval mode, the task's metrics of its outputs, and scoring a
-run under already applied missing-modality conditions. Training, the importance search, evaluation and
-prediction share it; the run's files: pipeline/runs/files.py."""
+"""Feeding a run: what a training run reads (`feed_run`: its train and devel splits, dims and outputs,
+checked against the model), the labelled split of a partition for a task (`task_split`), tensors a batch
+of rows at a time (`Split.batch`), prediction in eval mode, the task's metrics of its outputs, and scoring
+a run under already applied missing-modality conditions. Training, the importance search, evaluation and
+prediction share it; the forward pass itself is `pipeline.models.registry.forward`; the run's files:
+pipeline/runs/files.py.
+
+A training run's segments enter this room three times (tests/test_layers.py counts them): once to be
+split (`feed_run`), once per step for a batch (`Split.batch`), once per epoch for the devel pass
+(`RunFeed.devel_pass`)."""
 
 from __future__ import annotations
 
@@ -14,8 +20,7 @@ import torch
 from torch import nn
 
 from pipeline.core.errors import PipelineError
-from pipeline.missing.inputs import model_inputs
-from pipeline.models.registry import takes_valid
+from pipeline.models.registry import ModelError, check_layout, fit_modalities, forward
 from pipeline.runs.metrics import classification_metrics, regression_metrics
 from pipeline.segment.contract import Segments
 from pipeline.segment.lazy import RowView
@@ -53,14 +58,87 @@ class Split:
     def __len__(self) -> int:
         return len(self.idx)
 
+    def batch(self, rows: np.ndarray, device: torch.device) -> Batch:
+        """The sequences `rows` (positions in this split) as tensors on `device`."""
+        x, mask = to_tensors(self.x, self.mask, rows, device)
+        y_mask = None if self.y_mask is None else torch.from_numpy(self.y_mask[rows]).to(device)
+        return Batch(x, mask, valid_tensors(self.valid, self.mask, rows, device), torch.from_numpy(self.y[rows]).to(device), y_mask)
 
-def require_modalities(segments: Segments, modalities: list[str], who: str) -> None:
-    lacking = [m for m in modalities if m not in segments.x]
-    if lacking:
-        raise TrainError(
-            f"{who} needs modalities {lacking} that the segments lack (they hold {list(segments.x)}); "
-            f"add them to segment.modalities or remove them from train.modalities"
-        )
+
+@dataclass
+class Batch:
+    """A batch of a split as tensors: features, presence masks, padding masks, labels/targets."""
+
+    x: dict[str, torch.Tensor]
+    mask: dict[str, torch.Tensor]
+    valid: dict[str, torch.Tensor]
+    y: torch.Tensor  # [B] long labels, or [B,T,K] float targets
+    y_mask: torch.Tensor | None  # [B,T] bool (regression)
+
+
+@dataclass
+class RunFeed:
+    """What one training run reads: the model's modalities, its labelled train and devel splits, the
+    input dimensions and the number of outputs."""
+
+    modalities: list[str]
+    train: Split
+    devel: Split
+    dims: dict[str, int]
+    n_outputs: int
+    task: str
+    targets: list[str]
+    # {mod: [D] float32}: the missing token of each modality that has one (`ModalityInfo.missing_token`),
+    # z-scored with this fold's statistics as its features are: what the input convention `token` fills in
+    tokens: dict[str, np.ndarray]
+
+    def devel_pass(self, model: nn.Module, device: torch.device) -> tuple[dict[str, float], np.ndarray]:
+        """(the task's metrics, the outputs) of `model` on the devel split, in eval mode."""
+        dv = self.devel
+        out = predict(model, dv.x, dv.mask, device, valid=dv.valid)
+        return score(self.task, dv, out, self.targets), out
+
+
+def check_model_layout(model: str, layout: str, task: str) -> None:
+    """ModelBuildError (one line naming model, layout and the accepted ones) unless the model takes the
+    segments' layout (`segment.layout`) for this task."""
+    try:
+        check_layout(model, layout, task)
+    except ModelError as e:
+        raise ModelBuildError(f"{e} (segment.layout)") from None
+
+
+def feed_run(segments: Segments, model: str, modalities: list[str], task: str, targets: list[str]) -> RunFeed:
+    """The data of one training run of `model`. A model of fixed arity (AuxFormer, JMT: two; unimodal: one)
+    takes the first of `modalities`. ModelBuildError when the model cannot take these inputs or the
+    segments' layout; TrainError when a partition holds no labelled sequence."""
+    try:
+        mods = list(fit_modalities(model, {m: 0 for m in modalities}))
+    except ModelError as e:
+        raise ModelBuildError(str(e)) from None
+    check_model_layout(model, segments.layout, task)  # one line naming model, layout, accepted ones
+    tr = task_split(segments, "train", mods, task, targets)
+    dv = task_split(segments, "devel", mods, task, targets)
+    for name, split in (("train", tr), ("devel", dv)):
+        if len(split) == 0:
+            raise TrainError(
+                f"no labelled sequences in the '{name}' partition; "
+                + ("check the corpus labels" if name == "train" else "set segment.partition.devel > 0 (early stopping needs it)")
+            )
+    dims = {m: int(tr.x[m].shape[-1]) for m in mods}
+    return RunFeed(mods, tr, dv, dims, n_outputs(segments, task, targets), task, list(targets), missing_tokens(segments, mods))
+
+
+def missing_tokens(segments: Segments, modalities: list[str]) -> dict[str, np.ndarray]:
+    """{mod: the modality's missing token z-scored as its features are (segments' statistics)}, for each
+    of `modalities` whose extractor recorded one (`ModalityInfo.missing_token`: bert's [UNK])."""
+    out = {}
+    for m in modalities:
+        info = segments.modalities.get(m)
+        if info is not None and info.missing_token is not None:
+            raw = np.asarray(info.missing_token, np.float64)
+            out[m] = ((raw - segments.mean[m]) / segments.std[m]).astype(np.float32)
+    return out
 
 
 def task_split(
@@ -73,7 +151,7 @@ def task_split(
 ) -> Split:
     """The sequences of `partition` that carry labels for `task` (clips with label -1, or with no
     valid target step, are left out)."""
-    require_modalities(segments, modalities, who)
+    segments.require(modalities, who)
     idx = segments.indices(partition)
     y_mask = None
     if task == "classification":
@@ -130,18 +208,6 @@ def valid_tensors(
     if valid is None:
         return {m: torch.ones(len(rows), np.shape(v)[1], dtype=torch.bool, device=device) for m, v in mask.items()}
     return {m: torch.from_numpy(np.ascontiguousarray(valid[m][rows], dtype=bool)).to(device) for m in mask}
-
-
-def forward(
-    model: nn.Module, x: dict[str, torch.Tensor], mask: dict[str, torch.Tensor], valid: dict[str, torch.Tensor] | None = None
-) -> torch.Tensor:
-    """THE forward pass of a registered model, in training and evaluation alike: the model's input
-    convention (`missing_input`, pipeline/missing/inputs.py) applied to the presence masks `mask` and
-    the padding masks `valid`, and `valid` passed to a model whose forward takes it."""
-    xs, ms = model_inputs(getattr(model, "missing_input", "mask"), x, mask, valid)
-    if takes_valid(model):
-        return model(xs, ms, valid=valid)
-    return model(xs, ms)
 
 
 @torch.no_grad()

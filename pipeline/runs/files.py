@@ -19,13 +19,15 @@ from torch import nn
 
 from pipeline.core.store import atomic_path
 from pipeline.models.registry import ModelError, build_model, check_layout
-from pipeline.runs.feed import STANDARD, EvaluateError, ModelBuildError, TrainError
+from pipeline.runs.feed import STANDARD, EvaluateError, TrainError
 from pipeline.runs.params import TrainParams
 from pipeline.segment.contract import Segments
 
 MODEL_FILE = "model.pt"
 HISTORY_FILE = "history.csv"
-FORMAT_VERSION = 3  # 3: models carry an input convention (`missing_input`); see `load_trained`
+# 3: models carry an input convention (`missing_input`); see `load_trained`. (MCT-HFR's default became
+# `token` later without a new format: a file without `missing_tokens` fills zeros under it, as under `zero`.)
+FORMAT_VERSION = 3
 # the input convention each model followed before format 3 (when it was not yet a param): MCT-HFR
 # attended zero-filled missing steps, every other model masked them
 LEGACY_MISSING_INPUT = {"mct_hfr": "zero"}
@@ -61,7 +63,8 @@ def save_trained(path: str | Path, payload: dict[str, Any]) -> None:
     """model.pt: a dict with state_dict, model (registry name), strategy, task, targets, n_outputs,
     params (TrainParams dump, per-model overrides applied), dims, classes, modalities, seed, best_epoch,
     epochs_run, devel_metric and devel_<metric>, importance (the entry `eliminate` used, else None),
-    weights (per modality, the feature backbone's weights statement), format. Written atomically."""
+    weights (per modality, the feature backbone's weights statement), missing_tokens ({mod: [D] tensor}, the
+    input convention `token`'s fill, only under it), format. Written atomically."""
     with atomic_path(path, suffix=".pt") as tmp, open(tmp, "wb") as f:
         # a file object, not the path: torch names the archive's folder after a path's (random)
         # temporary name, which made identical models differ byte-wise and DVC see a change
@@ -82,6 +85,8 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
         model.load_state_dict(blob["state_dict"])
     except (ModelError, RuntimeError) as e:
         raise TrainError(f"{path}: cannot rebuild the model with this version: {e}") from None
+    if blob.get("missing_tokens"):  # the tokens the input convention `token` filled in during training
+        model.missing_tokens = {m: t.numpy() for m, t in blob["missing_tokens"].items()}
     return model.to(device).eval(), info
 
 
@@ -106,7 +111,7 @@ def _read(path: str | Path, mmap: bool = False) -> dict[str, Any]:
 
 
 def _info(path: str | Path, blob: dict[str, Any]) -> dict[str, Any]:
-    info = {k: v for k, v in blob.items() if k != "state_dict"}
+    info = {k: v for k, v in blob.items() if k not in ("state_dict", "missing_tokens")}
     try:
         info["params"] = TrainParams.model_validate(blob["params"])
     except ValueError as e:
@@ -160,11 +165,6 @@ def find_trained(
     return sorted(found, key=lambda r: (r.name, r.rate is not None, r.rate or 0.0, r.seed))
 
 
-def fold_ids(segments: Segments) -> list[int | None]:
-    """The folds runs are stored under: [None] for one fold (no fold level in paths), else 0 … K−1."""
-    return [None] if segments.n_folds == 1 else list(range(segments.n_folds))
-
-
 def run_task(runs: list[tuple[str, int, Path]], segments: Segments) -> tuple[str, list[str], list[str]]:
     """(task, targets, modalities) shared by `runs`, after checking every run fits the segments."""
     modalities: list[str] = []
@@ -179,15 +179,6 @@ def run_task(runs: list[tuple[str, int, Path]], segments: Segments) -> tuple[str
         raise EvaluateError(f"the trained runs mix tasks/targets ({listed}); retrain them with one train.task")
     (task, targets), = tasks
     return task, list(targets), modalities
-
-
-def check_model_layout(model: str, layout: str, task: str) -> None:
-    """ModelBuildError (one line naming model, layout and the accepted ones) unless the model takes the
-    segments' layout (`segment.layout`) for this task."""
-    try:
-        check_layout(model, layout, task)
-    except ModelError as e:
-        raise ModelBuildError(f"{e} (segment.layout)") from None
 
 
 def check_fits(path: Path, info: dict[str, Any], segments: Segments) -> None:

@@ -137,7 +137,8 @@ def check_present(modality: str, path: Path, has: np.ndarray, folds: np.ndarray)
 def modality_info(feature: str, meta: FeatureMeta, dim: int | None = None) -> ModalityInfo:
     return ModalityInfo(feature=feature, dim=meta.dim if dim is None else dim, backbone=meta.backbone,
                         pretrained=meta.pretrained, weights_statement=meta.weights_statement, rate_hz=meta.rate_hz,
-                        silence=meta.params.get("silence"))
+                        silence=meta.params.get("silence"),
+                        missing_token=meta.missing_token if dim in (None, meta.dim) else None)  # stacked: no token
 
 
 def normalised(xm: np.ndarray, mm: np.ndarray, folds: np.ndarray, counted: np.ndarray | None = None):

@@ -66,6 +66,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.errors import PipelineError
 from pipeline.core.paths import SEGMENTS_DIR
 from pipeline.core.store import StoreError, atomic_path, staged_dir, write_json
 from pipeline.segment.lazy import (
@@ -92,6 +93,12 @@ class ModalityInfo:
     weights_statement: str
     rate_hz: float | None = None
     silence: str | None = None  # an audio feature's silence policy (its params' `silence`: mask | keep)
+    # raw (not z-scored) feature of the token a missing step stands for (BERT's [UNK]; `FeatureMeta`), or None
+    missing_token: list[float] | None = None
+
+
+class ModalitiesLacking(PipelineError):
+    """A stage needs modalities that the segments do not hold."""
 
 
 @dataclass
@@ -138,6 +145,20 @@ class Segments:
     @property
     def n_folds(self) -> int:
         return 1 if self.folds is None else len(self.folds)
+
+    @property
+    def fold_ids(self) -> list[int | None]:
+        """The folds runs are stored under: [None] for one fold (no fold level in paths), else 0 … K−1."""
+        return [None] if self.n_folds == 1 else list(range(self.n_folds))
+
+    def require(self, modalities: list[str], who: str) -> None:
+        """ModalitiesLacking (one line) unless the segments hold every one of `modalities`."""
+        lacking = [m for m in modalities if m not in self.x]
+        if lacking:
+            raise ModalitiesLacking(
+                f"{who} needs modalities {lacking} that the segments lack (they hold {list(self.x)}); "
+                f"add them to segment.modalities or remove them from train.modalities"
+            )
 
     def for_fold(self, k: int) -> "Segments":
         """These sequences as fold k sees them: its partition, its training partition's z-scores (a lazy

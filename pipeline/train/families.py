@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 
 from pipeline.core.device import pick_device
 from pipeline.core.paths import MODELS_DIR
-from pipeline.runs.feed import ModelBuildError, require_modalities
-from pipeline.runs.files import fold_ids, run_key, run_name
+from pipeline.runs.feed import ModelBuildError
+from pipeline.runs.files import run_key, run_name
 from pipeline.runs.params import TrainParams
 from pipeline.segment.contract import Segments
 from pipeline.train.grid import extra_rates, resolve_grid
@@ -50,13 +50,13 @@ def train_all(
     worker (MER_THREADS=1) model.pt and history.csv are byte-identical whatever the worker count."""
     from pipeline.core.compute import compute_settings, map_ordered, worker_count
 
-    require_modalities(segments, list(params.modalities), "training")
+    segments.require(list(params.modalities), "training")
     pairs = resolve_grid(params, strategies, importance)
     runs: list[tuple[str, str, int, int | None, float | None]] = [
-        (m, s, seed, fold, None) for m, s in pairs for fold in fold_ids(segments) for seed in params.seeds]
+        (m, s, seed, fold, None) for m, s in pairs for fold in segments.fold_ids for seed in params.seeds]
     runs += [(m, s, seed, fold, r) for m, s in pairs for r in extra_rates(params, s, (rates or {}).get(s))
-             for fold in fold_ids(segments) for seed in params.seeds]
-    views = {fold: segments.for_fold(fold or 0) for fold in fold_ids(segments)}
+             for fold in segments.fold_ids for seed in params.seeds]
+    views = {fold: segments.for_fold(fold or 0) for fold in segments.fold_ids}
     out: dict[str, dict[str, dict[str, Any]]] = {}
     unbuildable: set[str] = set()
     settings = compute_settings()

@@ -62,24 +62,17 @@ from pipeline.core.device import pick_device
 from pipeline.core.paths import MODELS_DIR
 from pipeline.core.store import write_text
 from pipeline.missing.inputs import model_inputs
-from pipeline.models.registry import ModelError, build_model, fit_modalities
+from pipeline.models.registry import ModelError, build_model, forward
 from pipeline.runs.feed import (
     ModelBuildError,
     Split,
     TrainError,
-    forward,
-    n_outputs,
-    predict,
-    score,
+    feed_run,
     selection_metric,
-    task_split,
-    to_tensors,
-    valid_tensors,
 )
 from pipeline.runs.files import (
     HISTORY_FILE,
     MODEL_FILE,
-    check_model_layout,
     run_dir,
     run_name,
     save_trained,
@@ -105,7 +98,7 @@ CCC_EPS = 1e-8  # keeps the CCC loss finite on a batch whose targets and predict
 class TrainBatch:
     """One training batch as a model's `training_loss` sees it. x/mask are the data and PRESENCE masks;
     a model feeds itself `inputs()` / `inputs_full()`: the same through its input convention (the one
-    function `pipeline.runs.feed.forward` uses, pipeline/missing/inputs.py), with `valid` for padding."""
+    function `pipeline.models.registry.forward` uses, pipeline/missing/inputs.py), with `valid` for padding."""
 
     x: dict[str, Tensor]  # after the training strategy
     mask: dict[str, Tensor]
@@ -116,14 +109,15 @@ class TrainBatch:
     epoch: int  # 1-based
     valid: dict[str, Tensor] | None = None  # {mod: [B,T_m] bool} within the true length (None: no padding)
     missing_input: str = "mask"  # the model's input convention
+    tokens: dict[str, Any] | None = None  # the model's missing tokens (convention `token`)
 
     def inputs(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """(x, mask) after the strategy, as the model sees them."""
-        return model_inputs(self.missing_input, self.x, self.mask, self.valid)
+        return model_inputs(self.missing_input, self.x, self.mask, self.valid, self.tokens)
 
     def inputs_full(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """(x, mask) of the complete view, as the model sees them."""
-        return model_inputs(self.missing_input, self.x_full, self.mask_full, self.valid)
+        return model_inputs(self.missing_input, self.x_full, self.mask_full, self.valid, self.tokens)
 
 
 # ---- losses and scores ---------------------------------------------------------------------------
@@ -150,10 +144,10 @@ def make_task_loss(task: str, y: Tensor, y_mask: Tensor | None) -> Callable[[Ten
     return lambda pred: ccc_loss(pred, y, y_mask)
 
 
-def _devel_row(task: str, split: Split, out: np.ndarray, targets: list[str]) -> dict[str, float]:
-    metrics = score(task, split, out, targets)
+def _devel_row(task: str, y: np.ndarray, metrics: dict[str, float], out: np.ndarray) -> dict[str, float]:
+    """history.csv's devel columns from the devel pass's metrics and outputs (labels `y`)."""
     if task == "classification":
-        loss = float(F.cross_entropy(torch.from_numpy(out), torch.from_numpy(split.y)))
+        loss = float(F.cross_entropy(torch.from_numpy(out), torch.from_numpy(y)))
         keep = ("accuracy", "macro_f1")
     else:
         loss = 1 - metrics["ccc_mean"]
@@ -205,22 +199,9 @@ def train_one(
     if params.lr_grid:  # 004 §4.2: one run per learning rate, the best on devel kept
         return train_lr_grid(train_one, segments, params, model_name, strategy_name, seed, out_dir, device, progress, importance, fold, rate)
     task, targets = params.task, list(params.targets)
-    # a model of fixed arity (AuxFormer, JMT: two; unimodal: one) takes the first of train.modalities
-    try:
-        mods = list(fit_modalities(model_name, {m: 0 for m in params.modalities}))
-    except ModelError as e:
-        raise ModelBuildError(str(e)) from None
-    check_model_layout(model_name, segments.layout, task)  # one line naming model, layout, accepted ones
-    tr = task_split(segments, "train", mods, task, targets)
-    dv = task_split(segments, "devel", mods, task, targets)
-    for name, split in (("train", tr), ("devel", dv)):
-        if len(split) == 0:
-            raise TrainError(
-                f"no labelled sequences in the '{name}' partition; "
-                + ("check the corpus labels" if name == "train" else "set segment.partition.devel > 0 (early stopping needs it)")
-            )
-    n_out = n_outputs(segments, task, targets)
-    dims = {m: int(tr.x[m].shape[-1]) for m in mods}
+    feed = feed_run(segments, model_name, list(params.modalities), task, targets)
+    tr, mods, dims, n_out = feed.train, feed.modalities, feed.dims, feed.n_outputs
+    n_train = len(tr.idx)
     dev = pick_device(device)
     metric = selection_metric(task)
     grad_clip = params.grad_clip
@@ -235,6 +216,9 @@ def train_one(
             model = build_model(model_name, dims, n_out, task, params.model_params.get(model_name)).to(dev)
         except ModelError as e:
             raise ModelBuildError(str(e)) from None
+        tokens = feed.tokens if model.missing_input == "token" else {}
+        if tokens:  # what the `token` convention fills in (pipeline/missing/inputs.py); model.pt keeps it
+            model.missing_tokens = tokens
         strategy = make_training_strategy(strategy_name, mods, params, importance)
         optim = make_optimizer(model.parameters(), params)
         scheduler = make_scheduler(optim, params)
@@ -247,7 +231,7 @@ def train_one(
         max_steps, tick = benchmark_max_steps(), time.perf_counter()
         for epoch in bar:
             model.train()
-            order = order_rng.permutation(len(tr))
+            order = order_rng.permutation(n_train)
             sums: dict[str, float] = {}
             lr = optim.param_groups[0]["lr"]
             for start in range(0, len(order), params.batch_size)[:max_steps]:
@@ -258,9 +242,9 @@ def train_one(
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + v * len(rows)
             stepped = time.perf_counter()
-            row: dict[str, float] = {"epoch": epoch, "lr": lr, "train_loss": sums.pop("total") / len(tr)}
-            row.update({f"train_{k}": v / len(tr) for k, v in sums.items()})
-            row.update(_devel_row(task, dv, predict(model, dv.x, dv.mask, dev, valid=dv.valid), targets))
+            row: dict[str, float] = {"epoch": epoch, "lr": lr, "train_loss": sums.pop("total") / n_train}
+            row.update({f"train_{k}": v / n_train for k, v in sums.items()})
+            row.update(_devel_row(task, feed.devel.y, *feed.devel_pass(model, dev)))
             row["early_stop"] = stop_on  # history.csv says which quantity selects the epoch
             history.append(row)
             _log(live, row)
@@ -306,6 +290,7 @@ def train_one(
             "early_stop": stop_on,
             "importance": importance,
             "weights": {m: segments.modalities[m].weights_statement for m in mods if m in segments.modalities},
+            **({"missing_tokens": {m: torch.from_numpy(v) for m, v in tokens.items()}} if tokens else {}),
             **summary,
         },
     )
@@ -326,15 +311,14 @@ def _step(
     grad_clip: float | None,
 ) -> dict[str, float]:
     """One optimisation step on `rows`; the loss parts as floats ('total' = back-propagated)."""
-    x_full, mask_full = to_tensors(split.x, split.mask, rows, dev)
-    valid = valid_tensors(split.valid, split.mask, rows, dev)
-    y = torch.from_numpy(split.y[rows]).to(dev)
-    y_mask = None if split.y_mask is None else torch.from_numpy(split.y_mask[rows]).to(dev)
+    b = split.batch(rows, dev)
+    x_full, mask_full, valid, y, y_mask = b.x, b.mask, b.valid, b.y, b.y_mask
     # the strategy works on a copy, so x_full/mask_full stay the complete view
     x, mask = strategy.apply({m: v.clone() for m, v in x_full.items()}, {m: v.clone() for m, v in mask_full.items()}, rng, epoch)
     task_loss = make_task_loss(task, y, y_mask)
     if hasattr(model, "training_loss"):
-        batch = TrainBatch(x, mask, x_full, mask_full, y, y_mask, epoch, valid, getattr(model, "missing_input", "mask"))
+        batch = TrainBatch(x, mask, x_full, mask_full, y, y_mask, epoch, valid, getattr(model, "missing_input", "mask"),
+                           getattr(model, "missing_tokens", None))
         parts = model.training_loss(batch, task_loss)
         if "total" not in parts:
             raise TrainError(f"{type(model).__name__}.training_loss returned no 'total' (keys {sorted(parts)})")
