@@ -141,11 +141,20 @@ def test_local_pool_keeps_order_shares_the_items_and_raises_errors_in_turn(tmp_p
     assert len(setups) == len(set(setups)) == 2  # the state built once per process, not once per item
 
 
+def _slow_in_helpers(parent: int) -> str:
+    if os.getpid() != parent:  # a helper: not ready for a long while
+        time.sleep(60)
+    return "state"
+
+
 def test_local_pool_with_little_work_is_done_in_this_process():
-    """A stage whose items are done before a helper has started never waits for one."""
-    out = list(map_ordered(lambda x: (x, os.getpid()), range(20), settings=POOL2))
-    # every item here: a helper's start (2-4 s here) was not waited for
+    """A stage whose items are done before a helper is ready never waits for one: the helper's setup takes
+    a minute here, and every item is done in this process long before (no timing on a loaded machine)."""
+    t0 = time.perf_counter()
+    out = list(map_ordered(lambda st, x: (x, os.getpid()), range(20), setup=partial(_slow_in_helpers, os.getpid()),
+                           settings=POOL2))
     assert [x for x, _ in out] == list(range(20)) and {pid for _, pid in out} == {os.getpid()}
+    assert time.perf_counter() - t0 < 50  # the helper's setup was not waited for
 
 
 def test_local_pool_a_helper_killed_is_one_line(tmp_path):

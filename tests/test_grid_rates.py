@@ -164,6 +164,25 @@ def test_params_yaml_rates_one_line_per_edit_and_errors_name_the_key(tmp_path):
         load_section("grid", path)
 
 
+def test_one_to_one_trains_a_model_per_rate_and_the_matrix_holds_its_diagonal(segments, tmp_path, one_torch_thread):
+    """003 §6's one-to-one training: one model per missing rate (grid.rates.one_to_one), each tested at every
+    rate of random_missing; the train_test.csv diagonal (train rate = test rate) is the one-to-one curve."""
+    params = PARAMS.model_copy(update={"strategies": ["one_to_one"], "seeds": [0], "strategy_params": {"one_to_one": {"p_miss": 0.5}}})
+    summaries = train_all(segments, params, tmp_path / "m", device="cpu", progress=False, rates={"one_to_one": [0.0, 0.3]})
+    assert list(summaries["crossmodal/one_to_one"]) == ["seed_0", "rate_0/seed_0", "rate_0.3/seed_0"]
+    again = train_all(segments, params, tmp_path / "again", device="cpu", progress=False, rates={"one_to_one": [0.3]})
+    assert again["crossmodal/one_to_one"]["rate_0.3/seed_0"] == summaries["crossmodal/one_to_one"]["rate_0.3/seed_0"]
+    assert (run_dir(tmp_path / "m", "crossmodal", "one_to_one", 0, rate=0.3) / MODEL_FILE).read_bytes() == \
+        (run_dir(tmp_path / "again", "crossmodal", "one_to_one", 0, rate=0.3) / MODEL_FILE).read_bytes()
+    conditions = EvaluateParams(conditions=["all_present", "random_missing_grid"])
+    evaluate_all(segments, tmp_path / "m", conditions, tmp_path / "e", tmp_path / "e.json", device="cpu", progress=False)
+    tt = pl.read_csv(tmp_path / "e" / "train_test.csv").filter(pl.col("test_modality") == "all")
+    assert sorted(tt["train_rate"].unique().to_list()) == [0.0, 0.3, 0.5]
+    assert set(tt["train_param"]) == {"p_miss"} and set(tt["test_family"]) == {"random_missing"}
+    diagonal = tt.filter(pl.col("train_rate") == pl.col("test_rate")).sort("train_rate")
+    assert diagonal["train_rate"].to_list() == [0.0, 0.3, 0.5]
+
+
 def test_the_rate_parameters_are_evaluations():
     assert RATE_PARAM == {s: p for s, (p, _) in robustness.TRAIN_RATE_PARAM.items()}
 

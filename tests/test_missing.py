@@ -163,7 +163,7 @@ def _rows_dropped(x2, m2, m):
 
 
 def test_make_strategy_names_params_and_errors():
-    assert set(STRATEGIES) == {"standard", "auxformer", "clip_zero", "frame_zero", "frame_repeat", "dynamic", "eliminate"}
+    assert set(STRATEGIES) == {"standard", "auxformer", "clip_zero", "frame_zero", "frame_repeat", "dynamic", "eliminate", "one_to_one"}
     s = make_strategy("clip_zero", MODS)
     assert s.params.p_clip == 0.5 and s.targets == ("face",) and s.params.zero_fill  # 002 §3.3 default, first modality
     assert make_strategy("frame_zero", MODS).params.p_frame == 0.5
@@ -201,7 +201,7 @@ def test_make_strategy_names_params_and_errors():
 
 
 def test_strategy_names_and_params_validated_without_modalities():
-    assert strategy_names() == ("standard", "auxformer", "clip_zero", "frame_zero", "frame_repeat", "dynamic", "eliminate")
+    assert strategy_names() == ("standard", "auxformer", "clip_zero", "frame_zero", "frame_repeat", "dynamic", "eliminate", "one_to_one")
     assert strategy_names() == tuple(STRATEGIES)
     p = validate_strategy_params("frame_repeat", {"p_frame": 0.3, "modalities": ["text"]})
     assert (p.p_frame, p.modalities, p.zero_fill) == (0.3, ["text"], True)
@@ -400,6 +400,31 @@ def test_eliminate_drop_rates_follow_rho():
     xb, mb = _batch(b=4000, t=2)
     x2, m2 = s.apply(xb, mb, rng, 1)
     assert _within(_rows_dropped(x2, m2, "face").sum(), 4000, 0.25)
+
+
+def test_one_to_one_draws_once_per_sample_at_its_rate():
+    """003 §6 one-to-one: the incomplete training data are static: a sample loses the same steps in every
+    batch and epoch (whatever its neighbours), each step with probability p_miss, on every modality."""
+    s = make_strategy("one_to_one", MODS, {"p_miss": 0.3})
+    assert s.static and s.targets == tuple(MODS)
+    x, mask = _batch(b=400, t=50, kind="numpy")
+    samples = np.arange(1000, 1400)
+    x1, m1 = s.apply_static(x, mask, samples, seed=7)
+    # the same samples in another order and another batch: the same steps lost
+    order = np.random.default_rng(0).permutation(400)
+    x2, m2 = s.apply_static({k: v[order] for k, v in x.items()}, {k: v[order] for k, v in mask.items()}, samples[order], seed=7)
+    for m in MODS:
+        assert np.array_equal(m2[m], m1[m][order]) and np.array_equal(x2[m], x1[m][order])
+        lost = mask[m] & ~m1[m]
+        assert _within(lost.sum(), mask[m].sum(), 0.3)  # the rate, of every modality
+        assert np.all(x1[m][lost] == 0)
+    # another seed (run): another draw; torch batches: the same draw as numpy
+    assert not np.array_equal(s.apply_static(x, mask, samples, seed=8)[1]["face"], m1["face"])
+    xt, mt = s.apply_static({k: torch.from_numpy(v) for k, v in x.items()}, {k: torch.from_numpy(v) for k, v in mask.items()}, samples, 7)
+    assert all(np.array_equal(mt[m].numpy(), m1[m]) for m in MODS)
+    with pytest.raises(StrategyError, match="apply_static"):
+        s.apply(x, mask, np.random.default_rng(0), 1)
+    assert not make_strategy("dynamic", MODS).static
 
 
 def test_strategies_work_on_numpy_too():

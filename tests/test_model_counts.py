@@ -125,7 +125,7 @@ def test_003_mult_at_003s_size_and_the_presets_build_it():
     # MulT's own defaults (d 30, 5 heads) were 0.16× that size
     assert count_parameters(build_model("mult", s.dims, 4)) < 0.2 * variant_count("003 MulT")
     for preset in ("003-iemocap", "003-msp-improv"):
-        assert load_preset(preset).params["model"]["mult"]["params"] == s.exact, preset
+        assert load_preset(preset).params["model"]["mult"]["params"] == {**s.exact, "missing_input": "token"}, preset
 
 
 def test_mer_models_paper_shows_the_same_counts(counts):

@@ -72,7 +72,7 @@ def _batch(task: str, epoch: int = 1, seed: int = 0) -> Batch:
 def test_defaults_follow_the_paper_and_parameter_count_matches_table4_layer():
     p = Params()
     assert (p.d_model, p.heads, p.layers, p.kernel_sizes, p.alpha, p.beta) == (128, 4, 4, (3, 3, 1), 0.4, 0.6)
-    assert p.missing_input == "zero"
+    assert p.missing_input == "token"  # 003 §5.2.1: [UNK] for missing text, zeros elsewhere
     m = build({"audio": 512, "vision": 512, "text": 768}, 4, "classification", p)
     assert m.kernel == {"audio": 3, "vision": 3, "text": 1}  # paper order (a, v, l), by position
     layer = m.mrau[0]

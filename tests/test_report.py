@@ -718,6 +718,27 @@ def test_train_test_heat_map_only_with_several_training_rates(tmp_path):
     assert heat[0].png == scorecard_blocks(load_inputs(tmp_path), RUNS, "macro_f1")[-1].png  # deterministic
 
 
+def test_one_to_one_table_is_the_diagonal_with_its_auilc():
+    """003 §6: a model per missing rate, tested at the same rate; AUILC only over exactly 0.0 … 0.9."""
+    import polars as pl
+
+    from pipeline.report import scorecard as sc
+
+    rates = [round(0.1 * i, 1) for i in range(10)]
+    rows = [{"model": "mct_hfr/one_to_one", "strategy": "one_to_one", "train_param": "p_miss", "train_rate": a,
+             "test_family": "random_missing", "test_modality": "all", "test_rate": b, "metric": "macro_f1",
+             "mean": 0.8 - a / 2 - abs(a - b), "std": 0.0, "n_seeds": 2} for a in rates for b in rates]
+    table = sc.one_to_one(sc.several_rates(pl.DataFrame(rows)))
+    assert table.header == ["Run", "modality"] + [f"{r:g}" for r in rates] + ["AUILC"]
+    (row,) = table.rows
+    assert row[:4] == ["mct_hfr/one_to_one", "all modalities", "0.800", "0.750"]  # the diagonal: 0.8 − a/2
+    assert float(row[-1]) == pytest.approx(0.9 * 0.8 - 0.81 / 4, abs=1e-3)  # ∫₀^0.9 (0.8 − r/2) dr
+    partial = sc.one_to_one(sc.several_rates(pl.DataFrame([r for r in rows if r["train_rate"] in (0.0, 0.5)])))
+    assert partial.rows[0][-1] == "n/a (incomplete grid)"
+    other = pl.DataFrame([{**r, "strategy": "dynamic"} for r in rows])
+    assert sc.one_to_one(sc.several_rates(other)) is None
+
+
 def test_page_opens_with_what_was_run_then_the_main_table_then_contents(built_runs):
     page = htmlmod.unescape(built_runs)
     order = [page.index(x) for x in ("<td>models (inputs)</td>", 'role="alert"', 'id="main-table"', 'class="toc"',

@@ -33,7 +33,12 @@ from pipeline.runs.files import (
     run_dir,
 )
 from pipeline.runs.params import TrainParams
-from pipeline.segment.contract import ModalityInfo, Segments, load_segments
+from pipeline.segment.contract import (
+    ModalitiesLacking,
+    ModalityInfo,
+    Segments,
+    load_segments,
+)
 from pipeline.train.families import train_all
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,7 +181,7 @@ def test_training_is_deterministic(segments, tmp_path):
 
 
 def test_training_errors(segments, tmp_path):
-    with pytest.raises(TrainError, match=r"\['z', 'y'\]"):
+    with pytest.raises(ModalitiesLacking, match=r"\['z', 'y'\]"):
         train_all(segments, PARAMS.model_copy(update={"modalities": ["a", "z", "y"]}), tmp_path, progress=False)
     no_devel = make_segments()
     no_devel.partition = np.where(no_devel.partition == "devel", "train", no_devel.partition)

@@ -56,6 +56,7 @@ TRAIN_RATE_PARAM: dict[str, tuple[str, str]] = {
     "frame_zero": ("p_frame", "frame_zero"),
     "frame_repeat": ("p_frame", "frame_repeat"),
     "dynamic": ("p_miss", "random_missing"),
+    "one_to_one": ("p_miss", "random_missing"),
 }
 SCORECARD_COLUMNS = ("figure", "family", "modality", "reference", "value")
 TRAIN_TEST_COLUMNS = ("model", "strategy", "train_param", "train_rate", "test_family", "test_modality", "test_rate",

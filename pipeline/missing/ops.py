@@ -176,6 +176,22 @@ def frame_zero(x: Arrays, mask: Arrays, modalities: Sequence[str], p: float, rng
     return x, mask
 
 
+def static_frame_zero(x: Arrays, mask: Arrays, modalities: Sequence[str], p: float, seed: int, samples: np.ndarray,
+                      zero_fill: bool = True) -> tuple[Arrays, Arrays]:
+    """`frame_zero` drawn once per sample: each step of each modality absent with probability p, from a
+    generator of (seed, modality, sample), so a sample (`samples` [B]: its row in the segments) loses the
+    same steps in every batch and epoch it appears in: incomplete data generated statically, before training
+    (003 §6's one-to-one training)."""
+    _check_known(x, mask, modalities)
+    x, mask = dict(x), dict(mask)
+    for m in modalities:
+        tag, steps_per_row = zlib.crc32(m.encode()), _bt(mask[m])[1]
+        steps = np.stack([np.random.default_rng([seed, tag, int(s)]).random(steps_per_row) < p for s in samples]) \
+            if len(samples) else np.zeros((0, steps_per_row), bool)
+        x[m], mask[m] = _mask_steps(x[m], mask[m], steps, zero_fill)
+    return x, mask
+
+
 def frame_repeat(x: Arrays, mask: Arrays, modalities: Sequence[str], p: float, rng: np.random.Generator, zero_fill: bool = True) -> tuple[Arrays, Arrays]:
     """002 Frame-Repeat: each present step of each modality replaced, with probability p, by the last
     kept step before it (mask stays True); one with no kept step before it (e.g. a replaced first

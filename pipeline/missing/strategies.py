@@ -9,12 +9,15 @@ params.yaml; `make_strategy(name, modalities, params, importance)`).
     dynamic       003 §4.4.2: per-step Bernoulli masking (p_miss = 0.2) on every modality, for a share of
                   the batch that ramps linearly 0 → 1 over the first 5 epochs
     eliminate     000 §4: per batch, modality i eliminated with probability ρ_i (from the importance search)
+    one_to_one    003 §6: each step of every modality missing with probability p_miss, drawn ONCE per training
+                  sample (static), at the test data's rate: one model per rate (grid.rates)
 
 Each strategy's parameters are a pydantic model (`<Strategy>.Params`, extra fields forbidden); see their
 docstrings for the choices made where a paper is silent. `strategy_names()` lists the strategies and
 `validate_strategy_params(name, params)` checks a strategy's parameters without building it (for
 config validation). Strategies draw only from the generator passed to `apply`, through the shared
-operations of `pipeline.missing.ops`.
+operations of `pipeline.missing.ops`; a `static` strategy instead draws per sample (`apply_static`: the
+samples' rows and the run's seed), the same in every epoch.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pipeline.missing.ops import (
     drop_modalities,
     frame_repeat,
     frame_zero,
+    static_frame_zero,
 )
 
 
@@ -73,12 +77,19 @@ class Strategy(ABC):
 
     name: ClassVar[str]
     Params: ClassVar[type[_StrategyParams]] = _StrategyParams
+    #: True: the training loop calls `apply_static(x, mask, samples, seed)` instead of `apply`
+    static: ClassVar[bool] = False
 
     def __init__(self, modalities: Sequence[str], params: _StrategyParams, importance: dict | None = None) -> None:
         self.modalities, self.params = tuple(modalities), params
 
     @abstractmethod
     def apply(self, x: Arrays, mask: Arrays, rng: np.random.Generator, epoch: int) -> tuple[Arrays, Arrays]: ...
+
+    def apply_static(self, x: Arrays, mask: Arrays, samples: np.ndarray, seed: int) -> tuple[Arrays, Arrays]:
+        """A static strategy's batch: what it makes missing depends on the samples (their rows in the
+        segments) and the run's seed only."""
+        raise StrategyError(f"strategy '{self.name}' is not static")
 
     def _targets(self, given: Sequence[str] | None) -> tuple[str, ...]:
         if given is None:
@@ -274,9 +285,40 @@ class EliminateTraining(Strategy):
         return x, mask
 
 
+class OneToOneTraining(Strategy):
+    """003 §6's "one-to-one training" (its TFR-Net and EMT-DLFR baselines, and MCT-HFR†): "generates the
+    incomplete training data statically before model training, and the feature missing rate is aligned
+    with the testing data", so one model is trained per test missing rate. Each step of every modality
+    is missing with probability p_miss — the draw of the `random_missing@<rate>` condition — drawn once
+    per training sample from (the run's seed, the sample), the same in every epoch. The paper is silent
+    on whether the incomplete copy changes with the seed; here it does. Train one model per rate with
+    grid.rates.one_to_one (e.g. 0.0 … 0.9, 003 §5.5); the report's train × test matrix holds them, its
+    diagonal the one-to-one curve."""
+
+    name = "one_to_one"
+    static = True
+
+    class Params(_StrategyParams):
+        p_miss: float = Field(0.5, ge=0, le=1, description="the test data's missing rate this model trains at "
+                              "(003 §5.5: one of 0.0 … 0.9; paper silent on a default: 0.5, the middle)")
+        modalities: list[str] | None = Field(None, description="modalities masked; None = every modality (003)")
+
+    def __init__(self, modalities: Sequence[str], params: Params, importance: dict | None = None) -> None:
+        super().__init__(modalities, params)
+        self.targets = self.modalities if params.modalities is None else self._targets(params.modalities)
+
+    def apply(self, x: Arrays, mask: Arrays, rng: np.random.Generator, epoch: int) -> tuple[Arrays, Arrays]:
+        raise StrategyError("strategy 'one_to_one' draws per sample: the training loop calls apply_static")
+
+    def apply_static(self, x: Arrays, mask: Arrays, samples: np.ndarray, seed: int) -> tuple[Arrays, Arrays]:
+        p: OneToOneTraining.Params = self.params  # type: ignore[assignment]
+        return static_frame_zero(x, mask, self.targets, p.p_miss, seed, samples, p.zero_fill)
+
+
 STRATEGIES: dict[str, type[Strategy]] = {
     s.name: s
-    for s in (Standard, AuxFormerTraining, ClipZeroTraining, FrameZeroTraining, FrameRepeatTraining, DynamicTraining, EliminateTraining)
+    for s in (Standard, AuxFormerTraining, ClipZeroTraining, FrameZeroTraining, FrameRepeatTraining, DynamicTraining, EliminateTraining,
+              OneToOneTraining)
 }
 
 

@@ -277,6 +277,11 @@ def scorecard_blocks(inp: Inputs, runs: list[str], main: str) -> list:
                           f"Train rate × test rate (train_test.csv): {tb.metric_label(metric)} ({metric}) of runs trained "
                           "at each missing rate (rows) and tested at each level of the matching condition family "
                           "(columns; 0 = all present), mean over replicates."))
+        diagonal = sc.one_to_one(several)
+        if diagonal is not None:
+            out.append(Table(diagonal, f"One-to-one training (003 §6): each model trained at one missing rate and "
+                                       f"tested at the same rate (the heat map's diagonal), {tb.metric_label(metric)}, "
+                                       "mean over replicates; AUILC (003 Eq. 19) where the rates are exactly 0.0 … 0.9."))
     else:
         out.append(Para("Train rate × test rate: no family was trained at more than one missing rate, so there is "
                         f"no heat map; to get one, {RATES_HINT}."))

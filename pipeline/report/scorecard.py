@@ -147,3 +147,28 @@ def heat_panels(tt: pl.DataFrame) -> list[tuple[str, list[float], list[float], l
         grid = [[cell.get((a, b), math.nan) for b in test] for a in train]
         out.append((f"{model}: {fam}, {mod}", train, test, grid))
     return out
+
+
+def one_to_one(tt: pl.DataFrame) -> TableData | None:
+    """003 §6's one-to-one curve: the diagonal (train rate = test rate) of each one_to_one family's
+    random_missing matrix (`several_rates` rows), with its AUILC (003 Eq. 19) where the diagonal covers
+    exactly 0.0 … 0.9; None when no such family was trained at several rates."""
+    diag = tt.filter((pl.col("strategy") == "one_to_one") & (pl.col("test_family") == "random_missing")
+                     & ((pl.col("train_rate") - pl.col("test_rate")).abs() < 1e-9)) if tt.height else tt
+    if diag.height == 0:
+        return None
+    from pipeline.evaluate.stats import StatsError, auilc
+
+    rates = sorted(set(diag["test_rate"].to_list()))
+    rows = []
+    for (model, mod), part in diag.group_by(["model", "test_modality"], maintain_order=True):
+        cell = {r["test_rate"]: r["mean"] for r in part.iter_rows(named=True)}
+        row = [model, "all modalities" if mod == EVERY_MODALITY else mod]
+        row += [f"{cell[r]:.3f}" if r in cell else "–" for r in rates]
+        try:
+            row.append(f"{auilc(sorted(cell), [cell[r] for r in sorted(cell)]):.3f}")
+        except StatsError:
+            row.append("n/a (incomplete grid)")
+        rows.append(row)
+    return TableData(["Run", "modality"] + [f"{r:g}" for r in rates] + ["AUILC"], rows)
+

@@ -38,7 +38,7 @@ MOVED_FROM_TRAIN = {
 }
 # the strategies with a training missing rate and its parameter (pipeline/missing/strategies.py; the same
 # as pipeline.evaluate.robustness.TRAIN_RATE_PARAM, which evaluation reads, checked by tests/test_grid_rates.py)
-RATE_PARAM = {"clip_zero": "p_clip", "frame_zero": "p_frame", "frame_repeat": "p_frame", "dynamic": "p_miss"}
+RATE_PARAM = {"clip_zero": "p_clip", "frame_zero": "p_frame", "frame_repeat": "p_frame", "dynamic": "p_miss", "one_to_one": "p_miss"}
 Rate = Annotated[float, Field(ge=0, le=1)]
 
 

@@ -216,7 +216,7 @@ def train_one(
             model = build_model(model_name, dims, n_out, task, params.model_params.get(model_name)).to(dev)
         except ModelError as e:
             raise ModelBuildError(str(e)) from None
-        tokens = feed.tokens if model.missing_input == "token" else {}
+        tokens = feed.tokens if getattr(model, "missing_input", "mask") == "token" else {}
         if tokens:  # what the `token` convention fills in (pipeline/missing/inputs.py); model.pt keeps it
             model.missing_tokens = tokens
         strategy = make_training_strategy(strategy_name, mods, params, importance)
@@ -236,7 +236,7 @@ def train_one(
             lr = optim.param_groups[0]["lr"]
             for start in range(0, len(order), params.batch_size)[:max_steps]:
                 rows = order[start : start + params.batch_size]
-                parts = _step(model, strategy, strategy_rng, tr, rows, task, epoch, dev, optim, grad_clip)
+                parts = _step(model, strategy, strategy_rng, tr, rows, task, epoch, dev, optim, grad_clip, draw)
                 if not np.isfinite(parts["total"]):
                     raise TrainError(f"{name} seed {seed}: non-finite training loss at epoch {epoch}; lower train.lr")
                 for k, v in parts.items():
@@ -309,12 +309,18 @@ def _step(
     dev: torch.device,
     optim: torch.optim.Optimizer,
     grad_clip: float | None,
+    seed: int = 0,
 ) -> dict[str, float]:
-    """One optimisation step on `rows`; the loss parts as floats ('total' = back-propagated)."""
+    """One optimisation step on `rows`; the loss parts as floats ('total' = back-propagated). `seed`: the
+    run's, from which a static strategy draws per sample."""
     b = split.batch(rows, dev)
     x_full, mask_full, valid, y, y_mask = b.x, b.mask, b.valid, b.y, b.y_mask
     # the strategy works on a copy, so x_full/mask_full stay the complete view
-    x, mask = strategy.apply({m: v.clone() for m, v in x_full.items()}, {m: v.clone() for m, v in mask_full.items()}, rng, epoch)
+    x, mask = {m: v.clone() for m, v in x_full.items()}, {m: v.clone() for m, v in mask_full.items()}
+    if getattr(strategy, "static", False):  # the same missing steps for a sample in every epoch (003's one-to-one)
+        x, mask = strategy.apply_static(x, mask, split.idx[rows], seed)
+    else:
+        x, mask = strategy.apply(x, mask, rng, epoch)
     task_loss = make_task_loss(task, y, y_mask)
     if hasattr(model, "training_loss"):
         batch = TrainBatch(x, mask, x_full, mask_full, y, y_mask, epoch, valid, getattr(model, "missing_input", "mask"),
