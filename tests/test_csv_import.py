@@ -3,11 +3,13 @@ into the feature table schema, and every way such a file can be wrong."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from pipeline.core.config import ConfigError
@@ -146,3 +148,68 @@ def test_invalid_settings_are_config_errors():
         ImportParams(time_unit="min")
     with pytest.raises(ConfigError, match="lists the time column"):
         CsvImport(ImportParams(columns=["timestamp", "ECG"]))
+
+
+# ---- several folders: import.sources (000 §5.2: FAUs, eGeMAPS and biosignals, each its own folder) ----------
+
+
+def test_sources_inherit_the_sections_settings_and_name_their_tables():
+    section = ImportParams(dir="bio", sources_root="/muse/feature_segments", columns=["ECG"],
+                           sources={"faus": {"columns": "all", "modality": "face"}, "egemaps": {"dir": "egemaps_2hz"}})
+    faus = section.source("faus")
+    assert (faus.dir, faus.columns, faus.modality, faus.rate_hz, faus.pattern) == (
+        "/muse/feature_segments/faus", "all", "face", 2.0, "{clip_id}.csv")  # the name is the default folder
+    assert section.source("egemaps").dir == "/muse/feature_segments/egemaps_2hz"
+    assert section.source("egemaps").columns == ["ECG"]  # not given: the section's
+    assert list(section.features()) == ["import", "import/faus", "import/egemaps"]
+    assert section.features()["import"] is section
+
+
+@pytest.mark.parametrize("sources, where", [
+    ({"Faus": {}}, "sources.Faus"),
+    ({"faus": {"dir": "/elsewhere"}}, "sources.faus.dir"),
+    ({"faus": {"dir": "../up"}}, "sources.faus.dir"),
+    ({"faus": {"time_unit": "min"}}, "sources.faus.time_unit"),
+    ({"faus": {"colums": "all"}}, "sources.faus.colums"),
+    ({"faus": {"sources": {}}}, "sources.faus"),
+    ({"faus": "all"}, "sources.faus"),
+])
+def test_a_bad_source_is_one_line_naming_its_key(tmp_path, sources, where):
+    from pipeline.core.config import load_section
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"import": {"sources": sources}}))
+    with pytest.raises(ConfigError) as e:
+        load_section("import", tmp_path / "params.yaml")
+    assert f"  import.{where}: " in str(e.value), str(e.value)
+
+
+def test_the_import_stage_writes_a_table_per_source(demo, tmp_path, monkeypatch):
+    """Real files through the stage: the section's folder as `import`, each source as `import/<name>`
+    (data/features/import/<name>.parquet), values as the CSVs say; a folder without files gives an empty
+    table, said."""
+    from pipeline.corpus.manifest import CorpusInfo, write_manifest
+    from pipeline.extract.stage import import_stage
+
+    root, clips = demo
+    monkeypatch.chdir(tmp_path)
+    write_manifest(tmp_path / "data/corpus/manifest.parquet", CorpusInfo("demo", []), clips)
+    shutil.copytree(root / "data/corpus/biosignals", tmp_path / "muse/biosignals")
+    for clip in clips:  # a FAU-like folder at 2 Hz, one column per action unit
+        t = np.arange(13) * 500
+        frame = pd.DataFrame({"timestamp": t, "segment_id": 1, "AU01_r": t / 1000, "AU12_r": 1 - t / 1000})
+        _write(tmp_path / "muse/faus", f"{clip.clip_id}.csv", frame.to_csv(index=False))
+    (tmp_path / "muse/empty").mkdir()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"import": {
+        "dir": "muse/biosignals", "sources_root": "muse",
+        "sources": {"faus": {"columns": "all", "modality": "face"}, "ecg": {"dir": "biosignals", "columns": ["ECG"]},
+                    "nothing": {"dir": "empty"}}}}))
+    import_stage()
+    main, faus, ecg = (read_features(tmp_path / f"data/features/{f}.parquet") for f in ("import", "import/faus", "import/ecg"))
+    assert (main[0].name, main[0].dim, faus[0].name, faus[0].dim, faus[0].modality) == ("import", 3, "import/faus", 2, "face")
+    assert sorted(faus[1]) == sorted(c.clip_id for c in clips)
+    np.testing.assert_allclose(faus[1][clips[0].clip_id].values[:, 0], np.arange(13) * 0.5)
+    np.testing.assert_array_equal(ecg[1][clips[0].clip_id].values[:, 0], main[1][clips[0].clip_id].values[:, 0])
+    assert "sources" not in main[0].params and "sources_root" not in main[0].params  # a table keeps its bytes
+    nothing_meta, nothing = read_features(tmp_path / "data/features/import/nothing.parquet")
+    assert nothing == {} and nothing_meta.name == "import/nothing"
+    assert (tmp_path / "data/errors/import/faus.csv").is_file()

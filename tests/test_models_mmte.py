@@ -179,7 +179,7 @@ def test_ammtd_recurrence_matches_the_literal_equations_and_is_causal(layers):
 
 def test_late_fusion_excludes_absent_modalities_instead_of_zeroing_them():
     torch.manual_seed(0)
-    model = _build("late_fusion_lstm", "regression", n_out=1).eval()
+    model = _build("late_fusion_lstm", "regression", n_out=1, training="end_to_end").eval()
     with torch.no_grad():
         model.fusion_logits.copy_(torch.tensor([0.0, 1.0, 2.0]))
     x, mask = _inputs()
@@ -196,6 +196,67 @@ def test_late_fusion_excludes_absent_modalities_instead_of_zeroing_them():
     with torch.no_grad():
         out = model(x, none)
     assert torch.all(out[:, 1:] == 0) and torch.allclose(out[:, 0], uni["audio"][:, 0])
+
+
+def test_two_stage_late_fusion_stages_and_what_each_forward_returns():
+    """MuSe 2022's recipe as stages of one run: each branch alone, then the fusion RNN on the branches'
+    per-step predictions (a modality missing at a step enters as 0), the branches frozen and in eval mode."""
+    torch.manual_seed(0)
+    model = _build("late_fusion_lstm", "regression", n_out=1)
+    assert model.training_stages() == ["branch:audio", "branch:video", "branch:text", "fusion"]
+    assert {id(p) for p in model.stage_parameters("branch:video")} == {id(p) for p in model.branches["video"].parameters()}
+    assert {id(p) for p in model.stage_parameters("fusion")} == {id(p) for p in model.fusion.parameters()}
+    x, mask = _inputs()
+    model.eval()
+    model.stage = "branch:video"
+    with torch.no_grad():
+        assert torch.equal(model(x, mask), model.branches["video"](x["video"], mask["video"]))
+    model.stage = None
+    with torch.no_grad():
+        cols = torch.cat([model.branches[m](x[m], mask[m]) * mask[m][..., None] for m in DIMS], dim=-1)
+        expected = model.fusion(cols, torch.ones(B, T, dtype=torch.bool))
+        assert torch.allclose(model(x, mask), expected, atol=1e-6)
+    model.stage = "fusion"
+    model.train()  # the fusion trains; the frozen branches predict as in evaluation
+    assert model.fusion.training and not any(b.training for b in model.branches.values())
+    out = model(x, mask)
+    out.sum().backward()
+    assert all(p.grad is None for p in model.branches.parameters())
+    assert all(p.grad is not None for p in model.fusion.parameters())
+
+
+def test_two_stage_late_fusion_trains_each_branch_to_its_own_best_then_the_fusion(tmp_path):
+    """Through the training loop: history.csv has the stages in order, each with its own early stopping;
+    the final model's branch scores on devel exactly what its own stage's best epoch scored (restored to
+    its best, then frozen while the fusion trained)."""
+    import polars as pl
+
+    from pipeline.runs.feed import feed_run
+    from pipeline.runs.files import load_trained
+    from pipeline.runs.params import TrainParams
+    from pipeline.train.loop import train_one
+    from tests.test_train_evaluate import DIMS as SEG_DIMS
+    from tests.test_train_evaluate import make_segments
+
+    segments = make_segments(regression=True)
+    params = TrainParams(modalities=list(SEG_DIMS), task="regression", targets=["arousal"], seeds=[0], epochs=4,
+                         patience=2, batch_size=16, lr=5e-3,
+                         model_params={"late_fusion_lstm": dict(d_rnn=8, rnn_layers=1, d_fc_out=8)})
+    summary = train_one(segments, params, "late_fusion_lstm", "standard", 0, tmp_path, progress=False)
+    history = pl.read_csv(tmp_path / "late_fusion_lstm/standard/seed_0/history.csv")
+    stages = [f"branch:{m}" for m in SEG_DIMS] + ["fusion"]
+    assert history["stage"].unique(maintain_order=True).to_list() == stages
+    assert summary["epochs_run"] == history.height and summary["best_epoch"] <= 4
+    model, _ = load_trained(tmp_path / "late_fusion_lstm/standard/seed_0/model.pt")
+    feed = feed_run(segments, "late_fusion_lstm", list(SEG_DIMS), "regression", ["arousal"])
+    for m in SEG_DIMS:
+        own = history.filter(pl.col("stage") == f"branch:{m}")["devel_ccc_mean"]
+        model.stage = f"branch:{m}"
+        metrics, _ = feed.devel_pass(model, torch.device("cpu"))
+        assert metrics["ccc_mean"] == pytest.approx(own.max(), abs=1e-6), m
+    model.stage = None
+    fused = history.filter(pl.col("stage") == "fusion")["devel_ccc_mean"].max()
+    assert feed.devel_pass(model, torch.device("cpu"))[0]["ccc_mean"] == pytest.approx(fused, abs=1e-6)
 
 
 # ---- learning --------------------------------------------------------------------------------------

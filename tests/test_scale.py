@@ -191,7 +191,7 @@ def test_training_time_is_extrapolated_from_the_capped_runs(monkeypatch):
     # 10 epochs x (100 steps x 2 s + 5 s devel) x 3 cut away, plus the 20 - 9 s outside the loop once
     assert x["full_s"] == 10 * (100 * 2 + 5) * 3 + 11 and x["runs_full"] == 3 and x["s_per_step_mean"] == 2
     assert x["full_size_h"] == round((10 * (100 * 2 + 5) * 3 * 4 + 11) / 3600, 2)  # 4x the clips at full size
-    from pipeline.train.loop import benchmark_max_steps
+    from pipeline.train.logs import benchmark_max_steps
 
     monkeypatch.delenv("MER_MAX_STEPS", raising=False)
     assert benchmark_max_steps() is None  # the pipeline's own runs: the hook is off

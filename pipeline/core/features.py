@@ -52,7 +52,9 @@ class FeatureMeta:
     missing_token: list[float] | None = None
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, sort_keys=True, default=json_default)
+        # a table without a missing token writes none: it keeps the bytes it had before tokens existed
+        fields = {k: v for k, v in self.__dict__.items() if not (k == "missing_token" and v is None)}
+        return json.dumps(fields, sort_keys=True, default=json_default)
 
     @classmethod
     def from_json(cls, blob: bytes | str) -> "FeatureMeta":

@@ -35,10 +35,19 @@ def feature_dim(feature: str, params: dict) -> int:
     if feature == "bert":
         model = str((params.get("bert") or {}).get("model", ""))
         return 384 if "minilm" in model.lower() else 1024 if "large" in model else 768
-    if feature == "import":
-        cols = (params.get("import") or {}).get("columns")
-        return len(cols) if isinstance(cols, list) else 8
+    if feature == "import" or feature.startswith("import/"):
+        cols = import_settings(feature, params).get("columns")
+        return len(cols) if isinstance(cols, list) else 8  # 'all': unknown before the files are read
     raise KeyError(feature)
+
+
+def import_settings(feature: str, params: dict) -> dict:
+    """The params of an imported feature: `import`, or `import/<name>` (the source's over the section's)."""
+    section = dict(params.get("import") or {})
+    sources = section.pop("sources", None) or {}
+    if feature == "import":
+        return section
+    return {**section, **(sources.get(feature.split("/", 1)[1]) or {})}
 
 
 def feature_rate(feature: str, params: dict) -> float:
@@ -51,8 +60,8 @@ def feature_rate(feature: str, params: dict) -> float:
         return 50.0  # 20 ms frames (003 §5.2.2)
     if feature == "bert":
         return WORDS_PER_SECOND
-    if feature == "import":
-        return float((params.get("import") or {}).get("rate_hz") or 2.0)
+    if feature == "import" or feature.startswith("import/"):
+        return float(import_settings(feature, params).get("rate_hz") or 2.0)
     raise KeyError(feature)
 
 

@@ -101,13 +101,15 @@ def estimate(params: dict, corpus: CorpusSize, rates: dict, machine: Machine, re
         r = er.get(feature) or {}
         how, notes_s = [], []
         cpu = None
-        if stage == "import":
-            cols = feature_dim("import", params)
-            disk = corpus.media_s * feature_rate("import", params) * (cols + 2) * 4
-            stages.append(StageEstimate(stage, 1, r.get("startup_s", 5.0) + corpus.clips * r.get("s_per_clip", 0.005), None, disk,
-                                        PROCESS_BASE_MB + 100, "analytic: reads one small CSV per clip (≈ 5 ms each) + start-up",
+        if stage == "import":  # the section's folder and each of its sources (import/<name>)
+            tables = ["import"] + [f"import/{n}" for n in ((params.get("import") or {}).get("sources") or {})]
+            used = any(t in ((params.get("segment") or {}).get("modalities") or {}).values() for t in tables)
+            disk = sum(corpus.media_s * feature_rate(t, params) * (feature_dim(t, params) + 2) * 4 for t in tables)
+            stages.append(StageEstimate(stage, 1, r.get("startup_s", 5.0) + len(tables) * corpus.clips * r.get("s_per_clip", 0.005),
+                                        None, disk, PROCESS_BASE_MB + 100,
+                                        f"analytic: reads one small CSV per clip and folder ({len(tables)}; ≈ 5 ms each) + start-up",
                                         "analytic: rows × (dim + t) × 4 B", "analytic: process base + one clip's CSV",
-                                        [] if used else ["its table is not in segment.modalities (dvc repro runs it anyway)"]))
+                                        [] if used else ["its tables are not in segment.modalities (dvc repro runs it anyway)"]))
             continue
         if r.get("rtf") is not None:
             factor, why = backbone_factor(feature, params, r)

@@ -20,6 +20,13 @@ start/end; null start: 0, null end: the last row) keeps the rows with start ≤ 
 counted from `start`, the rule every extractor follows; a window holding no row is an ExtractionError
 naming the file and the window. `crop` does not apply (the features are precomputed).
 
+Several folders (`sources`): a corpus such as Ulm-TSST ships each feature as its own folder, and 000 §5.2
+uses three of them (the facial action units, the 2 Hz eGeMAPS and the biosignals). `import.sources:
+{name: settings}` reads each into its own table, feature `import/<name>` (data/features/import/<name>.parquet,
+errors in data/errors/import/<name>.csv), for `segment.modalities` to name. A source's `dir` lies under
+`sources_root` (default: the folder named like the source; MuSe: `feature_segments/<feature>`), which the
+stage depends on as a whole; every setting a source does not give is the section's own.
+
 `rate_hz` declares the rows' sampling rate (default 2 Hz, 000 §5.2) or, null, is inferred from the
 first file's median step; every file must then step by whole multiples of that period (5 % tolerance):
 missing rows are allowed (the steps are then absent in `segment`), other steps are an error.
@@ -32,14 +39,15 @@ non-numeric value in one of them (line and value quoted), or has unsorted or dup
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from pipeline.core.config import ON_ERROR_HELP, ConfigError, OnError, Section
+from pipeline.core.config import ON_ERROR_HELP, ConfigError, OnError, Problems, Section
 from pipeline.core.features import ClipFeatures
 from pipeline.corpus.manifest import Clip
 from pipeline.extract.base import (
@@ -50,6 +58,8 @@ from pipeline.extract.base import (
 )
 
 SEGMENT_ID = "segment_id"  # MuSe's segment column: never a feature
+FEATURE = "import"  # the section's own table; its sources are import/<name>
+SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 RATE_TOLERANCE = 0.05  # share of the sampling period a step may deviate from a whole number of periods
 
 
@@ -70,6 +80,50 @@ class ImportParams(Section):
         2.0, gt=0, description="sampling rate of the rows (000 §5.2: 2 Hz); null: inferred from the timestamps"
     )
     modality: str = Field("physio", pattern=r"^[a-z][a-z0-9_]*$", description="modality the feature stands for")
+    sources_root: str = Field(
+        "data/corpus", description="the folder every source's `dir` lies in (a DVC dependency of the import "
+        "stage: editing any file under it reruns the stage)")
+    sources: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="further feature folders, each its own table: {name: settings} → feature "
+        "`import/<name>` (data/features/import/<name>.parquet); `dir` relative to sources_root (default: the name), "
+        "every setting not given is this section's own (000 §5.2: the MuSe package's FAUs, eGeMAPS and biosignals)")
+
+    @model_validator(mode="after")
+    def _sources(self) -> "ImportParams":
+        problems: list[tuple[str, str]] = []
+        for name, raw in self.sources.items():
+            where = f"sources.{name}"
+            if not SOURCE_NAME.fullmatch(str(name)):
+                problems.append((where, "a source's name is lower-case letters, digits, _ or - (it names a file)"))
+                continue
+            if not isinstance(raw, dict):
+                problems.append((where, f"expected a mapping of import settings, got {raw!r}"))
+                continue
+            inner = [k for k in ("sources", "sources_root") if k in raw]
+            if inner:
+                problems.append((where, f"{', '.join(inner)}: set on the section, not per source"))
+            elif Path(str(raw.get("dir", name))).is_absolute() or ".." in Path(str(raw.get("dir", name))).parts:
+                problems.append((f"{where}.dir", f"'{raw['dir']}' must lie inside sources_root ({self.sources_root}): "
+                                 "give it relative to that folder"))
+            else:
+                try:
+                    self.source(name)
+                except ValidationError as e:
+                    problems += [(f"{where}.{'.'.join(map(str, err['loc']))}", err["msg"]) for err in e.errors()]
+        if problems:
+            raise Problems(problems)
+        return self
+
+    def source(self, name: str) -> "ImportParams":
+        """The settings of source `name`: its own over the section's, its `dir` under sources_root."""
+        raw = dict(self.sources[name])
+        folder = raw.pop("dir", name)
+        base = self.model_dump(exclude={"sources"})
+        return ImportParams.model_validate({**base, **raw, "dir": str(Path(self.sources_root) / str(folder)), "sources": {}})
+
+    def features(self) -> dict[str, "ImportParams"]:
+        """{feature name: settings}: `import` (this section's folder), then `import/<name>` per source."""
+        return {FEATURE: self, **{f"{FEATURE}/{name}": self.source(name) for name in self.sources}}
 
     @field_validator("pattern")
     @classmethod
@@ -95,7 +149,8 @@ class CsvImport(Extractor):
     version = "1"
     modality = "physio"  # replaced by `import.modality`
 
-    def __init__(self, params: ImportParams, root: str | Path = ".") -> None:
+    def __init__(self, params: ImportParams, root: str | Path = ".", name: str = FEATURE) -> None:
+        self.name = name  # `import`, or `import/<source>` (ImportParams.features)
         self.params_ = params
         self.modality = params.modality
         if isinstance(params.columns, list) and params.time_column in params.columns:
@@ -157,7 +212,8 @@ class CsvImport(Extractor):
 
     def params(self) -> dict[str, Any]:
         return {
-            **self.params_.model_dump(mode="json"),
+            # what this table was read with; the other sources are not (a table keeps its bytes when one is added)
+            **self.params_.model_dump(mode="json", exclude={"sources", "sources_root"}),
             "feature_columns": self.columns,
             "reference_file": str(self.reference) if self.reference else None,
         }

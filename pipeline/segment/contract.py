@@ -225,7 +225,9 @@ class Segments:
             "classes": self.classes,
             "rate_hz": self.rate_hz,
             "layout": self.layout,
-            "modalities": {m: info.__dict__ for m, info in self.modalities.items()},
+            # a modality without a missing token writes none (the folder keeps the bytes it had before tokens)
+            "modalities": {m: {k: v for k, v in info.__dict__.items() if not (k == "missing_token" and v is None)}
+                           for m, info in self.modalities.items()},
             "extra": self.extra,
             "context": context,
             "arrays": arrays,

@@ -45,7 +45,6 @@ from __future__ import annotations
 import os
 import random
 import time
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +80,13 @@ from pipeline.runs.params import TrainParams
 from pipeline.segment.contract import Segments
 from pipeline.segment.protocols import replicate
 from pipeline.train.grid import loop_params, make_training_strategy, with_rate
+from pipeline.train.logs import (
+    LIVE_DIR,
+    benchmark_line,
+    benchmark_max_steps,
+    log_row,
+    open_live,
+)
 from pipeline.train.recipes import (
     early_stop_column,
     make_optimizer,
@@ -89,7 +95,6 @@ from pipeline.train.recipes import (
     train_lr_grid,
 )
 
-LIVE_DIR = "dvclive"
 CCC_EPS = 1e-8  # keeps the CCC loss finite on a batch whose targets and predictions are all constant
 # loop settings read with getattr so this module works before params.yaml/TrainParams define them
 
@@ -190,7 +195,8 @@ def train_one(
     rate: float | None = None,
 ) -> dict[str, Any]:
     """Train one run; write model.pt, history.csv and dvclive/; return its summary
-    {best_epoch, epochs_run, devel_<metric>}. `importance`: the model's importance entry; `fold`: the
+    {best_epoch, epochs_run, devel_<metric>} (a model trained in stages: history.csv has a `stage` column,
+    best_epoch is the last stage's, epochs_run counts every stage's epochs). `importance`: the model's importance entry; `fold`: the
     fold (of a protocol with several) whose partition `segments` holds (`Segments.for_fold`); `rate`: the
     strategy's training missing rate instead of its configured one (grid.rates: a run under rate_<r>/)."""
     if rate is not None:
@@ -220,49 +226,70 @@ def train_one(
         if tokens:  # what the `token` convention fills in (pipeline/missing/inputs.py); model.pt keeps it
             model.missing_tokens = tokens
         strategy = make_training_strategy(strategy_name, mods, params, importance)
-        optim = make_optimizer(model.parameters(), params)
-        scheduler = make_scheduler(optim, params)
         order_rng, strategy_rng = np.random.default_rng([draw, 0]), np.random.default_rng([draw, 1])
-        history: list[dict[str, float]] = []
-        # `best` is the early-stopping value as a score (higher better): the metric, or −loss
-        best, best_epoch, best_state = -np.inf, 0, None
-        live = _live(target / LIVE_DIR)
-        bar = tqdm(range(1, params.epochs + 1), desc=f"train {name} seed {seed}", disable=not progress, leave=False)
-        max_steps, tick = benchmark_max_steps(), time.perf_counter()
-        for epoch in bar:
-            model.train()
-            order = order_rng.permutation(n_train)
-            sums: dict[str, float] = {}
-            lr = optim.param_groups[0]["lr"]
-            for start in range(0, len(order), params.batch_size)[:max_steps]:
-                rows = order[start : start + params.batch_size]
-                parts = _step(model, strategy, strategy_rng, tr, rows, task, epoch, dev, optim, grad_clip, draw)
-                if not np.isfinite(parts["total"]):
-                    raise TrainError(f"{name} seed {seed}: non-finite training loss at epoch {epoch}; lower train.lr")
-                for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + v * len(rows)
-            stepped = time.perf_counter()
-            row: dict[str, float] = {"epoch": epoch, "lr": lr, "train_loss": sums.pop("total") / n_train}
-            row.update({f"train_{k}": v / n_train for k, v in sums.items()})
-            row.update(_devel_row(task, feed.devel.y, *feed.devel_pass(model, dev)))
-            row["early_stop"] = stop_on  # history.csv says which quantity selects the epoch
-            history.append(row)
-            _log(live, row)
-            current = stop_score(row, stop_on)
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", **{metric: f"{row[f'devel_{metric}']:.3f}"})
-            if current > best or best_state is None:  # strict: ties keep the earlier epoch
-                best, best_epoch = current, epoch
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            elif epoch - best_epoch >= params.patience:
-                break
-            if max_steps is not None:  # benchmark hook: one capped epoch, timed (benchmark_max_steps)
-                _benchmark_line(name, seed, fold, params, len(order), max_steps, tick, stepped)
-                break
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(current)  # follows the early-stopping quantity (as a score: mode 'max')
-            elif scheduler is not None:
-                scheduler.step()
-        bar.close()
+        live = open_live(target / LIVE_DIR)
+
+        def fit(trainable: Any, stage: str | None) -> tuple[list[dict[str, Any]], float, int, dict[str, Tensor] | None]:
+            """Early-stopped training of `trainable` (a fresh optimiser and schedule): the history rows, the
+            best early-stopping score, its epoch and the model's state then."""
+            optim = make_optimizer(trainable, params)
+            scheduler = make_scheduler(optim, params)
+            history: list[dict[str, Any]] = []
+            # `best` is the early-stopping value as a score (higher better): the metric, or −loss
+            best, best_epoch, best_state = -np.inf, 0, None
+            label = f"train {name} seed {seed}" + ("" if stage is None else f" ({stage})")
+            bar = tqdm(range(1, params.epochs + 1), desc=label, disable=not progress, leave=False)
+            max_steps, tick = benchmark_max_steps(), time.perf_counter()
+            for epoch in bar:
+                model.train()
+                order = order_rng.permutation(n_train)
+                sums: dict[str, float] = {}
+                lr = optim.param_groups[0]["lr"]
+                for start in range(0, len(order), params.batch_size)[:max_steps]:
+                    rows = order[start : start + params.batch_size]
+                    parts = _step(model, strategy, strategy_rng, tr, rows, task, epoch, dev, optim, grad_clip, draw)
+                    if not np.isfinite(parts["total"]):
+                        raise TrainError(f"{name} seed {seed}: non-finite training loss at epoch {epoch}; lower train.lr")
+                    for k, v in parts.items():
+                        sums[k] = sums.get(k, 0.0) + v * len(rows)
+                stepped = time.perf_counter()
+                row: dict[str, Any] = {"epoch": epoch, **({} if stage is None else {"stage": stage}), "lr": lr,
+                                       "train_loss": sums.pop("total") / n_train}
+                row.update({f"train_{k}": v / n_train for k, v in sums.items()})
+                row.update(_devel_row(task, feed.devel.y, *feed.devel_pass(model, dev)))
+                row["early_stop"] = stop_on  # history.csv says which quantity selects the epoch
+                history.append(row)
+                log_row(live, row)
+                current = stop_score(row, stop_on)
+                bar.set_postfix(loss=f"{row['train_loss']:.3f}", **{metric: f"{row[f'devel_{metric}']:.3f}"})
+                if current > best or best_state is None:  # strict: ties keep the earlier epoch
+                    best, best_epoch = current, epoch
+                    best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                elif epoch - best_epoch >= params.patience:
+                    break
+                if max_steps is not None:  # benchmark hook: one capped epoch, timed (benchmark_max_steps)
+                    benchmark_line(name, seed, fold, params, len(order), max_steps, tick, stepped)
+                    break
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    scheduler.step(current)  # follows the early-stopping quantity (as a score: mode 'max')
+                elif scheduler is not None:
+                    scheduler.step()
+            bar.close()
+            return history, best, best_epoch, best_state
+
+        # a model trained in stages (late fusion's two_stage: each branch alone, then the fusion) declares
+        # them; each stage trains its own parameters with its own early stopping, from the previous
+        # stage's best state. Others: one stage, every parameter.
+        stages = getattr(model, "training_stages", lambda: [])()
+        history: list[dict[str, Any]] = []
+        for stage in stages or [None]:
+            if stage is not None:
+                model.stage = stage
+            rows, best, best_epoch, best_state = fit(model.parameters() if stage is None else model.stage_parameters(stage), stage)
+            history += rows
+            if stage is not None:
+                model.load_state_dict(best_state)
+                model.stage = None
         if live is not None:
             live.end()
 
@@ -270,7 +297,7 @@ def train_one(
     if stop_on == f"devel_{metric}":
         summary[f"devel_{metric}"] = float(best)
     else:  # the selected epoch's metric and loss
-        summary.update({f"devel_{metric}": float(history[best_epoch - 1][f"devel_{metric}"]), stop_on: float(-best)})
+        summary.update({f"devel_{metric}": float(rows[best_epoch - 1][f"devel_{metric}"]), stop_on: float(-best)})
     save_trained(
         target / MODEL_FILE,
         {
@@ -336,42 +363,3 @@ def _step(
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)  # 001 §4.3: 0.8
     optim.step()
     return {k: float(v.detach()) for k, v in parts.items()}
-
-
-def benchmark_max_steps() -> int | None:
-    """Benchmark hook (benchmarks/scale.py): with env MER_MAX_STEPS=S every run stops after S optimiser
-    steps of its first epoch (then its devel pass, as usual) and prints one line `MER_BENCHMARK {json}`
-    with the timing; unset (the pipeline's normal runs), None and nothing changes."""
-    return int(os.environ.get("MER_MAX_STEPS") or 0) or None
-
-
-def _benchmark_line(name: str, seed: int, fold: int | None, params: TrainParams, n: int, max_steps: int,
-                    tick: float, stepped: float) -> None:
-    import json
-
-    per_epoch = -(-n // params.batch_size)
-    print("MER_BENCHMARK " + json.dumps({
-        "run": name, "seed": seed, "fold": fold, "epochs": params.epochs, "batch_size": params.batch_size,
-        "sequences": n, "steps_per_epoch": per_epoch, "steps": min(max_steps, per_epoch),
-        "steps_s": stepped - tick, "devel_s": time.perf_counter() - stepped}), flush=True)
-
-
-def _live(path: Path) -> Any:
-    """A DVCLive logger writing only under `path`: no dvc.yaml, no experiment, no report, no Studio."""
-    os.environ.setdefault("DVC_STUDIO_OFFLINE", "true")  # never post to DVC Studio
-    from dvclive import Live
-
-    try:
-        return Live(str(path), resume=False, report=None, save_dvc_exp=False, dvcyaml=None)
-    except Exception as e:  # dvclive asks git for a baseline revision: a repository without commits fails
-        warnings.warn(f"dvclive logging off for {path} ({type(e).__name__}: {e}); history.csv still has the curves")
-        return None
-
-
-def _log(live: Any, row: dict[str, float]) -> None:
-    if live is None:
-        return
-    for k, v in row.items():
-        if k != "epoch" and isinstance(v, (int, float)) and np.isfinite(v):
-            live.log_metric(k, float(v), plot=True)
-    live.next_step()
