@@ -36,6 +36,9 @@ def import_stage() -> None:
     _, clips = _manifest()
     for folder in (FEATURES_DIR / FEATURE, ERRORS_DIR / FEATURE):  # the sources' tables (DVC outputs, maybe empty)
         folder.mkdir(parents=True, exist_ok=True)
+    if not section.sources:
+        print(f"{FEATURE}: no import.sources: {FEATURES_DIR / FEATURE} and {ERRORS_DIR / FEATURE} stay empty "
+              "(DVC warns that they are)")
     for feature, params in section.features().items():
         empty = no_feature_files(params)
         if empty:
