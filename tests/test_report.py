@@ -777,6 +777,18 @@ def test_importance_table(built_runs):
     assert face == ["crossmodal", "face", "0.600", "0.400", "0.200", "9.500", "0.005", "0.017", "yes", "0.500"]
     assert next(r for r in rows if r[:2] == ["crossmodal", "text"])[-2:] == ["no", "–"]
     assert "crossmodal: important = face" in htmlmod.unescape(built_runs)
+    assert "crossmodal/eliminate never drops" not in htmlmod.unescape(built_runs)  # face is important
+
+
+def test_importance_summary_says_when_eliminate_is_standard():
+    """The search found nothing important: ρ_none = 1, so the eliminate runs train as the standard runs."""
+    from pipeline.report.robust import importance_summary
+
+    none = {"important": [], "rho": {}, "rho_none": 1.0, "metric": "macro_f1", "alpha": 0.05, "seeds": [0, 1]}
+    face = {**none, "important": ["face"], "rho": {"face": 0.25}, "rho_none": 0.75}
+    lines = importance_summary({"auxformer": none, "crossmodal": face})
+    assert lines[0].startswith("auxformer: important = none") and "auxformer/eliminate never drops a modality" in lines[0]
+    assert lines[1].startswith("crossmodal: important = face") and "never drops" not in lines[1]
 
 
 def test_regression_report_renders(tmp_path):

@@ -343,7 +343,16 @@ def importance_table(importance: dict) -> TableData:
 
 
 def importance_summary(importance: dict) -> list[str]:
-    return [f"{model}: important = {', '.join(e.get('important') or []) or 'none'}"
-            + (f" (metric {e['metric']}, α = {e['alpha']}, seeds {e.get('seeds')})" if "metric" in e and "alpha" in e else "")
-            for model, e in sorted(importance.items()) if isinstance(e, dict)]
+    """One sentence per model; where nothing is important it says what that means for `eliminate`."""
+    out = []
+    for model, e in sorted(importance.items()):
+        if not isinstance(e, dict):
+            continue
+        line = f"{model}: important = {', '.join(e.get('important') or []) or 'none'}"
+        line += f" (metric {e['metric']}, α = {e['alpha']}, seeds {e.get('seeds')})" if "metric" in e and "alpha" in e else ""
+        if not e.get("important") and not e.get("rho"):
+            line += (f"; so ρ_none = 1: {model}/eliminate never drops a modality and trains as {model}/standard "
+                     "does, its numbers the same (unless strategy.eliminate.rho sets ρ)")
+        out.append(line)
+    return out
 
