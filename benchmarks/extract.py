@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -255,13 +256,16 @@ def bench_incremental(features: list[str], clips: list[Clip], work: Path) -> tup
     faces_meta, detections = read_detections(work / "det_all.parquet")
     for feat in features:
         face = feat in ("vggface", "resnet50")
-        ex = build_extractor(feat, PARAMS, detections=detections, faces_meta=faces_meta) if face else build_extractor(feat, PARAMS)
+        # worker processes build their own extractor, as the stages do (a model with parametrised
+        # modules, wav2vec2's weight norm, cannot be pickled to them)
+        build = partial(build_extractor, feat, PARAMS, **({"detections": detections, "faces_meta": faces_meta} if face else {}))
+        ex = build()
         full = RunStats()
-        extract_corpus(ex, corpus, out_dir=work / "f", errors_dir=work / "e", cache_dir=work / "cache", stats=full)
+        extract_corpus(ex, corpus, out_dir=work / "f", errors_dir=work / "e", cache_dir=work / "cache", stats=full, factory=build)
         inc = RunStats()
-        extract_corpus(ex, clips, out_dir=work / "f", errors_dir=work / "e", cache_dir=work / "cache", stats=inc)
+        extract_corpus(ex, clips, out_dir=work / "f", errors_dir=work / "e", cache_dir=work / "cache", stats=inc, factory=build)
         one = RunStats()
-        extract_corpus(ex, [new], out_dir=work / "f1", errors_dir=work / "e", cache_dir=work / "cache1", stats=one)
+        extract_corpus(ex, [new], out_dir=work / "f1", errors_dir=work / "e", cache_dir=work / "cache1", stats=one, factory=build)
         assert inc.extracted == 1 and inc.cached == len(corpus), (feat, inc)
         out[feat] = {"corpus_plus_one_s": inc.seconds, "one_clip_s": one.seconds, "ratio": inc.seconds / one.seconds}
         tot_inc += inc.seconds
@@ -286,11 +290,12 @@ def rss_child(n: int, corpus_dir: str, features: list[str]) -> None:
     from pipeline.corpus.manifest import read_manifest
 
     _, clips = read_manifest(Path(corpus_dir) / "manifest.parquet")
-    extractors = [build_extractor(feat, PARAMS) for feat in features]
+    builds = [partial(build_extractor, feat, PARAMS) for feat in features]
+    extractors = [build() for build in builds]
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     with tempfile.TemporaryDirectory() as tmp:
-        for ex in extractors:
-            extract_corpus(ex, clips[:n], out_dir=Path(tmp), errors_dir=Path(tmp), cache_dir=Path(tmp) / "c")
+        for ex, build in zip(extractors, builds):
+            extract_corpus(ex, clips[:n], out_dir=Path(tmp), errors_dir=Path(tmp), cache_dir=Path(tmp) / "c", factory=build)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, _vm_kb("VmHWM") * 1024)
 
 
