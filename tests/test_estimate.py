@@ -279,3 +279,23 @@ def test_a_training_calibration_keeps_the_other_figures(tmp_path, monkeypatch):
     assert entry["extract"] == RATES["kinds"][KIND]["extract"]  # untouched
     assert [r["s"] for r in entry["train_step_s"]["mult"]] == [2.0, 5.0]  # the preset's record replaced, the other kept
     assert entry["train_step_s"]["mct_hfr"][0]["label"] == "003-iemocap"
+
+
+def test_a_feature_only_corpus_costs_the_media_extractors_their_start_only(tmp_path):
+    """Ulm-TSST without media_dir (the 000 presets: the package's features only): the media extractors get
+    no clip, so they cost their start-up and write nothing; the import stage reads its folders."""
+    params = demo_params()
+    params["corpus"] = {"name": "ulm_tsst", "root": "/data/MuSe2022/c3_muse_stress_2022"}
+    size = est.corpus_size(params, manifest=None)
+    assert size.feature_only and size.clips == 69
+    stages = est.estimate(params, size, RATES, machine(), stage_names=["faces", "face_embed", "import"]).stages
+    face_embed = only(stages, "face_embed")
+    assert face_embed.cpu_s == 5.0 and face_embed.disk_bytes == 0 and "feature-only" in " ".join(face_embed.notes)
+    params["corpus"]["media_dir"] = "raw_data/video"  # with the videos: the full extraction
+    with_media = est.corpus_size(params, manifest=None)
+    assert not with_media.feature_only
+    assert only(est.estimate(params, with_media, RATES, machine(), stage_names=["face_embed"]).stages, "face_embed").cpu_s > 1000
+    # a manifest says it itself
+    write_manifest(tmp_path / "m.parquet", CorpusInfo("ulm_tsst", [], params={"feature_only": True}),
+                   [Clip("a", "s1", "a.csv", 300.0)])
+    assert est.corpus_size({"corpus": {"name": "ulm_tsst", "media_dir": "x"}}, manifest=tmp_path / "m.parquet").feature_only

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -29,6 +29,7 @@ class KnownCorpus:
     frame_pixels: int | None  # pixels of one video frame the face detector sees (None: varies/unknown)
     source: str
     sessions: int | None = None
+    feature_only: bool = False  # no media (Ulm-TSST without media_dir): the media extractors get no clip
 
 
 #: The corpora at their published sizes (clip count and mean duration; the speakers and sessions a
@@ -63,6 +64,7 @@ class CorpusSize:
     frame_pixels: int | None
     source: str
     sessions: int | None = None
+    feature_only: bool = False  # no media (Ulm-TSST without media_dir): the media extractors get no clip
 
     @property
     def mean_s(self) -> float:
@@ -103,7 +105,23 @@ def corpus_size(params: dict, manifest: str | Path | None = MANIFEST, clips: int
         sec = mean_seconds if mean_seconds is not None else size.mean_s
         size = CorpusSize(size.name, n, n * sec, max(size.max_clip_s, sec), size.speakers, size.frame_pixels,
                           f"{size.source}; overridden: {n} clips × {sec:g} s", size.sessions)
+    if not size.feature_only and _without_media(name, corpus):
+        size = replace(size, feature_only=True)
     return size
+
+
+def _without_media(name: str, corpus: dict) -> bool:
+    """Whether the corpus section reads no media: an adapter whose `media_dir` may stay unset (null:
+    feature-only, as Ulm-TSST's) and is unset here."""
+    if name == "demo":
+        return False
+    try:
+        from pipeline.corpus.registry import params_class
+
+        field = params_class(name).model_fields.get("media_dir")
+    except Exception:  # an unknown corpus: corpus_size has said so already, or it has a manifest
+        return False
+    return field is not None and field.default is None and not corpus.get("media_dir")
 
 
 def _manifest_size(path: Path, name: str) -> CorpusSize | None:
@@ -130,7 +148,7 @@ def _manifest_size(path: Path, name: str) -> CorpusSize | None:
         sessions = len(pc.unique(table["session"].drop_null()))
     frame_pixels = KNOWN_CORPORA[name].frame_pixels if name in KNOWN_CORPORA else None
     return CorpusSize(name, len(table), float(pc.sum(dur).as_py() or 0.0), float(pc.max(dur).as_py() or 0.0),
-                      speakers, frame_pixels, f"manifest {path}", sessions)
+                      speakers, frame_pixels, f"manifest {path}", sessions, bool((meta.get("params") or {}).get("feature_only")))
 
 
 # ---- params: params.yaml with a preset applied in memory ------------------------------------------

@@ -111,6 +111,11 @@ def estimate(params: dict, corpus: CorpusSize, rates: dict, machine: Machine, re
                                         "analytic: rows × (dim + t) × 4 B", "analytic: process base + one clip's CSV",
                                         [] if used else ["its tables are not in segment.modalities (dvc repro runs it anyway)"]))
             continue
+        if corpus.feature_only:  # the extract stage gives a media extractor no clip (pipeline/extract/stage.py)
+            stages.append(StageEstimate(stage, 1, r.get("startup_s", 10.0), None, 0.0, PROCESS_BASE_MB + 500,
+                                        "the corpus has no media (feature-only): start-up only", "an empty table",
+                                        "analytic: process base + the model", ["its table has no rows: the corpus is feature-only"]))
+            continue
         if r.get("rtf") is not None:
             factor, why = backbone_factor(feature, params, r)
             scale = 1.0
