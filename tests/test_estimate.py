@@ -291,6 +291,8 @@ def test_a_feature_only_corpus_costs_the_media_extractors_their_start_only(tmp_p
     stages = est.estimate(params, size, RATES, machine(), stage_names=["faces", "face_embed", "import"]).stages
     face_embed = only(stages, "face_embed")
     assert face_embed.cpu_s == 5.0 and face_embed.disk_bytes == 0 and "feature-only" in " ".join(face_embed.notes)
+    faces = only(stages, "faces")  # the measured start-up and peak, no figure made up
+    assert (faces.cpu_s, faces.peak_mb) == (3.0, 1400.0) and face_embed.how_memory.startswith("analytic: process base")
     params["corpus"]["media_dir"] = "raw_data/video"  # with the videos: the full extraction
     with_media = est.corpus_size(params, manifest=None)
     assert not with_media.feature_only

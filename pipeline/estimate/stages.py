@@ -112,9 +112,14 @@ def estimate(params: dict, corpus: CorpusSize, rates: dict, machine: Machine, re
                                         [] if used else ["its tables are not in segment.modalities (dvc repro runs it anyway)"]))
             continue
         if corpus.feature_only:  # the extract stage gives a media extractor no clip (pipeline/extract/stage.py)
-            stages.append(StageEstimate(stage, 1, r.get("startup_s", 10.0), None, 0.0, PROCESS_BASE_MB + 500,
-                                        "the corpus has no media (feature-only): start-up only", "an empty table",
-                                        "analytic: process base + the model", ["its table has no rows: the corpus is feature-only"]))
+            startup, peak = r.get("startup_s"), r.get("peak_rss_mb")
+            stages.append(StageEstimate(
+                stage, 1, startup, None, 0.0, peak if peak is not None else PROCESS_BASE_MB,
+                "the corpus has no media (feature-only): the measured start-up only" if startup is not None
+                else "the corpus has no media (feature-only): its start-up, not measured", "an empty table",
+                "measured peak of the stage on the demo (an upper bound: no clip is read)" if peak is not None
+                else "analytic: process base (the model's size not measured)",
+                ["its table has no rows: the corpus is feature-only"]))
             continue
         if r.get("rtf") is not None:
             factor, why = backbone_factor(feature, params, r)

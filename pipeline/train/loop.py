@@ -207,7 +207,7 @@ def train_one(
     task, targets = params.task, list(params.targets)
     feed = feed_run(segments, model_name, list(params.modalities), task, targets)
     tr, mods, dims, n_out = feed.train, feed.modalities, feed.dims, feed.n_outputs
-    n_train = len(tr.idx)
+    n_train = len(tr)
     dev = pick_device(device)
     metric = selection_metric(task)
     grad_clip = params.grad_clip
