@@ -237,3 +237,50 @@ def test_one_plan_is_alive_at_a_time(models, monkeypatch):
     # an index plan holds [N,T] int32 per modality it touches, no feature axis
     plan = plan_condition(conditions[-1], split, replace(context_of(split), norms=rs.SignalNorms(split, *statistics())))
     assert all(s is None or (s.dtype == np.int32 and s.shape == split.mask[m].shape) for m, s in plan.source.items())
+
+
+def test_split_jobs_cuts_few_runs_into_slices_of_their_conditions():
+    split = make_split(NATIVE)
+    conditions = tuple(parse_conditions(["all_present", "each_missing", "frame_repeat:a@0.7", "mnar@0.6"], list(DIMS)))
+    names = tuple(c.name for c in conditions)  # 6: all_present, 3 missing, frame_repeat, mnar
+    contexts = {0: rs.ScoringContext(split, conditions)}
+    one = rs.ScoreJob(Path("m.pt"), 0, masked=True)
+    # one run, 2 workers: 4 slices, contiguous, in order; only the first asks for the masked steps
+    pieces = rs.split_jobs([one], contexts, 2)
+    assert [i for i, _ in pieces] == [0, 0, 0, 0]
+    assert sum((p.conditions for _, p in pieces), ()) == names
+    assert [len(p.conditions) for _, p in pieces] == [1, 2, 1, 2] and [p.masked for _, p in pieces] == [True, False, False, False]
+    # 3 runs on 2 workers: 2 slices each (6 pieces end together instead of 3 runs in 2 rounds)
+    three = [one, replace(one, masked=False), replace(one, conditions=("mnar@0.6", "all_present"), masked=False)]
+    pieces = rs.split_jobs(three, contexts, 2)
+    assert [i for i, _ in pieces] == [0, 0, 1, 1, 2, 2]
+    assert [p.conditions for _, p in pieces][-2:] == [("mnar@0.6",), ("all_present",)]  # a subset keeps its own order
+    # enough runs, or one worker: every run its own piece, unchanged
+    assert rs.split_jobs(three + three[:1], contexts, 2) == list(enumerate(three + three[:1]))
+    assert rs.split_jobs([one], contexts, 1) == [(0, one)]
+    # never more slices than conditions
+    assert len(rs.split_jobs([replace(one, conditions=("all_present",))], contexts, 8)) == 1
+
+
+def test_a_run_shared_between_workers_scores_the_same_bytes(models, monkeypatch):
+    """One run under every family on 2 workers (cut into 4 slices of its conditions) against the
+    one-process loop: the same conditions in the same order, the same output bytes, the same masked
+    steps. Which process scores which slice depends on when the helper is up; the result must not
+    (that a helper's floats equal this process's is tests/test_compute.py's)."""
+    from pipeline.core.compute import LAST_POOL, ComputeSettings
+
+    monkeypatch.delenv("MER_BACKEND", raising=False)
+    split = make_split(NATIVE)
+    ctx = context_of(split)
+    record = rs.MaskedRecord(np.array([f"clip{i}" for i in range(N)]), None, 0)
+    conditions = tuple(parse_conditions(SCORED, list(DIMS)))
+    contexts = {"k": rs.ScoringContext(split, conditions, ctx, record)}
+    jobs = [rs.ScoreJob(models["classification"], "k", masked=True)]
+    (alone,) = rs.score_runs(jobs, contexts, "cpu", ComputeSettings(workers=1))
+    (shared,) = rs.score_runs(jobs, contexts, "cpu", ComputeSettings(workers=2))
+    assert LAST_POOL["workers"] == 2
+    assert list(shared.scores) == list(alone.scores) == [c.name for c in conditions]
+    for name, (metrics, out) in alone.scores.items():
+        assert shared.scores[name][0] == metrics and shared.scores[name][1].tobytes() == out.tobytes(), name
+    assert shared.masked_rows == alone.masked_rows and len(alone.masked_rows) > 0
+    assert shared.info == alone.info

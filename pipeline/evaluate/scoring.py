@@ -21,8 +21,9 @@ the values, `mnar` (the weakest steps by signal norm), gets the norms computed b
 At most one condition's plan is alive at a time; beside it the scorer holds the split (or its row
 views), one batch of materialised rows, the run's outputs and, when an `mnar` condition is scored, the
 [N,T] signal norms of the context. The plans are rebuilt for each run: drawing masks costs little next
-to the model's forward passes over the split, and a work item stays one run, so Ray spreads runs over
-workers as before and a run's result does not wait for the fold's other runs.
+to the model's forward passes over the split. A work item is one run, or a slice of its conditions
+when there are fewer runs than workers (`split_jobs`: 002's one seed under 31 conditions on 2 cores),
+and a run's result does not wait for the fold's other runs.
 
 What travels through Ray: the contexts once (a split holds the scored partition's rows only), each
 run's metrics and outputs back, in the jobs' order. With one CPU per worker the results equal the
@@ -31,6 +32,7 @@ local backend's, so evaluate's tables and the importance files are byte-identica
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -39,7 +41,7 @@ from typing import Any, Hashable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from pipeline.core.compute import ComputeSettings, map_ordered
+from pipeline.core.compute import ComputeSettings, map_ordered, worker_count
 from pipeline.evaluate.clip_scores import masked_steps
 from pipeline.missing import Condition, ConditionContext, condition_seed
 from pipeline.missing.ops import signal_norm
@@ -253,6 +255,47 @@ def _score(scorer: _Scorer, job: ScoreJob) -> ScoredRun:
     return scorer(job)
 
 
+def split_jobs(jobs: Sequence[ScoreJob], contexts: Mapping[Hashable, ScoringContext], workers: int) -> list[tuple[int, ScoreJob]]:
+    """(index of the job, piece) for each piece the jobs are cut into so that `workers` workers share
+    them: with fewer than 2 × workers jobs, each job's conditions are cut into contiguous slices,
+    ceil(2 × workers / jobs) of them (at most one per condition), so one run scored under 31 conditions
+    keeps two workers busy and 3 runs on 2 workers end together instead of in 2 rounds. Only a job's
+    first piece asks for the masked steps. Each piece loads the model again (small next to scoring a
+    slice of conditions). With enough jobs, or one worker, every job is its own piece."""
+    if workers < 2 or len(jobs) >= 2 * workers:
+        return list(enumerate(jobs))
+    cut = -(-2 * workers // len(jobs))
+    pieces: list[tuple[int, ScoreJob]] = []
+    for i, job in enumerate(jobs):
+        names = job.conditions if job.conditions is not None else tuple(c.name for c in contexts[job.context].conditions)
+        k = max(1, min(cut, len(names)))
+        bounds = [j * len(names) // k for j in range(k + 1)]
+        pieces += [(i, replace(job, conditions=names[a:b], masked=job.masked and j == 0))
+                   for j, (a, b) in enumerate(zip(bounds, bounds[1:]))]
+    return pieces
+
+
+def _joined(pieces: list[tuple[int, ScoreJob]], scored: Iterator[ScoredRun]) -> Iterator[ScoredRun]:
+    """The scored pieces of each job (consecutive, in order) as one `ScoredRun`, yielded as soon as the
+    job's last piece is in: the conditions in the pieces' order, the masked steps of the piece that
+    asked for them. Closing this closes `scored` (the pool or Ray's work)."""
+    left = Counter(i for i, _ in pieces)
+    job: ScoredRun | None = None
+    try:
+        for (i, _), run in zip(pieces, scored):
+            if job is None:
+                job = run
+            else:
+                job.scores.update(run.scores)
+                job.masked_rows = job.masked_rows if run.masked_rows is None else run.masked_rows
+            left[i] -= 1
+            if left[i] == 0:
+                yield job
+                job = None
+    finally:
+        getattr(scored, "close", lambda: None)()
+
+
 def score_runs(
     jobs: Sequence[ScoreJob],
     contexts: Mapping[Hashable, ScoringContext],
@@ -261,12 +304,20 @@ def score_runs(
     batch_size: int = EVAL_BATCH_SIZE,
 ) -> Iterator[ScoredRun]:
     """Each job's `ScoredRun`, in the jobs' order (jobs of one context next to each other, so a worker
-    computes a context's signal norms once). A job's error (a PipelineError: a non-finite output, a
-    model file that does not load) is raised when its turn comes, after every earlier job's result.
-    `batch_size`: the rows the model predicts at once, which are also the rows materialised at once."""
-    return map_ordered(_score, list(jobs), setup=partial(_Scorer, dict(contexts), str(device), batch_size), settings=settings,
-                       gpu=torch.device(device).type == "cuda")
+    computes a context's signal norms once). With fewer jobs than workers a job's conditions are shared
+    between workers (`split_jobs`); every condition is scored alone with its own seeded masks, so the
+    results are the same bytes however the jobs are cut (tests/test_streamed_scoring.py). A job's error
+    (a PipelineError: a non-finite output, a model file that does not load) is raised when its turn
+    comes, after every earlier job's result. `batch_size`: the rows the model predicts at once, which
+    are also the rows materialised at once."""
+    gpu = torch.device(device).type == "cuda"
+    jobs = list(jobs)
+    conditions = sum(len(j.conditions) if j.conditions is not None else len(contexts[j.context].conditions) for j in jobs)
+    pieces = split_jobs(jobs, contexts, worker_count(conditions, settings, gpu))
+    scored = map_ordered(_score, [p for _, p in pieces], setup=partial(_Scorer, dict(contexts), str(device), batch_size),
+                         settings=settings, gpu=gpu)
+    return _joined(pieces, scored)
 
 
 __all__ = ["MaskedRecord", "Plan", "PlannedRows", "ScoreJob", "ScoredRun", "ScoringContext", "SignalNorms",
-           "apply_conditions", "condition_context", "plan_condition", "score_runs"]
+           "apply_conditions", "condition_context", "plan_condition", "score_runs", "split_jobs"]
