@@ -245,25 +245,27 @@ def test_split_jobs_cuts_few_runs_into_slices_of_their_conditions():
     names = tuple(c.name for c in conditions)  # 6: all_present, 3 missing, frame_repeat, mnar
     contexts = {0: rs.ScoringContext(split, conditions)}
     one = rs.ScoreJob(Path("m.pt"), 0, masked=True)
-    # one run, 2 workers: 4 slices, contiguous, in order; only the first asks for the masked steps
+    # one run, 2 workers: 2 slices, contiguous, in order; only the first asks for the masked steps
     pieces = rs.split_jobs([one], contexts, 2)
-    assert [i for i, _ in pieces] == [0, 0, 0, 0]
-    assert sum((p.conditions for _, p in pieces), ()) == names
-    assert [len(p.conditions) for _, p in pieces] == [1, 2, 1, 2] and [p.masked for _, p in pieces] == [True, False, False, False]
+    assert [i for i, _ in pieces] == [0, 0] and [p.masked for _, p in pieces] == [True, False]
+    assert sum((p.conditions for _, p in pieces), ()) == names and [len(p.conditions) for _, p in pieces] == [3, 3]
     # 3 runs on 2 workers: 2 slices each (6 pieces end together instead of 3 runs in 2 rounds)
     three = [one, replace(one, masked=False), replace(one, conditions=("mnar@0.6", "all_present"), masked=False)]
     pieces = rs.split_jobs(three, contexts, 2)
     assert [i for i, _ in pieces] == [0, 0, 1, 1, 2, 2]
     assert [p.conditions for _, p in pieces][-2:] == [("mnar@0.6",), ("all_present",)]  # a subset keeps its own order
-    # enough runs, or one worker: every run its own piece, unchanged
+    # 5 runs on 16 workers: 3 slices each (15 of 16 busy), the run of 2 conditions 2; 4 runs on 2 workers: no cut
+    assert [len(p.conditions) for _, p in rs.split_jobs(three + three[:2], contexts, 16)] == [2, 2, 2] * 2 + [1, 1] + [2, 2, 2] * 2
     assert rs.split_jobs(three + three[:1], contexts, 2) == list(enumerate(three + three[:1]))
+    # enough runs, or one worker: every run its own piece, unchanged
+    assert rs.split_jobs(three * 3, contexts, 2) == list(enumerate(three * 3))
     assert rs.split_jobs([one], contexts, 1) == [(0, one)]
     # never more slices than conditions
     assert len(rs.split_jobs([replace(one, conditions=("all_present",))], contexts, 8)) == 1
 
 
 def test_a_run_shared_between_workers_scores_the_same_bytes(models, monkeypatch):
-    """One run under every family on 2 workers (cut into 4 slices of its conditions) against the
+    """One run under every family on 2 workers (cut into 2 slices of its conditions) against the
     one-process loop: the same conditions in the same order, the same output bytes, the same masked
     steps. Which process scores which slice depends on when the helper is up; the result must not
     (that a helper's floats equal this process's is tests/test_compute.py's)."""

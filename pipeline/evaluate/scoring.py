@@ -22,7 +22,7 @@ At most one condition's plan is alive at a time; beside it the scorer holds the 
 views), one batch of materialised rows, the run's outputs and, when an `mnar` condition is scored, the
 [N,T] signal norms of the context. The plans are rebuilt for each run: drawing masks costs little next
 to the model's forward passes over the split. A work item is one run, or a slice of its conditions
-when there are fewer runs than workers (`split_jobs`: 002's one seed under 31 conditions on 2 cores),
+when the runs alone would leave workers idle (`split_jobs`: 002's one seed under 31 conditions on 2 cores),
 and a run's result does not wait for the fold's other runs.
 
 What travels through Ray: the contexts once (a split holds the scored partition's rows only), each
@@ -257,21 +257,26 @@ def _score(scorer: _Scorer, job: ScoreJob) -> ScoredRun:
 
 def split_jobs(jobs: Sequence[ScoreJob], contexts: Mapping[Hashable, ScoringContext], workers: int) -> list[tuple[int, ScoreJob]]:
     """(index of the job, piece) for each piece the jobs are cut into so that `workers` workers share
-    them: with fewer than 2 × workers jobs, each job's conditions are cut into contiguous slices,
-    ceil(2 × workers / jobs) of them (at most one per condition), so one run scored under 31 conditions
-    keeps two workers busy and 3 runs on 2 workers end together instead of in 2 rounds. Only a job's
-    first piece asks for the masked steps. Each piece loads the model again (small next to scoring a
-    slice of conditions). With enough jobs, or one worker, every job is its own piece."""
-    if workers < 2 or len(jobs) >= 2 * workers:
+    them evenly: with fewer than 4 × workers jobs, each job's conditions are cut into the fewest
+    contiguous slices k (at most one per condition) that fill the last round of work at least 90 %
+    (one run on 2 workers: 2 slices; 3 or 5 runs on 2: 2 slices each, instead of a last round with
+    one worker idle). Only a job's first piece asks for the masked steps. Each piece loads the model
+    again (small next to scoring a slice of conditions). With enough jobs, or one worker, every job
+    is its own piece."""
+    n = len(jobs)
+    if workers < 2 or n == 0 or n >= 4 * workers:
         return list(enumerate(jobs))
-    cut = -(-2 * workers // len(jobs))
+    names = [j.conditions if j.conditions is not None else tuple(c.name for c in contexts[j.context].conditions) for j in jobs]
+    most = max(len(x) for x in names)
+    k = next((k for k in range(1, most + 1) if n * k / (-(-n * k // workers) * workers) >= 0.9), most)
     pieces: list[tuple[int, ScoreJob]] = []
-    for i, job in enumerate(jobs):
-        names = job.conditions if job.conditions is not None else tuple(c.name for c in contexts[job.context].conditions)
-        k = max(1, min(cut, len(names)))
-        bounds = [j * len(names) // k for j in range(k + 1)]
-        pieces += [(i, replace(job, conditions=names[a:b], masked=job.masked and j == 0))
-                   for j, (a, b) in enumerate(zip(bounds, bounds[1:]))]
+    for i, (job, own) in enumerate(zip(jobs, names)):
+        cut = max(1, min(k, len(own)))
+        if cut == 1:
+            pieces.append((i, job))
+            continue
+        bounds = [j * len(own) // cut for j in range(cut + 1)]
+        pieces += [(i, replace(job, conditions=own[a:b], masked=job.masked and j == 0)) for j, (a, b) in enumerate(zip(bounds, bounds[1:]))]
     return pieces
 
 
@@ -304,8 +309,8 @@ def score_runs(
     batch_size: int = EVAL_BATCH_SIZE,
 ) -> Iterator[ScoredRun]:
     """Each job's `ScoredRun`, in the jobs' order (jobs of one context next to each other, so a worker
-    computes a context's signal norms once). With fewer jobs than workers a job's conditions are shared
-    between workers (`split_jobs`); every condition is scored alone with its own seeded masks, so the
+    computes a context's signal norms once). Where the jobs alone would leave workers idle, a job's
+    conditions are shared between workers (`split_jobs`); every condition is scored alone with its own seeded masks, so the
     results are the same bytes however the jobs are cut (tests/test_streamed_scoring.py). A job's error
     (a PipelineError: a non-finite output, a model file that does not load) is raised when its turn
     comes, after every earlier job's result. `batch_size`: the rows the model predicts at once, which
