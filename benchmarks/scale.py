@@ -15,8 +15,10 @@
    (segment, train@…, importance@…, train_eliminate@…, evaluate@…, evaluate_eliminate@…, report), each as
    its own process running its dvc.yaml `cmd` in the throwaway folder. Per stage: wall seconds; peak RSS,
    os.wait4's ru_maxrss (the largest resident set of the stage's process and of the descendants it waited
-   for, not their sum), taken by a bare wrapper process (see _WRAPPER); bytes_written, the growth of data/
-   (file sizes) over the stage.
+   for, not their sum), taken by a bare wrapper process (see _WRAPPER); peak_tree_pss_mb, the largest sum
+   of the proportional set sizes of all the stage's processes (its worker pool's helpers and forkserver
+   included; shared pages counted once), sampled every 0.5 s: what the machine must hold while the stage
+   runs on several workers; bytes_written, the growth of data/ (file sizes) over the stage.
    Training is capped through pipeline/train/loop.py's benchmark hook (env MER_MAX_STEPS = --steps): every run
    makes --steps optimiser steps of its first epoch, then its devel pass, and prints their times. The full
    preset's training time is extrapolated as the sum over runs of epochs x (steps per epoch x seconds per
@@ -235,18 +237,41 @@ def tree_bytes(path: Path) -> int:
 _WRAPPER = """
 import json, os, sys, time
 out, timeout, argv = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+me, session = os.getpid(), os.getsid(0)
+
+def tree_pss_kb():
+    # the proportional set sizes of every process in this session but the wrapper: the stage, its
+    # worker pool's helpers and forkserver (shared pages counted once in all)
+    total = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == me:
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[3]) != session:
+                    continue
+            with open(f"/proc/{d}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+        except (OSError, StopIteration, ValueError, IndexError):
+            pass
+    return total
+
 pid = os.posix_spawn(argv[0], argv, os.environ)
-deadline, killed = time.monotonic() + timeout if timeout > 0 else None, False
+deadline, killed, tree_kb, polls = time.monotonic() + timeout if timeout > 0 else None, False, 0, 0
 while True:
-    done, status, usage = os.wait4(pid, os.WNOHANG if deadline else 0)
+    done, status, usage = os.wait4(pid, os.WNOHANG)
     if done:
         break
-    if time.monotonic() > deadline:
+    if deadline is not None and time.monotonic() > deadline:
         os.kill(pid, 9)
         killed, deadline = True, None
+    if polls % 10 == 0:
+        tree_kb = max(tree_kb, tree_pss_kb())
+    polls += 1
     time.sleep(0.05)
 with open(out, "w") as f:
-    json.dump({"rc": os.waitstatus_to_exitcode(status), "maxrss_kb": usage.ru_maxrss, "killed": killed}, f)
+    json.dump({"rc": os.waitstatus_to_exitcode(status), "maxrss_kb": usage.ru_maxrss, "tree_pss_kb": tree_kb,
+               "killed": killed}, f)
 """
 
 
@@ -271,6 +296,7 @@ def run_stage(name: str, cmd: str, workdir: Path, env: dict[str, str], logs: Pat
         wall = time.perf_counter() - t0
     usage = json.loads(usage_file.read_text())
     result = {"wall_s": round(wall, 2), "peak_rss_mb": round(usage["maxrss_kb"] / 1024, 1),
+              "peak_tree_pss_mb": round(usage["tree_pss_kb"] / 1024, 1),
               "bytes_written": tree_bytes(workdir / "data") - before, "ok": usage["rc"] == 0}
     if usage["killed"]:
         result["error"] = f"stopped after --stage-timeout {timeout:g} s (peak RSS and bytes until then)"
@@ -391,6 +417,7 @@ def rehearse(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "corpus": plan.figures() | {"features": features, "sources": scale_corpus.sources(plan.info.name)},
         "disk_gb": disk, "synthesis": synthesis, "stages": stages,
         "peak_rss_mb_max": max(rss) if rss else None,
+        "peak_tree_pss_mb_max": max((s.get("peak_tree_pss_mb", 0) for s in stages.values()), default=None),
         "train_extrapolated": extrapolate(runs, stages, factor, args.fraction),
         "ok": all(s["ok"] for s in stages.values()) and bool(stages),
     }

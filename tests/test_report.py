@@ -805,6 +805,34 @@ def test_regression_report_renders(tmp_path):
     assert page.count('src="data:image/png;base64,') == 6
 
 
+def test_regression_trace_is_the_first_clip_of_the_replicate_read_streamed(tmp_path):
+    """read_trace: the first (sorted) clip of the replicate (fold, seed under several folds) under the
+    condition, its steps in order, other folds, seeds, conditions and clips left out; a bad seed cell is
+    a ReportError naming the file."""
+    from pipeline.report.eval_files import read_trace
+    from pipeline.segment.protocols import replicate
+
+    path = tmp_path / "data/evaluate/crossmodal/standard/predictions.csv"
+    cols = ["model", "fold", "seed", "condition", "clip_id", "step", "target", "true", "pred"]
+    rows = [["crossmodal/standard", f, s, cond, c, k, t, f + s + 0.1 * k, 10 * f + s + 0.01 * k + (t == "valence")]
+            for f in (0, 1) for s in (0, 3) for cond in ("missing:face", "all_present") for c in ("c2", "c1", "c3")
+            for k in (2, 0, 1) for t in ("arousal", "valence")]
+    # fold 1, seed 3: clip c1 does not occur under all_present there, so c2 is its first
+    rows = [r for r in rows if not (r[1] == 1 and r[2] == 3 and r[3] == "all_present" and r[4] == "c1")]
+    write_csv(path, cols, rows)
+    trace = read_trace(tmp_path, "crossmodal/standard", replicate(1, 3), "all_present")
+    assert (trace.clip_id, trace.seed) == ("c2", replicate(1, 3))
+    steps, true, pred = trace.targets["arousal"]
+    assert steps == [0, 1, 2] and true == pytest.approx([4.0, 4.1, 4.2]) and pred == pytest.approx([13.0, 13.01, 13.02])
+    assert trace.targets["valence"][2] == pytest.approx([14.0, 14.01, 14.02])
+    assert read_trace(tmp_path, "crossmodal/standard", replicate(0, 0), "all_present").clip_id == "c1"
+    assert read_trace(tmp_path, "crossmodal/standard", replicate(0, 7), "all_present") is None  # no such seed
+    assert read_trace(tmp_path, "crossmodal/standard", replicate(0, 0), "frame_zero:face@0.5") is None
+    write_csv(path, cols, rows + [["crossmodal/standard", 0, "x", "all_present", "c9", 0, "arousal", 0.0, 0.0]])
+    with pytest.raises(ReportError, match=r"predictions\.csv: column 'seed' holds 'x', not a valid number"):
+        read_trace(tmp_path, "crossmodal/standard", replicate(0, 0), "all_present")
+
+
 # --- the page in a browser ---------------------------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"

@@ -173,6 +173,7 @@ def test_rehearsal_runs_every_stage_and_reports_them(tmp_path):
     assert list(result["stages"]) == ["segment", "train@crossmodal-standard", "evaluate@crossmodal-standard", "report"]
     for name, s in result["stages"].items():
         assert s["ok"] and s["wall_s"] > 0 and 50 < s["peak_rss_mb"] < 20_000, (name, s)
+        assert 50 < s["peak_tree_pss_mb"] < 20_000, (name, s)  # the stage's processes together, sampled
         assert s["bytes_written"] > 0, name
     assert result["corpus"]["clips"] in (70, 74)  # 7,022 (ties left out) or 7,442 clips, by the preset's labels
     assert result["corpus"]["features"]["vggface"]["dim"] == 4096

@@ -28,7 +28,14 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.core.paths import EVALUATE_DIR
-from pipeline.report.reading import Kind, ReportError, json_object, read_csv, require
+from pipeline.report.reading import (
+    Kind,
+    ReportError,
+    json_object,
+    read_csv,
+    read_csv_where,
+    require,
+)
 from pipeline.report.run_files import (
     DEVEL_METRICS,
     HISTORY,
@@ -143,22 +150,43 @@ def _header(path: Path) -> list[str] | None:
 
 def read_trace(root: Path, model: str, seed: int, condition: str) -> Trace | None:
     """The first (sorted) clip of `model`/`seed`/`condition` in a regression predictions.csv; None when
-    the file is absent or holds classification predictions."""
+    the file is absent or holds classification predictions. The file holds every test step under every
+    condition (2.3 GB, 22 M rows at Aff-Wild2's size), so it is read twice, streamed: the first clip of
+    each (fold, seed) under the condition, then that clip's rows; memory holds neither pass's input."""
     path = root / EVALUATE_DIR / model / PREDICTIONS
     header = _header(path)
     if header is None or not {"step", "target"} <= set(header):
         return None
-    table = read_csv(path, "evaluate", {"model": "str", "seed": "int", "condition": "str", "clip_id": "str",
-                                        "step": "int", "target": "str", "true": "float", "pred": "float"})
-    rows = replicates(table).filter((pl.col("model") == model) & (pl.col("seed") == seed) & (pl.col("condition") == condition))
-    if rows.height == 0:
+    keys = [k for k in ("fold", "seed") if k in header]
+    where = (pl.col("model") == model) & (pl.col("condition") == condition)
+    scan = pl.scan_csv(path, infer_schema=False).filter(where)
+    try:
+        firsts = scan.group_by(keys).agg(pl.col("clip_id").min()).collect(engine="streaming")
+    except pl.exceptions.PolarsError as e:
+        raise ReportError(f"{path}: not a readable CSV ({e}); rerun the `evaluate` stage") from None
+    if firsts.height == 0:
         return None
-    clip = rows["clip_id"].min()
+    # the report's replicate of each (fold, seed) (`replicates`), beside the text the file holds
+    numbered = replicates(firsts.with_columns(pl.col(k).str.strip_chars().cast(pl.Int64, strict=False).alias(f"{k}_n") for k in keys)
+                          .rename({f"{k}_n": k for k in keys} | {k: f"{k}_text" for k in keys}))
+    for k in keys:
+        if (bad := numbered.filter(pl.col(k).is_null())).height:
+            raise ReportError(f"{path}: column '{k}' holds {bad[f'{k}_text'][0] or ''!r}, not a valid number; "
+                              "rerun the `evaluate` stage")
+    match = numbered.filter(pl.col("seed") == seed)
+    if match.height == 0:
+        return None
+    first = match.row(0, named=True)
+    where &= pl.col("clip_id") == first["clip_id"]
+    for k in keys:
+        where &= pl.col(k) == first[f"{k}_text"]
+    rows = read_csv_where(path, "evaluate", {"model": "str", "seed": "int", "condition": "str", "clip_id": "str",
+                                             "step": "int", "target": "str", "true": "float", "pred": "float"}, where)
     targets: dict[str, tuple[list[int], list[float], list[float]]] = {}
-    for r in rows.filter(pl.col("clip_id") == clip).sort("step", maintain_order=True).iter_rows(named=True):
+    for r in rows.sort("step", maintain_order=True).iter_rows(named=True):
         t = targets.setdefault(r["target"], ([], [], []))
         t[0].append(r["step"]), t[1].append(r["true"]), t[2].append(r["pred"])
-    return Trace(model, seed, clip, targets)
+    return Trace(model, seed, first["clip_id"], targets)
 
 
 def read_predictions(root: Path, run: str) -> pl.DataFrame | None:
