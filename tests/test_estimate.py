@@ -169,10 +169,16 @@ def test_rehearsal_lines_are_read_defensively(tmp_path):
         "train@m-clip_zero": {"wall_s": 6.0, "peak_rss_mb": 1200.0, "bytes_written": 10, "extrapolated_full_s": 600.0}}}
     (tmp_path / "scale_p_0.25.json").write_text("log line\n" + json.dumps(good) + "\n")
     (tmp_path / "scale_p_1.json").write_text("{not json")
-    (tmp_path / "scale_p_0.1.json").write_text(json.dumps({"fraction": 0.1, "stages": {"segment": {"wall_s": 1.0}}}))
+    (tmp_path / "scale_p_0.1.json").write_text(json.dumps({"fraction": 0.1, "stages": {
+        "segment": {"wall_s": 1.0}, "report": {"wall_s": 2.0, "peak_rss_mb": 300.0}}}))
+    # a larger rehearsal whose report figure measured code since fixed: the smaller one's stands
+    (tmp_path / "scale_p_0.5.json").write_text(json.dumps({"fraction": 0.5, "stages": {
+        "importance@m": {"wall_s": 1.0}, "report": {"wall_s": 9.0, "peak_rss_mb": 7000.0, "ok": True, "superseded": "fixed since"}}}))
     record, notes = est.read_rehearsals("p", tmp_path)
     assert len(notes) == 1 and "scale_p_1.json" in notes[0]
+    assert record["stages"]["report"]["fraction"] == 0.1 and record["stages"]["report"]["peak_rss_mb"] == 300.0
     assert record["stages"]["segment"]["fraction"] == 0.25  # each stage from the largest fraction that ran it
+    assert record["stages"]["importance"]["fraction"] == 0.5
     train = record["stages"]["train"]
     assert {k: train[k] for k in ("wall_s", "peak_rss_mb", "bytes_written", "full_s")} == {
         "wall_s": 10.0, "peak_rss_mb": 1200.0, "bytes_written": 20.0, "full_s": 1000.0}
