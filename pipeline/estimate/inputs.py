@@ -49,8 +49,11 @@ KNOWN_CORPORA: dict[str, KnownCorpus] = {
     # Stappen et al. 2021/2022 (MuSe-Stress, Ulm-TSST): 69 participants, ≈ 5 h 47 min in total
     "ulm_tsst": KnownCorpus(69, 302.0, 69, None, "Christ et al. 2022 (MuSe 2022, Ulm-TSST): 69 recordings, ≈ 5 h 47 min"),
     # Kollias & Zafeiriou 2019 (Aff-Wild2): ≈ 560 videos, ≈ 2.8 M frames at 30 fps ≈ 26 h (mean ≈ 167 s);
-    # resolutions vary (YouTube), so no pixel scaling
-    "aff_wild2": KnownCorpus(560, 167.0, 560, None, "Kollias & Zafeiriou 2019 (Aff-Wild2): ≈ 560 videos, ≈ 2.8 M frames at 30 fps"),
+    # the adapter reads the 420 with public labels (002 §3.1: Train_Set 350 + Validation_Set 70; the 138
+    # test videos' labels are not public), so 420 reach the manifest and the stages; resolutions vary
+    # (YouTube), so no pixel scaling
+    "aff_wild2": KnownCorpus(420, 167.0, 420, None, "Kollias & Zafeiriou 2019 (Aff-Wild2): ≈ 560 videos at 30 fps, 420 with "
+                             "public labels (Train 350 + Validation 70), which the adapter reads"),
 }
 
 
