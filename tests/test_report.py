@@ -807,8 +807,8 @@ def test_regression_report_renders(tmp_path):
 
 def test_regression_trace_is_the_first_clip_of_the_replicate_read_streamed(tmp_path):
     """read_trace: the first (sorted) clip of the replicate (fold, seed under several folds) under the
-    condition, its steps in order, other folds, seeds, conditions and clips left out; a bad seed cell is
-    a ReportError naming the file."""
+    condition, its steps in order, other folds, seeds, conditions and clips left out; a bad cell among
+    the rows drawn is a ReportError naming the file and line."""
     from pipeline.report.eval_files import read_trace
     from pipeline.segment.protocols import replicate
 
@@ -828,9 +828,13 @@ def test_regression_trace_is_the_first_clip_of_the_replicate_read_streamed(tmp_p
     assert read_trace(tmp_path, "crossmodal/standard", replicate(0, 0), "all_present").clip_id == "c1"
     assert read_trace(tmp_path, "crossmodal/standard", replicate(0, 7), "all_present") is None  # no such seed
     assert read_trace(tmp_path, "crossmodal/standard", replicate(0, 0), "frame_zero:face@0.5") is None
-    write_csv(path, cols, rows + [["crossmodal/standard", 0, "x", "all_present", "c9", 0, "arousal", 0.0, 0.0]])
-    with pytest.raises(ReportError, match=r"predictions\.csv: column 'seed' holds 'x', not a valid number"):
-        read_trace(tmp_path, "crossmodal/standard", replicate(0, 0), "all_present")
+    # a bad cell among the rows drawn is an error naming its line in the file; one elsewhere draws nothing
+    bad = [["crossmodal/standard", 0, "x", "all_present", "c0", 0, "arousal", 0.0, 0.0],
+           ["crossmodal/standard", 1, 3, "all_present", "c2", 5, "arousal", 0.5, "oops"]]
+    write_csv(path, cols, rows + bad)
+    with pytest.raises(ReportError, match=rf"predictions\.csv: line {len(rows) + 3}: column 'pred' holds 'oops', not a valid number"):
+        read_trace(tmp_path, "crossmodal/standard", replicate(1, 3), "all_present")
+    assert read_trace(tmp_path, "crossmodal/standard", replicate(0, 0), "all_present").clip_id == "c1"
 
 
 # --- the page in a browser ---------------------------------------------------------------------------

@@ -149,44 +149,34 @@ def _header(path: Path) -> list[str] | None:
 
 
 def read_trace(root: Path, model: str, seed: int, condition: str) -> Trace | None:
-    """The first (sorted) clip of `model`/`seed`/`condition` in a regression predictions.csv; None when
-    the file is absent or holds classification predictions. The file holds every test step under every
-    condition (2.3 GB, 22 M rows at Aff-Wild2's size), so it is read twice, streamed: the first clip of
-    each (fold, seed) under the condition, then that clip's rows; memory holds neither pass's input."""
+    """The first (sorted) clip of `model`/`seed`/`condition` in a regression predictions.csv (`seed` the
+    report's replicate, see `replicates`); None when the file is absent, holds classification predictions
+    or no such rows. The file holds every test step under every condition (2.3 GB, 22 M rows at
+    Aff-Wild2's size), so it is read twice, streamed (`read_csv_where`): the run's clip names under the
+    condition, then the first clip's rows."""
     path = root / EVALUATE_DIR / model / PREDICTIONS
     header = _header(path)
     if header is None or not {"step", "target"} <= set(header):
         return None
-    keys = [k for k in ("fold", "seed") if k in header]
-    where = (pl.col("model") == model) & (pl.col("condition") == condition)
-    scan = pl.scan_csv(path, infer_schema=False).filter(where)
-    try:
-        firsts = scan.group_by(keys).agg(pl.col("clip_id").min()).collect(engine="streaming")
-    except pl.exceptions.PolarsError as e:
-        raise ReportError(f"{path}: not a readable CSV ({e}); rerun the `evaluate` stage") from None
-    if firsts.height == 0:
+    fold, own_seed = divmod(seed, REPLICATE)  # (fold + 1)·REPLICATE + seed under several folds, else the seed
+    where = (pl.col("model") == model) & (pl.col("condition") == condition) & _number_is("seed", own_seed)
+    if "fold" in header:
+        where &= _number_is("fold", max(fold - 1, 0))
+    clip = read_csv_where(path, "evaluate", {"clip_id": "str"}, where)["clip_id"].min()
+    if clip is None:
         return None
-    # the report's replicate of each (fold, seed) (`replicates`), beside the text the file holds
-    numbered = replicates(firsts.with_columns(pl.col(k).str.strip_chars().cast(pl.Int64, strict=False).alias(f"{k}_n") for k in keys)
-                          .rename({f"{k}_n": k for k in keys} | {k: f"{k}_text" for k in keys}))
-    for k in keys:
-        if (bad := numbered.filter(pl.col(k).is_null())).height:
-            raise ReportError(f"{path}: column '{k}' holds {bad[f'{k}_text'][0] or ''!r}, not a valid number; "
-                              "rerun the `evaluate` stage")
-    match = numbered.filter(pl.col("seed") == seed)
-    if match.height == 0:
-        return None
-    first = match.row(0, named=True)
-    where &= pl.col("clip_id") == first["clip_id"]
-    for k in keys:
-        where &= pl.col(k) == first[f"{k}_text"]
-    rows = read_csv_where(path, "evaluate", {"model": "str", "seed": "int", "condition": "str", "clip_id": "str",
-                                             "step": "int", "target": "str", "true": "float", "pred": "float"}, where)
+    rows = read_csv_where(path, "evaluate", {"step": "int", "target": "str", "true": "float", "pred": "float"},
+                          where & (pl.col("clip_id") == clip))
     targets: dict[str, tuple[list[int], list[float], list[float]]] = {}
     for r in rows.sort("step", maintain_order=True).iter_rows(named=True):
         t = targets.setdefault(r["target"], ([], [], []))
         t[0].append(r["step"]), t[1].append(r["true"]), t[2].append(r["pred"])
-    return Trace(model, seed, first["clip_id"], targets)
+    return Trace(model, seed, clip, targets)
+
+
+def _number_is(column: str, value: int) -> pl.Expr:
+    """A text cell holding the integer `value` (a cell that is no number matches nothing)."""
+    return pl.col(column).str.strip_chars().cast(pl.Int64, strict=False) == value
 
 
 def read_predictions(root: Path, run: str) -> pl.DataFrame | None:

@@ -78,15 +78,16 @@ _LINE = "__line"
 
 
 def read_csv_where(path: Path, stage: str, columns: dict[str, Kind], where: pl.Expr) -> pl.DataFrame:
-    """The rows of the CSV at `path` that `where` keeps (an expression on the text cells), `columns`
-    converted as by `read_csv`; possibly none. Streamed (polars' lazy scan, the filter applied while
-    reading), so memory holds the kept rows only: for a file that grows with the corpus times the
-    conditions, such as a regression run's predictions.csv (2.3 GB at Aff-Wild2's size)."""
+    """`columns` (only these, converted as by `read_csv`) of the rows of the CSV at `path` that `where`
+    keeps (an expression on the text cells); possibly none. Streamed (polars' lazy scan, the filter
+    applied while reading), so memory holds the kept cells only: for a file that grows with the corpus
+    times the conditions, such as a regression run's predictions.csv (2.3 GB at Aff-Wild2's size). A bad
+    cell is reported with its line in the file."""
     require(path, stage)
     scan = pl.scan_csv(path, infer_schema=False, row_index_name=_LINE, row_index_offset=2)
     try:
         _check_columns(path, stage, [c for c in scan.collect_schema().names() if c != _LINE], columns)
-        raw = scan.filter(where).collect(engine="streaming")
+        raw = scan.filter(where).select(_LINE, *columns).collect(engine="streaming")
     except pl.exceptions.NoDataError:  # an empty file: no header at all
         raise ReportError(f"{path}: empty; rerun the `{stage}` stage") from None
     except pl.exceptions.PolarsError as e:
