@@ -62,6 +62,27 @@ def test_masked_softmax_rows_without_keys_are_zero_and_have_finite_grads():
     assert torch.all(scores.grad[1] == 0)
 
 
+@pytest.mark.parametrize("mask_shape, dim", [((2, 1, 1, 7), -1), ((2, 1, 5, 7), -1), ((2, 1, 5, 7), 3),
+                                             ((2, 1, 5, 1), 2), ((7,), -1)])
+def test_masked_softmax_equals_softmax_over_the_allowed_entries(mask_shape, dim):
+    """The broadcast mask is never expanded to the scores' shape, and the values are exactly those of
+    softmax over the allowed entries alone (a row with none: zeros): what every model's outputs rest on."""
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(2, 3, 5, 7, generator=g)
+    for p in (0.0, 0.5, 1.0):  # every entry allowed, some, none
+        allowed = torch.rand(mask_shape, generator=g) >= p
+        full = allowed.expand_as(scores).movedim(dim, -1)
+        expected = torch.zeros_like(full, dtype=scores.dtype)
+        s = scores.movedim(dim, -1)
+        for idx in torch.cartesian_prod(*[torch.arange(n) for n in full.shape[:-1]]):
+            keep = full[tuple(idx)]
+            if keep.any():
+                expected[tuple(idx)][keep] = torch.softmax(s[tuple(idx)][keep], dim=0)
+        got = masked_softmax(scores, allowed, dim).movedim(dim, -1)
+        assert torch.allclose(got, expected, atol=1e-7, rtol=0), (mask_shape, dim, p)
+        assert torch.equal(got == 0, ~full | ~full.any(-1, keepdim=True))
+
+
 def test_attention_matches_torch_multihead_attention_on_valid_keys():
     torch.manual_seed(0)
     d, h = 8, 2

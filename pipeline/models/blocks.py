@@ -38,11 +38,14 @@ def masked_softmax(scores: Tensor, allowed: Tensor, dim: int = -1) -> Tensor:
 
     Rows without any allowed entry come out all zeros (not NaN), in the forward and the backward pass.
     """
-    allowed = allowed.expand_as(scores)
+    # the mask stays at its own (broadcast) shape: a key mask [B,1,1,Tk] is not blown up to [B,H,Tq,Tk]
+    dim = dim - scores.dim() if dim >= 0 else dim  # counted from the right, as broadcasting aligns shapes
     any_allowed = allowed.any(dim=dim, keepdim=True)
-    # rows with nothing allowed get finite dummy scores so softmax stays finite; zeroed below
-    filled = scores.masked_fill(~allowed, float("-inf")).masked_fill(~any_allowed, 0.0)
-    return torch.softmax(filled, dim=dim) * any_allowed
+    filled = scores.masked_fill(~allowed, float("-inf"))
+    if bool(any_allowed.all()):  # the common case: every row has a key, nothing to zero (same values)
+        return torch.softmax(filled, dim=dim)
+    # rows with nothing allowed get finite dummy scores so softmax stays finite; zeroed after it
+    return torch.softmax(filled.masked_fill(~any_allowed, 0.0), dim=dim) * any_allowed
 
 
 class MultiHeadAttention(nn.Module):
