@@ -334,6 +334,14 @@ def extrapolate(runs: list[dict[str, Any]], stages: dict[str, dict], factor: flo
     }
 
 
+def stage_workers(env: dict[str, str]) -> int:
+    """The local workers each stage ran its shared work on (MER_WORKERS, else one per usable core): a
+    stage's wall time is that many processes' (`mer estimate` turns it back into one process's)."""
+    from pipeline.core.compute import compute_settings, local_workers
+
+    return compute_settings(env).workers or local_workers()
+
+
 def cpu_info() -> dict[str, Any]:
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), platform.processor())
@@ -413,7 +421,7 @@ def rehearse(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "benchmark": "scale", "preset": args.preset, "fraction": args.fraction, "steps": args.steps,
         "stop_after": args.stop_after,
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu_info(),
-        "threads": os.environ.get("MER_THREADS"), "cuts": cuts,
+        "threads": os.environ.get("MER_THREADS"), "workers": stage_workers(env), "cuts": cuts,
         "corpus": plan.figures() | {"features": features, "sources": scale_corpus.sources(plan.info.name)},
         "disk_gb": disk, "synthesis": synthesis, "stages": stages,
         "peak_rss_mb_max": max(rss) if rss else None,

@@ -222,6 +222,29 @@ def test_the_scale_rehearsals_cuts_are_undone(tmp_path):
     assert any("did not finish" in n and "report" in n for n in e.notes)
 
 
+def test_a_rehearsal_on_two_workers_counts_as_twice_the_process_time_and_a_later_run_wins(tmp_path):
+    """A stage whose work the workers share ran its rehearsal on `workers` processes: its wall time is turned
+    back into one process's before the estimate divides by this machine's workers; of two rehearsals of the
+    same fraction, the later one's figures stand."""
+    def line(date: str, workers: int | None, evaluate_s: float) -> dict:
+        out = {"fraction": 1.0, "date": date, "corpus": {"clips": 100},
+               "stages": {"segment": {"wall_s": 5.0, "ok": True},
+                          "evaluate@m-standard": {"wall_s": evaluate_s, "peak_rss_mb": 600.0, "ok": True}}}
+        return out | ({"workers": workers} if workers else {})
+    (tmp_path / "scale_p_1.json").write_text(json.dumps(line("2026-12-07 16:08 UTC", 2, 30.0)))
+    (tmp_path / "scale_p_1_to-evaluate.json").write_text(json.dumps(line("2026-12-07 07:08 UTC", None, 90.0)))
+    record, _ = est.read_rehearsals("p", tmp_path)
+    ev = record["stages"]["evaluate"]
+    assert (ev["file"], ev["wall_s"], ev["workers"]) == ("scale_p_1.json", 30.0, 2)
+    size = est.CorpusSize("demo", 100, 400.0, 4.0, 12, None, "test")
+    params = demo_params()
+    for workers, expected in ((1, 60.0), (2, 30.0), (4, 15.0)):
+        e = est.estimate(params, size, RATES, machine(), record, stage_names=["segment", "evaluate"], workers=workers)
+        assert only(e.stages, "evaluate").cpu_s == pytest.approx(expected), workers
+        assert only(e.stages, "segment").cpu_s == pytest.approx(5.0)  # one process whatever the workers
+    assert "× the 2 workers it ran on" in only(e.stages, "evaluate").how_time
+
+
 def test_cli_json_and_table(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(demo_params()))
     (tmp_path / "rates.json").write_text(json.dumps(RATES))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from pipeline.estimate.inputs import CorpusSize
-from pipeline.estimate.result import PROCESS_BASE_MB, StageEstimate
+from pipeline.estimate.result import PROCESS_BASE_MB, SHARED, StageEstimate
 from pipeline.estimate.shapes import _recipe, _sequences
 
 
@@ -64,6 +64,8 @@ def _post_extraction(params: dict, corpus: CorpusSize, kr: dict, rehearsal: dict
             t, how_t = r["full_s"], "rehearsal: capped epochs timed, full-size training extrapolated by the rehearsal"
         else:
             t, how_t = r["wall_s"] / frac * runs, f"rehearsal wall s / {frac:.3g}" + (f" × {runs:g} runs it cut" if runs != 1 else "")
+            if stage in SHARED and r.get("workers", 1) > 1:  # its wall is that many processes': one process's time
+                t, how_t = t * r["workers"], how_t + f" × the {r['workers']} workers it ran on"
         peak, how_m = r["peak_rss_mb"], "rehearsal peak RSS"
         if frac < 1:  # memory that grows at most linearly: the smaller of that and the analytic bound
             linear = PROCESS_BASE_MB + max(r["peak_rss_mb"] - PROCESS_BASE_MB, 0) / frac

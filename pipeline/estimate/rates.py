@@ -123,19 +123,20 @@ def read_rehearsals(preset: str, results_dir: str | Path = RESULTS_DIR) -> tuple
     if not records:
         return None, notes
     stages: dict[str, dict] = {}
-    for rec in sorted(records, key=lambda r: r["fraction"]):  # a larger fraction's figures win
+    for rec in sorted(records, key=lambda r: (r["fraction"], r["date"])):  # a larger fraction's, then a later run's win
         for name, fig in rec["stages"].items():
-            stages[name] = {**fig, **{k: rec[k] for k in ("fraction", "clips", "runs", "families", "file")}}
+            stages[name] = {**fig, **{k: rec[k] for k in ("fraction", "clips", "runs", "families", "workers", "file")}}
     failed = [f for f in sorted({f for r in records for f in r["failed"]}) if f.split("@", 1)[0] not in stages]
     files = sorted({st["file"] for st in stages.values()})
     return {"files": files, "failed": failed, "stages": stages}, notes
 
 
 def _parse_rehearsal(path: Path) -> dict:
-    """One rehearsal file → {"fraction", "file", "clips", "runs", "families", "failed", "stages": {family:
-    {"wall_s", "peak_rss_mb", "bytes_written", "full_s"}}}. `runs` and `families` undo the rehearsal's
-    cuts (seeds × repeats, and model × strategy families, run / preset); `full_s` is a full-size time
-    the rehearsal extrapolated itself (training)."""
+    """One rehearsal file → {"fraction", "date", "workers", "file", "clips", "runs", "families", "failed",
+    "stages": {family: {"wall_s", "peak_rss_mb", "bytes_written", "full_s"}}}. `runs` and `families` undo the
+    rehearsal's cuts (seeds × repeats, and model × strategy families, run / preset); `full_s` is a full-size
+    time the rehearsal extrapolated itself (training); `workers`: the local workers its stages ran on (1 where
+    the file does not say: rehearsals before the every-core default)."""
     lines = [ln for ln in path.read_text().splitlines() if ln.strip().startswith("{")]
     if not lines:
         raise ValueError("no JSON line")
@@ -186,7 +187,10 @@ def _parse_rehearsal(path: Path) -> dict:
     if not stages:
         raise ValueError("no stage with wall_s")
     clips = (obj.get("corpus") or {}).get("clips") if isinstance(obj.get("corpus"), dict) else None
-    return {"fraction": fraction, "file": path.name, "clips": clips if isinstance(clips, int) else None,
+    workers = obj.get("workers")
+    return {"fraction": fraction, "date": str(obj.get("date") or ""), "file": path.name,
+            "workers": workers if isinstance(workers, int) and workers >= 1 else 1,
+            "clips": clips if isinstance(clips, int) else None,
             "runs": runs, "families": families, "failed": failed, "stages": stages}
 
 

@@ -12,6 +12,10 @@ from pipeline.estimate.rates import Machine
 #: Measured: `python -c "import torch, pipeline.extract.runner"` peaks at ≈ 350-450 MB RSS here.
 PROCESS_BASE_MB = 400.0
 
+#: stages whose work is shared by the local workers (pipeline.core.compute): clips, runs or trained runs
+SHARED = ("faces", "face_embed", "resnet50", "lld", "compare", "wav2vec2", "bert", "train", "importance",
+          "train_eliminate", "evaluate", "evaluate_eliminate")
+
 
 @dataclass
 class StageEstimate:

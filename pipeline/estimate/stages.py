@@ -13,7 +13,7 @@ from pipeline.core.paths import REPO_ROOT
 from pipeline.estimate.after_extraction import _post_extraction
 from pipeline.estimate.inputs import CorpusSize
 from pipeline.estimate.rates import Machine, nearest_kind
-from pipeline.estimate.result import PROCESS_BASE_MB, Estimate, StageEstimate
+from pipeline.estimate.result import PROCESS_BASE_MB, SHARED, Estimate, StageEstimate
 from pipeline.estimate.shapes import backbone_factor, feature_dim, feature_rate
 
 #: The extraction stages in dvc.yaml's order: stage -> (feature table, params section).
@@ -39,11 +39,6 @@ def dvc_stage_names(dvc_file: str | Path = REPO_ROOT / "dvc.yaml") -> list[str]:
 
 
 # ---- the estimate --------------------------------------------------------------------------------
-
-
-#: stages whose work is shared by the local workers (pipeline.core.compute): clips, runs or trained runs
-SHARED = ("faces", "face_embed", "resnet50", "lld", "compare", "wav2vec2", "bert", "train", "importance",
-          "train_eliminate", "evaluate", "evaluate_eliminate")
 
 
 def estimate(params: dict, corpus: CorpusSize, rates: dict, machine: Machine, rehearsal: dict | None = None,
