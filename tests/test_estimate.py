@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -126,15 +127,19 @@ def test_demo_figures_from_the_rates_table():
 
 def test_workers_share_the_time_and_each_holds_its_own_memory():
     """The rates are one process's; with the default workers (one per core) a stage that shares its work
-    takes its time ÷ workers and holds its peak × workers, and says so."""
+    takes its start-up once (the workers start side by side) and the rest ÷ workers, holds its peak ×
+    workers, and says so."""
     params = demo_params()
     size = est.corpus_size(params, None)
     one = {s.stage: s for s in est.estimate(params, size, RATES, machine(), stage_names=["faces", "segment"], workers=1).stages}
     e = est.estimate(params, size, RATES, machine(), stage_names=["faces", "segment"], workers=4)
     four = {s.stage: s for s in e.stages}
-    assert four["faces"].cpu_s == pytest.approx(one["faces"].cpu_s / 4) and four["faces"].peak_mb == pytest.approx(one["faces"].peak_mb * 4)
+    startup = RATES["kinds"][KIND]["extract"]["faces"]["startup_s"]
+    assert startup > 0 and one["faces"].fixed_s == startup
+    assert four["faces"].cpu_s == pytest.approx(startup + (one["faces"].cpu_s - startup) / 4)
+    assert four["faces"].peak_mb == pytest.approx(one["faces"].peak_mb * 4)
     assert (four["segment"].cpu_s, four["segment"].peak_mb) == (one["segment"].cpu_s, one["segment"].peak_mb)  # one process
-    assert any(n.startswith("4 workers (MER_WORKERS") for n in e.notes) and "÷ 4 workers" in four["faces"].how_time
+    assert any(n.startswith("4 workers (MER_WORKERS") for n in e.notes) and "÷ 4 workers (the start-up once)" in four["faces"].how_time
 
 
 def test_faces_scale_with_the_detection_rate_and_frame_size():
@@ -277,6 +282,40 @@ def test_calibration_needs_a_warm_up_clip_and_one_to_time(tmp_path):
     with pytest.raises(est.EstimateError, match="at least 2 clips"):
         est.calibrate(1, REPO / "params.yaml", tmp_path / "rates.json")
     assert not (tmp_path / "rates.json").exists()
+
+
+def test_calibration_times_each_extractor_in_one_process_on_its_stages_threads(tmp_path, monkeypatch):
+    """The rates are one process's on its stage's threads (the estimate divides by the workers): with every
+    core the default, the calibration still asks for one worker (a helper could not even receive a built
+    wav2vec2 or BERT), and it does not time torch on its default threads."""
+    import torch
+
+    import pipeline.extract.runner as runner_module
+    from pipeline.core.errors import PipelineError
+
+    monkeypatch.setenv("MER_WORKERS", "2")
+    monkeypatch.delenv("MER_THREADS", raising=False)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.setenv(name, os.environ.get(name, "1"))  # pin_threads sets them: restored after the test
+    asked, threads = [], []
+
+    def record(extractor, clips, **kw):
+        asked.append(kw.get("settings"))
+        threads.append(torch.get_num_threads())
+        raise PipelineError("stop here")  # the feature is then skipped with one line
+
+    monkeypatch.setattr(runner_module, "extract_corpus", record)
+    monkeypatch.setattr("pipeline.estimate.calibration.measure_train_steps", lambda *a, **k: {})
+    lines = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # torch's default on a 2-core machine: the stages run on 1 (STAGE_THREADS)
+    try:
+        est.calibrate(2, REPO / "params.yaml", tmp_path / "rates.json", log=lines.append)
+    finally:
+        torch.set_num_threads(before)
+    assert asked and all(s is not None and s.workers == 1 for s in asked), asked
+    assert threads == [1] * len(asked)
+    assert sum("skipped (stop here)" in line for line in lines) == len(asked)
 
 
 def test_training_step_scales_from_the_nearest_calibrated_record():

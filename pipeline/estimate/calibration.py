@@ -54,6 +54,9 @@ def calibrate(n_clips: int = 3, params_file: str | Path = "params.yaml", rates_f
         measured["corpus"] = {**(old.get("corpus") or {}), **measured["corpus"]}
         entry.update(measured)
     label = preset or Path(params_file).name
+    from pipeline.core.stage import pin_threads
+
+    pin_threads(stage="train")  # as the training stages run
     steps = measure_train_steps(load_params(params_file, preset) if preset else params, log=log, label=label)
     entry["train_step_s"] = {}
     for model in {**(old.get("train_step_s") or {}), **steps}:  # one record per model and label
@@ -75,7 +78,9 @@ def _calibrate_extractors(n_clips: int, params_file: str | Path, params: dict, l
     import sys
     import tempfile
 
+    from pipeline.core.compute import ComputeSettings
     from pipeline.core.config import load_section
+    from pipeline.core.stage import pin_threads
     from pipeline.corpus.demo import generate_demo
     from pipeline.corpus.demo.params import CorpusParams
     from pipeline.extract.registry import build_extractor
@@ -115,6 +120,7 @@ def _calibrate_extractors(n_clips: int, params_file: str | Path, params: dict, l
         for feature, section in [("faces", "faces"), ("vggface", "face_embed"), ("resnet50", "resnet50"),
                                  ("egemaps", "lld"), ("compare", "compare"), ("wav2vec2", "wav2vec2"), ("bert", "bert")]:
             try:
+                pin_threads(stage=section)  # the threads its stage runs on (a rate on torch's default is not a stage's)
                 t0 = time.perf_counter()
                 if feature == "faces":
                     from pipeline.extract.faces import FacesExtractor
@@ -128,7 +134,9 @@ def _calibrate_extractors(n_clips: int, params_file: str | Path, params: dict, l
                 else:
                     ex = build_extractor(feature, params_file)
                 build_s = time.perf_counter() - t0
-                kw = dict(errors_dir=work / "err", cache_dir=None)
+                # one process: the rates are one process's (the estimate divides by the workers), and a
+                # built extractor is not always picklable for a helper process (wav2vec2, BERT)
+                kw = dict(errors_dir=work / "err", cache_dir=None, settings=ComputeSettings(workers=1))
                 first = RunStats()
                 extract_corpus(ex, warm, out=work / f"{feature}_warm.parquet", stats=first, **kw)
                 stats = RunStats()

@@ -29,6 +29,7 @@ class StageEstimate:
     how_disk: str
     how_memory: str
     notes: list[str] = field(default_factory=list)
+    fixed_s: float = 0.0  # of cpu_s: the start-up, paid once however many workers share the rest
 
 
 @dataclass

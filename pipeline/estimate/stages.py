@@ -155,7 +155,8 @@ def estimate(params: dict, corpus: CorpusSize, rates: dict, machine: Machine, re
         g = (kinds.get("gpu") or {}).get("extract", {}).get(feature)
         if cpu is not None and g and g.get("rtf") is not None:
             gpu = g["rtf"] * corpus.media_s + g.get("startup_s", 0.0)
-        stages.append(StageEstimate(stage, 1, cpu, gpu, disk, peak, "; ".join(how), how_disk, how_mem, notes_s))
+        stages.append(StageEstimate(stage, 1, cpu, gpu, disk, peak, "; ".join(how), how_disk, how_mem, notes_s,
+                                    fixed_s=r.get("startup_s", 0.0) if cpu is not None else 0.0))
 
     stages += _post_extraction(params, corpus, kr, rehearsal, names, notes)
 
@@ -166,12 +167,13 @@ def estimate(params: dict, corpus: CorpusSize, rates: dict, machine: Machine, re
     if workers > 1:
         notes.append(f"{workers} workers (MER_WORKERS, default one per core): the stages that share their work "
                      f"({', '.join(s.stage for s in stages if s.stage in SHARED)}) take their one-process time ÷ {workers} "
+                     f"(a start-up once: every worker pays its own at the same time) "
                      f"and hold {workers} × its peak memory; MER_WORKERS=1 gives the one-process figures")
         for s in stages:
             if s.stage in SHARED:
-                s.cpu_s = None if s.cpu_s is None else s.cpu_s / workers
+                s.cpu_s = None if s.cpu_s is None else s.fixed_s + (s.cpu_s - s.fixed_s) / workers
                 s.peak_mb = None if s.peak_mb is None else s.peak_mb * workers
-                s.how_time += f"; ÷ {workers} workers"
+                s.how_time += f"; ÷ {workers} workers" + (" (the start-up once)" if s.fixed_s else "")
                 s.how_memory += f"; × {workers} worker processes"
 
     for s in stages:
