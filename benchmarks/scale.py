@@ -337,9 +337,9 @@ def extrapolate(runs: list[dict[str, Any]], stages: dict[str, dict], factor: flo
 def stage_workers(env: dict[str, str]) -> int:
     """The local workers each stage ran its shared work on (MER_WORKERS, else one per usable core): a
     stage's wall time is that many processes' (`mer estimate` turns it back into one process's)."""
-    from pipeline.core.compute import compute_settings, local_workers
+    from pipeline.core.compute import compute_settings, stage_workers
 
-    return compute_settings(env).workers or local_workers()
+    return stage_workers(compute_settings(env))
 
 
 def cpu_info() -> dict[str, Any]:

@@ -108,8 +108,7 @@ def worker_count(n_items: int, settings: ComputeSettings | None = None, gpu: boo
     if n_items < 2:
         return 1
     if settings.backend == "local":
-        n = settings.workers if settings.workers is not None else local_workers(gpu)
-        return max(1, min(n, n_items))
+        return max(1, min(stage_workers(settings, gpu), n_items))
     return ray_worker_count(ray_runtime(settings), settings, n_items)
 
 
@@ -119,6 +118,13 @@ def local_workers(gpu: bool = False) -> int:
     if gpu:
         return 1
     return max(1, usable_cores() // stage_threads())
+
+
+def stage_workers(settings: ComputeSettings | None = None, gpu: bool = False) -> int:
+    """The local workers a stage's shared work runs on when it has enough items: MER_WORKERS, else
+    `local_workers(gpu)` (one per usable core)."""
+    settings = settings or compute_settings()
+    return settings.workers if settings.workers is not None else local_workers(gpu)
 
 
 def map_ordered(

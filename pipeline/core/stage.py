@@ -85,7 +85,8 @@ def pin_threads(n: int | None = None, stage: str | None = None) -> int:
 #: kernel, and the next tensor of that size is mapped and page-faulted in anew. A batch's attention scores are
 #: such blocks (MCT-HFR at 64 × 4 heads × 400 × 490: 200 MB, a few per layer), so half of 003's evaluation
 #: time went to the kernel. Keeping freed blocks up to this size in the heap for reuse made MCT-HFR's
-#: evaluation forward 1.86× faster for 15 % more peak RSS, with identical outputs (`benchmarks/allocator.py`).
+#: evaluation forward 1.86× faster with identical outputs, for 15 % more peak RSS (`benchmarks/allocator.py`;
+#: 0.3-0.5 GB per scoring process in 003's quarter-size evaluation, docs/benchmarks.md).
 #: Scoring turns it on (`pipeline.evaluate.scoring`); training does not: there the heap's fragmentation
 #: raised the peak RSS 3.9 → 6.0 GB for a 1.4× faster step, and a training worker's memory is the scarcer.
 KEEP_FREED_BYTES = 1 << 30

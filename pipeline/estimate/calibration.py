@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.compute import ComputeSettings
 from pipeline.core.errors import PipelineError
+from pipeline.core.stage import pin_threads
 from pipeline.estimate.inputs import (
     KNOWN_CORPORA,
     EstimateError,
@@ -54,8 +56,6 @@ def calibrate(n_clips: int = 3, params_file: str | Path = "params.yaml", rates_f
         measured["corpus"] = {**(old.get("corpus") or {}), **measured["corpus"]}
         entry.update(measured)
     label = preset or Path(params_file).name
-    from pipeline.core.stage import pin_threads
-
     pin_threads(stage="train")  # as the training stages run
     steps = measure_train_steps(load_params(params_file, preset) if preset else params, log=log, label=label)
     entry["train_step_s"] = {}
@@ -78,9 +78,7 @@ def _calibrate_extractors(n_clips: int, params_file: str | Path, params: dict, l
     import sys
     import tempfile
 
-    from pipeline.core.compute import ComputeSettings
     from pipeline.core.config import load_section
-    from pipeline.core.stage import pin_threads
     from pipeline.corpus.demo import generate_demo
     from pipeline.corpus.demo.params import CorpusParams
     from pipeline.extract.registry import build_extractor

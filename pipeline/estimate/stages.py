@@ -161,9 +161,9 @@ def estimate(params: dict, corpus: CorpusSize, rates: dict, machine: Machine, re
     stages += _post_extraction(params, corpus, kr, rehearsal, names, notes)
 
     if workers is None:
-        from pipeline.core.compute import compute_settings, local_workers
+        from pipeline.core.compute import stage_workers
 
-        workers = compute_settings().workers or local_workers()
+        workers = stage_workers()
     if workers > 1:
         notes.append(f"{workers} workers (MER_WORKERS, default one per core): the stages that share their work "
                      f"({', '.join(s.stage for s in stages if s.stage in SHARED)}) take their one-process time ÷ {workers} "
