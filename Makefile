@@ -27,17 +27,16 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-# `mer params` first: every params.yaml mistake in one line each (with did-you-mean) before DVC reads
-# dvc.yaml, whose own message for a misspelled grid model is "Parameters 'model.x' are missing".
+# `mer repro` is `dvc repro` with independent stages side by side (MER_JOBS, pipeline/repro.py). It checks
+# params.yaml first: every mistake in one line each (with did-you-mean) before DVC reads dvc.yaml, whose own
+# message for a misspelled grid model is "Parameters 'model.x' are missing".
 demo: install
-	$(BIN)/mer params > /dev/null
-	$(BIN)/dvc repro
+	$(BIN)/mer repro
 	@echo ""
 	@echo "Report: $(CURDIR)/data/report/index.html"
 
 repro: install
-	$(BIN)/mer params > /dev/null
-	$(BIN)/dvc repro
+	$(BIN)/mer repro
 
 # Two pytest workers (2 cores): a test module stays on one worker (its module fixtures, e.g. the DVC lab,
 # are built once); tests/conftest.py pins each worker's torch/OpenMP to one thread.

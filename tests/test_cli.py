@@ -111,10 +111,17 @@ def test_misspelled_section_is_an_error_everywhere(project):
     with pytest.raises(ConfigError) as e:  # every stage reads its section through load_section
         load_section("corpus")
     assert str(e.value) == line
-    # and `mer run` refuses before running the stage
-    result = runner.invoke(cli.app, ["run", "hello"])
-    assert result.exit_code == 1 and _lines(result) == [f"error: {line}"]
+    # and `mer run` and `mer repro` refuse before running the stage
+    for command in (["run", "hello"], ["repro"]):
+        result = runner.invoke(cli.app, command)
+        assert result.exit_code == 1 and _lines(result) == [f"error: {line}"]
     assert not Path("ran.txt").exists()
+
+
+def test_repro_outside_a_dvc_repository_says_so(project):
+    result = runner.invoke(cli.app, ["repro", "--jobs", "2"])
+    assert result.exit_code == 1
+    assert _lines(result)[0].startswith(f"error: {Path('dvc.yaml').resolve()}: DVC: you are not inside of a DVC repository")
 
 
 def test_valid_params_print_and_pass(project):

@@ -217,16 +217,21 @@ def test_clone_that_pulls_runs_nothing_and_stays_clean(lab, tmp_path):
 
 
 def test_clone_with_only_the_features_runs_segment_and_after(lab, tmp_path, monkeypatch):
-    """...on two workers (this process and a helper; the lab ran on one): the same bytes."""
+    """...through `mer repro`, two stages at once, each on two workers (this process and a helper; the
+    lab ran one stage at a time on one): the same bytes."""
     root, remote, _ = lab
     c = _clone(root, tmp_path / "c", remote)
     _dvc(["pull", *EXTRACTION], c)
     monkeypatch.setenv("MER_WORKERS", "2")
-    out = _dvc(["repro"], c)
-    ran = _ran(out)
+    out = _run([sys.executable, "-m", "pipeline.cli", "repro"], c)
+    assert "2 at a time (MER_JOBS), each on up to 2 workers" in out.stdout
+    ran = _ran(out)  # each stage's DVC output, printed as it ends
     assert ran[0] == "segment" and not set(ran) & set(EXTRACTION)
-    assert set(ran) == set(ALL_STAGES) - set(EXTRACTION)
-    assert "workers: this process and 1 helper process" in out.stderr  # the training grid's 4+ runs
+    assert sorted(ran) == sorted(set(ALL_STAGES) - set(EXTRACTION))
+    started = re.findall(r"start (\S+)", out.stdout)
+    assert started.index("train@crossmodal-standard") < started.index("train@crossmodal-clip_zero")  # longer chain first
+    assert "workers: this process and 1 helper process" in out.stdout  # the training grid's 4+ runs
+    assert (c / "logs/repro/segment.log").read_text().count("Running stage 'segment'") == 1
     # the same code and data give the same bytes: dvc.lock and the committed metrics are unchanged
     assert _git_dirty(c) == ""
 

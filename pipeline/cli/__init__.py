@@ -2,14 +2,12 @@
 
 Here: the app, the small commands (`run`, `params`, `features`) and the one reading of dvc.yaml's
 stages (`dvc_stages`). The larger commands have a module each, registered below in `mer --help`'s
-order: `models` (models.py), `predict` (predict.py), the `preset` sub-app (presets.py) and `estimate`
+order: `repro` (repro.py), `models` (models.py), `predict` (predict.py), the `preset` sub-app (presets.py) and `estimate`
 (estimate.py); what they all print with is in common.py."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import typer
@@ -17,13 +15,14 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.cli import estimate, models, predict, presets
+from pipeline.cli import estimate, models, predict, presets, repro
 from pipeline.cli.common import console, fail
 from pipeline.cli.models import DEMO_DIMS  # re-exported: tests read cli.DEMO_DIMS
 from pipeline.core.config import SECTIONS, did_you_mean, load_section
 from pipeline.core.errors import PipelineError
 from pipeline.core.paths import FEATURES_DIR, PARAMS_FILE
 from pipeline.params_checks import check_params
+from pipeline.repro import stage_env
 
 __all__ = ["app", "DVC_FILE", "dvc_stages", "dvc_stage_names", "DEMO_DIMS"]
 
@@ -91,10 +90,8 @@ def run(stage: str = typer.Argument(..., help="a stage of dvc.yaml (`dvc stage l
     problems = check_params(PARAMS_FILE)  # the cwd is the root
     if problems:
         fail("\n".join(problems))
-    # dvc.yaml's commands call `python`: the interpreter running `mer`, as under an activated venv
-    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     console.print(f"[bold]{escape(stage)}[/bold]: {escape(cmd)}", soft_wrap=True)
-    code = subprocess.run(cmd, shell=True, cwd=root, env=env).returncode
+    code = subprocess.run(cmd, shell=True, cwd=root, env=stage_env()).returncode
     if code:
         raise typer.Exit(code)
 
@@ -139,6 +136,7 @@ def features(directory: Path = typer.Option(FEATURES_DIR, help="where the featur
 
 
 # the larger commands, after the small ones: the order `mer --help` lists them in
+app.command()(repro.repro)
 app.command()(models.models)
 app.command()(predict.predict)
 app.add_typer(presets.preset_app, name="preset")

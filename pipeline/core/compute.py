@@ -18,6 +18,8 @@ stage because they changed (like MER_THREADS, `pipeline.core.stage`).
     RAY_ADDRESS           Ray's own variable: the cluster to join (`auto`: the cluster this machine
                           joined with `ray start`; `ray://head:10001`: Ray Client). Unset: a private
                           local Ray instance is started (and shut down at exit)
+    MER_JOBS              how many DVC stages `mer repro` runs at once (`pipeline.repro`), default 2 where a
+                          stage gets two or more workers, else 1 (`stage_jobs`)
     MER_CPUS_PER_WORKER   CPUs one Ray worker asks for (default 1); its torch/OpenMP threads
     MER_GPUS_PER_WORKER   GPUs one Ray worker asks for (default 0; fractions share a GPU)
 
@@ -60,6 +62,7 @@ ENV = {
     "backend": "MER_BACKEND",
     "address": "RAY_ADDRESS",
     "workers": "MER_WORKERS",
+    "jobs": "MER_JOBS",
     "cpus_per_worker": "MER_CPUS_PER_WORKER",
     "gpus_per_worker": "MER_GPUS_PER_WORKER",
 }
@@ -73,6 +76,7 @@ class ComputeSettings(BaseModel):
     backend: Literal["local", "ray"] = "local"
     address: str | None = Field(None, description="RAY_ADDRESS: a cluster to join; None: a local instance")
     workers: int | None = Field(None, ge=1, description="None: local, one per usable core; ray, what the cluster allows")
+    jobs: int | None = Field(None, ge=1, description="None: 2 where a stage gets 2 or more workers, else 1")
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
 
@@ -125,6 +129,19 @@ def stage_workers(settings: ComputeSettings | None = None, gpu: bool = False) ->
     `local_workers(gpu)` (one per usable core)."""
     settings = settings or compute_settings()
     return settings.workers if settings.workers is not None else local_workers(gpu)
+
+
+def stage_jobs(settings: ComputeSettings | None = None, gpu: bool = False) -> int:
+    """How many independent DVC stages `mer repro` runs at once: MER_JOBS, else 2 where a stage gets two
+    or more workers (`stage_workers`), else 1 (MER_WORKERS=1: one process at a time, as `dvc repro`;
+    `gpu`: the stages' work runs on this machine's GPU, which two stages would only share).
+    Not one per core: each stage already spreads its work over every core, and a second stage fills
+    the cores one leaves idle (its start, a last round of runs, DVC's hashing); each further stage
+    would add its workers' memory (every worker holds its model) for little more speed."""
+    settings = settings or compute_settings()
+    if settings.jobs is not None:
+        return settings.jobs
+    return 2 if stage_workers(settings, gpu) >= 2 else 1
 
 
 def map_ordered(

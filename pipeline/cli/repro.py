@@ -1,0 +1,80 @@
+"""`mer repro`: `dvc repro` with independent stages running side by side (pipeline/repro.py says how)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from pipeline.cli.common import console, fail
+from pipeline.core.compute import (
+    ComputeError,
+    compute_settings,
+    stage_jobs,
+    stage_workers,
+)
+from pipeline.core.errors import PipelineError
+from pipeline.core.paths import PARAMS_FILE
+from pipeline.params_checks import check_params
+from pipeline.repro import LOG_DIR, dvc_repro_job, plan_stages, run_plan, stage_env
+
+
+def repro(
+    jobs: int = typer.Option(None, "--jobs", "-j", min=1, help="stages at once (default MER_JOBS, else 2 on a "
+                             "machine with 2 or more cores, 1 with MER_WORKERS=1)"),
+    dry: bool = typer.Option(False, "--dry", help="list the stages that would run and what each waits for"),
+) -> None:
+    """Run every out-of-date stage of dvc.yaml, as `dvc repro` does, with independent stages side by
+    side (each still through DVC; same outputs). Each stage's output is printed when it ends and kept in
+    logs/repro/<stage>.log. With one job: plain `dvc repro`."""
+    root = Path.cwd()
+    problems = check_params(PARAMS_FILE)
+    if problems:
+        fail("\n".join(problems))
+    try:
+        settings = compute_settings()
+        jobs = jobs or stage_jobs(settings, gpu=_cuda())
+        workers = stage_workers(settings)
+    except ComputeError as e:
+        fail(str(e))
+    if jobs == 1 and not dry:
+        raise typer.Exit(subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, env=stage_env()).returncode)
+    try:
+        plan = plan_stages(root)
+    except PipelineError as e:
+        fail(str(e))
+    if not plan.order:
+        console.print("Data and pipelines are up to date.")
+        return
+    if dry:
+        for stage in plan.order:
+            after = ", ".join(sorted(plan.upstream[stage]))
+            console.print(f"{escape(stage)}" + (f"  [dim](after {escape(after)})[/dim]" if after else ""), soft_wrap=True)
+        return
+    t0 = time.perf_counter()
+
+    def say(line: str) -> None:
+        console.print(f"[bold]mer repro[/bold] {time.perf_counter() - t0:6.1f} s  {escape(line)}", soft_wrap=True)
+
+    def show(text: str) -> None:
+        if text:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+
+    say(f"{len(plan.order)} stages to run, {jobs} at a time (MER_JOBS), each on up to {workers} worker"
+        f"{'s' * (workers != 1)} (MER_WORKERS); each stage's output is printed when it ends and kept in {LOG_DIR}/")
+    failed = run_plan(plan, jobs, lambda stage, log: dvc_repro_job(stage, log, root), root / LOG_DIR, say, show)
+    if failed:
+        raise typer.Exit(1)
+    say(f"all {len(plan.order)} stages done in {time.perf_counter() - t0:.0f} s")
+
+
+def _cuda() -> bool:
+    """Whether the stages' work will run on a GPU here (their `device: auto` picks CUDA when torch sees one)."""
+    import torch
+
+    return torch.cuda.is_available()
