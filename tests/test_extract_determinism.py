@@ -16,8 +16,9 @@ A kill is simulated by running the first clips with the per-clip cache the resum
 in one of the two and with others in the clean run. Small settings keep it fast: faces at 1 Hz (1-2
 steps per clip), MTCNN batches and embedder passes of 4, so that batches spanning clips (the bug
 this tests) would hold 1, 2, 3 or 4 steps of several clips. On the machine this was written on,
-MTCNN gives other bits for a frame alone than in a batch, and VGG-Face's fc6 for batches of 1, 2-3
-and 4 crops: the test fails when batches span clips.
+MTCNN gives other bits for a frame alone than in a batch, and ResNet-50 for batches of 1, 2-3 and 4
+crops: the test fails when batches span clips. (VGG-Face in fp32 on a CPU passes one crop at a time,
+tested below.)
 """
 
 from __future__ import annotations
@@ -146,3 +147,20 @@ def test_batch_size_is_part_of_the_face_embedders_and_detectors_keys(detections)
     assert embedder.config_fingerprint() != key
     embedder.settings = embedder.settings.model_copy(update={"batch_size": BATCH, "on_error": "skip"})
     assert embedder.config_fingerprint() == key
+
+
+def test_vggface_in_fp32_on_a_cpu_passes_one_crop_at_a_time(detections, monkeypatch):
+    """VGG-Face's `cpu_fp32_pass = 1` (faster there, pipeline/extract/vggface.py); ResNet-50 keeps
+    passes of batch_size. A crop's VGG-Face embedding is then the same bits alone as in a batch."""
+    import numpy as np
+
+    crops = np.random.default_rng(0).integers(0, 256, (5, 224, 224, 3), dtype=np.uint8)
+    vgg = _build("vggface", detections)
+    for feature, passes in (("vggface", [1] * 5), ("resnet50", [BATCH, 1])):
+        extractor = vgg if feature == "vggface" else _build(feature, detections)
+        sizes, run = [], extractor._run
+        monkeypatch.setattr(extractor, "_run", lambda net, p, x, run=run, sizes=sizes: (sizes.append(len(x)), run(net, p, x))[1])
+        out = extractor.embed(crops)
+        assert extractor.precision == "fp32" and sizes == passes and out.shape == (5, extractor.dim)
+    assert np.array_equal(out := vgg.embed(crops), np.concatenate([vgg.embed(crops[i : i + 1]) for i in range(5)]))
+    assert np.isfinite(out).all()

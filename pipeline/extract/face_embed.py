@@ -155,6 +155,9 @@ class FaceCropEmbedder(Extractor):
     mean_rgb: ClassVar[tuple[float, float, float]]
     #: network family, for notes ("VGG-Face", …)
     family: ClassVar[str]
+    #: in fp32 on a CPU, a forward pass takes this many crops at most (None: params.batch_size); a fixed
+    #: rule, never timed per run, so a table's bytes depend on the settings and the precision only
+    cpu_fp32_pass: ClassVar[int | None] = None
     #: how 'random' weights are drawn, for notes
     random_init: ClassVar[str]
 
@@ -332,7 +335,11 @@ class FaceCropEmbedder(Extractor):
         return out
 
     def _forward(self, crops: np.ndarray | list[np.ndarray]) -> np.ndarray:
-        return self._run(self.fast_net, self.precision, self.preprocess(crops))
+        x = self.preprocess(crops)
+        step = self.cpu_fp32_pass if self.precision == "fp32" and self.device.type == "cpu" else None
+        if step is None or step >= len(x):
+            return self._run(self.fast_net, self.precision, x)
+        return np.concatenate([self._run(self.fast_net, self.precision, x[i : i + step]) for i in range(0, len(x), step)])
 
     def _run(self, net: nn.Module, precision: str, x: torch.Tensor) -> np.ndarray:
         """`net` (an inference copy in `precision`) on preprocessed crops `x` → float32 numpy."""

@@ -137,6 +137,11 @@ class VggFaceExtractor(FaceCropEmbedder):
     mean_rgb = MEAN_RGB
     family = "VGG-Face"
     random_init = "torchvision VGG initialisation"
+    # fp32 on a CPU: one crop per pass. Its early convolutions' outputs (64 × 224² floats per crop) outgrow
+    # the caches in a batch: one thread, channels-last, img/s at 1 · 4 · 16 crops per pass: 6.81 · 6.20 ·
+    # 5.88 (AMD EPYC, AVX-512) and 3.83 · 3.46 · 3.32 (same, kernels pinned to AVX2), 2026-12-07.
+    # ResNet-50's smaller activations gain from batching, so it keeps params.batch_size.
+    cpu_fp32_pass = 1
 
     def __init__(
         self,
