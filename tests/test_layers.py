@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"train"},
     {"evaluate"},
     {"report"},
-    {"predict", "presets", "params_checks", "estimate", "cli"},
+    {"predict", "presets", "params_checks", "estimate", "repro", "cli"},
 ]
 LEVEL = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
 
