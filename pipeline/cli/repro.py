@@ -37,7 +37,8 @@ def repro(
         fail("\n".join(problems))
     try:
         settings = compute_settings()
-        jobs = jobs or stage_jobs(settings, gpu=_cuda())
+        # torch is imported to look for a GPU only where neither MER_JOBS nor MER_WORKERS decides it
+        jobs = jobs or stage_jobs(settings, gpu=settings.jobs is None and settings.workers is None and _cuda())
         workers = stage_workers(settings)
     except ComputeError as e:
         fail(str(e))
