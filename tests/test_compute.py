@@ -169,6 +169,53 @@ def test_local_pool_a_helper_killed_is_one_line(tmp_path):
         list(map_ordered(die, range(40), settings=POOL2))
 
 
+def _slow_pid(x: int) -> int:
+    time.sleep(0.05)
+    return os.getpid()
+
+
+def test_under_a_jobserver_a_helper_starts_only_with_a_free_core(monkeypatch):
+    """`mer repro`'s jobserver (pipeline.core.jobserver): with no token free the pool starts no helper and
+    runs every item here, as MER_WORKERS=1; with one, one helper starts and works; every token taken is
+    given back when the pool is done, and the stage's runner keeps the ones it holds."""
+    from pipeline.core import jobserver
+    from pipeline.core.compute import LAST_POOL
+
+    server = jobserver.start(2)
+    try:
+        monkeypatch.setenv(jobserver.ENV, str(server.path))
+        server.hold(2)  # two stages run: no core free
+        assert set(map_ordered(_slow_pid, range(30), settings=ComputeSettings(workers=3))) == {os.getpid()}
+        assert LAST_POOL["helpers"] == 0
+        server.hold(1)  # one of them ended
+        pids = list(map_ordered(_slow_pid, range(60), settings=ComputeSettings(workers=3)))
+        assert LAST_POOL["helpers"] == 1 and 0 < LAST_POOL["on_helpers"] < 60 and len(set(pids)) == 2, LAST_POOL
+        server.hold(0)
+        assert server.held == 0 and [server.tokens.take() for _ in range(3)] == [True, True, False]  # none lost
+    finally:
+        server.close()
+    assert not server.path.exists()
+
+
+def test_a_jobserver_hands_a_freed_core_to_the_next_stage():
+    from pipeline.core import jobserver
+
+    server = jobserver.start(3)
+    try:
+        other = jobserver.Tokens(str(server.path))  # a stage's pool
+        server.hold(2)
+        assert other.take() and not other.take()  # 3 cores, 2 stages: one helper
+        server.hold(3)  # a third stage: there is no token left for it, and it runs anyway
+        assert server.held == 2
+        other.give()
+        server.hold(2)
+        assert server.held == 2 and other.take() and not other.take()
+        other.close()
+    finally:
+        server.close()
+    assert jobserver.client({}) is None and jobserver.client({jobserver.ENV: str(server.path)}) is None  # gone: none
+
+
 def test_without_ray_or_with_a_dead_address_the_error_is_one_line(monkeypatch):
     from pipeline.core.compute import ray_runtime
 

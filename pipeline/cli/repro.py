@@ -11,9 +11,11 @@ import typer
 from rich.markup import escape
 
 from pipeline.cli.common import console, fail
+from pipeline.core import jobserver
 from pipeline.core.compute import (
     ComputeError,
     compute_settings,
+    local_workers,
     stage_jobs,
     stage_workers,
 )
@@ -68,7 +70,15 @@ def repro(
 
     say(f"{len(plan.order)} stages to run, {jobs} at a time (MER_JOBS), each on up to {workers} worker"
         f"{'s' * (workers != 1)} (MER_WORKERS); each stage's output is printed when it ends and kept in {LOG_DIR}/")
-    failed = run_plan(plan, jobs, lambda stage, log: dvc_repro_job(stage, log, root), root / LOG_DIR, say, show)
+    # the stages share the cores: a stage's helper processes start only while a core is free
+    cores = jobserver.start(local_workers()) if workers >= 2 else None
+    env = cores.env() if cores else {}
+    try:
+        failed = run_plan(plan, jobs, lambda stage, log: dvc_repro_job(stage, log, root, env), root / LOG_DIR, say, show,
+                          running_now=cores.hold if cores else lambda n: None)
+    finally:
+        if cores:
+            cores.close()
     if failed:
         raise typer.Exit(1)
     say(f"all {len(plan.order)} stages done in {time.perf_counter() - t0:.0f} s")

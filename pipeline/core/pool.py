@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from pipeline.core.errors import PipelineError
@@ -17,8 +18,8 @@ from pipeline.core.workers import NOTED, UNSET, ComputeError, Raised, prepare
 # before any helper is up, and costs what the one-process loop costs.
 
 _POOL: dict[str, Any] = {}  # a helper's function, setup and state
-#: the latest local pool in this process: its workers and the items its helpers ran (tests, notes)
-LAST_POOL: dict[str, int] = {"workers": 0, "on_helpers": 0}
+#: the latest local pool in this process: its workers, the helpers it started and the items they ran (tests, notes)
+LAST_POOL: dict[str, int] = {"workers": 0, "helpers": 0, "on_helpers": 0}
 
 
 def _pool_init(blob: bytes, cwd: str, threads: int, environ: dict[str, str]) -> None:
@@ -71,71 +72,136 @@ def _pool_context(fn: Callable) -> Any:
     return ctx
 
 
+@dataclass
+class _Helper:
+    """One helper process (a one-process executor, so each is started, fed and retired on its own), the
+    jobserver token it holds, if any, and whether an item of ours runs on it."""
+
+    executor: Any
+    probe: Any  # its `_pool_ready` future: the pid once the helper is ready, or the setup's error
+    token: bool
+    busy: bool = False
+    retired: bool = False
+
+    def ready(self) -> bool:
+        f = self.probe
+        return f.done() and not f.cancelled() and f.exception() is None and isinstance(f.result(), int)
+
+    def processes(self) -> list:
+        return list((getattr(self.executor, "_processes", None) or {}).values())
+
+
 def map_pool(fn: Callable, items: list, setup: Callable | None, n: int, state: Any = UNSET) -> Iterator:
-    """`map_ordered` on this process and n - 1 helper processes. Items are claimed in order, one at a
-    time, by this process (between the results it yields) and by a feeder thread that gives each ready
-    helper one item at a time, so nobody holds an item another could start now. At most 2 × n + 1 items
-    are claimed and not yet yielded, so memory stays bounded. `state`: this process's own state for the
-    items it runs (default: `setup()`, built at its first item)."""
+    """`map_ordered` on this process and up to n - 1 helper processes. Items are claimed in order, one at a
+    time, by this process (between the results it yields) and by a feeder thread that starts the helpers
+    and gives each ready one an item at a time, so nobody holds an item another could start now. At most
+    2 × n + 1 items are claimed and not yet yielded, so memory stays bounded. `state`: this process's own
+    state for the items it runs (default: `setup()`, built at its first item).
+
+    Helpers start from the feeder thread, so this process never waits for one: at once, or under
+    `mer repro`'s jobserver (`pipeline.core.jobserver`) one at a time while a core is free. A helper
+    left without items (all claimed) is retired at once, and its core goes back to the jobserver."""
     import threading
     from concurrent.futures import Future, ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     import cloudpickle
 
+    from pipeline.core import jobserver
+
     try:
         blob = cloudpickle.dumps((fn, setup))
     except Exception as e:  # e.g. a model that only serialises through its state_dict
         raise ComputeError(f"MER_WORKERS={n}: cannot send the work to worker processes ({type(e).__name__}: {e}); "
                            "MER_WORKERS=1 runs it in this process") from None
-    pool = ProcessPoolExecutor(n - 1, mp_context=_pool_context(fn), initializer=_pool_init,
-                               initargs=(blob, os.getcwd(), stage_threads(), dict(os.environ)))
-    LAST_POOL.update(workers=n, on_helpers=0)
+    context = _pool_context(fn)
+    initargs = (blob, os.getcwd(), stage_threads(), dict(os.environ))
+    tokens = jobserver.client()
+    LAST_POOL.update(workers=n, on_helpers=0, helpers=0)
     if not NOTED.get("pool"):
         NOTED["pool"] = True
-        print(f"workers: this process and {n - 1} helper process{'es' * (n > 2)}, {stage_threads()} thread each "
-              "(MER_WORKERS sets how many; MER_WORKERS=1: this process alone)", file=sys.stderr)
+        shared = " while a core is free (mer repro shares the cores between its stages)" if tokens else ""
+        print(f"workers: this process and up to {n - 1} helper process{'es' * (n > 2)}{shared}, {stage_threads()} "
+              "thread each (MER_WORKERS sets how many; MER_WORKERS=1: this process alone)", file=sys.stderr)
     cond = threading.Condition()
-    probes = [pool.submit(_pool_ready) for _ in range(n - 1)]
-    for f in probes:
-        f.add_done_callback(lambda _: _notify(cond))
+    helpers: list[_Helper] = []
     results: dict[int, Future | tuple[bool, Any]] = {}  # claimed item → its future, or (ok, value) run here
-    claim = {"next": 0, "out": 0, "in_flight": 0, "stop": False}
+    claim = {"next": 0, "out": 0, "stop": False, "launch": True}
     window = 2 * n + 1
     mine = {"state": state}  # UNSET: setup() at this process's first item
 
     def claimable() -> bool:
         return claim["next"] < len(items) and claim["next"] - claim["out"] < window
 
-    def ready_helpers() -> int:
-        return len({f.result() for f in probes if f.done() and not f.cancelled() and not f.exception()
-                    and isinstance(f.result(), int)})
-
-    def finished(i: int, f: Future) -> None:
+    def finished(i: int, helper: _Helper, f: Future) -> None:
         with cond:
             results[i] = f
-            claim["in_flight"] -= 1
+            helper.busy = False
             cond.notify_all()
 
-    def feed() -> None:  # the helpers' share: one item at a time to each ready helper
+    def retire(helper: _Helper) -> None:  # under cond
+        if helper.retired:
+            return
+        helper.retired = True
+        helper.executor.shutdown(wait=False, cancel_futures=True)
+        if not helper.ready():  # still starting: its setup would be wasted
+            for p in helper.processes():
+                p.terminate()
+        if helper.token and tokens is not None:
+            tokens.give()
+
+    def launch(token: bool) -> None:  # outside cond: the first start waits for the forkserver
+        try:
+            executor = ProcessPoolExecutor(1, mp_context=context, initializer=_pool_init, initargs=initargs)
+            probe = executor.submit(_pool_ready)
+        except Exception:  # no process can start here: the items stay with this process
+            with cond:
+                claim["launch"] = False
+            if token and tokens is not None:
+                tokens.give()
+            return
+        helper = _Helper(executor, probe, token)
+        probe.add_done_callback(lambda _: _notify(cond))
+        with cond:
+            helpers.append(helper)
+            LAST_POOL["helpers"] += 1
+            if claim["stop"] or claim["next"] >= len(items):
+                retire(helper)
+
+    def feed() -> None:  # starts the helpers, then gives each ready one an item at a time
         while True:
             with cond:
-                while not claim["stop"] and not (claimable() and claim["in_flight"] < ready_helpers()):
-                    if claim["next"] >= len(items):
+                while True:
+                    if claim["stop"]:
                         return
+                    if claim["next"] >= len(items):  # all claimed: helpers without an item are retired
+                        for h in helpers:
+                            if not h.busy:
+                                retire(h)
+                        if all(h.retired for h in helpers):
+                            return
+                        cond.wait(0.05)
+                        continue
+                    idle = next((h for h in helpers if not h.busy and not h.retired and h.ready()), None)
+                    if idle is not None and claimable():
+                        i = claim["next"]
+                        claim["next"] += 1
+                        idle.busy = True
+                        LAST_POOL["on_helpers"] += 1
+                        break
+                    if claim["launch"] and len(helpers) < n - 1 and (tokens is None or tokens.take()):
+                        idle = None
+                        break
                     cond.wait(0.05)
-                if claim["stop"]:
-                    return
-                i = claim["next"]
-                claim["next"] += 1
-                claim["in_flight"] += 1
-                LAST_POOL["on_helpers"] += 1
+            if idle is None:
+                launch(tokens is not None)
+                continue
             try:
-                future = pool.submit(_pool_run, cloudpickle.dumps(items[i]))
+                future = idle.executor.submit(_pool_run, cloudpickle.dumps(items[i]))
             except Exception as e:  # a broken pool refuses new work
                 future = Future()
                 future.set_exception(e)
-            future.add_done_callback(lambda f, i=i: finished(i, f))
+            future.add_done_callback(lambda f, i=i, h=idle: finished(i, h, f))
 
     def run_here(i: int) -> tuple[bool, Any]:
         try:
@@ -185,16 +251,20 @@ def map_pool(fn: Callable, items: list, setup: Callable | None, n: int, state: A
         with cond:
             claim["stop"] = True
             cond.notify_all()
-        feeder.join(timeout=10)
-        procs = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        # helpers idle or still starting (a short stage), or running items an error or an early close
-        # left without a use: stopped, not waited for
+        feeder.join(timeout=10)  # at most a helper's start in progress
+        with cond:
+            started = list(helpers)
+            procs = [p for h in started for p in h.processes()]
+            for h in started:  # idle, still starting, or running items an error or an early close left
+                if not h.retired:  # without a use: stopped, not waited for
+                    retire(h)
         for p in procs:
-            if p.is_alive():
+            if p.is_alive() and p.exitcode is None:
                 p.terminate()
         for p in procs:
             p.join(timeout=10)
+        if tokens is not None:
+            tokens.close()
 
 
 def _notify(cond: Any) -> None:
