@@ -37,7 +37,9 @@ def _run(plan, jobs, tmp_path, polls=None, codes=None):
         log.write_text(f"output of {stage}\n")
         return FakeJob(stage, events, polls.get(stage, 2), codes.get(stage, 0))
 
-    failed = run_plan(plan, jobs, start, tmp_path / "logs", lines.append, shown.append, poll_s=0)
+    held = []  # what the jobserver is told after each change: how many stages run
+    failed = run_plan(plan, jobs, start, tmp_path / "logs", lines.append, shown.append, poll_s=0, running_now=held.append)
+    assert held and max(held) == _max_running(events) and all(0 <= k <= jobs for k in held)
     return failed, events, lines, shown
 
 

@@ -149,7 +149,7 @@ def map_pool(fn: Callable, items: list, setup: Callable | None, n: int, state: A
         if not helper.ready():  # still starting: its setup would be wasted
             for p in helper.processes():
                 p.terminate()
-        if helper.token and tokens is not None:
+        if helper.token:
             tokens.give()
 
     def launch(token: bool) -> None:  # outside cond: the first start waits for the forkserver
@@ -159,7 +159,7 @@ def map_pool(fn: Callable, items: list, setup: Callable | None, n: int, state: A
         except Exception:  # no process can start here: the items stay with this process
             with cond:
                 claim["launch"] = False
-            if token and tokens is not None:
+            if token:
                 tokens.give()
             return
         helper = _Helper(executor, probe, token)
@@ -184,6 +184,9 @@ def map_pool(fn: Callable, items: list, setup: Callable | None, n: int, state: A
                             return
                         cond.wait(0.05)
                         continue
+                    for h in helpers:  # a helper whose start failed (its setup raised, or it died) gives its core back
+                        if h.probe.done() and not h.ready():
+                            retire(h)
                     idle = next((h for h in helpers if not h.busy and not h.retired and h.ready()), None)
                     if idle is not None and claimable():
                         i = claim["next"]
