@@ -231,19 +231,24 @@ def test_without_ray_or_with_a_dead_address_the_error_is_one_line(monkeypatch):
     assert not ray.is_initialized()
 
 
-def test_ray_groups_give_every_worker_several_and_never_exceed_the_extractors_batch():
-    from pipeline.extract.runner import GROUPS_PER_WORKER, ray_group_size
+def test_work_groups_shrink_to_single_clips_so_workers_finish_together_and_never_exceed_the_batch():
+    from pipeline.extract.runner import GUIDE, work_groups
 
-    assert GROUPS_PER_WORKER == 4
-    assert ray_group_size(sys.maxsize, 96, 2) == 12  # faces' unbounded batch: 8 groups, not one on one worker
-    assert ray_group_size(16, 96, 2) == 12 and ray_group_size(16, 1000, 2) == 16  # never above batch_clips
-    assert ray_group_size(16, 3, 2) == 1 and ray_group_size(1, 96, 2) == 1
-    assert ray_group_size(sys.maxsize, 97, 2) == 13  # rounded up: at most 4 groups per worker
+    assert GUIDE == 2
+    sizes = lambda batch, n, workers: [len(g) for g in work_groups(list(range(n)), batch, workers)]  # noqa: E731
+    # faces' unbounded batch: a quarter of what is left each time (2 workers), not one group on one worker
+    assert sizes(sys.maxsize, 96, 2) == [24, 18, 14, 10, 8, 6, 4, 3, 3, 2, 1, 1, 1, 1]
+    assert sizes(16, 96, 2) == [16, 16, 16, 12, 9, 7, 5, 4, 3, 2, 2, 1, 1, 1, 1]  # never above batch_clips
+    big = sizes(16, 10_000, 16)  # a real corpus on 16 workers: batch_clips-long groups but for the last hundred
+    assert big[:595] == [16] * 595 and len(big) == 700 and big[-31:] == [1] * 31
+    assert sizes(16, 3, 2) == [1, 1, 1] and sizes(1, 5, 2) == [1] * 5 and sizes(16, 0, 2) == []
+    groups = work_groups(list(range(97)), 16, 2)
+    assert [c for g in groups for c in g] == list(range(97))  # every clip once, in order
 
 
 @pytest.mark.parametrize("stage", ["faces", "vggface"])
 def test_an_extractors_rows_do_not_depend_on_how_clips_are_grouped(stage, crema_d_dir, tmp_path):
-    """Ray cuts the uncached clips into other groups than the local loop (`ray_group_size`); the two
+    """Workers get the uncached clips in other groups than the one-process loop (`work_groups`); the two
     extractors that batch across clips give the same table, byte for byte, either way."""
     from pipeline.corpus.manifest import Clip
     from pipeline.extract.faces import FacesExtractor, read_detections
