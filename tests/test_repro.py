@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.compute import ComputeSettings, stage_jobs
-from pipeline.repro import StagePlan, dvc_repro_job, plan_stages, run_plan
+from pipeline.core.errors import PipelineError
+from pipeline.repro import (
+    BackgroundPlan,
+    StagePlan,
+    dvc_repro_job,
+    plan_stages,
+    run_plan,
+)
 
 
 class FakeJob:
@@ -143,6 +150,9 @@ def test_dvc_runs_two_stages_at_once_and_leaves_the_lock_as_dvc_repro_does(tmp_p
     plan = plan_stages(root)
     assert plan.order == ["a", "b", "c", "d"]
     assert plan.upstream == {"a": frozenset(), "b": {"a"}, "c": {"a"}, "d": {"b", "c"}}
+    background = BackgroundPlan(root)  # what `mer repro` reads while it checks params.yaml
+    assert background.result() == plan and background.proc.returncode == 0
+    background.cancel()  # after the result: nothing left to stop
     lines, shown = [], []
     failed = run_plan(plan, 2, lambda s, log: dvc_repro_job(s, log, root), root / "logs", lines.append, shown.append)
     assert failed == [], "\n".join(shown)
@@ -157,3 +167,21 @@ def test_dvc_runs_two_stages_at_once_and_leaves_the_lock_as_dvc_repro_does(tmp_p
     # an edit of c's command: c and what follows
     (root / "dvc.yaml").write_text(DVC_YAML.replace(f"{SLOW} c.txt", f"{SLOW} c.txt && echo edited"))
     assert plan_stages(root).order == ["c", "d"]
+
+
+@pytest.mark.integration
+def test_the_background_plan_reports_dvcs_error_as_the_plan_does_and_can_be_cancelled(tmp_path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    _dvc(root, "init", "--no-scm", "-q")
+    _dvc(root, "config", "core.analytics", "false")
+    (root / "dvc.yaml").write_text("stages:\n  a:\n    cmd: [unclosed\n")
+    with pytest.raises(PipelineError) as direct:
+        plan_stages(root)
+    with pytest.raises(PipelineError) as background:
+        BackgroundPlan(root).result()
+    assert str(background.value) == str(direct.value) and str(direct.value).startswith(f"{root / 'dvc.yaml'}: DVC: ")
+    (root / "dvc.yaml").write_text(DVC_YAML)
+    cancelled = BackgroundPlan(root)
+    cancelled.cancel()
+    assert cancelled.proc.returncode is not None  # stopped and reaped

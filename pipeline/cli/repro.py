@@ -22,7 +22,14 @@ from pipeline.core.compute import (
 from pipeline.core.errors import PipelineError
 from pipeline.core.paths import PARAMS_FILE
 from pipeline.params_checks import check_params
-from pipeline.repro import LOG_DIR, dvc_repro_job, plan_stages, run_plan, stage_env
+from pipeline.repro import (
+    LOG_DIR,
+    BackgroundPlan,
+    dvc_repro_job,
+    plan_stages,
+    run_plan,
+    stage_env,
+)
 
 
 def repro(
@@ -34,22 +41,36 @@ def repro(
     side (each still through DVC; same outputs). Each stage's output is printed when it ends and kept in
     logs/repro/<stage>.log. With one job: plain `dvc repro`."""
     root = Path.cwd()
-    problems = check_params(PARAMS_FILE)
-    if problems:
-        fail("\n".join(problems))
     try:
         settings = compute_settings()
-        # torch is imported to look for a GPU only where neither MER_JOBS nor MER_WORKERS decides it
-        jobs = jobs or stage_jobs(settings, gpu=settings.jobs is None and settings.workers is None and _cuda())
-        workers = stage_workers(settings)
     except ComputeError as e:
-        fail(str(e))
-    if jobs == 1 and not dry:
-        raise typer.Exit(subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, env=stage_env()).returncode)
+        settings, bad_env = None, e
+    # where stages may run side by side, DVC reads the plan in a process of its own while params.yaml is
+    # checked here (a GPU found below may still make it one stage at a time: then the plan goes unused)
+    planner = BackgroundPlan(root) if dry or (settings and (jobs or _jobs_without_gpu(settings)) >= 2) else None
     try:
-        plan = plan_stages(root)
-    except PipelineError as e:
-        fail(str(e))
+        problems = check_params(PARAMS_FILE)
+        if problems:
+            fail("\n".join(problems))
+        if settings is None:
+            fail(str(bad_env))
+        try:
+            # torch is imported to look for a GPU only where neither MER_JOBS nor MER_WORKERS decides it
+            jobs = jobs or stage_jobs(settings, gpu=settings.jobs is None and settings.workers is None and _cuda())
+            workers = stage_workers(settings)
+        except ComputeError as e:
+            fail(str(e))
+        if jobs == 1 and not dry:
+            if planner:
+                planner.cancel()
+            raise typer.Exit(subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, env=stage_env()).returncode)
+        try:
+            plan = planner.result() if planner else plan_stages(root)
+        except PipelineError as e:
+            fail(str(e))
+    finally:
+        if planner:
+            planner.cancel()
     if not plan.order:
         console.print("Data and pipelines are up to date.")
         return
@@ -82,6 +103,14 @@ def repro(
     if failed:
         raise typer.Exit(1)
     say(f"all {len(plan.order)} stages done in {time.perf_counter() - t0:.0f} s")
+
+
+def _jobs_without_gpu(settings) -> int:
+    """The stages at once if no GPU is found (what decides whether a plan is worth starting early)."""
+    try:
+        return stage_jobs(settings)
+    except ComputeError:
+        return 1  # reported where the jobs are decided
 
 
 def _cuda() -> bool:
