@@ -197,6 +197,27 @@ def test_under_a_jobserver_a_helper_starts_only_with_a_free_core(monkeypatch):
     assert not server.path.exists()
 
 
+def test_a_jobserver_left_by_a_killed_mer_repro_is_removed_by_the_next(tmp_path):
+    import subprocess
+
+    from pipeline.core import jobserver
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"mer-jobserver-{int(gone.stdout)}-abc"  # its process has ended
+    live = tmp_path / f"mer-jobserver-{os.getpid()}-def"
+    other = tmp_path / "mer-jobserver-notapid-x"
+    for folder in (stale, live, other):
+        folder.mkdir()
+        os.mkfifo(folder / "tokens")
+    assert jobserver.remove_stale(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and other.exists()
+    server = jobserver.start(1)
+    try:
+        assert server.dir.name.startswith(f"mer-jobserver-{os.getpid()}-")
+    finally:
+        server.close()
+
+
 def test_a_jobserver_hands_a_freed_core_to_the_next_stage():
     from pipeline.core import jobserver
 

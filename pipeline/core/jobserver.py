@@ -12,7 +12,9 @@ travels in MER_JOBSERVER, so it crosses `dvc repro` and the stage's `python` wit
 descriptors. Taking never blocks: a pool without a token runs its items in its own process, as with
 MER_WORKERS=1, and tries again every few tens of milliseconds. A process killed while it holds tokens
 loses them: later stages start fewer helpers, never wait. Where there is no FIFO (Windows) or no
-MER_JOBSERVER (`dvc repro`, `mer run`), a pool starts its helpers at once, as before.
+MER_JOBSERVER (`dvc repro`, `mer run`), a pool starts its helpers at once, as before. The FIFO lives in
+a temporary folder named after `mer repro`'s pid; one left by a `mer repro` that was killed outright is
+removed by the next one.
 
 Hand-written: the standard library has no cross-process semaphore that survives exec, and the pipe
 protocol is ten lines.
@@ -68,7 +70,7 @@ class Jobserver:
     stage started in its place); `env()` is what the stages' environment gets."""
 
     def __init__(self, tokens: int):
-        self.dir = Path(tempfile.mkdtemp(prefix="mer-jobserver-"))
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
         self.path = self.dir / "tokens"
         os.mkfifo(self.path, 0o600)
         self.tokens = Tokens(str(self.path))
@@ -90,8 +92,35 @@ class Jobserver:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+PREFIX = "mer-jobserver-"
+
+
 def start(tokens: int) -> Jobserver | None:
-    """A jobserver with `tokens` tokens, or None where named pipes do not exist (Windows)."""
+    """A jobserver with `tokens` tokens, or None where named pipes do not exist (Windows). First removes the
+    folders of jobservers whose `mer repro` is gone (killed before it could remove its own)."""
     if not hasattr(os, "mkfifo"):
         return None
+    remove_stale(Path(tempfile.gettempdir()))
     return Jobserver(tokens)
+
+
+def remove_stale(tmp: Path) -> list[Path]:
+    """Remove the jobserver folders under `tmp` whose owner process no longer exists; returns them."""
+    removed = []
+    for folder in tmp.glob(f"{PREFIX}*-*"):
+        pid = folder.name[len(PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
