@@ -105,11 +105,11 @@ class BackgroundPlan:
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def result(self) -> StagePlan:
-        out, err = self.proc.communicate()  # once: cancel() afterwards finds it ended
-        if self.proc.returncode == PLAN_ERROR:  # the project's own problem, in plan_stages' words
-            raise PipelineError(err.strip().splitlines()[-1])
-        try:  # DVC may print warnings first: the plan is the last line
+        out, _ = self.proc.communicate()  # once: cancel() afterwards finds it ended
+        try:  # DVC may print warnings first: the answer is the last line
             data = json.loads(out.strip().splitlines()[-1])
+            if self.proc.returncode == PLAN_ERROR:  # the project's own problem, in plan_stages' words
+                raise PipelineError(data["error"])
             return StagePlan(data["order"], {s: frozenset(up) for s, up in data["upstream"].items()})
         except (IndexError, ValueError, KeyError, TypeError):  # the process itself failed: plan here instead
             return plan_stages(self.root)
@@ -124,11 +124,11 @@ PLAN_ERROR = 3  # `python -m pipeline.repro`'s exit status when plan_stages rais
 
 
 def _plan_main(argv: list[str]) -> int:
-    """`python -m pipeline.repro ROOT`: the plan as one JSON line on stdout, or the error on stderr."""
+    """`python -m pipeline.repro ROOT`: the plan, or plan_stages' error, as the last line of stdout (JSON)."""
     try:
         plan = plan_stages(Path(argv[0]))
     except PipelineError as e:
-        print(e, file=sys.stderr)
+        print(json.dumps({"error": str(e)}))
         return PLAN_ERROR
     print(json.dumps({"order": plan.order, "upstream": {s: sorted(up) for s, up in plan.upstream.items()}}))
     return 0
