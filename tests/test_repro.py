@@ -139,14 +139,18 @@ def _dvc(root, *args):
     return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=env, capture_output=True, text=True, check=True)
 
 
-@pytest.mark.integration
-def test_dvc_runs_two_stages_at_once_and_leaves_the_lock_as_dvc_repro_does(tmp_path):
+def _dvc_repo(tmp_path, dvc_yaml):
     root = tmp_path / "repo"
     root.mkdir()
     _dvc(root, "init", "--no-scm", "-q")
     _dvc(root, "config", "core.analytics", "false")
-    (root / "dvc.yaml").write_text(DVC_YAML)
+    (root / "dvc.yaml").write_text(dvc_yaml)
+    return root
 
+
+@pytest.mark.integration
+def test_dvc_runs_two_stages_at_once_and_leaves_the_lock_as_dvc_repro_does(tmp_path):
+    root = _dvc_repo(tmp_path, DVC_YAML)
     plan = plan_stages(root)
     assert plan.order == ["a", "b", "c", "d"]
     assert plan.upstream == {"a": frozenset(), "b": {"a"}, "c": {"a"}, "d": {"b", "c"}}
@@ -171,11 +175,7 @@ def test_dvc_runs_two_stages_at_once_and_leaves_the_lock_as_dvc_repro_does(tmp_p
 
 @pytest.mark.integration
 def test_the_background_plan_reports_dvcs_error_as_the_plan_does_and_can_be_cancelled(tmp_path):
-    root = tmp_path / "repo"
-    root.mkdir()
-    _dvc(root, "init", "--no-scm", "-q")
-    _dvc(root, "config", "core.analytics", "false")
-    (root / "dvc.yaml").write_text("stages:\n  a:\n    cmd: [unclosed\n")
+    root = _dvc_repo(tmp_path, "stages:\n  a:\n    cmd: [unclosed\n")
     with pytest.raises(PipelineError) as direct:
         plan_stages(root)
     with pytest.raises(PipelineError) as background:
