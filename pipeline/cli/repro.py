@@ -60,9 +60,7 @@ def repro(
             workers = stage_workers(settings)
         except ComputeError as e:
             fail(str(e))
-        if jobs == 1 and not dry:
-            if planner:
-                planner.cancel()
+        if jobs == 1 and not dry:  # plain `dvc repro` (the planner is stopped on the way out)
             raise typer.Exit(subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, env=stage_env()).returncode)
         try:
             plan = planner.result() if planner else plan_stages(root)
